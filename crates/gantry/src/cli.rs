@@ -1,0 +1,123 @@
+//! Command-line grammar (`gantry <namespace>:<action> [group] [--flags]`, seed 004) and dispatch.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{generate, repo, show};
+
+/// Gantry: one declarative repository becomes running infrastructure.
+///
+/// Commands take the form `gantry <namespace>:<action> [group]`. They find
+/// the repository (the directory holding nodes.json) from the current
+/// directory upwards, or from --repo.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, propagate_version = true, max_term_width = 100)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command that reads the repository.
+#[derive(Debug, clap::Args)]
+pub struct RepoArgs {
+    /// The repository: the directory holding nodes.json [default: the current
+    /// directory or the nearest parent with a nodes.json]
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the Chef role roles/<group>.json for one group, or every group.
+    #[command(name = "role:create")]
+    RoleCreate {
+        /// The node group [default: every group]
+        group: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Rewrite existing roles from nodes.json (every existing role when no group is named).
+    #[command(name = "roles:update")]
+    RolesUpdate {
+        /// The node group [default: every group that has a role file]
+        group: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Write the packer template packer/<group>.json for one group, or every group.
+    #[command(name = "packer:create")]
+    PackerCreate {
+        /// The node group [default: every group]
+        group: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Write the autoscaling dna dna/asg/<group>.json, and the role it runs.
+    #[command(name = "autoscale:create")]
+    AutoscaleCreate {
+        /// The node group [default: every group with "autoscale" set]
+        group: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// List node groups.
+    #[command(name = "nodes:list")]
+    NodesList {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Show one node group, fully merged over __base__.
+    #[command(name = "nodes:show")]
+    NodesShow {
+        group: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// List service definitions.
+    #[command(name = "services:list")]
+    ServicesList {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Show one service definition and where each requirement comes from.
+    #[command(name = "services:show")]
+    ServicesShow {
+        service: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Check the whole repository and report every problem.
+    #[command(name = "repo:check")]
+    RepoCheck {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::RoleCreate { group, repo } => {
+            generate::run(&repo::open(&repo)?, generate::Kind::Role, group.as_deref(), repo.json)
+        }
+        Command::RolesUpdate { group, repo } => {
+            generate::run(&repo::open(&repo)?, generate::Kind::RoleUpdate, group.as_deref(), repo.json)
+        }
+        Command::PackerCreate { group, repo } => {
+            generate::run(&repo::open(&repo)?, generate::Kind::Packer, group.as_deref(), repo.json)
+        }
+        Command::AutoscaleCreate { group, repo } => {
+            generate::run(&repo::open(&repo)?, generate::Kind::Autoscale, group.as_deref(), repo.json)
+        }
+        Command::NodesList { repo } => show::nodes_list(&repo::open(&repo)?, repo.json),
+        Command::NodesShow { group, repo } => show::nodes_show(&repo::open(&repo)?, &group, repo.json),
+        Command::ServicesList { repo } => show::services_list(&repo::open(&repo)?, repo.json),
+        Command::ServicesShow { service, repo } => {
+            show::services_show(&repo::open(&repo)?, &service, repo.json)
+        }
+        Command::RepoCheck { repo } => show::check(&repo::open(&repo)?, repo.json),
+    }
+}
