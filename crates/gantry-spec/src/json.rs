@@ -170,7 +170,7 @@ fn syntax_error(file: FileId, text: &str, e: &jsonc_parser::errors::ParseError) 
         ),
         ParseErrorKind::ExpectedComma => (
             "missing comma".to_string(),
-            "add a `,` at the end of the previous line: JSON needs a comma between items"
+            "add a `,` after the previous item: JSON needs a comma between items"
                 .to_string(),
         ),
         ParseErrorKind::TrailingCommasNotAllowed => (

@@ -187,7 +187,7 @@ fn check_services(services: &BTreeMap<String, Service>, datastores: &BTreeMap<St
                         "\"{name}\" is provided by both \"{other}\" and \"{}\" in federation \"{}\"",
                         s.id, s.federation
                     ))
-                    .at(s.span)
+                    .at(s.span_of(&format!("provides.{name}")))
                     .help("a provided name must have one provider per federation: rename one of them"),
                 );
             }
@@ -200,7 +200,7 @@ fn check_services(services: &BTreeMap<String, Service>, datastores: &BTreeMap<St
                     "local_port {port} of \"{}\" is also the local_port of \"{other}\" in federation \"{}\"",
                     s.id, s.federation
                 ))
-                .at(s.span)
+                .at(s.span_of("local_port"))
                 .help("local load balancers listen on local_port: give each service its own"),
             );
         }
@@ -224,7 +224,7 @@ fn check_services(services: &BTreeMap<String, Service>, datastores: &BTreeMap<St
                         s.federation
                     ),
                 };
-                let span = s.requires_spans.get(key).copied().unwrap_or(s.span);
+                let span = s.span_of(&format!("requires.{key}"));
                 sink.push(
                     Diagnostic::new(format!(
                         "service \"{}\" requires {{{name}}} (for {key}), but no service in federation \"{}\" provides it and {DATASTORES_FILE} does not define it",

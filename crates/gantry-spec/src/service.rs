@@ -64,9 +64,10 @@ pub struct Service {
     pub resources: Resources,
     #[serde(skip)]
     pub span: Span,
-    /// Where each `requires` template is written, for diagnostics.
+    /// Where values are written, for diagnostics: top-level keys
+    /// (`local_port`) and template entries (`requires.DATABASE_URL`).
     #[serde(skip)]
-    pub(crate) requires_spans: BTreeMap<String, Span>,
+    pub(crate) spans: BTreeMap<String, Span>,
 }
 
 /// What the agent runs for a service.
@@ -133,6 +134,12 @@ pub struct Resources {
 }
 
 impl Service {
+    /// Where `key` (a top-level key, or `requires.NAME` / `provides.NAME`) is
+    /// written; the whole definition when it is not.
+    pub fn span_of(&self, key: &str) -> Span {
+        self.spans.get(key).copied().unwrap_or(self.span)
+    }
+
     /// The service's port: `PORT` from its environment, if it sets one.
     pub fn port(&self) -> Option<u16> {
         self.environment.get("PORT").and_then(|p| p.parse().ok())
@@ -201,8 +208,9 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         })
         .unwrap_or_default();
 
-    let (requires, requires_spans) = templates("requires", members, sink);
-    let (provides, _) = templates("provides", members, sink);
+    let mut spans: BTreeMap<String, Span> = members.iter().map(|m| (m.key.clone(), m.value.span)).collect();
+    let requires = templates("requires", members, &mut spans, sink);
+    let provides = templates("provides", members, &mut spans, sink);
     check_provides(members, &provides, &environment, sink);
 
     let federation = string("federation", sink).unwrap_or_else(|| DEFAULT_FEDERATION.to_string());
@@ -231,7 +239,7 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         check: get(members, "check").and_then(|v| parse_check(v, sink)),
         resources: get(members, "resources").map(|v| parse_resources(v, sink)).unwrap_or_default(),
         span: root.span,
-        requires_spans,
+        spans,
     };
     (sink.len() == before).then_some(service)
 }
@@ -316,19 +324,20 @@ fn check_env_names(key: &str, value: &Json, sink: &mut Sink) {
     }
 }
 
-/// Parses `requires` or `provides`: name to template.
+/// Parses `requires` or `provides`: name to template. Records each entry's
+/// span in `spans` as `key.NAME`.
 fn templates(
     key: &str,
     members: &[Member],
+    spans: &mut BTreeMap<String, Span>,
     sink: &mut Sink,
-) -> (BTreeMap<String, Template>, BTreeMap<String, Span>) {
+) -> BTreeMap<String, Template> {
     let mut out = BTreeMap::new();
-    let mut spans = BTreeMap::new();
     let Some(value) = get(members, key) else {
-        return (out, spans);
+        return out;
     };
     let Some(entries) = decode::object(key, value, sink) else {
-        return (out, spans);
+        return out;
     };
     check_env_names(key, value, sink);
     for m in entries {
@@ -336,7 +345,7 @@ fn templates(
         match Template::parse(&text) {
             Ok(t) => {
                 out.insert(m.key.clone(), t);
-                spans.insert(m.key.clone(), m.value.span);
+                spans.insert(format!("{key}.{}", m.key), m.value.span);
             }
             Err(e) => sink.push(
                 Diagnostic::new(format!("invalid template for \"{}\" in \"{key}\": {}", m.key, e.message))
@@ -345,7 +354,7 @@ fn templates(
             ),
         }
     }
-    (out, spans)
+    out
 }
 
 /// `provides` templates may use the instance's HOST and PORT and the
