@@ -1,0 +1,104 @@
+//! Integration tests of the `gantry` binary, run as a user runs it: a temp
+//! copy of the seed example, the real binary, exit codes, stdout and stderr
+//! checked against golden files (refresh with `UPDATE_EXPECT=1`).
+
+mod generate;
+mod show;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub(crate) const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seatgeek");
+
+/// A scratch copy of the example's inputs (no generated files).
+pub(crate) struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn example() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        for rel in ["nodes.json", "configuration/datastores.json", "data_bags/service/api.json", "data_bags/service/app-www.json"] {
+            let to = dir.path().join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(Path::new(EXAMPLE).join(rel), to).unwrap();
+        }
+        Scratch { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+    }
+
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert!(text.contains(from), "{rel} has no {from:?}");
+        std::fs::write(self.path(rel), text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// Runs gantry in the scratch directory.
+    pub fn gantry(&self, args: &[&str]) -> Run {
+        run_in(self.dir.path(), args)
+    }
+
+    /// Every file under the scratch directory with its bytes, to prove nothing was written.
+    pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push((path.clone(), std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+/// One finished run of the binary.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns stdout.
+    pub fn ok(self) -> String {
+        assert_eq!(self.code, 0, "gantry failed:\n{}{}", self.stdout, self.stderr);
+        self.stdout
+    }
+
+    /// Asserts exit code 2 (bad input) with nothing on stdout, and returns stderr.
+    pub fn bad_input(self) -> String {
+        assert_eq!(self.code, 2, "expected exit code 2:\nstdout:\n{}stderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(self.stdout, "", "bad input prints nothing on stdout");
+        self.stderr
+    }
+}
+
+pub(crate) fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .output()
+        .expect("running gantry");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
