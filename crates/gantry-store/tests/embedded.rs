@@ -1,0 +1,162 @@
+//! The conformance suite against the embedded engine, plus what only the
+//! embedded engine does: reopening, persisted history, lease TTLs restarted
+//! on open, slow watchers, the file lock.
+
+use std::time::Duration;
+
+use gantry_store::{EmbeddedConfig, EventKind, Store, StoreError};
+use tempfile::TempDir;
+
+use crate::support::{next_error, next_event, next_events};
+
+pub struct Fixture {
+    pub store: Store,
+    _dir: TempDir,
+}
+
+pub async fn fixture() -> Fixture {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open_embedded(EmbeddedConfig::in_dir(dir.path())).await.unwrap();
+    Fixture { store, _dir: dir }
+}
+
+crate::all_cases!(fixture);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_data_revision_and_history() {
+    let dir = TempDir::new().unwrap();
+    let config = EmbeddedConfig::in_dir(dir.path());
+    let store = Store::open_embedded(config.clone()).await.unwrap();
+    let first = store.put("machines/a", "1").await.unwrap();
+    store.put("machines/b", "2").await.unwrap();
+    store.delete("machines/a").await.unwrap();
+    let last = store.revision().await.unwrap();
+    store.close().await.unwrap();
+
+    let store = Store::open_embedded(config).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), last);
+    assert!(store.get("machines/a").await.unwrap().kv.is_none());
+    assert_eq!(&store.get("machines/b").await.unwrap().kv.unwrap().value[..], b"2");
+    let mut watch = store.watch("machines/", first).await.unwrap();
+    let kinds: Vec<(String, EventKind)> =
+        next_events(&mut watch, 3).await.into_iter().map(|event| (event.key, event.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("machines/a".to_owned(), EventKind::Put),
+            ("machines/b".to_owned(), EventKind::Put),
+            ("machines/a".to_owned(), EventKind::Delete)
+        ]
+    );
+    assert!(store.put("machines/c", "3").await.unwrap() > last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_store_restarts_lease_ttls_then_expires_them() {
+    let dir = TempDir::new().unwrap();
+    let config = EmbeddedConfig::in_dir(dir.path());
+    let store = Store::open_embedded(config.clone()).await.unwrap();
+    let lease = store.grant_lease(Duration::from_secs(1)).await.unwrap();
+    store.put_with_lease("machines/m", "x", lease.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    store.close().await.unwrap();
+
+    let store = Store::open_embedded(config).await.unwrap();
+    let reopened = tokio::time::Instant::now();
+    // Less than a full TTL after the restart the lease is still alive...
+    assert_eq!(store.keep_alive(lease.id).await.unwrap(), Duration::from_secs(1));
+    assert!(store.get("machines/m").await.unwrap().kv.is_some());
+    let mut watch = store.watch("machines/", 0).await.unwrap();
+    // ...and without keep-alives it ends one TTL later.
+    let event = next_event(&mut watch).await;
+    assert_eq!((event.key.as_str(), event.kind), ("machines/m", EventKind::Delete));
+    assert!(reopened.elapsed() >= Duration::from_millis(900));
+    // A new lease does not reuse the old id.
+    assert_ne!(store.grant_lease(Duration::from_secs(5)).await.unwrap().id, lease.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_watcher_catches_up_from_the_history() {
+    let dir = TempDir::new().unwrap();
+    let mut config = EmbeddedConfig::in_dir(dir.path());
+    config.watch_buffer = 2;
+    let store = Store::open_embedded(config).await.unwrap();
+    let mut watch = store.watch("slow/", 0).await.unwrap();
+    for i in 0..50 {
+        store.put(&format!("slow/{i}"), i.to_string()).await.unwrap();
+    }
+    // The broadcast buffer overflowed long ago; the history has it all.
+    let events = next_events(&mut watch, 50).await;
+    let keys: Vec<String> = events.into_iter().map(|event| event.key).collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("slow/{i}")).collect();
+    assert_eq!(keys, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_behind_the_history_is_told_to_re_read() {
+    let dir = TempDir::new().unwrap();
+    let mut config = EmbeddedConfig::in_dir(dir.path());
+    config.watch_buffer = 4;
+    config.history_revisions = 10;
+    let store = Store::open_embedded(config).await.unwrap();
+    let start = store.revision().await.unwrap() + 1;
+    let mut watch = store.watch("behind/", 0).await.unwrap();
+    for i in 0..50 {
+        store.put(&format!("behind/{i}"), "x").await.unwrap();
+    }
+    let last = store.revision().await.unwrap();
+    match next_error(&mut watch).await {
+        StoreError::Compacted { requested, oldest_available } => {
+            assert_eq!((requested, oldest_available), (start, last - 9));
+        }
+        other => panic!("expected Compacted, got {other}"),
+    }
+    assert!(watch.next_event().await.is_none());
+
+    // The re-read the error asks for, then a watch from its revision.
+    let read = store.range("behind/", None).await.unwrap();
+    assert_eq!(read.kvs.len(), 50);
+    let mut watch = store.watch("behind/", read.revision + 1).await.unwrap();
+    let revision = store.put("behind/new", "y").await.unwrap();
+    assert_eq!(next_event(&mut watch).await.mod_revision, revision);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_is_locked_while_open() {
+    let dir = TempDir::new().unwrap();
+    let config = EmbeddedConfig::in_dir(dir.path());
+    let store = Store::open_embedded(config.clone()).await.unwrap();
+    let error = Store::open_embedded(config.clone()).await.unwrap_err();
+    assert!(matches!(error, StoreError::Embedded { action: "open", .. }), "{error}");
+    assert!(error.to_string().contains("store.redb"), "{error}");
+    store.close().await.unwrap();
+    Store::open_embedded(config).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_refuses_writes() {
+    let fixture = fixture().await;
+    let clone = fixture.store.clone();
+    fixture.store.close().await.unwrap();
+    assert!(matches!(clone.put("k", "v").await.unwrap_err(), StoreError::Closed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_commits_and_lose_nothing() {
+    let fixture = fixture().await;
+    let mut tasks = Vec::new();
+    for task in 0..64 {
+        let store = fixture.store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                store.put(&format!("group/{task}/{i}"), vec![7u8; 256]).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let all = fixture.store.range("group/", None).await.unwrap();
+    assert_eq!(all.kvs.len(), 64 * 20);
+    assert_eq!(all.revision, 64 * 20);
+}
