@@ -3,10 +3,12 @@
 //!
 //! Architecture invariant: generation is pure (spec in, bytes out); the only
 //! IO is [`write::write_atomic`], which every file Gantry writes for a user
-//! goes through. Output is byte-stable: keys are sorted wherever their order
+//! goes through, and [`read::read_repo`] reads the repository for the spec
+//! crate. Output is byte-stable: keys are sorted wherever their order
 //! carries no meaning, and the same input always gives the same bytes.
 #![forbid(unsafe_code)]
 
+pub mod read;
 pub mod write;
 
 use std::collections::BTreeMap;

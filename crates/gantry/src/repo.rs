@@ -1,11 +1,9 @@
-//! Finding the user's repository on disk and reading its files for the spec crate.
+//! Finding the user's repository on disk and loading it.
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
-use gantry_spec::{DATASTORES_FILE, Diagnostic, Diagnostics, NODES_FILE, Repo, RepoFiles, SERVICES_DIR};
+use gantry_spec::{Diagnostic, Diagnostics, NODES_FILE, Repo};
 
 use crate::BadInput;
 use crate::cli::RepoArgs;
@@ -57,46 +55,10 @@ pub fn open(args: &RepoArgs) -> anyhow::Result<Opened> {
         ))
         .into());
     }
-    let files = read_files(&dir, &display)?;
+    let files = gantry_generate::read::read_repo(&dir, &display).map_err(|e| match e {
+        gantry_generate::read::ReadError::NotUtf8 { .. } => anyhow::Error::from(BadInput(format!("error: {e}"))),
+        other => other.into(),
+    })?;
     let repo = gantry_spec::load(&files).map_err(|e| BadInput(e.render()))?;
     Ok(Opened { repo, dir, display })
-}
-
-/// Reads the repository's input files. A missing file is `None`; any other
-/// read failure is an error naming the file.
-pub fn read_files(dir: &Path, display: &str) -> anyhow::Result<RepoFiles> {
-    let services_dir = dir.join(SERVICES_DIR);
-    let mut services = Vec::new();
-    match fs::read_dir(&services_dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let entry = entry.with_context(|| format!("listing {}", services_dir.display()))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.ends_with(".json") || name.starts_with('.') {
-                    continue;
-                }
-                let path = entry.path();
-                let text = read_text(&path)?.with_context(|| format!("{} vanished while reading", path.display()))?;
-                services.push((name, text));
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("listing {}", services_dir.display())),
-    }
-    Ok(RepoFiles {
-        root: display.to_string(),
-        nodes: read_text(&dir.join(NODES_FILE))?,
-        services,
-        datastores: read_text(&dir.join(DATASTORES_FILE))?,
-    })
-}
-
-fn read_text(path: &Path) -> anyhow::Result<Option<String>> {
-    match fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| BadInput(format!("error: {} is not UTF-8 text\n = help: save it as UTF-8", path.display())).into()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
 }
