@@ -21,6 +21,9 @@ const MAX_BATCH_REQUESTS: usize = 4096;
 /// ...and at most about this many bytes of values, so one commit's memory
 /// stays bounded.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Longest a batch waits for writers still on their way (see
+/// [`Writer::gather`]); small next to an fsync.
+const GATHER_WAIT: Duration = Duration::from_micros(400);
 
 pub(crate) struct Request {
     pub op: Op,
@@ -120,7 +123,7 @@ pub(crate) fn spawn(
     history_revisions: u64,
 ) -> Result<(), StoreError> {
     let path = inner.path.clone();
-    let writer = Writer { inner, queue, counters, history_revisions };
+    let writer = Writer { inner, queue, counters, history_revisions, writers: 1 };
     std::thread::Builder::new()
         .name("gantry-store-writer".into())
         .spawn(move || writer.run())
@@ -133,6 +136,9 @@ struct Writer {
     queue: mpsc::Receiver<Request>,
     counters: Counters,
     history_revisions: u64,
+    /// How many requests the last batch held: an estimate of how many
+    /// callers are writing concurrently.
+    writers: usize,
 }
 
 /// The tables one batch writes to.
@@ -156,17 +162,7 @@ impl Writer {
     fn run(mut self) {
         let mut close_reply = None;
         while let Some(first) = self.queue.blocking_recv() {
-            let mut size = first.op.size();
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH_REQUESTS && size < MAX_BATCH_BYTES {
-                match self.queue.try_recv() {
-                    Ok(request) => {
-                        size += request.op.size();
-                        batch.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let mut batch = self.gather(first);
             if let Some(at) = batch.iter().position(|request| matches!(request.op, Op::Close)) {
                 let mut rest = batch.split_off(at).into_iter();
                 self.commit(batch);
@@ -187,6 +183,39 @@ impl Writer {
         if let Some(reply) = close_reply {
             let _ = reply.send(Ok(Outcome::Done));
         }
+    }
+
+    /// Collects the requests queued behind `first` into one batch.
+    ///
+    /// Under load, the callers the previous commit answered are still
+    /// sending their next request when this batch starts. Committing at once
+    /// would split the writers into two groups taking turns, each paying a
+    /// full fsync for half of them. So when recent batches were larger than
+    /// what is queued, wait a little (at most [`GATHER_WAIT`]) for the rest.
+    /// A lone writer never waits.
+    fn gather(&mut self, first: Request) -> Vec<Request> {
+        let mut size = first.op.size();
+        let mut batch = vec![first];
+        let deadline = Instant::now() + GATHER_WAIT;
+        loop {
+            while batch.len() < MAX_BATCH_REQUESTS && size < MAX_BATCH_BYTES {
+                match self.queue.try_recv() {
+                    Ok(request) => {
+                        size += request.op.size();
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let full = batch.len() >= MAX_BATCH_REQUESTS || size >= MAX_BATCH_BYTES;
+            if full || batch.len() >= self.writers || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        // Fewer arrived in time: fewer writers now, stop waiting for them.
+        self.writers = batch.len();
+        batch
     }
 
     /// Applies `requests` in one write transaction, commits it durably, then
