@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{generate, repo, show};
+use crate::remote::{ServeArgs, ServerArgs};
+use crate::{generate, remote, repo, show};
 
 /// Gantry: one declarative repository becomes running infrastructure.
 ///
@@ -96,6 +97,82 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArgs,
     },
+    /// Run the API server: inventory, KV, leases and watches over the store.
+    Server(ServeArgs),
+    /// List machines in the inventory.
+    #[command(name = "machine:list")]
+    MachineList {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show one machine with its facts and labels.
+    #[command(name = "machine:show")]
+    MachineShow {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Hosts for a service: its instances, filtered by properties.
+    #[command(name = "service:hosts")]
+    ServiceHosts {
+        service: String,
+        /// Only instances with this property (repeatable): --where master=true
+        #[arg(long = "where", value_name = "PROPERTY=VALUE")]
+        wheres: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Services on a host: the instances a machine runs.
+    #[command(name = "service:on")]
+    ServiceOn {
+        machine: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One healthy instance of a service (get_host): prints ADDRESS:PORT.
+    Lookup {
+        service: String,
+        /// Properties the instance must have: master=true environment=production
+        #[arg(value_name = "PROPERTY=VALUE")]
+        wheres: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a key's value (exit 1 if it does not exist).
+    #[command(name = "kv:get")]
+    KvGet {
+        key: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Set a key; prints nothing on success.
+    #[command(name = "kv:put")]
+    KvPut {
+        key: String,
+        value: String,
+        /// Only if the key's mod revision is REV (0: only if it does not exist); exit 1 otherwise
+        #[arg(long, value_name = "REV")]
+        cas: Option<u64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a key.
+    #[command(name = "kv:del")]
+    KvDel {
+        key: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Follow every change under a store prefix (kv/, machines/, instances/api/):
+    /// one JSON object per line.
+    Watch {
+        prefix: String,
+        /// Start at this revision (replaying history) instead of now
+        #[arg(long, default_value_t = 0, value_name = "REVISION")]
+        from: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -119,5 +196,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             show::services_show(&repo::open(&repo)?, &service, repo.json)
         }
         Command::RepoCheck { repo } => show::check(&repo::open(&repo)?, repo.json),
+        Command::Server(args) => remote::serve(args),
+        Command::MachineList { server } => remote::machine_list(&server),
+        Command::MachineShow { id, server } => remote::machine_show(&server, &id),
+        Command::ServiceHosts { service, wheres, server } => remote::service_hosts(&server, &service, &wheres),
+        Command::ServiceOn { machine, server } => remote::service_on(&server, &machine),
+        Command::Lookup { service, wheres, server } => remote::lookup(&server, &service, &wheres),
+        Command::KvGet { key, server } => remote::kv_get(&server, &key),
+        Command::KvPut { key, value, cas, server } => remote::kv_put(&server, &key, &value, cas),
+        Command::KvDel { key, server } => remote::kv_del(&server, &key),
+        Command::Watch { prefix, from, server } => remote::watch(&server, &prefix, from),
     }
 }

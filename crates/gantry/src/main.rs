@@ -6,6 +6,7 @@
 
 mod cli;
 mod generate;
+mod remote;
 mod repo;
 mod show;
 

@@ -1,0 +1,343 @@
+//! Typed HTTP client of the Gantry API (see the `gantry-server` crate docs
+//! for the routes). Used by the CLI, the agent, and applications that want
+//! `get_host('mysql', master=True)` (seed 002): [`Client::lookup`].
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures::{Stream, StreamExt};
+use gantry_api::{
+    ErrorBody, HealthStatus, Instance, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, Machine, ResetEvent,
+    WATCH_RESET_EVENT, WatchEvent, WriteResult,
+};
+use reqwest::{Method, RequestBuilder};
+use serde::de::DeserializeOwned;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached (not running, wrong address).
+    #[error("cannot reach the gantry server at {server}")]
+    Connect {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error.
+    #[error("{message}")]
+    Api { status: u16, code: String, message: String },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from {url}")]
+    Decode {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ClientError {
+    /// True for a 404 (`not_found`): the thing asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Api { status: 404, .. })
+    }
+
+    /// The API error code (`cas_failed`, `invalid_key`, ...), if the server answered.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one Gantry server; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// One item of a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchItem {
+    Event {
+        /// `REVISION.INDEX`, to resume after this event.
+        id: String,
+        event: WatchEvent,
+    },
+    /// The history this watch needs is gone: re-read, then watch again.
+    Reset(ResetEvent),
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://127.0.0.1:7400`).
+    pub fn new(base: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()
+            .expect("an HTTP client without TLS always builds");
+        Client { base: base.trim_end_matches('/').to_string(), http }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Connect { server: self.base.clone(), source })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+            Err(_) => ClientError::Api { status: status.as_u16(), code: "http_error".into(), message: format!("HTTP {status}: {text}") },
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        let url = response.url().to_string();
+        let bytes = response.bytes().await.map_err(|source| ClientError::Connect { server: self.base.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, source: Box::new(e) })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    pub async fn health(&self) -> Result<HealthStatus, ClientError> {
+        self.call(self.request(Method::GET, "/v1/health")).await
+    }
+
+    // ---- KV ----
+
+    /// The key, or `None` when it does not exist.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, ClientError> {
+        match self.call(self.request(Method::GET, &format!("/v1/kv/{}", encode_path(key)))).await {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn kv_list(&self, prefix: &str) -> Result<KvList, ClientError> {
+        self.call(self.request(Method::GET, "/v1/kv").query(&[("prefix", prefix)])).await
+    }
+
+    /// Writes `value`; with `cas`, only if the key's mod revision is that
+    /// (`Some(0)`: only if it does not exist), else `code() == Some("cas_failed")`.
+    pub async fn kv_put(&self, key: &str, value: &str, options: PutOptions) -> Result<WriteResult, ClientError> {
+        let request = self.request(Method::PUT, &format!("/v1/kv/{}", encode_path(key))).body(value.to_string());
+        self.call(options.apply(request)).await
+    }
+
+    /// Deletes a key; returns how many keys went (0 or 1).
+    pub async fn kv_delete(&self, key: &str) -> Result<u64, ClientError> {
+        let v: serde_json::Value = self.call(self.request(Method::DELETE, &format!("/v1/kv/{}", encode_path(key)))).await?;
+        Ok(v["deleted"].as_u64().unwrap_or(0))
+    }
+
+    // ---- Machines ----
+
+    pub async fn put_machine(&self, machine: &Machine, options: PutOptions) -> Result<WriteResult, ClientError> {
+        let request = self.request(Method::PUT, &format!("/v1/machines/{}", encode_path(&machine.id))).json(machine);
+        self.call(options.apply(request)).await
+    }
+
+    pub async fn machines(&self) -> Result<Listing<Machine>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/machines")).await
+    }
+
+    pub async fn machine(&self, id: &str) -> Result<Machine, ClientError> {
+        self.call(self.request(Method::GET, &format!("/v1/machines/{}", encode_path(id)))).await
+    }
+
+    /// Services on host `id`.
+    pub async fn machine_instances(&self, id: &str) -> Result<Listing<Instance>, ClientError> {
+        self.call(self.request(Method::GET, &format!("/v1/machines/{}/instances", encode_path(id)))).await
+    }
+
+    // ---- Services and instances ----
+
+    pub async fn put_service(&self, definition: &serde_json::Value) -> Result<WriteResult, ClientError> {
+        let id = definition["id"].as_str().unwrap_or_default();
+        self.call(self.request(Method::PUT, &format!("/v1/services/{}", encode_path(id))).json(definition)).await
+    }
+
+    pub async fn put_instance(&self, instance: &Instance, options: PutOptions) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/services/{}/instances/{}", encode_path(&instance.service), encode_path(&instance.id));
+        self.call(options.apply(self.request(Method::PUT, &path).json(instance))).await
+    }
+
+    pub async fn delete_instance(&self, service: &str, id: &str) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/services/{}/instances/{}", encode_path(service), encode_path(id));
+        self.call(self.request(Method::DELETE, &path)).await
+    }
+
+    /// Hosts for `service`, filtered by properties (`("master", "true")`).
+    pub async fn service_instances(&self, service: &str, filters: &[(String, String)]) -> Result<Listing<Instance>, ClientError> {
+        let path = format!("/v1/services/{}/instances", encode_path(service));
+        self.call(self.request(Method::GET, &path).query(filters)).await
+    }
+
+    /// Hosts with every property in `filters`, across services.
+    pub async fn instances_with(&self, filters: &[(String, String)]) -> Result<Listing<Instance>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/instances").query(filters)).await
+    }
+
+    /// `get_host(service, **filters)`: one healthy instance.
+    pub async fn lookup(&self, service: &str, filters: &[(String, String)]) -> Result<Instance, ClientError> {
+        let path = format!("/v1/lookup/{}", encode_path(service));
+        self.call(self.request(Method::GET, &path).query(filters)).await
+    }
+
+    // ---- Leases ----
+
+    pub async fn grant_lease(&self, ttl: Duration) -> Result<LeaseGrant, ClientError> {
+        let body = LeaseRequest { ttl_secs: ttl.as_secs().max(1) };
+        self.call(self.request(Method::POST, "/v1/leases").json(&body)).await
+    }
+
+    pub async fn keep_alive(&self, lease: &str) -> Result<LeaseGrant, ClientError> {
+        self.call(self.request(Method::PUT, &format!("/v1/leases/{}/keepalive", encode_path(lease)))).await
+    }
+
+    pub async fn revoke_lease(&self, lease: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &format!("/v1/leases/{}", encode_path(lease)))).await.map(|_| ())
+    }
+
+    // ---- Watch ----
+
+    /// Every change under `prefix` from `from` (a revision; 0: from now).
+    /// `resume_after` (an event id) takes precedence and continues exactly
+    /// after that event.
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        from: u64,
+        resume_after: Option<&str>,
+    ) -> Result<impl Stream<Item = Result<WatchItem, ClientError>> + use<>, ClientError> {
+        let mut request = self.request(Method::GET, "/v1/watch").query(&[("prefix", prefix), ("from", &from.to_string())]);
+        if let Some(id) = resume_after {
+            request = request.header("last-event-id", id);
+        }
+        let response = self.send(request).await?;
+        let server = self.base.clone();
+        let url = response.url().to_string();
+        let bytes = response.bytes_stream();
+        Ok(sse_items(bytes, server, url))
+    }
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Compare-and-set on the key's mod revision (0: must not exist).
+    pub cas: Option<u64>,
+    /// Attach the key to this lease.
+    pub lease: Option<String>,
+}
+
+impl PutOptions {
+    fn apply(&self, mut request: RequestBuilder) -> RequestBuilder {
+        if let Some(cas) = self.cas {
+            request = request.query(&[("cas", cas.to_string())]);
+        }
+        if let Some(lease) = &self.lease {
+            request = request.query(&[("lease", lease)]);
+        }
+        request
+    }
+}
+
+/// Splits an SSE byte stream into events (`id:`, `event:`, `data:` lines up
+/// to a blank line); keep-alive comments are skipped.
+fn sse_items(
+    bytes: impl Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+    server: String,
+    url: String,
+) -> impl Stream<Item = Result<WatchItem, ClientError>> {
+    struct State<S> {
+        bytes: std::pin::Pin<Box<S>>,
+        buffer: BytesMut,
+        id: String,
+        event: String,
+        data: String,
+        done: bool,
+    }
+    let state = State { bytes: Box::pin(bytes), buffer: BytesMut::new(), id: String::new(), event: String::new(), data: String::new(), done: false };
+    futures::stream::unfold(state, move |mut st| {
+        let server = server.clone();
+        let url = url.clone();
+        async move {
+            loop {
+                if st.done {
+                    return None;
+                }
+                if let Some(pos) = st.buffer.iter().position(|&b| b == b'\n') {
+                    let line = st.buffer.split_to(pos + 1);
+                    let line = String::from_utf8_lossy(&line[..pos]).trim_end_matches('\r').to_string();
+                    if line.is_empty() {
+                        if st.data.is_empty() {
+                            continue;
+                        }
+                        let (event, data, id) = (std::mem::take(&mut st.event), std::mem::take(&mut st.data), std::mem::take(&mut st.id));
+                        let item = if event == WATCH_RESET_EVENT {
+                            serde_json::from_str(&data).map(WatchItem::Reset)
+                        } else {
+                            serde_json::from_str(&data).map(|event| WatchItem::Event { id, event })
+                        };
+                        let item = item.map_err(|e| ClientError::Decode { url: url.clone(), source: Box::new(e) });
+                        return Some((item, st));
+                    }
+                    if let Some((field, value)) = line.split_once(':') {
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "id" => st.id = value.to_string(),
+                            "event" => st.event = value.to_string(),
+                            "data" => {
+                                if !st.data.is_empty() {
+                                    st.data.push('\n');
+                                }
+                                st.data.push_str(value);
+                            }
+                            _ => {}
+                        }
+                    }
+                    continue;
+                }
+                match st.bytes.next().await {
+                    Some(Ok(chunk)) => st.buffer.extend_from_slice(chunk.chunk()),
+                    Some(Err(source)) => {
+                        st.done = true;
+                        return Some((Err(ClientError::Connect { server: server.clone(), source }), st));
+                    }
+                    None => return None,
+                }
+            }
+        }
+    })
+}
+
+/// Percent-encodes a path (keeping `/` between key segments).
+fn encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,111 @@
+//! `gantry server`: the HTTP API over the store (seed 001 "single source of
+//! truth", seed 002 machine and service inventories).
+//!
+//! Routes (all JSON; every error is a 4xx/5xx with an `ErrorBody`):
+//!
+//! ```text
+//! GET    /v1/health                          200 when the store answers
+//! GET    /metrics                            Prometheus text
+//! GET    /v1/kv?prefix=P&limit=N             list keys
+//! GET    /v1/kv/KEY[?raw]                    one key (raw: the value alone)
+//! PUT    /v1/kv/KEY[?cas=REV][&lease=ID]     body = value; cas=0: must not exist; 409 on a lost race
+//! DELETE /v1/kv/KEY[?prefix][&cas=REV]
+//! PUT    /v1/machines/ID[?lease=ID]          Machine
+//! GET    /v1/machines | /v1/machines/ID | /v1/machines/ID/instances
+//! DELETE /v1/machines/ID
+//! PUT    /v1/services/ID                     service definition (any JSON object)
+//! GET    /v1/services | /v1/services/ID ;  DELETE /v1/services/ID
+//! PUT    /v1/services/S/instances/ID[?lease=ID]   Instance
+//! GET    /v1/services/S/instances[?healthy][&PROP=V...]   hosts for service S
+//! DELETE /v1/services/S/instances/ID
+//! GET    /v1/instances[?PROP=V...]           hosts with property PROP=V
+//! GET    /v1/lookup/S[?PROP=V...][&federation=F]   one healthy instance (get_host)
+//! POST   /v1/leases {"ttl_secs": N} ;  PUT /v1/leases/ID/keepalive ;  DELETE /v1/leases/ID
+//! GET    /v1/watch?prefix=P[&from=REV]       Server-Sent Events, resumable
+//! ```
+//!
+//! Architecture invariant: the server is the only component that opens the store.
+#![forbid(unsafe_code)]
+
+mod error;
+mod metrics;
+mod query;
+mod routes;
+mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use gantry_store::Store;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// The API router over `store`.
+pub fn router(store: Store) -> Router {
+    let state = AppState { store, metrics: Arc::default() };
+    Router::new()
+        .route("/v1/health", get(routes::health))
+        .route("/metrics", get(routes::metrics))
+        .route("/v1/kv", get(routes::kv_list))
+        .route("/v1/kv/{*key}", get(routes::kv_get).put(routes::kv_put).delete(routes::kv_delete))
+        .route("/v1/machines", get(routes::machines_list))
+        .route(
+            "/v1/machines/{id}",
+            get(routes::machine_get).put(routes::machine_put).delete(routes::machine_delete),
+        )
+        .route("/v1/machines/{id}/instances", get(routes::machine_instances))
+        .route("/v1/services", get(routes::services_list))
+        .route(
+            "/v1/services/{id}",
+            get(routes::service_get).put(routes::service_put).delete(routes::service_delete),
+        )
+        .route("/v1/services/{service}/instances", get(routes::service_instances))
+        .route(
+            "/v1/services/{service}/instances/{id}",
+            get(routes::instance_get).put(routes::instance_put).delete(routes::instance_delete),
+        )
+        .route("/v1/instances", get(routes::instances_with_property))
+        .route("/v1/lookup/{service}", get(routes::lookup))
+        .route("/v1/leases", post(routes::lease_grant))
+        .route("/v1/leases/{id}/keepalive", put(routes::lease_keepalive))
+        .route("/v1/leases/{id}", axum::routing::delete(routes::lease_revoke))
+        .route("/v1/watch", get(watch::watch))
+        .fallback(routes::fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        // Bodies are read by the handlers as bytes with this limit, so an
+        // oversized one is a JSON 413 from our own code.
+        .layer(DefaultBodyLimit::max(gantry_api::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes; open watch
+/// streams end at shutdown.
+pub async fn serve(listener: TcpListener, store: Store, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(store)).with_graceful_shutdown(shutdown).await
+}
+
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state.metrics.record(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}

@@ -1,0 +1,80 @@
+//! Prometheus text exposition of the server's own counters: requests by
+//! route and status, request latency, open watchers, store revision.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+/// Latency histogram bucket bounds, in seconds.
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (method, route, status) -> count.
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// route -> histogram.
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    pub watchers: AtomicI64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default() += 1;
+        let mut latency = self.latency.lock().expect("metrics lock");
+        let h = latency.entry(route.to_string()).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// The exposition text; `revision` is the store's current revision.
+    pub fn render(&self, revision: u64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP gantry_http_requests_total HTTP requests answered, by route and status.\n");
+        out.push_str("# TYPE gantry_http_requests_total counter\n");
+        for ((method, route, status), n) in self.requests.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "gantry_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP gantry_http_request_duration_seconds Time to answer, by route.\n");
+        out.push_str("# TYPE gantry_http_request_duration_seconds histogram\n");
+        for (route, h) in self.latency.lock().expect("metrics lock").iter() {
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "gantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(out, "gantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "gantry_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
+            let _ = writeln!(out, "gantry_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+        }
+        out.push_str("# HELP gantry_watchers Open watch streams.\n# TYPE gantry_watchers gauge\n");
+        let _ = writeln!(out, "gantry_watchers {}", self.watchers.load(Ordering::Relaxed));
+        out.push_str("# HELP gantry_store_revision The store's current revision.\n# TYPE gantry_store_revision gauge\n");
+        let _ = writeln!(out, "gantry_store_revision {revision}");
+        out
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests of the server: placeholder replaced below.
