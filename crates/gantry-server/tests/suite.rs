@@ -1,0 +1,280 @@
+//! The API conformance suite, each test run on the embedded engine and on etcd.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gantry_api::{Health, Instance, Machine, WatchKind};
+use gantry_client::{Client, PutOptions, WatchItem};
+
+use super::{TestServer, both, eventually};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn instance(service: &str, id: &str, machine: &str, port: u16, health: Health, props: &[(&str, &str)]) -> Instance {
+    Instance {
+        service: service.into(),
+        id: id.into(),
+        machine: machine.into(),
+        address: "127.0.0.2".into(),
+        port,
+        properties: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        health,
+        federation: "default".into(),
+        public: false,
+        provides: BTreeMap::new(),
+    }
+}
+
+fn machine(id: &str) -> Machine {
+    Machine {
+        id: id.into(),
+        hostname: format!("{id}.local"),
+        address: "127.0.0.2".into(),
+        facts: Default::default(),
+        labels: BTreeMap::from([("group".to_string(), "api".to_string())]),
+        updated_at: 0,
+    }
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[tokio::test]
+async fn kv_crud_list_and_revisions() {
+    both(|s| async move {
+        let c = &s.client;
+        let h0 = c.health().await.unwrap();
+        assert_eq!(h0.status, "ok");
+        let r1 = c.kv_put("datastores/DB", "mysql://a", PutOptions::default()).await.unwrap().revision;
+        let r2 = c.kv_put("datastores/ES", "http://es", PutOptions::default()).await.unwrap().revision;
+        assert!(r2 > r1 && r1 > h0.revision);
+        let db = c.kv_get("datastores/DB").await.unwrap().unwrap();
+        assert_eq!((db.value.as_str(), db.mod_revision, db.version), ("mysql://a", r1, 1));
+        let list = c.kv_list("datastores/").await.unwrap();
+        assert_eq!(list.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["datastores/DB", "datastores/ES"]);
+        assert_eq!(c.kv_delete("datastores/DB").await.unwrap(), 1);
+        assert_eq!(c.kv_get("datastores/DB").await.unwrap(), None);
+        assert_eq!(c.kv_delete("datastores/DB").await.unwrap(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn compare_and_set_race_has_exactly_one_winner() {
+    both(|s| async move {
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let c = s.client.clone();
+                tokio::spawn(async move {
+                    c.kv_put("leader", &format!("node-{i}"), PutOptions { cas: Some(0), lease: None }).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => winners += 1,
+                Err(e) => assert_eq!(e.code(), Some("cas_failed"), "{e}"),
+            }
+        }
+        assert_eq!(winners, 1);
+        // A CAS on the current revision wins; on a stale one it loses.
+        let cur = s.client.kv_get("leader").await.unwrap().unwrap();
+        s.client.kv_put("leader", "x", PutOptions { cas: Some(cur.mod_revision), lease: None }).await.unwrap();
+        let stale = s.client.kv_put("leader", "y", PutOptions { cas: Some(cur.mod_revision), lease: None }).await;
+        assert_eq!(stale.unwrap_err().code(), Some("cas_failed"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn inventory_queries() {
+    both(|s| async move {
+        let c = &s.client;
+        c.put_machine(&machine("m1"), PutOptions::default()).await.unwrap();
+        c.put_machine(&machine("m2"), PutOptions::default()).await.unwrap();
+        c.put_instance(&instance("mysql", "m1-mysql", "m1", 3306, Health::Passing, &[("mysql.master", "true"), ("environment", "production")]), PutOptions::default()).await.unwrap();
+        c.put_instance(&instance("mysql", "m2-mysql", "m2", 3306, Health::Passing, &[("mysql.master", "false"), ("environment", "production")]), PutOptions::default()).await.unwrap();
+        c.put_instance(&instance("api", "m2-api", "m2", 1100, Health::Failing, &[]), PutOptions::default()).await.unwrap();
+
+        let machines = c.machines().await.unwrap();
+        assert_eq!(machines.items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+        assert_eq!(c.machine("m1").await.unwrap(), machine("m1"));
+        // Hosts for service X.
+        assert_eq!(c.service_instances("mysql", &[]).await.unwrap().items.len(), 2);
+        // Services on host X.
+        let on_m2: Vec<String> = c.machine_instances("m2").await.unwrap().items.into_iter().map(|i| i.id).collect();
+        assert_eq!(on_m2, ["m2-api", "m2-mysql"]);
+        // Hosts with property Y=X, qualified or not.
+        let masters = c.instances_with(&pairs(&[("mysql.master", "true")])).await.unwrap().items;
+        assert_eq!(masters.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["m1-mysql"]);
+        // get_host('mysql', master=True, environment='production').
+        let host = c.lookup("mysql", &pairs(&[("master", "true"), ("environment", "production")])).await.unwrap();
+        assert_eq!(host.id, "m1-mysql");
+        // Only healthy instances are looked up.
+        assert!(c.lookup("api", &[]).await.unwrap_err().is_not_found());
+        assert!(c.lookup("mysql", &pairs(&[("federation", "other")])).await.unwrap_err().is_not_found());
+        assert!(c.machine("nope").await.unwrap_err().is_not_found());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_with_a_json_error_and_stores_nothing() {
+    both(|s| async move {
+        let http = reqwest::Client::new();
+        let before = s.client.health().await.unwrap().revision;
+        let cases: Vec<(reqwest::Method, String, Vec<u8>, u16, &str)> = vec![
+            (reqwest::Method::PUT, "/v1/machines/m1".into(), b"{\"id\": \"m1\",".to_vec(), 400, "invalid_body"),
+            (reqwest::Method::PUT, "/v1/machines/m1".into(), br#"{"id": "m1", "hostnme": "x"}"#.to_vec(), 400, "invalid_body"),
+            (reqwest::Method::PUT, "/v1/machines/m1".into(), br#"{"id": "m2"}"#.to_vec(), 400, "invalid_body"),
+            (reqwest::Method::PUT, "/v1/services/api/instances/i".into(), br#"{"service": "api"}"#.to_vec(), 400, "invalid_body"),
+            (reqwest::Method::PUT, "/v1/kv/a//b".into(), b"x".to_vec(), 400, "invalid_key"),
+            (reqwest::Method::PUT, "/v1/kv/big".into(), vec![b'a'; 2 * 1024 * 1024], 413, "body_too_large"),
+            (reqwest::Method::PUT, "/v1/kv/k?lease=zz".into(), b"x".to_vec(), 400, "invalid_lease"),
+            (reqwest::Method::PUT, "/v1/kv/k?cas=abc".into(), b"x".to_vec(), 400, "invalid_query"),
+            (reqwest::Method::PUT, "/v1/kv/k".into(), vec![0xff, 0xfe], 400, "invalid_body"),
+            (reqwest::Method::POST, "/v1/leases".into(), br#"{"ttl_secs": 0}"#.to_vec(), 400, "invalid_ttl"),
+            (reqwest::Method::GET, "/v1/no/such/route".into(), vec![], 404, "not_found"),
+        ];
+        for (method, path, body, status, code) in cases {
+            let response = http.request(method.clone(), format!("{}{path}", s.url)).body(body).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{method} {path}");
+            let error: gantry_api::ErrorBody = response.json().await.unwrap_or_else(|e| panic!("{method} {path}: not a JSON error: {e}"));
+            assert_eq!(error.error.code, code, "{method} {path}: {}", error.error.message);
+            assert!(!error.error.message.is_empty());
+        }
+        assert_eq!(s.client.health().await.unwrap().revision, before, "nothing was stored");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lease_that_is_not_renewed_takes_its_instances_out_of_lookups() {
+    both(|s| async move {
+        let c = &s.client;
+        let kept = c.grant_lease(Duration::from_secs(2)).await.unwrap();
+        let dying = c.grant_lease(Duration::from_secs(2)).await.unwrap();
+        for (id, lease) in [("live", &kept), ("dead", &dying)] {
+            let options = PutOptions { cas: None, lease: Some(lease.id.clone()) };
+            c.put_machine(&machine(id), options.clone()).await.unwrap();
+            c.put_instance(&instance("web", id, id, 80, Health::Passing, &[]), options).await.unwrap();
+        }
+        let keeper = {
+            let c = c.clone();
+            let id = kept.id.clone();
+            tokio::spawn(async move {
+                loop {
+                    c.keep_alive(&id).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        };
+        eventually("the dead machine leaves", WAIT, || async {
+            c.service_instances("web", &[]).await.unwrap().items.len() == 1
+        })
+        .await;
+        assert_eq!(c.lookup("web", &[]).await.unwrap().id, "live");
+        assert!(c.machine("dead").await.unwrap_err().is_not_found());
+        keeper.abort();
+        c.revoke_lease(&kept.id).await.unwrap();
+        assert!(c.lookup("web", &[]).await.unwrap_err().is_not_found());
+        assert_eq!(c.keep_alive(&kept.id).await.unwrap_err().code(), Some("lease_not_found"));
+    })
+    .await;
+}
+
+async fn next(stream: &mut (impl futures::Stream<Item = Result<WatchItem, gantry_client::ClientError>> + Unpin)) -> WatchItem {
+    tokio::time::timeout(WAIT, stream.next()).await.expect("a watch item in time").expect("stream open").expect("no error")
+}
+
+#[tokio::test]
+async fn watch_delivers_every_change_in_order_and_resumes_exactly() {
+    both(|s| async move {
+        let c = &s.client;
+        let start = c.health().await.unwrap().revision + 1;
+        // Three keys on one lease: its revocation is one revision with three events.
+        let lease = c.grant_lease(Duration::from_secs(60)).await.unwrap();
+        for i in 0..3 {
+            c.kv_put(&format!("w/leased-{i}"), "v", PutOptions { cas: None, lease: Some(lease.id.clone()) }).await.unwrap();
+        }
+        for i in 0..10 {
+            c.kv_put(&format!("w/k{}", i % 4), &i.to_string(), PutOptions::default()).await.unwrap();
+        }
+        c.revoke_lease(&lease.id).await.unwrap();
+        c.kv_put("other/x", "not watched", PutOptions::default()).await.unwrap();
+        c.kv_delete("w/k0").await.unwrap();
+        // 3 + 10 + 3 + 1 events under kv/w/.
+        let mut all = Vec::new();
+        let stream = c.watch("kv/w/", start, None).await.unwrap();
+        futures::pin_mut!(stream);
+        for _ in 0..17 {
+            match next(&mut stream).await {
+                WatchItem::Event { id, event } => all.push((id, event)),
+                WatchItem::Reset(r) => panic!("unexpected reset {r:?}"),
+            }
+        }
+        let revisions: Vec<u64> = all.iter().map(|(_, e)| e.revision).collect();
+        assert!(revisions.windows(2).all(|w| w[0] <= w[1]), "in order: {revisions:?}");
+        assert!(all.iter().all(|(_, e)| e.key.starts_with("kv/w/")));
+        assert_eq!(all.iter().filter(|(_, e)| e.kind == WatchKind::Delete).count(), 4);
+
+        // Resume after every position, including in the middle of the
+        // lease's three-event revision: exactly the rest, in order.
+        for cut in [0, 5, 13, 14, 15] {
+            let (id, _) = &all[cut];
+            let resumed = c.watch("kv/w/", 0, Some(id)).await.unwrap();
+            futures::pin_mut!(resumed);
+            for expected in &all[cut + 1..] {
+                match next(&mut resumed).await {
+                    WatchItem::Event { event, .. } => assert_eq!(&event, &expected.1, "after cut {cut}"),
+                    WatchItem::Reset(r) => panic!("unexpected reset {r:?}"),
+                }
+            }
+            // Nothing more (the next write is the live one).
+            c.kv_put("w/live", &cut.to_string(), PutOptions::default()).await.unwrap();
+            match next(&mut resumed).await {
+                WatchItem::Event { event, .. } => assert_eq!(event.key, "kv/w/live"),
+                WatchItem::Reset(r) => panic!("unexpected reset {r:?}"),
+            }
+            // Keep `all` the full history for the next cut.
+            all.retain(|(_, e)| e.key != "kv/w/live");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_watch_from_compacted_history_is_told_to_reread() {
+    both(|s| async move {
+        let c = &s.client;
+        let first = c.kv_put("old", "1", PutOptions::default()).await.unwrap().revision;
+        let last = c.kv_put("old", "2", PutOptions::default()).await.unwrap().revision;
+        c.kv_put("old", "3", PutOptions::default()).await.unwrap();
+        s.store.compact(last).await.unwrap();
+        let stream = c.watch("kv/", first, None).await.unwrap();
+        futures::pin_mut!(stream);
+        match next(&mut stream).await {
+            WatchItem::Reset(r) => assert!(r.message.contains("re-read"), "{}", r.message),
+            WatchItem::Event { event, .. } => panic!("expected a reset, got {event:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_report_requests_watchers_and_revision() {
+    let s = TestServer::embedded().await;
+    s.client.kv_put("m", "1", PutOptions::default()).await.unwrap();
+    let stream = s.client.watch("kv/", 0, None).await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    assert!(text.contains("gantry_http_requests_total{method=\"PUT\",route=\"/v1/kv/{*key}\",status=\"200\"} 1"), "{text}");
+    assert!(text.contains("gantry_watchers 1"), "{text}");
+    assert!(text.contains("gantry_store_revision 1"), "{text}");
+    assert!(text.contains("gantry_http_request_duration_seconds_count{route=\"/v1/kv/{*key}\"} 1"), "{text}");
+    drop(stream);
+    // Served by a fresh client that speaks only Client's API.
+    let _ = Client::new(&s.url).health().await.unwrap();
+}
