@@ -579,11 +579,11 @@ impl Store {
         self.backend.compact(revision).await
     }
 
-    /// Stops this store: later calls on any clone fail with
-    /// [`StoreError::Closed`]. Returns once every acknowledged write is
-    /// committed (they always are) and the embedded engine's writer has
-    /// stopped; the file is unlocked when the last clone and watch are
-    /// dropped.
+    /// Stops this store. Embedded: later writes on any clone fail with
+    /// [`StoreError::Closed`]; returns once the writer has stopped (every
+    /// acknowledged write is already durable), and the file is unlocked when
+    /// the last clone and watch are dropped. etcd: nothing to release; the
+    /// connection closes with the last clone.
     pub async fn close(self) -> Result<(), StoreError> {
         self.backend.close().await
     }

@@ -37,20 +37,8 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("{:<28} {:>8} {:>12} {:>10} {:>10} {:>9}", "durable puts", "clients", "puts/s", "p50 ms", "p99 ms", "vs etcd");
     for clients in [1, 64] {
-        let store = embedded.clone();
-        let value_e = value.clone();
-        let gantry = measure(clients, duration, move |client, i| {
-            let (store, value) = (store.clone(), value_e.clone());
-            async move { store.put(&format!("bench/e/{client}/{i}"), value).await.map(drop).map_err(Into::into) }
-        })
-        .await?;
-        let store = on_etcd.clone();
-        let value_g = value.clone();
-        let gantry_etcd = measure(clients, duration, move |client, i| {
-            let (store, value) = (store.clone(), value_g.clone());
-            async move { store.put(&format!("bench/g/{client}/{i}"), value).await.map(drop).map_err(Into::into) }
-        })
-        .await?;
+        let gantry = measure(clients, duration, store_put(&embedded, "e", &value)).await?;
+        let gantry_etcd = measure(clients, duration, store_put(&on_etcd, "g", &value)).await?;
         let kv = direct.kv_client();
         let value_d = value.to_vec();
         let etcd_direct = measure(clients, duration, move |client, i| {
@@ -87,6 +75,22 @@ async fn main() -> anyhow::Result<()> {
     embedded.close().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// One put through the store API, under `bench/<tag>/`.
+fn store_put(
+    store: &Store,
+    tag: &'static str,
+    value: &Bytes,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Clone + Send + 'static {
+    let (store, value) = (store.clone(), value.clone());
+    move |client, i| {
+        let (store, value) = (store.clone(), value.clone());
+        Box::pin(async move {
+            store.put(&format!("bench/{tag}/{client}/{i}"), value).await?;
+            Ok(())
+        })
+    }
 }
 
 struct Measured {
