@@ -3,6 +3,7 @@
 //! checked against golden files (refresh with `UPDATE_EXPECT=1`).
 
 mod generate;
+mod server;
 mod show;
 mod tidy;
 

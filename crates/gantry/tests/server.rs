@@ -1,0 +1,230 @@
+//! `gantry server` as a process: the client commands against it, `gantry
+//! watch` across a server restart, and acknowledged writes surviving SIGKILL.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gantry_client::{Client, PutOptions};
+
+use super::run_in;
+
+/// A `gantry server` child process; killed on drop.
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    /// Starts a server on `listen` with its store in `data_dir`, and waits for its address.
+    fn start(data_dir: &Path, listen: &str) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["server", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning gantry server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
+            .to_string();
+        ServerProcess { child, url }
+    }
+
+    fn port(&self) -> &str {
+        self.url.rsplit(':').next().unwrap()
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL: no chance to flush anything.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn gantry(server: &ServerProcess, args: &[&str]) -> super::Run {
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(["--server", server.url.as_str()]);
+    run_in(Path::new("."), &full)
+}
+
+#[test]
+fn client_commands_against_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    assert_eq!(gantry(&server, &["kv:put", "datastores/PRIMARY_DATABASE_URL", "mysql://db:3306/x"]).ok(), "");
+    assert_eq!(gantry(&server, &["kv:get", "datastores/PRIMARY_DATABASE_URL"]).ok(), "mysql://db:3306/x\n");
+    let missing = gantry(&server, &["kv:get", "datastores/NOPE"]);
+    assert_eq!((missing.code, missing.stdout.as_str()), (1, ""));
+    assert!(missing.stderr.contains("no key \"datastores/NOPE\""), "{}", missing.stderr);
+    // compare-and-set: 0 means "must not exist".
+    let lost = gantry(&server, &["kv:put", "datastores/PRIMARY_DATABASE_URL", "other", "--cas", "0"]);
+    assert_eq!(lost.code, 1, "{lost:?}");
+    assert_eq!(gantry(&server, &["kv:del", "datastores/PRIMARY_DATABASE_URL"]).ok(), "");
+    // An invalid key is bad input.
+    let bad = gantry(&server, &["kv:put", "a//b", "x"]).bad_input();
+    assert!(bad.contains("invalid key"), "{bad}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(&server.url);
+    rt.block_on(async {
+        let m = gantry_api::Machine {
+            id: "m1".into(),
+            hostname: "api-1".into(),
+            address: "127.0.0.2".into(),
+            facts: Default::default(),
+            labels: BTreeMap::from([("group".into(), "12_04-api".into())]),
+            updated_at: 0,
+        };
+        client.put_machine(&m, PutOptions::default()).await.unwrap();
+        let i = gantry_api::Instance {
+            service: "mysql".into(),
+            id: "m1-mysql".into(),
+            machine: "m1".into(),
+            address: "127.0.0.2".into(),
+            port: 3306,
+            properties: BTreeMap::from([("mysql.master".into(), "true".into())]),
+            health: gantry_api::Health::Passing,
+            federation: "default".into(),
+            public: false,
+            provides: BTreeMap::new(),
+        };
+        client.put_instance(&i, PutOptions::default()).await.unwrap();
+    });
+    let machines: serde_json::Value = serde_json::from_str(&gantry(&server, &["machine:list", "--json"]).ok()).unwrap();
+    assert_eq!(machines[0]["id"], "m1");
+    assert_eq!(machines[0]["labels"]["group"], "12_04-api");
+    assert!(gantry(&server, &["machine:show", "m1"]).ok().contains("\"hostname\": \"api-1\""));
+    assert_eq!(gantry(&server, &["machine:show", "m9"]).code, 2);
+    assert_eq!(gantry(&server, &["lookup", "mysql", "master=true"]).ok(), "127.0.0.2:3306\n");
+    assert_eq!(gantry(&server, &["lookup", "mysql", "master=false"]).code, 1);
+    let hosts = gantry(&server, &["service:hosts", "mysql", "--where", "master=true"]).ok();
+    assert!(hosts.lines().nth(1).is_some_and(|l| l.contains("m1-mysql")), "{hosts}");
+    let on: serde_json::Value = serde_json::from_str(&gantry(&server, &["service:on", "m1", "--json"]).ok()).unwrap();
+    assert_eq!(on[0]["service"], "mysql");
+}
+
+#[test]
+fn unreachable_server_says_how_to_fix_it() {
+    let run = run_in(Path::new("."), &["kv:get", "x", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("start one with `gantry server`"), "{}", run.stderr);
+    assert!(run.stderr.contains("cannot reach the gantry server at http://127.0.0.1:9"), "{}", run.stderr);
+}
+
+/// Reads lines from a child's stdout on a thread, so the test can wait with a bound.
+fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn watch_streams_json_lines_and_resumes_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let url = server.url.clone();
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["watch", "kv/app/", "--from", "1", "--server", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(&mut watch);
+    for i in 0..5 {
+        gantry(&server, &["kv:put", &format!("app/k{i}"), &i.to_string()]).ok();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(lines.recv_timeout(Duration::from_secs(10)).expect("watch output"));
+    }
+    // Kill the server hard and bring it back on the same port and data.
+    let port = server.port().to_string();
+    server.kill();
+    let server = ServerProcess::start(dir.path(), &format!("127.0.0.1:{port}"));
+    for i in 5..10 {
+        gantry(&server, &["kv:put", &format!("app/k{i}"), &i.to_string()]).ok();
+    }
+    gantry(&server, &["kv:del", "app/k0"]).ok();
+    while seen.len() < 11 {
+        seen.push(lines.recv_timeout(Duration::from_secs(15)).expect("watch output after the restart"));
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let events: Vec<serde_json::Value> = seen.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let keys: Vec<String> = events.iter().map(|e| format!("{} {}", e["kind"].as_str().unwrap(), e["key"].as_str().unwrap())).collect();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("put kv/app/k{i}")).collect();
+    expected.push("delete kv/app/k0".into());
+    assert_eq!(keys, expected, "every change exactly once, in order");
+    let revisions: Vec<u64> = events.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    assert_eq!(events[3]["value"], "3");
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let acknowledged: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for round in 0..4u64 {
+        let mut server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+        let client = Client::new(&server.url);
+        let stop_at = Instant::now() + Duration::from_millis(150 + (round * 97) % 250);
+        let writers: Vec<_> = (0..16)
+            .map(|w| {
+                let client = client.clone();
+                let acknowledged = Arc::clone(&acknowledged);
+                rt.spawn(async move {
+                    // Bounded: at most 10,000 writes per writer and round.
+                    for n in 0..10_000u32 {
+                        let key = format!("crash/r{round}-w{w}-{n}");
+                        let value = format!("{round}.{w}.{n}");
+                        match client.kv_put(&key, &value, PutOptions::default()).await {
+                            Ok(_) => {
+                                acknowledged.lock().unwrap().insert(key, value);
+                            }
+                            Err(_) => return, // the server is gone
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(stop_at.saturating_duration_since(Instant::now()));
+        server.kill();
+        for w in writers {
+            rt.block_on(w).unwrap();
+        }
+        // Restart and check every acknowledged write of every round so far.
+        let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+        let client = Client::new(&server.url);
+        let stored = rt.block_on(client.kv_list("crash/")).unwrap();
+        let stored: BTreeMap<String, String> = stored.entries.into_iter().map(|e| (e.key, e.value)).collect();
+        let acked = acknowledged.lock().unwrap();
+        assert!(!acked.is_empty(), "round {round} acknowledged nothing");
+        eprintln!("round {round}: {} acknowledged writes so far, all present after SIGKILL", acked.len());
+        for (key, value) in acked.iter() {
+            assert_eq!(stored.get(key), Some(value), "round {round}: acknowledged write {key} lost");
+        }
+    }
+}
