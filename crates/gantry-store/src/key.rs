@@ -19,7 +19,10 @@ pub const MAX_TXN_OPS: usize = 128;
 pub fn validate_key(key: &str) -> Result<(), StoreError> {
     match key_problem(key) {
         None => Ok(()),
-        Some(reason) => Err(StoreError::InvalidKey { key: shorten(key), reason }),
+        Some(reason) => Err(StoreError::InvalidKey {
+            key: shorten(key),
+            reason,
+        }),
     }
 }
 
@@ -32,7 +35,10 @@ pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
     let body = prefix.strip_suffix('/').unwrap_or(prefix);
     match key_problem(body) {
         None => Ok(()),
-        Some(reason) => Err(StoreError::InvalidKey { key: shorten(prefix), reason }),
+        Some(reason) => Err(StoreError::InvalidKey {
+            key: shorten(prefix),
+            reason,
+        }),
     }
 }
 
@@ -83,7 +89,13 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_keys() {
-        for key in ["machines/web-1", "a", "kv/datastores/PRIMARY_DATABASE_URL", "x.y/z..w", "é/ü"] {
+        for key in [
+            "machines/web-1",
+            "a",
+            "kv/datastores/PRIMARY_DATABASE_URL",
+            "x.y/z..w",
+            "é/ü",
+        ] {
             assert!(validate_key(key).is_ok(), "{key:?} should be valid");
         }
     }
@@ -91,19 +103,39 @@ mod tests {
     #[test]
     fn refuses_bad_keys() {
         let long = "k".repeat(MAX_KEY_BYTES + 1);
-        for key in ["", "/a", "a/", "a//b", "a/./b", "../a", "a/..", "a\0b", "a\nb", long.as_str()] {
+        for key in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "a/./b",
+            "../a",
+            "a/..",
+            "a\0b",
+            "a\nb",
+            long.as_str(),
+        ] {
             let err = validate_key(key).expect_err(key);
-            assert!(matches!(err, StoreError::InvalidKey { .. }), "{key:?}: {err}");
+            assert!(
+                matches!(err, StoreError::InvalidKey { .. }),
+                "{key:?}: {err}"
+            );
         }
     }
 
     #[test]
     fn prefixes_may_end_with_a_slash_or_be_empty() {
         for prefix in ["", "machines/", "machines", "instances/mysql/"] {
-            assert!(validate_prefix(prefix).is_ok(), "{prefix:?} should be valid");
+            assert!(
+                validate_prefix(prefix).is_ok(),
+                "{prefix:?} should be valid"
+            );
         }
         for prefix in ["/", "a//", "..", "a\tb/"] {
-            assert!(validate_prefix(prefix).is_err(), "{prefix:?} should be invalid");
+            assert!(
+                validate_prefix(prefix).is_err(),
+                "{prefix:?} should be invalid"
+            );
         }
     }
 

@@ -15,7 +15,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 #[non_exhaustive]
 pub enum LocalEtcdError {
     /// There is no `etcd` binary on `PATH`.
-    #[error("`etcd` is not installed (not found on PATH): install it with `apt-get install etcd-server`")]
+    #[error(
+        "`etcd` is not installed (not found on PATH): install it with `apt-get install etcd-server`"
+    )]
     NotInstalled,
     /// Something on this machine failed (temp dir, ports, spawning).
     #[error("cannot start etcd: {action} failed")]
@@ -94,7 +96,11 @@ impl LocalEtcd {
             }
             Err(error) => return Err(io("spawn etcd")(error)),
         };
-        let mut etcd = LocalEtcd { child, dir, endpoint };
+        let mut etcd = LocalEtcd {
+            child,
+            dir,
+            endpoint,
+        };
         etcd.wait_healthy().await?;
         Ok(etcd)
     }
@@ -108,7 +114,9 @@ impl LocalEtcd {
             let options = etcd_client::ConnectOptions::new()
                 .with_connect_timeout(Duration::from_millis(500))
                 .with_timeout(Duration::from_secs(2));
-            if let Ok(mut client) = etcd_client::Client::connect([&self.endpoint], Some(options)).await {
+            if let Ok(mut client) =
+                etcd_client::Client::connect([&self.endpoint], Some(options)).await
+            {
                 // A write goes through raft: it succeeds once there is a leader.
                 if client.put("gantry-health", "ok", None).await.is_ok() {
                     return Ok(());
@@ -119,7 +127,10 @@ impl LocalEtcd {
         let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         let log_tail = lines[lines.len().saturating_sub(15)..].join("\n");
-        Err(LocalEtcdError::Unhealthy { timeout: START_TIMEOUT, log_tail })
+        Err(LocalEtcdError::Unhealthy {
+            timeout: START_TIMEOUT,
+            log_tail,
+        })
     }
 }
 

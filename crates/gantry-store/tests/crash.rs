@@ -15,7 +15,11 @@ const RUNS: u32 = 5;
 fn acknowledged_writes_survive_sigkill() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("store.redb");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut total = 0;
     for run in 0..RUNS {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gantry-store-crash-writer"))
@@ -38,7 +42,8 @@ fn acknowledged_writes_survive_sigkill() {
                     Ok(0) | Err(_) => break,
                     // A line cut by the kill has no newline: not acknowledged.
                     Ok(_) if line.ends_with(b"\n") => {
-                        acknowledged.push(String::from_utf8(line[..line.len() - 1].to_vec()).unwrap());
+                        acknowledged
+                            .push(String::from_utf8(line[..line.len() - 1].to_vec()).unwrap());
                     }
                     Ok(_) => break,
                 }
@@ -52,11 +57,17 @@ fn acknowledged_writes_survive_sigkill() {
         total += acknowledged.len();
 
         runtime.block_on(async {
-            let store = Store::open_embedded(EmbeddedConfig::new(&path)).await.unwrap();
+            let store = Store::open_embedded(EmbeddedConfig::new(&path))
+                .await
+                .unwrap();
             for key in &acknowledged {
                 let kv = store.get(key).await.unwrap().kv;
                 let kv = kv.unwrap_or_else(|| panic!("run {run}: acknowledged {key} is missing"));
-                assert_eq!(kv.value, key.as_bytes(), "run {run}: {key} has the wrong value");
+                assert_eq!(
+                    kv.value,
+                    key.as_bytes(),
+                    "run {run}: {key} has the wrong value"
+                );
             }
             let prefix = format!("crash/{run}/");
             let stored = store.range(&prefix, None).await.unwrap().kvs.len();
@@ -64,7 +75,10 @@ fn acknowledged_writes_survive_sigkill() {
             store.close().await.unwrap();
         });
     }
-    assert!(total > 0, "the writer acknowledged nothing before being killed");
+    assert!(
+        total > 0,
+        "the writer acknowledged nothing before being killed"
+    );
 }
 
 /// 50 to 400 ms, different every run.

@@ -32,10 +32,20 @@ async fn main() -> anyhow::Result<()> {
     let direct = etcd_client::Client::connect([etcd.endpoint()], None).await?;
     let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
 
-    println!("bench-store: {VALUE_BYTES} B values, {seconds} s per measurement, fsync on every commit");
-    println!("etcd {} (data in {}), embedded file in {}", etcd.endpoint(), std::env::temp_dir().display(), dir.display());
+    println!(
+        "bench-store: {VALUE_BYTES} B values, {seconds} s per measurement, fsync on every commit"
+    );
+    println!(
+        "etcd {} (data in {}), embedded file in {}",
+        etcd.endpoint(),
+        std::env::temp_dir().display(),
+        dir.display()
+    );
     println!();
-    println!("{:<28} {:>8} {:>12} {:>10} {:>10} {:>9}", "durable puts", "clients", "puts/s", "p50 ms", "p99 ms", "vs etcd");
+    println!(
+        "{:<28} {:>8} {:>12} {:>10} {:>10} {:>9}",
+        "durable puts", "clients", "puts/s", "p50 ms", "p99 ms", "vs etcd"
+    );
     for clients in [1, 64] {
         let gantry = measure(clients, duration, store_put(&embedded, "e", &value)).await?;
         let gantry_etcd = measure(clients, duration, store_put(&on_etcd, "g", &value)).await?;
@@ -43,7 +53,12 @@ async fn main() -> anyhow::Result<()> {
         let value_d = value.to_vec();
         let etcd_direct = measure(clients, duration, move |client, i| {
             let (mut kv, value) = (kv.clone(), value_d.clone());
-            async move { kv.put(format!("bench/d/{client}/{i}"), value, None).await.map(drop).map_err(Into::into) }
+            async move {
+                kv.put(format!("bench/d/{client}/{i}"), value, None)
+                    .await
+                    .map(drop)
+                    .map_err(Into::into)
+            }
         })
         .await?;
         for (name, result) in [
@@ -64,13 +79,25 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!();
-    println!("{:<28} {:>8} {:>12} {:>10} {:>10}", "watch fan-out", "watchers", "rounds", "p50 ms", "p99 ms");
+    println!(
+        "{:<28} {:>8} {:>12} {:>10} {:>10}",
+        "watch fan-out", "watchers", "rounds", "p50 ms", "p99 ms"
+    );
     for (name, store) in [("gantry embedded", &embedded), ("gantry on etcd", &on_etcd)] {
         let (rounds, p50, p99) = fan_out(store).await?;
-        println!("{:<28} {:>8} {:>12} {:>10.2} {:>10.2}", name, WATCHERS, rounds, millis(p50), millis(p99));
+        println!(
+            "{:<28} {:>8} {:>12} {:>10.2} {:>10.2}",
+            name,
+            WATCHERS,
+            rounds,
+            millis(p50),
+            millis(p99)
+        );
     }
     println!();
-    println!("fan-out: time from the write's acknowledgement until all {WATCHERS} watchers of the prefix got the event");
+    println!(
+        "fan-out: time from the write's acknowledgement until all {WATCHERS} watchers of the prefix got the event"
+    );
 
     embedded.close().await?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -82,12 +109,17 @@ fn store_put(
     store: &Store,
     tag: &'static str,
     value: &Bytes,
-) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Clone + Send + 'static {
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
++ Clone
++ Send
++ 'static {
     let (store, value) = (store.clone(), value.clone());
     move |client, i| {
         let (store, value) = (store.clone(), value.clone());
         Box::pin(async move {
-            store.put(&format!("bench/{tag}/{client}/{i}"), value).await?;
+            store
+                .put(&format!("bench/{tag}/{client}/{i}"), value)
+                .await?;
             Ok(())
         })
     }
@@ -158,7 +190,9 @@ async fn fan_out(store: &Store) -> anyhow::Result<(usize, Duration, Duration)> {
     drop(seen_tx);
     let mut times = Vec::new();
     for round in 0..FAN_OUT_ROUNDS {
-        let revision = store.put(&format!("{prefix}key"), round.to_string()).await?;
+        let revision = store
+            .put(&format!("{prefix}key"), round.to_string())
+            .await?;
         let acknowledged = Instant::now();
         let mut last = acknowledged;
         let mut notified = 0;
@@ -178,7 +212,11 @@ async fn fan_out(store: &Store) -> anyhow::Result<(usize, Duration, Duration)> {
         watcher.abort();
     }
     times.sort_unstable();
-    Ok((times.len(), percentile(&times, 0.50), percentile(&times, 0.99)))
+    Ok((
+        times.len(),
+        percentile(&times, 0.50),
+        percentile(&times, 0.99),
+    ))
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -199,7 +237,10 @@ fn parse_seconds() -> anyhow::Result<f64> {
         [] => Ok(3.0),
         [flag, value] if flag == "--seconds" => {
             let seconds: f64 = value.parse().context("--seconds takes a number")?;
-            anyhow::ensure!((0.1..=60.0).contains(&seconds), "--seconds must be between 0.1 and 60");
+            anyhow::ensure!(
+                (0.1..=60.0).contains(&seconds),
+                "--seconds must be between 0.1 and 60"
+            );
             Ok(seconds)
         }
         _ => anyhow::bail!("usage: bench-store [--seconds N]"),

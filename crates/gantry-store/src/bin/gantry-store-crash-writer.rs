@@ -32,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
                 let key = format!("crash/{run}/{task}/{i}");
                 store.put(&key, key.clone().into_bytes()).await?;
                 // Only now is the write acknowledged: print it.
-                let mut out = stdout.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut out = stdout
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 writeln!(out, "{key}")?;
                 out.flush()?;
             }

@@ -71,7 +71,12 @@ pub(crate) fn encode_events(events: &[Event]) -> Vec<u8> {
 
 /// Decodes the events of `revision`, keeping those whose key starts with
 /// `prefix`.
-pub(crate) fn decode_events(revision: u64, record: &[u8], prefix: &str, out: &mut Vec<Event>) -> Option<()> {
+pub(crate) fn decode_events(
+    revision: u64,
+    record: &[u8],
+    prefix: &str,
+    out: &mut Vec<Event>,
+) -> Option<()> {
     let mut reader = Reader(record);
     let count = reader.u32()?;
     for _ in 0..count {
@@ -119,7 +124,12 @@ mod tests {
 
     #[test]
     fn key_values_round_trip() {
-        let meta = Meta { create_revision: 3, mod_revision: 9, version: 4, lease: 77 };
+        let meta = Meta {
+            create_revision: 3,
+            mod_revision: 9,
+            version: 4,
+            lease: 77,
+        };
         let record = encode_kv(meta, b"{\"a\":1}");
         assert_eq!(decode_meta(&record), Some(meta));
         let kv = decode_kv("k/1", &record).unwrap();
@@ -131,8 +141,18 @@ mod tests {
     #[test]
     fn events_round_trip_and_filter_by_prefix() {
         let events = vec![
-            Event { kind: EventKind::Put, key: "a/1".into(), value: Bytes::from_static(b"x"), mod_revision: 5 },
-            Event { kind: EventKind::Delete, key: "b/1".into(), value: Bytes::new(), mod_revision: 5 },
+            Event {
+                kind: EventKind::Put,
+                key: "a/1".into(),
+                value: Bytes::from_static(b"x"),
+                mod_revision: 5,
+            },
+            Event {
+                kind: EventKind::Delete,
+                key: "b/1".into(),
+                value: Bytes::new(),
+                mod_revision: 5,
+            },
         ];
         let record = encode_events(&events);
         let mut all = Vec::new();

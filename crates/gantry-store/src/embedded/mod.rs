@@ -18,8 +18,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::backend::{Backend, Write, Written};
 use crate::{
-    EmbeddedConfig, Engine, Event, GetResponse, KeyValue, Lease, LeaseId, RangeResponse, StoreError,
-    Watch,
+    EmbeddedConfig, Engine, Event, GetResponse, KeyValue, Lease, LeaseId, RangeResponse,
+    StoreError, Watch,
 };
 
 pub(crate) mod codec;
@@ -86,16 +86,24 @@ impl Inner {
     fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<i64, LeaseClock>> {
         // A panic while holding this lock leaves the map consistent (every
         // update is a single insert or remove), so poisoning is ignored.
-        self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.leases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lease_expired(&self, id: i64, now: Instant) -> bool {
-        self.leases().get(&id).is_none_or(|clock| clock.deadline <= now)
+        self.leases()
+            .get(&id)
+            .is_none_or(|clock| clock.deadline <= now)
     }
 }
 
 fn engine_error(path: &Path, action: &'static str, source: impl Into<redb::Error>) -> StoreError {
-    StoreError::Embedded { path: path.to_owned(), action, source: Arc::new(source.into()) }
+    StoreError::Embedded {
+        path: path.to_owned(),
+        action,
+        source: Arc::new(source.into()),
+    }
 }
 
 impl Embedded {
@@ -118,7 +126,13 @@ impl Embedded {
             .iter()
             .map(|&(id, ttl_secs)| {
                 let ttl = Duration::from_secs(ttl_secs);
-                (id, LeaseClock { ttl, deadline: now + ttl })
+                (
+                    id,
+                    LeaseClock {
+                        ttl,
+                        deadline: now + ttl,
+                    },
+                )
             })
             .collect();
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
@@ -130,7 +144,12 @@ impl Embedded {
             leases: Mutex::new(leases),
         });
         let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
-        writer::spawn(inner.clone(), queue, opened.counters, config.history_revisions.max(1))?;
+        writer::spawn(
+            inner.clone(),
+            queue,
+            opened.counters,
+            config.history_revisions.max(1),
+        )?;
         tokio::spawn(expire_leases(Arc::downgrade(&inner), requests.downgrade()));
         Ok(Embedded { inner, requests })
     }
@@ -138,7 +157,10 @@ impl Embedded {
     async fn request(&self, op: writer::Op) -> Result<writer::Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(writer::Request { op, reply: Some(reply) })
+            .send(writer::Request {
+                op,
+                reply: Some(reply),
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -162,7 +184,9 @@ impl Embedded {
 /// The revision a snapshot was taken at.
 fn snapshot_revision(inner: &Inner, txn: &ReadTransaction) -> Result<u64, StoreError> {
     let meta = txn.open_table(META).map_err(|e| inner.error("read", e))?;
-    let revision = meta.get(META_REVISION).map_err(|e| inner.error("read", e))?;
+    let revision = meta
+        .get(META_REVISION)
+        .map_err(|e| inner.error("read", e))?;
     Ok(revision.map_or(0, |guard| guard.value()))
 }
 
@@ -188,7 +212,10 @@ impl Backend for Embedded {
         self.read(move |inner, txn| {
             let revision = snapshot_revision(inner, txn)?;
             let table = txn.open_table(KV).map_err(|e| inner.error("read", e))?;
-            let kv = match table.get(key.as_str()).map_err(|e| inner.error("read", e))? {
+            let kv = match table
+                .get(key.as_str())
+                .map_err(|e| inner.error("read", e))?
+            {
                 Some(record) => Some(decode(inner, &key, record.value())?),
                 None => None,
             };
@@ -209,7 +236,10 @@ impl Backend for Embedded {
             let limit = limit.unwrap_or(usize::MAX);
             let mut kvs = Vec::new();
             let mut more = false;
-            for entry in table.range(prefix.as_str()..).map_err(|e| inner.error("read", e))? {
+            for entry in table
+                .range(prefix.as_str()..)
+                .map_err(|e| inner.error("read", e))?
+            {
                 let (key, record) = entry.map_err(|e| inner.error("read", e))?;
                 let key = key.value();
                 if !key.starts_with(prefix.as_str()) {
@@ -221,7 +251,11 @@ impl Backend for Embedded {
                 }
                 kvs.push(decode(inner, key, record.value())?);
             }
-            Ok(RangeResponse { kvs, more, revision })
+            Ok(RangeResponse {
+                kvs,
+                more,
+                revision,
+            })
         })
         .boxed()
     }
@@ -304,9 +338,14 @@ async fn expire_leases(inner: Weak<Inner>, requests: mpsc::WeakSender<writer::Re
         if expired.is_empty() {
             continue;
         }
-        let Some(requests) = requests.upgrade() else { return };
+        let Some(requests) = requests.upgrade() else {
+            return;
+        };
         let (reply, answer) = oneshot::channel();
-        let request = writer::Request { op: writer::Op::Expire(expired), reply: Some(reply) };
+        let request = writer::Request {
+            op: writer::Op::Expire(expired),
+            reply: Some(reply),
+        };
         if requests.send(request).await.is_err() {
             return;
         }

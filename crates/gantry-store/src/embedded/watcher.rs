@@ -93,7 +93,10 @@ impl Follower {
             .await
             .map_err(|_| StoreError::Closed)??;
         if from < chunk.oldest {
-            return Err(StoreError::Compacted { requested: from, oldest_available: chunk.oldest });
+            return Err(StoreError::Compacted {
+                requested: from,
+                oldest_available: chunk.oldest,
+            });
         }
         self.pending.extend(chunk.events);
         self.next = chunk.next;
@@ -130,27 +133,45 @@ impl Follower {
 
 fn read_history(inner: &Inner, prefix: &str, from: u64) -> Result<Chunk, StoreError> {
     let fail = |e: redb::StorageError| inner.error("read history", e);
-    let txn = inner.db.begin_read().map_err(|e| inner.error("read history", e))?;
-    let meta = txn.open_table(META).map_err(|e| inner.error("read history", e))?;
+    let txn = inner
+        .db
+        .begin_read()
+        .map_err(|e| inner.error("read history", e))?;
+    let meta = txn
+        .open_table(META)
+        .map_err(|e| inner.error("read history", e))?;
     let counter = |name: &str, default: u64| -> Result<u64, StoreError> {
-        Ok(meta.get(name).map_err(fail)?.map_or(default, |guard| guard.value()))
+        Ok(meta
+            .get(name)
+            .map_err(fail)?
+            .map_or(default, |guard| guard.value()))
     };
     let revision = counter(META_REVISION, 0)?;
     let oldest = counter(META_OLDEST, 1)?;
-    let mut chunk = Chunk { events: Vec::new(), next: from, oldest, revision };
+    let mut chunk = Chunk {
+        events: Vec::new(),
+        next: from,
+        oldest,
+        revision,
+    };
     if from < oldest || from > revision {
         chunk.next = chunk.next.max(revision + 1);
         return Ok(chunk);
     }
     let end = revision.min(from + CHUNK_REVISIONS - 1);
-    let table = txn.open_table(EVENTS).map_err(|e| inner.error("read history", e))?;
+    let table = txn
+        .open_table(EVENTS)
+        .map_err(|e| inner.error("read history", e))?;
     let mut bytes = 0;
     chunk.next = end + 1;
     for entry in table.range(from..=end).map_err(fail)? {
         let (revision, record) = entry.map_err(fail)?;
         let (revision, record) = (revision.value(), record.value());
         codec::decode_events(revision, record, prefix, &mut chunk.events).ok_or_else(|| {
-            StoreError::Corrupt { path: inner.path.clone(), what: format!("history of revision {revision}") }
+            StoreError::Corrupt {
+                path: inner.path.clone(),
+                what: format!("history of revision {revision}"),
+            }
         })?;
         bytes += record.len();
         if bytes >= CHUNK_BYTES {

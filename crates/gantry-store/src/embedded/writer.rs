@@ -12,7 +12,10 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, Meta};
-use super::{EVENTS, Inner, KV, LEASE_KEYS, LEASES, LeaseClock, META, META_NEXT_LEASE, META_OLDEST, META_REVISION, engine_error};
+use super::{
+    EVENTS, Inner, KV, LEASE_KEYS, LEASES, LeaseClock, META, META_NEXT_LEASE, META_OLDEST,
+    META_REVISION, engine_error,
+};
 use crate::backend::{Write, Written};
 use crate::{Event, EventKind, Lease, LeaseId, StoreError, TxnOp};
 
@@ -111,7 +114,11 @@ fn open_tables(path: &Path) -> Result<Opened, redb::Error> {
         (counters, leases)
     };
     txn.commit()?;
-    Ok(Opened { db, counters, leases })
+    Ok(Opened {
+        db,
+        counters,
+        leases,
+    })
 }
 
 /// Starts the writer thread. It stops when every sender is dropped or on
@@ -123,12 +130,22 @@ pub(crate) fn spawn(
     history_revisions: u64,
 ) -> Result<(), StoreError> {
     let path = inner.path.clone();
-    let writer = Writer { inner, queue, counters, history_revisions, writers: 1 };
+    let writer = Writer {
+        inner,
+        queue,
+        counters,
+        history_revisions,
+        writers: 1,
+    };
     std::thread::Builder::new()
         .name("gantry-store-writer".into())
         .spawn(move || writer.run())
         .map(drop)
-        .map_err(|source| StoreError::Io { path, action: "start the writer thread", source })
+        .map_err(|source| StoreError::Io {
+            path,
+            action: "start the writer thread",
+            source,
+        })
 }
 
 struct Writer {
@@ -163,7 +180,10 @@ impl Writer {
         let mut close_reply = None;
         while let Some(first) = self.queue.blocking_recv() {
             let mut batch = self.gather(first);
-            if let Some(at) = batch.iter().position(|request| matches!(request.op, Op::Close)) {
+            if let Some(at) = batch
+                .iter()
+                .position(|request| matches!(request.op, Op::Close))
+            {
                 let mut rest = batch.split_off(at).into_iter();
                 self.commit(batch);
                 close_reply = rest.next().and_then(|close| close.reply);
@@ -224,8 +244,10 @@ impl Writer {
         if requests.is_empty() {
             return;
         }
-        let (ops, replies): (Vec<Op>, Vec<_>) =
-            requests.into_iter().map(|request| (request.op, request.reply)).unzip();
+        let (ops, replies): (Vec<Op>, Vec<_>) = requests
+            .into_iter()
+            .map(|request| (request.op, request.reply))
+            .unzip();
         let mut batch = Batch {
             counters: self.counters,
             events: Vec::new(),
@@ -245,11 +267,19 @@ impl Writer {
         };
 
         self.counters = batch.counters;
-        self.inner.revision.store(batch.counters.revision, Ordering::SeqCst);
+        self.inner
+            .revision
+            .store(batch.counters.revision, Ordering::SeqCst);
         {
             let mut leases = self.inner.leases();
             for (id, ttl) in batch.granted {
-                leases.insert(id, LeaseClock { ttl, deadline: Instant::now() + ttl });
+                leases.insert(
+                    id,
+                    LeaseClock {
+                        ttl,
+                        deadline: Instant::now() + ttl,
+                    },
+                );
             }
             for id in batch.ended {
                 leases.remove(&id);
@@ -310,17 +340,24 @@ impl Writer {
         let outcome = match op {
             Op::Write(Write::Txn(txn)) => {
                 for compare in &txn.compares {
-                    let current = read_meta(&tables.kv, &compare.key)?.map_or(0, |meta| meta.mod_revision);
+                    let current =
+                        read_meta(&tables.kv, &compare.key)?.map_or(0, |meta| meta.mod_revision);
                     if current != compare.mod_revision {
                         let revision = batch.counters.revision;
-                        return Ok(Ok(Outcome::Written(Written { succeeded: false, revision, deleted: 0 })));
+                        return Ok(Ok(Outcome::Written(Written {
+                            succeeded: false,
+                            revision,
+                            deleted: 0,
+                        })));
                     }
                 }
                 for op in &txn.ops {
-                    if let TxnOp::Put { lease: Some(lease), .. } = op {
-                        if tables.leases.get(lease.0)?.is_none() {
-                            return Ok(Err(StoreError::LeaseNotFound { lease: *lease }));
-                        }
+                    if let TxnOp::Put {
+                        lease: Some(lease), ..
+                    } = op
+                        && tables.leases.get(lease.0)?.is_none()
+                    {
+                        return Ok(Err(StoreError::LeaseNotFound { lease: *lease }));
                     }
                 }
                 let revision = batch.counters.revision + 1;
@@ -341,7 +378,11 @@ impl Writer {
                     }
                 }
                 record(tables, batch, events)?;
-                Outcome::Written(Written { succeeded: true, revision: batch.counters.revision, deleted })
+                Outcome::Written(Written {
+                    succeeded: true,
+                    revision: batch.counters.revision,
+                    deleted,
+                })
             }
             Op::Write(Write::DeletePrefix(prefix)) => {
                 let mut keys = Vec::new();
@@ -361,7 +402,11 @@ impl Writer {
                 }
                 let deleted = events.len() as u64;
                 record(tables, batch, events)?;
-                Outcome::Written(Written { succeeded: true, revision: batch.counters.revision, deleted })
+                Outcome::Written(Written {
+                    succeeded: true,
+                    revision: batch.counters.revision,
+                    deleted,
+                })
             }
             Op::Grant(ttl_secs) => {
                 let id = batch.counters.next_lease;
@@ -369,7 +414,10 @@ impl Writer {
                 tables.leases.insert(id, ttl_secs)?;
                 let ttl = Duration::from_secs(ttl_secs);
                 batch.granted.push((id, ttl));
-                Outcome::Lease(Lease { id: LeaseId(id), ttl })
+                Outcome::Lease(Lease {
+                    id: LeaseId(id),
+                    ttl,
+                })
             }
             Op::Revoke(lease) => {
                 if tables.leases.get(lease.0)?.is_none() {
@@ -390,7 +438,9 @@ impl Writer {
             Op::Compact(revision) => {
                 let counters = &mut batch.counters;
                 if revision > counters.revision {
-                    return Ok(Err(StoreError::FutureRevision { requested: revision }));
+                    return Ok(Err(StoreError::FutureRevision {
+                        requested: revision,
+                    }));
                 }
                 if revision > counters.oldest {
                     tables.events.retain_in(..revision, |_, _| false)?;
@@ -405,17 +455,28 @@ impl Writer {
 }
 
 fn event(kind: EventKind, key: String, value: Bytes, revision: u64) -> Event {
-    Event { kind, key, value, mod_revision: revision }
+    Event {
+        kind,
+        key,
+        value,
+        mod_revision: revision,
+    }
 }
 
 /// Gives `events` the next revision, if there are any: a request that
 /// changed nothing does not bump the revision.
-fn record(tables: &mut Tables<'_>, batch: &mut Batch, events: Vec<Event>) -> Result<(), redb::Error> {
+fn record(
+    tables: &mut Tables<'_>,
+    batch: &mut Batch,
+    events: Vec<Event>,
+) -> Result<(), redb::Error> {
     if events.is_empty() {
         return Ok(());
     }
     let revision = batch.counters.revision + 1;
-    tables.events.insert(revision, codec::encode_events(&events).as_slice())?;
+    tables
+        .events
+        .insert(revision, codec::encode_events(&events).as_slice())?;
     batch.counters.revision = revision;
     batch.events.extend(events);
     Ok(())
@@ -423,8 +484,13 @@ fn record(tables: &mut Tables<'_>, batch: &mut Batch, events: Vec<Event>) -> Res
 
 /// A record that does not decode is treated as absent: it is overwritten
 /// rather than blocking every later write to its key.
-fn read_meta(kv: &Table<'_, &'static str, &'static [u8]>, key: &str) -> Result<Option<Meta>, redb::Error> {
-    Ok(kv.get(key)?.and_then(|record| codec::decode_meta(record.value())))
+fn read_meta(
+    kv: &Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Meta>, redb::Error> {
+    Ok(kv
+        .get(key)?
+        .and_then(|record| codec::decode_meta(record.value())))
 }
 
 fn put(
@@ -448,13 +514,18 @@ fn put(
     if lease != 0 {
         tables.lease_keys.insert((lease, key), ())?;
     }
-    tables.kv.insert(key, codec::encode_kv(meta, value).as_slice())?;
+    tables
+        .kv
+        .insert(key, codec::encode_kv(meta, value).as_slice())?;
     Ok(())
 }
 
 /// Deletes `key`, returning whether it existed.
 fn delete(tables: &mut Tables<'_>, key: &str) -> Result<bool, redb::Error> {
-    let old = tables.kv.remove(key)?.map(|record| codec::decode_meta(record.value()));
+    let old = tables
+        .kv
+        .remove(key)?
+        .map(|record| codec::decode_meta(record.value()));
     match old {
         None => Ok(false),
         Some(meta) => {
@@ -489,9 +560,15 @@ fn end_lease(tables: &mut Tables<'_>, batch: &mut Batch, id: i64) -> Result<(), 
 /// sharing the cause.
 fn clone_error(error: &StoreError) -> StoreError {
     match error {
-        StoreError::Embedded { path, action, source } => {
-            StoreError::Embedded { path: path.clone(), action, source: source.clone() }
-        }
+        StoreError::Embedded {
+            path,
+            action,
+            source,
+        } => StoreError::Embedded {
+            path: path.clone(),
+            action,
+            source: source.clone(),
+        },
         _ => StoreError::Closed,
     }
 }
