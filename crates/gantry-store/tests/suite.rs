@@ -299,20 +299,19 @@ pub async fn lease_expiry_deletes_keys_with_events(store: &Store) {
 }
 
 pub async fn keep_alive_keeps_keys(store: &Store) {
-    let lease = store.grant_lease(Duration::from_secs(1)).await.unwrap();
-    store
-        .put_with_lease("machines/alive", "x", lease.id)
-        .await
-        .unwrap();
-    // Keep it alive for more than twice its TTL.
-    let until = tokio::time::Instant::now() + lease.ttl * 2 + Duration::from_millis(500);
+    let lease = store.grant_lease(Duration::from_secs(2)).await.unwrap();
+    store.put_with_lease("machines/alive", "x", lease.id).await.unwrap();
+    // Keep it alive for twice its TTL, renewing ten times per TTL so that a
+    // loaded test machine cannot make a renewal late.
+    let until = tokio::time::Instant::now() + lease.ttl * 2;
     while tokio::time::Instant::now() < until {
         let ttl = store.keep_alive(lease.id).await.unwrap();
         assert_eq!(ttl, lease.ttl);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(lease.ttl / 10).await;
     }
     assert!(store.get("machines/alive").await.unwrap().kv.is_some());
     store.revoke_lease(lease.id).await.unwrap();
+    assert!(store.get("machines/alive").await.unwrap().kv.is_none());
 }
 
 pub async fn revoke_deletes_keys_with_events(store: &Store) {
