@@ -80,29 +80,35 @@ pub enum StoreError {
         requested: u64,
     },
 
-    /// The embedded engine failed to read or write its file.
+    /// The embedded engine failed to read or write its file. After a failed
+    /// append the store stops (later requests get [`StoreError::Closed`]):
+    /// what reached the disk is unknown until the file is opened again.
     #[error("embedded store {path}: {action} failed")]
     Embedded {
-        /// The database file.
+        /// The log file.
         path: PathBuf,
-        /// What the store was doing ("open", "commit", "read", ...).
+        /// What the store was doing ("open", "append to the log", ...).
         action: &'static str,
-        /// redb's error; shared, because one failed group commit fails
+        /// The I/O error; shared, because one failed group commit fails
         /// every request in it.
         #[source]
-        source: Arc<redb::Error>,
+        source: Arc<std::io::Error>,
     },
 
-    /// The embedded engine found a record it cannot decode.
+    /// The embedded engine's file is damaged (not merely cut short by a
+    /// crash, which is repaired) or is not a Gantry store. Nothing was
+    /// changed: restore the file from a backup, or move it away to start
+    /// empty.
     #[error("embedded store {path}: corrupt {what}")]
     Corrupt {
-        /// The database file.
+        /// The log file.
         path: PathBuf,
-        /// Which record.
+        /// What is wrong, and where.
         what: String,
     },
 
-    /// An I/O error outside redb (creating the data directory).
+    /// An I/O error outside the log itself (creating the data directory,
+    /// starting the writer thread).
     #[error("embedded store {path}: {action} failed")]
     Io {
         /// The path involved.

@@ -5,11 +5,22 @@
 //! it sits one of two engines with the same semantics, checked by one
 //! conformance suite (`tests/suite.rs`):
 //!
-//! - **embedded** (the default): one crash-safe [redb] file. A single writer
-//!   thread does *group commit*: the write requests queued while the previous
-//!   commit was syncing are applied in one redb write transaction with full
-//!   durability (`fsync`), and every caller is answered only after that
-//!   commit returned. An acknowledged write survives `SIGKILL` and power loss.
+//! - **embedded** (the default): one crash-safe, append-only log file
+//!   (`store.log` in the data directory), replayed into memory when opened.
+//!   A single writer thread does *group commit*: the requests queued while
+//!   the previous batch was syncing are decided together, appended as one
+//!   checksummed record, and made durable with one `fdatasync`; only then
+//!   are they applied to the in-memory state that reads see, and only then
+//!   is every caller answered. An acknowledged write survives `SIGKILL` and
+//!   power loss. A crash during an append leaves a torn last record, which
+//!   was never acknowledged and is cut off at the next open; damage anywhere
+//!   else is [`StoreError::Corrupt`], never silently dropped data. When the
+//!   log is past [`DEFAULT_CHECKPOINT_BYTES`] and more than twice the live
+//!   data, it is replaced by a checkpoint (the live keys, leases and watch
+//!   history, written beside it and synced by another thread while writes
+//!   go on, then renamed over it). The file is locked while open, so two
+//!   processes never share it. Everything, keys and watch history, lives in
+//!   memory: the engine is made for a control plane's tens of megabytes.
 //! - **etcd** (cargo feature `etcd`, on by default): an etcd v3 cluster that
 //!   several Gantry servers may share. Everything maps onto etcd's own
 //!   primitives: our revision is etcd's revision, compare-and-set is a txn
@@ -62,12 +73,13 @@
 //! watching from the last revision seen plus one. If that history is gone the
 //! stream yields [`StoreError::Compacted`] and ends: re-read and watch again,
 //! never a silent gap. The embedded engine keeps the last
-//! [`DEFAULT_HISTORY_REVISIONS`] revisions of history in its file (it survives
-//! restarts); a watcher that falls behind the in-memory fan-out buffer catches
-//! up from that history by itself and only gets `Compacted` once it is behind
-//! the history too. Fan-out is one broadcast of shared events, filtered per
-//! watcher, so a thousand watchers of one prefix cost one commit.
-//!
+//! [`DEFAULT_HISTORY_REVISIONS`] revisions of history (at most
+//! [`DEFAULT_HISTORY_BYTES`] of keys and values) in memory and in its log,
+//! so it survives restarts; a watcher that falls behind the in-memory
+//! fan-out buffer catches up from that history by itself and only gets
+//! `Compacted` once it is behind the history too. Fan-out is one broadcast
+//! of shared events, filtered per watcher, so a thousand watchers of one
+//! prefix cost one commit.
 //! [redb]: https://docs.rs/redb
 
 #![forbid(unsafe_code)]
@@ -90,7 +102,7 @@ use std::time::Duration;
 pub use bytes::Bytes;
 
 use backend::{Backend, Write};
-pub use embedded::DEFAULT_HISTORY_REVISIONS;
+pub use embedded::{DEFAULT_CHECKPOINT_BYTES, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_REVISIONS};
 pub use error::StoreError;
 pub use key::{MAX_KEY_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES, validate_key, validate_prefix};
 pub use watch::Watch;
@@ -331,7 +343,7 @@ impl Txn {
 /// Which engine a [`Store`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
-    /// One redb file.
+    /// One append-only log file on this machine.
     Embedded,
     /// An etcd v3 cluster.
     Etcd,
@@ -359,14 +371,21 @@ pub enum StoreConfig {
 /// Settings of the embedded engine.
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
-    /// The database file; its directory is created if missing.
+    /// The log file; its directory is created if missing.
     pub path: PathBuf,
     /// How many revisions of watch history to keep (default
     /// [`DEFAULT_HISTORY_REVISIONS`]).
     pub history_revisions: u64,
+    /// How many bytes of keys and values the watch history may hold; older
+    /// revisions are dropped sooner when it is full (default
+    /// [`DEFAULT_HISTORY_BYTES`]).
+    pub history_bytes: usize,
     /// How many commits the in-memory watch fan-out buffers before a slow
-    /// watcher has to catch up from the history on disk (default 4096).
+    /// watcher has to catch up from the history (default 4096).
     pub watch_buffer: usize,
+    /// The log is rewritten as a checkpoint once it is larger than this and
+    /// than twice the checkpoint (default [`DEFAULT_CHECKPOINT_BYTES`]).
+    pub checkpoint_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -375,13 +394,15 @@ impl EmbeddedConfig {
         EmbeddedConfig {
             path: path.into(),
             history_revisions: DEFAULT_HISTORY_REVISIONS,
+            history_bytes: DEFAULT_HISTORY_BYTES,
             watch_buffer: 4096,
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
         }
     }
 
-    /// Defaults for the file `store.redb` in the data directory `dir`.
+    /// Defaults for the file `store.log` in the data directory `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> EmbeddedConfig {
-        EmbeddedConfig::new(dir.into().join("store.redb"))
+        EmbeddedConfig::new(dir.into().join("store.log"))
     }
 }
 
@@ -449,9 +470,9 @@ impl Store {
         }
     }
 
-    /// Opens (or creates) the embedded store file. Must be called inside a
-    /// tokio runtime. The file is locked: a second open fails until this
-    /// store is closed or dropped.
+    /// Opens (or creates) the embedded store file, replaying it into
+    /// memory. Must be called inside a tokio runtime. The file is locked: a
+    /// second open fails until this store is closed or dropped.
     pub async fn open_embedded(config: EmbeddedConfig) -> Result<Store, StoreError> {
         let backend = embedded::Embedded::open(config).await?;
         Ok(Store {
@@ -622,9 +643,8 @@ impl Store {
     }
 
     /// Stops this store. Embedded: later writes on any clone fail with
-    /// [`StoreError::Closed`]; returns once the writer has stopped (every
-    /// acknowledged write is already durable), and the file is unlocked when
-    /// the last clone and watch are dropped. etcd: nothing to release; the
+    /// [`StoreError::Closed`]; returns once the writer has stopped and the
+    /// file is unlocked (every acknowledged write is already durable). etcd: nothing to release; the
     /// connection closes with the last clone.
     pub async fn close(self) -> Result<(), StoreError> {
         self.backend.close().await

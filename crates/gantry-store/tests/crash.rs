@@ -14,7 +14,7 @@ const RUNS: u32 = 5;
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let dir = TempDir::new().unwrap();
-    let path = dir.path().join("store.redb");
+    let path = dir.path().join("store.log");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

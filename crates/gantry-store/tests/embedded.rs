@@ -157,7 +157,7 @@ async fn the_file_is_locked_while_open() {
         matches!(error, StoreError::Embedded { action: "open", .. }),
         "{error}"
     );
-    assert!(error.to_string().contains("store.redb"), "{error}");
+    assert!(error.to_string().contains("store.log"), "{error}");
     store.close().await.unwrap();
     Store::open_embedded(config).await.unwrap();
 }

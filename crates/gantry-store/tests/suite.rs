@@ -300,7 +300,10 @@ pub async fn lease_expiry_deletes_keys_with_events(store: &Store) {
 
 pub async fn keep_alive_keeps_keys(store: &Store) {
     let lease = store.grant_lease(Duration::from_secs(2)).await.unwrap();
-    store.put_with_lease("machines/alive", "x", lease.id).await.unwrap();
+    store
+        .put_with_lease("machines/alive", "x", lease.id)
+        .await
+        .unwrap();
     // Keep it alive for twice its TTL, renewing ten times per TTL so that a
     // loaded test machine cannot make a renewal late.
     let until = tokio::time::Instant::now() + lease.ttl * 2;

@@ -1,16 +1,16 @@
-//! How the embedded engine lays out records in redb values: a fixed header of
-//! little-endian integers, then the bytes. Plain and versionless on purpose:
-//! the table names carry the format version.
+//! What a log record's payload holds: a sequence of [`Entry`]s, each a tag
+//! byte and little-endian fields. The file header carries the format
+//! version, so the layout here has none of its own.
 
 use bytes::Bytes;
 
-use crate::{Event, EventKind, KeyValue, LeaseId};
+use crate::{Event, EventKind};
 
-const HEADER: usize = 32;
-
-/// A key's metadata as stored in front of its value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Meta {
+/// A key as the engine keeps it: its value and metadata (the key itself is
+/// the map key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub value: Bytes,
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
@@ -18,87 +18,167 @@ pub(crate) struct Meta {
     pub lease: i64,
 }
 
-pub(crate) fn encode_kv(meta: Meta, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + value.len());
-    out.extend_from_slice(&meta.create_revision.to_le_bytes());
-    out.extend_from_slice(&meta.mod_revision.to_le_bytes());
-    out.extend_from_slice(&meta.version.to_le_bytes());
-    out.extend_from_slice(&meta.lease.to_le_bytes());
-    out.extend_from_slice(value);
-    out
+/// One change of a revision, with its outcome already computed (metadata
+/// included), so that replaying the log cannot decide differently from the
+/// writer that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Mutation {
+    Put { key: String, stored: Stored },
+    Delete { key: String },
 }
 
-pub(crate) fn decode_meta(record: &[u8]) -> Option<Meta> {
-    let header = record.get(..HEADER)?;
-    let word = |i: usize| -> [u8; 8] { header[i * 8..i * 8 + 8].try_into().expect("8 bytes") };
-    Some(Meta {
-        create_revision: u64::from_le_bytes(word(0)),
-        mod_revision: u64::from_le_bytes(word(1)),
-        version: u64::from_le_bytes(word(2)),
-        lease: i64::from_le_bytes(word(3)),
-    })
+/// One step of the log. A batch record holds the entries of one group
+/// commit; a checkpoint holds [`Entry::Checkpoint`] followed by the whole
+/// state as [`Entry::Lease`], [`Entry::Key`] and [`Entry::History`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A new revision: these keys were written or deleted.
+    Revision {
+        revision: u64,
+        mutations: Vec<Mutation>,
+    },
+    /// A lease was granted (or, in a checkpoint, is alive).
+    Lease { id: i64, ttl_secs: u64 },
+    /// A lease ended; its keys' deletes are the revision before.
+    EndLease { id: i64 },
+    /// Watch history before this revision was discarded.
+    Compact { oldest: u64 },
+    /// Starts a checkpoint: forget everything, these are the counters.
+    Checkpoint {
+        revision: u64,
+        oldest: u64,
+        next_lease: i64,
+    },
+    /// A key that exists at the checkpoint.
+    Key { key: String, stored: Stored },
+    /// The events of one past revision, kept for watchers.
+    History { revision: u64, events: Vec<Event> },
 }
 
-pub(crate) fn decode_kv(key: &str, record: &[u8]) -> Option<KeyValue> {
-    let meta = decode_meta(record)?;
-    Some(KeyValue {
-        key: key.to_owned(),
-        value: Bytes::copy_from_slice(&record[HEADER..]),
-        create_revision: meta.create_revision,
-        mod_revision: meta.mod_revision,
-        version: meta.version,
-        lease: (meta.lease != 0).then_some(LeaseId(meta.lease)),
-    })
-}
+const REVISION: u8 = 1;
+const LEASE: u8 = 2;
+const END_LEASE: u8 = 3;
+const COMPACT: u8 = 4;
+const CHECKPOINT: u8 = 5;
+const KEY: u8 = 6;
+const HISTORY: u8 = 7;
 
-/// The events of one revision, in the order they happened.
-pub(crate) fn encode_events(events: &[Event]) -> Vec<u8> {
-    let size: usize = events.iter().map(|e| 9 + e.key.len() + e.value.len()).sum();
-    let mut out = Vec::with_capacity(4 + size);
-    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-    for event in events {
-        out.push(match event.kind {
-            EventKind::Put => 1,
-            EventKind::Delete => 2,
-        });
-        out.extend_from_slice(&(event.key.len() as u32).to_le_bytes());
-        out.extend_from_slice(event.key.as_bytes());
-        out.extend_from_slice(&(event.value.len() as u32).to_le_bytes());
-        out.extend_from_slice(&event.value);
-    }
-    out
-}
+const PUT: u8 = 1;
+const DELETE: u8 = 2;
 
-/// Decodes the events of `revision`, keeping those whose key starts with
-/// `prefix`.
-pub(crate) fn decode_events(
-    revision: u64,
-    record: &[u8],
-    prefix: &str,
-    out: &mut Vec<Event>,
-) -> Option<()> {
-    let mut reader = Reader(record);
-    let count = reader.u32()?;
-    for _ in 0..count {
-        let kind = match reader.take(1)?[0] {
-            1 => EventKind::Put,
-            2 => EventKind::Delete,
-            _ => return None,
-        };
-        let key_len = reader.u32()? as usize;
-        let key = std::str::from_utf8(reader.take(key_len)?).ok()?;
-        let value_len = reader.u32()? as usize;
-        let value = reader.take(value_len)?;
-        if key.starts_with(prefix) {
-            out.push(Event {
-                kind,
-                key: key.to_owned(),
-                value: Bytes::copy_from_slice(value),
-                mod_revision: revision,
-            });
+/// Appends `entry` to `out`.
+pub(crate) fn encode(entry: &Entry, out: &mut Vec<u8>) {
+    match entry {
+        Entry::Revision {
+            revision,
+            mutations,
+        } => {
+            out.push(REVISION);
+            put_u64(out, *revision);
+            put_u32(out, mutations.len());
+            for mutation in mutations {
+                match mutation {
+                    Mutation::Put { key, stored } => {
+                        out.push(PUT);
+                        put_str(out, key);
+                        put_stored(out, stored);
+                    }
+                    Mutation::Delete { key } => {
+                        out.push(DELETE);
+                        put_str(out, key);
+                    }
+                }
+            }
+        }
+        Entry::Lease { id, ttl_secs } => {
+            out.push(LEASE);
+            put_u64(out, *id as u64);
+            put_u64(out, *ttl_secs);
+        }
+        Entry::EndLease { id } => {
+            out.push(END_LEASE);
+            put_u64(out, *id as u64);
+        }
+        Entry::Compact { oldest } => {
+            out.push(COMPACT);
+            put_u64(out, *oldest);
+        }
+        Entry::Checkpoint {
+            revision,
+            oldest,
+            next_lease,
+        } => {
+            out.push(CHECKPOINT);
+            put_u64(out, *revision);
+            put_u64(out, *oldest);
+            put_u64(out, *next_lease as u64);
+        }
+        Entry::Key { key, stored } => {
+            out.push(KEY);
+            put_str(out, key);
+            put_stored(out, stored);
+        }
+        Entry::History { revision, events } => {
+            out.push(HISTORY);
+            put_u64(out, *revision);
+            put_u32(out, events.len());
+            for event in events {
+                out.push(match event.kind {
+                    EventKind::Put => PUT,
+                    EventKind::Delete => DELETE,
+                });
+                put_str(out, &event.key);
+                put_bytes(out, &event.value);
+            }
         }
     }
-    reader.0.is_empty().then_some(())
+}
+
+/// Decodes every entry of one record's payload.
+pub(crate) fn decode(payload: &[u8]) -> Result<Vec<Entry>, String> {
+    let mut reader = Reader(payload);
+    let mut entries = Vec::new();
+    while !reader.0.is_empty() {
+        entries.push(reader.entry().ok_or("an entry is cut short or garbled")?);
+    }
+    Ok(entries)
+}
+
+/// Roughly how many bytes [`encode`] writes for a stored key: enough to
+/// size buffers and compare the log with the live data.
+pub(crate) fn stored_size(key: &str, stored: &Stored) -> usize {
+    key.len() + stored.value.len() + 48
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    // Keys, values and counts are bounded far below 4 GiB by the store's
+    // limits, checked before anything reaches the writer.
+    out.extend_from_slice(
+        &u32::try_from(n)
+            .expect("bounded by the limits")
+            .to_le_bytes(),
+    );
+}
+
+fn put_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_u32(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_stored(out: &mut Vec<u8>, stored: &Stored) {
+    put_u64(out, stored.create_revision);
+    put_u64(out, stored.mod_revision);
+    put_u64(out, stored.version);
+    put_u64(out, stored.lease as u64);
+    put_bytes(out, &stored.value);
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -113,8 +193,109 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<usize> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn bytes(&mut self) -> Option<Bytes> {
+        let len = self.u32()?;
+        // Copied: a slice of the file buffer would keep all of it alive.
+        Some(Bytes::copy_from_slice(self.take(len)?))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = self.u32()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    fn stored(&mut self) -> Option<Stored> {
+        Some(Stored {
+            create_revision: self.u64()?,
+            mod_revision: self.u64()?,
+            version: self.u64()?,
+            lease: self.u64()? as i64,
+            value: self.bytes()?,
+        })
+    }
+
+    /// A count of items that each take at least one byte: refuses counts
+    /// the payload cannot hold, so garbage cannot ask for a huge allocation.
+    fn count(&mut self) -> Option<usize> {
+        let count = self.u32()?;
+        (count <= self.0.len()).then_some(count)
+    }
+
+    fn entry(&mut self) -> Option<Entry> {
+        Some(match self.u8()? {
+            REVISION => {
+                let revision = self.u64()?;
+                let count = self.count()?;
+                let mut mutations = Vec::with_capacity(count);
+                for _ in 0..count {
+                    mutations.push(match self.u8()? {
+                        PUT => Mutation::Put {
+                            key: self.string()?,
+                            stored: self.stored()?,
+                        },
+                        DELETE => Mutation::Delete {
+                            key: self.string()?,
+                        },
+                        _ => return None,
+                    });
+                }
+                Entry::Revision {
+                    revision,
+                    mutations,
+                }
+            }
+            LEASE => Entry::Lease {
+                id: self.u64()? as i64,
+                ttl_secs: self.u64()?,
+            },
+            END_LEASE => Entry::EndLease {
+                id: self.u64()? as i64,
+            },
+            COMPACT => Entry::Compact {
+                oldest: self.u64()?,
+            },
+            CHECKPOINT => Entry::Checkpoint {
+                revision: self.u64()?,
+                oldest: self.u64()?,
+                next_lease: self.u64()? as i64,
+            },
+            KEY => Entry::Key {
+                key: self.string()?,
+                stored: self.stored()?,
+            },
+            HISTORY => {
+                let revision = self.u64()?;
+                let count = self.count()?;
+                let mut events = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let kind = match self.u8()? {
+                        PUT => EventKind::Put,
+                        DELETE => EventKind::Delete,
+                        _ => return None,
+                    };
+                    events.push(Event {
+                        kind,
+                        key: self.string()?,
+                        value: self.bytes()?,
+                        mod_revision: revision,
+                    });
+                }
+                Entry::History { revision, events }
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -122,45 +303,67 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn key_values_round_trip() {
-        let meta = Meta {
+    fn stored(value: &'static [u8], lease: i64) -> Stored {
+        Stored {
+            value: Bytes::from_static(value),
             create_revision: 3,
             mod_revision: 9,
             version: 4,
-            lease: 77,
-        };
-        let record = encode_kv(meta, b"{\"a\":1}");
-        assert_eq!(decode_meta(&record), Some(meta));
-        let kv = decode_kv("k/1", &record).unwrap();
-        assert_eq!(kv.value, Bytes::from_static(b"{\"a\":1}"));
-        assert_eq!(kv.lease, Some(LeaseId(77)));
-        assert_eq!(decode_meta(&record[..10]), None);
+            lease,
+        }
     }
 
     #[test]
-    fn events_round_trip_and_filter_by_prefix() {
-        let events = vec![
-            Event {
-                kind: EventKind::Put,
-                key: "a/1".into(),
-                value: Bytes::from_static(b"x"),
-                mod_revision: 5,
+    fn every_entry_round_trips() {
+        let entries = vec![
+            Entry::Revision {
+                revision: 9,
+                mutations: vec![
+                    Mutation::Put {
+                        key: "machines/a".into(),
+                        stored: stored(b"{\"a\":1}", 77),
+                    },
+                    Mutation::Delete {
+                        key: "machines/b".into(),
+                    },
+                ],
             },
-            Event {
-                kind: EventKind::Delete,
-                key: "b/1".into(),
-                value: Bytes::new(),
-                mod_revision: 5,
+            Entry::Lease {
+                id: 77,
+                ttl_secs: 10,
+            },
+            Entry::EndLease { id: 77 },
+            Entry::Compact { oldest: 5 },
+            Entry::Checkpoint {
+                revision: 9,
+                oldest: 5,
+                next_lease: 78,
+            },
+            Entry::Key {
+                key: "k".into(),
+                stored: stored(b"", 0),
+            },
+            Entry::History {
+                revision: 8,
+                events: vec![Event {
+                    kind: EventKind::Delete,
+                    key: "k/old".into(),
+                    value: Bytes::new(),
+                    mod_revision: 8,
+                }],
             },
         ];
-        let record = encode_events(&events);
-        let mut all = Vec::new();
-        decode_events(5, &record, "", &mut all).unwrap();
-        assert_eq!(all, events);
-        let mut only_b = Vec::new();
-        decode_events(5, &record, "b/", &mut only_b).unwrap();
-        assert_eq!(only_b, events[1..]);
-        assert!(decode_events(5, &record[..record.len() - 1], "", &mut Vec::new()).is_none());
+        let mut payload = Vec::new();
+        for entry in &entries {
+            encode(entry, &mut payload);
+        }
+        assert_eq!(decode(&payload).unwrap(), entries);
+        for cut in 1..payload.len() {
+            // Either an error, or fewer entries if the cut fell between two.
+            if let Ok(decoded) = decode(&payload[..cut]) {
+                assert!(decoded.len() < entries.len(), "cut at {cut}");
+            }
+        }
+        assert!(decode(&[99]).is_err());
     }
 }

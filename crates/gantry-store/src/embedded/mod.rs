@@ -1,19 +1,23 @@
-//! The embedded engine: one redb file, one writer thread doing group commit,
-//! reads on redb's MVCC snapshots, watches fed by a broadcast of committed
-//! events with the persisted history as their fallback.
+//! The embedded engine: one append-only log file replayed into memory at
+//! open, one writer thread doing group commit (one record and one
+//! `fdatasync` per batch), reads served from memory, watches fed by a
+//! broadcast of committed events with the in-memory history as their
+//! fallback.
 
+mod codec;
+mod file;
+mod log;
+mod state;
 mod watcher;
 mod writer;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::backend::{Backend, Write, Written};
@@ -21,31 +25,22 @@ use crate::{
     EmbeddedConfig, Engine, Event, GetResponse, KeyValue, Lease, LeaseId, RangeResponse,
     StoreError, Watch,
 };
-
-pub(crate) mod codec;
+use codec::Stored;
+use state::{HistoryLimits, State};
 
 /// How many revisions of watch history the embedded engine keeps by default:
 /// a watcher can resume from any of the last 100,000 revisions, across
 /// restarts.
 pub const DEFAULT_HISTORY_REVISIONS: u64 = 100_000;
 
-/// key → metadata and value ([`codec::encode_kv`]).
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_v1");
-/// revision → the events of that revision ([`codec::encode_events`]).
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
-/// lease id → TTL in seconds.
-const LEASES: TableDefinition<i64, u64> = TableDefinition::new("leases_v1");
-/// (lease id, key) → (): the keys to delete when a lease ends.
-const LEASE_KEYS: TableDefinition<(i64, &str), ()> = TableDefinition::new("lease_keys_v1");
-/// Counters: [`META_REVISION`], [`META_OLDEST`], [`META_NEXT_LEASE`].
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+/// How many bytes of keys and values the watch history holds at most by
+/// default (it lives in memory): 256 MiB, far above 100,000 revisions of
+/// typical inventory records.
+pub const DEFAULT_HISTORY_BYTES: usize = 256 << 20;
 
-/// The last committed revision.
-const META_REVISION: &str = "revision";
-/// The oldest revision still in the watch history.
-const META_OLDEST: &str = "oldest";
-/// The id the next granted lease gets.
-const META_NEXT_LEASE: &str = "next_lease";
+/// The log is checkpointed once it is past this size (default 64 MiB) and
+/// more than twice what a checkpoint would write.
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// How often lease deadlines are checked; a lease ends at most this much
 /// after its TTL ran out.
@@ -61,8 +56,10 @@ pub(crate) struct Embedded {
 
 /// What the writer thread, readers, watchers and the lease clock share.
 pub(crate) struct Inner {
-    db: Database,
-    path: PathBuf,
+    path: std::path::PathBuf,
+    /// Everything durable in the log, and nothing more: the writer applies a
+    /// batch only after its record is synced.
+    state: RwLock<State>,
     /// Every commit's events, in revision order, shared by all watchers.
     events: broadcast::Sender<Arc<[Event]>>,
     /// The last committed revision, published before its events are sent.
@@ -79,13 +76,23 @@ struct LeaseClock {
 }
 
 impl Inner {
-    fn error(&self, action: &'static str, source: impl Into<redb::Error>) -> StoreError {
-        engine_error(&self.path, action, source)
+    // A panic while holding one of these locks (a bug) leaves the data
+    // consistent: the state is changed only by `State::apply`, entry by
+    // entry, and the lease clocks by single inserts and removes. So
+    // poisoning is ignored.
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<i64, LeaseClock>> {
-        // A panic while holding this lock leaves the map consistent (every
-        // update is a single insert or remove), so poisoning is ignored.
         self.leases
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -95,14 +102,6 @@ impl Inner {
         self.leases()
             .get(&id)
             .is_none_or(|clock| clock.deadline <= now)
-    }
-}
-
-fn engine_error(path: &Path, action: &'static str, source: impl Into<redb::Error>) -> StoreError {
-    StoreError::Embedded {
-        path: path.to_owned(),
-        action,
-        source: Arc::new(source.into()),
     }
 }
 
@@ -116,15 +115,20 @@ impl Embedded {
                 source,
             })?;
         }
-        let opened = tokio::task::spawn_blocking(move || writer::open_file(&path))
+        let limits = HistoryLimits {
+            revisions: config.history_revisions.max(1),
+            bytes: config.history_bytes,
+        };
+        // Replaying reads the whole log: off the async threads.
+        let (log, state) = tokio::task::spawn_blocking(move || file::open(&path, limits))
             .await
             .map_err(|_| StoreError::Closed)??;
 
         let now = Instant::now();
-        let leases = opened
+        let leases = state
             .leases
             .iter()
-            .map(|&(id, ttl_secs)| {
+            .map(|(&id, &ttl_secs)| {
                 let ttl = Duration::from_secs(ttl_secs);
                 (
                     id,
@@ -137,19 +141,17 @@ impl Embedded {
             .collect();
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
         let inner = Arc::new(Inner {
-            db: opened.db,
             path: config.path.clone(),
+            revision: AtomicU64::new(state.revision),
+            state: RwLock::new(state),
             events,
-            revision: AtomicU64::new(opened.counters.revision),
             leases: Mutex::new(leases),
         });
         let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
-        writer::spawn(
-            inner.clone(),
-            queue,
-            opened.counters,
-            config.history_revisions.max(1),
-        )?;
+        let writer_config = writer::WriterConfig {
+            checkpoint_bytes: config.checkpoint_bytes,
+        };
+        writer::spawn(inner.clone(), queue, log, writer_config)?;
         tokio::spawn(expire_leases(Arc::downgrade(&inner), requests.downgrade()));
         Ok(Embedded { inner, requests })
     }
@@ -165,36 +167,17 @@ impl Embedded {
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+}
 
-    /// Runs `read` on a fresh snapshot, off the async threads.
-    async fn read<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Inner, &ReadTransaction) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = inner.db.begin_read().map_err(|e| inner.error("read", e))?;
-            read(&inner, &txn)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+fn key_value(key: &str, stored: &Stored) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: stored.value.clone(),
+        create_revision: stored.create_revision,
+        mod_revision: stored.mod_revision,
+        version: stored.version,
+        lease: (stored.lease != 0).then_some(LeaseId(stored.lease)),
     }
-}
-
-/// The revision a snapshot was taken at.
-fn snapshot_revision(inner: &Inner, txn: &ReadTransaction) -> Result<u64, StoreError> {
-    let meta = txn.open_table(META).map_err(|e| inner.error("read", e))?;
-    let revision = meta
-        .get(META_REVISION)
-        .map_err(|e| inner.error("read", e))?;
-    Ok(revision.map_or(0, |guard| guard.value()))
-}
-
-fn decode(inner: &Inner, key: &str, record: &[u8]) -> Result<KeyValue, StoreError> {
-    codec::decode_kv(key, record).ok_or_else(|| StoreError::Corrupt {
-        path: inner.path.clone(),
-        what: format!("record of key {key:?}"),
-    })
 }
 
 impl Backend for Embedded {
@@ -207,21 +190,16 @@ impl Backend for Embedded {
         async move { Ok(revision) }.boxed()
     }
 
+    // Reads come from memory, under the state's read lock: they see every
+    // durable write up to the revision they return, and none after it.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<GetResponse, StoreError>> {
-        let key = key.to_owned();
-        self.read(move |inner, txn| {
-            let revision = snapshot_revision(inner, txn)?;
-            let table = txn.open_table(KV).map_err(|e| inner.error("read", e))?;
-            let kv = match table
-                .get(key.as_str())
-                .map_err(|e| inner.error("read", e))?
-            {
-                Some(record) => Some(decode(inner, &key, record.value())?),
-                None => None,
-            };
-            Ok(GetResponse { kv, revision })
-        })
-        .boxed()
+        let state = self.inner.state();
+        let response = GetResponse {
+            kv: state.kv.get(key).map(|stored| key_value(key, stored)),
+            revision: state.revision,
+        };
+        drop(state);
+        async move { Ok(response) }.boxed()
     }
 
     fn range<'a>(
@@ -229,35 +207,21 @@ impl Backend for Embedded {
         prefix: &'a str,
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<RangeResponse, StoreError>> {
-        let prefix = prefix.to_owned();
-        self.read(move |inner, txn| {
-            let revision = snapshot_revision(inner, txn)?;
-            let table = txn.open_table(KV).map_err(|e| inner.error("read", e))?;
-            let limit = limit.unwrap_or(usize::MAX);
-            let mut kvs = Vec::new();
-            let mut more = false;
-            for entry in table
-                .range(prefix.as_str()..)
-                .map_err(|e| inner.error("read", e))?
-            {
-                let (key, record) = entry.map_err(|e| inner.error("read", e))?;
-                let key = key.value();
-                if !key.starts_with(prefix.as_str()) {
-                    break;
-                }
-                if kvs.len() == limit {
-                    more = true;
-                    break;
-                }
-                kvs.push(decode(inner, key, record.value())?);
-            }
-            Ok(RangeResponse {
+        let response = {
+            let state = self.inner.state();
+            let mut keys = state.range(prefix);
+            let kvs: Vec<KeyValue> = keys
+                .by_ref()
+                .take(limit.unwrap_or(usize::MAX))
+                .map(|(key, stored)| key_value(key, stored))
+                .collect();
+            RangeResponse {
+                more: keys.next().is_some(),
                 kvs,
-                more,
-                revision,
-            })
-        })
-        .boxed()
+                revision: state.revision,
+            }
+        };
+        async move { Ok(response) }.boxed()
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<Written, StoreError>> {

@@ -7,13 +7,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use redb::ReadableDatabase;
 use tokio::sync::broadcast;
 
-use super::{EVENTS, Inner, META, META_OLDEST, META_REVISION, codec};
+use super::Inner;
 use crate::{Event, StoreError, Watch};
 
-/// Most revisions read from the history in one snapshot...
+/// Most revisions read from the history in one go (under the state's read
+/// lock)...
 const CHUNK_REVISIONS: u64 = 1024;
 /// ...and about this many bytes of events, bounding a catch-up's memory.
 const CHUNK_BYTES: usize = 8 << 20;
@@ -76,7 +76,7 @@ impl Follower {
             }
             let step = match self.phase {
                 Phase::Ended => return None,
-                Phase::CatchUp => self.catch_up().await,
+                Phase::CatchUp => self.catch_up(),
                 Phase::Live => self.follow().await,
             };
             if let Err(error) = step {
@@ -86,12 +86,11 @@ impl Follower {
         }
     }
 
-    async fn catch_up(&mut self) -> Result<(), StoreError> {
+    fn catch_up(&mut self) -> Result<(), StoreError> {
         let inner = self.inner.upgrade().ok_or(StoreError::Closed)?;
-        let (prefix, from) = (self.prefix.clone(), self.next);
-        let chunk = tokio::task::spawn_blocking(move || read_history(&inner, &prefix, from))
-            .await
-            .map_err(|_| StoreError::Closed)??;
+        let from = self.next;
+        let chunk = read_history(&inner, &self.prefix, from);
+        drop(inner);
         if from < chunk.oldest {
             return Err(StoreError::Compacted {
                 requested: from,
@@ -131,53 +130,36 @@ impl Follower {
     }
 }
 
-fn read_history(inner: &Inner, prefix: &str, from: u64) -> Result<Chunk, StoreError> {
-    let fail = |e: redb::StorageError| inner.error("read history", e);
-    let txn = inner
-        .db
-        .begin_read()
-        .map_err(|e| inner.error("read history", e))?;
-    let meta = txn
-        .open_table(META)
-        .map_err(|e| inner.error("read history", e))?;
-    let counter = |name: &str, default: u64| -> Result<u64, StoreError> {
-        Ok(meta
-            .get(name)
-            .map_err(fail)?
-            .map_or(default, |guard| guard.value()))
-    };
-    let revision = counter(META_REVISION, 0)?;
-    let oldest = counter(META_OLDEST, 1)?;
+fn read_history(inner: &Inner, prefix: &str, from: u64) -> Chunk {
+    let state = inner.state();
     let mut chunk = Chunk {
         events: Vec::new(),
         next: from,
-        oldest,
-        revision,
+        oldest: state.oldest,
+        revision: state.revision,
     };
-    if from < oldest || from > revision {
-        chunk.next = chunk.next.max(revision + 1);
-        return Ok(chunk);
+    if from < state.oldest || from > state.revision {
+        chunk.next = chunk.next.max(state.revision + 1);
+        return chunk;
     }
-    let end = revision.min(from + CHUNK_REVISIONS - 1);
-    let table = txn
-        .open_table(EVENTS)
-        .map_err(|e| inner.error("read history", e))?;
-    let mut bytes = 0;
+    let end = state.revision.min(from + CHUNK_REVISIONS - 1);
     chunk.next = end + 1;
-    for entry in table.range(from..=end).map_err(fail)? {
-        let (revision, record) = entry.map_err(fail)?;
-        let (revision, record) = (revision.value(), record.value());
-        codec::decode_events(revision, record, prefix, &mut chunk.events).ok_or_else(|| {
-            StoreError::Corrupt {
-                path: inner.path.clone(),
-                what: format!("history of revision {revision}"),
+    let first = state.history.partition_point(|past| past.revision < from);
+    let mut bytes = 0;
+    for past in state.history.range(first..) {
+        if past.revision > end {
+            break;
+        }
+        for event in &past.events {
+            if event.key.starts_with(prefix) {
+                bytes += event.key.len() + event.value.len();
+                chunk.events.push(event.clone());
             }
-        })?;
-        bytes += record.len();
+        }
         if bytes >= CHUNK_BYTES {
-            chunk.next = revision + 1;
+            chunk.next = past.revision + 1;
             break;
         }
     }
-    Ok(chunk)
+    chunk
 }

@@ -1,32 +1,39 @@
 //! The embedded engine's single writer: a thread that drains every queued
-//! request into one redb write transaction (group commit), commits it with
-//! full durability, publishes the events, and only then answers the callers.
+//! request into one batch (group commit), decides each request against the
+//! state as the batch leaves it, appends the batch to the log as one record
+//! with one `fdatasync`, applies it to the shared state, publishes the
+//! events, and only then answers the callers. It also checkpoints the log.
 
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{self, Meta};
-use super::{
-    EVENTS, Inner, KV, LEASE_KEYS, LEASES, LeaseClock, META, META_NEXT_LEASE, META_OLDEST,
-    META_REVISION, engine_error,
-};
+use super::codec::{self, Entry, Mutation, Stored};
+use super::file::{self, Checkpoint, LogFile};
+use super::log;
+use super::state::State;
+use super::{Inner, LeaseClock};
 use crate::backend::{Write, Written};
-use crate::{Event, EventKind, Lease, LeaseId, StoreError, TxnOp};
+use crate::{Lease, LeaseId, StoreError, TxnOp};
 
-/// At most this many requests share one commit...
+/// At most this many requests share one batch...
 const MAX_BATCH_REQUESTS: usize = 4096;
-/// ...and at most about this many bytes of values, so one commit's memory
-/// stays bounded.
+/// ...and at most about this many bytes of values, so one batch's memory and
+/// record stay bounded (see [`log::MAX_PAYLOAD_BYTES`]).
 const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Longest a batch waits for writers still on their way (see
-/// [`Writer::gather`]); small next to an fsync.
+/// [`Writer::gather`]); of the order of one `fdatasync`.
 const GATHER_WAIT: Duration = Duration::from_micros(400);
+/// A checkpoint is cut into records of about this size.
+const CHECKPOINT_RECORD_BYTES: usize = 1 << 20;
+/// A checkpoint is due when the log is this many times larger than the
+/// checkpoint would be (live keys plus history)...
+const CHECKPOINT_RATIO: u64 = 2;
 
 pub(crate) struct Request {
     pub op: Op,
@@ -68,74 +75,30 @@ pub(crate) enum Outcome {
     Done,
 }
 
-/// The counters kept in the meta table.
+/// How the writer runs.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Counters {
-    pub revision: u64,
-    pub oldest: u64,
-    pub next_lease: i64,
+pub(crate) struct WriterConfig {
+    /// No checkpoint while the log is smaller than this.
+    pub checkpoint_bytes: u64,
 }
 
-pub(crate) struct Opened {
-    pub db: Database,
-    pub counters: Counters,
-    /// (lease id, TTL in seconds) of every lease alive at the last commit.
-    pub leases: Vec<(i64, u64)>,
-}
-
-/// Opens or creates the file, creates the tables, reads the counters.
-pub(crate) fn open_file(path: &Path) -> Result<Opened, StoreError> {
-    open_tables(path).map_err(|e| engine_error(path, "open", e))
-}
-
-fn open_tables(path: &Path) -> Result<Opened, redb::Error> {
-    let db = Database::create(path)?;
-    let txn = db.begin_write()?;
-    let (counters, leases) = {
-        let meta = txn.open_table(META)?;
-        let counter = |name: &str, default: u64| -> Result<u64, redb::Error> {
-            Ok(meta.get(name)?.map_or(default, |guard| guard.value()))
-        };
-        let counters = Counters {
-            revision: counter(META_REVISION, 0)?,
-            oldest: counter(META_OLDEST, 1)?,
-            next_lease: counter(META_NEXT_LEASE, 1)? as i64,
-        };
-        let table = txn.open_table(LEASES)?;
-        let mut leases = Vec::new();
-        for entry in table.iter()? {
-            let (id, ttl) = entry?;
-            leases.push((id.value(), ttl.value()));
-        }
-        // Create the other tables so that readers never miss one.
-        txn.open_table(KV)?;
-        txn.open_table(EVENTS)?;
-        txn.open_table(LEASE_KEYS)?;
-        (counters, leases)
-    };
-    txn.commit()?;
-    Ok(Opened {
-        db,
-        counters,
-        leases,
-    })
-}
-
-/// Starts the writer thread. It stops when every sender is dropped or on
-/// [`Op::Close`].
+/// Starts the writer thread. It stops when every sender is dropped, on
+/// [`Op::Close`], or when the log cannot be written.
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     queue: mpsc::Receiver<Request>,
-    counters: Counters,
-    history_revisions: u64,
+    log: LogFile,
+    config: WriterConfig,
 ) -> Result<(), StoreError> {
     let path = inner.path.clone();
     let writer = Writer {
         inner,
         queue,
-        counters,
-        history_revisions,
+        log,
+        config,
         writers: 1,
+        next_checkpoint: 0,
+        checkpoint: None,
     };
     std::thread::Builder::new()
         .name("gantry-store-writer".into())
@@ -151,66 +114,81 @@ pub(crate) fn spawn(
 struct Writer {
     inner: Arc<Inner>,
     queue: mpsc::Receiver<Request>,
-    counters: Counters,
-    history_revisions: u64,
+    log: LogFile,
+    config: WriterConfig,
     /// How many requests the last batch held: an estimate of how many
     /// callers are writing concurrently.
     writers: usize,
+    /// No checkpoint is started before the log reaches this length (set
+    /// after a failed one, so that it is not retried at every batch).
+    next_checkpoint: u64,
+    checkpoint: Option<InProgress>,
 }
 
-/// The tables one batch writes to.
-struct Tables<'txn> {
-    kv: Table<'txn, &'static str, &'static [u8]>,
-    events: Table<'txn, u64, &'static [u8]>,
-    leases: Table<'txn, i64, u64>,
-    lease_keys: Table<'txn, (i64, &'static str), ()>,
+/// A checkpoint being written by another thread while the writer goes on
+/// appending to the log.
+struct InProgress {
+    thread: JoinHandle<std::io::Result<Checkpoint>>,
+    /// The records appended to the log since the checkpoint's state was
+    /// taken: they go after it in the new log.
+    tail: Vec<u8>,
 }
 
-/// What a batch changes, applied to the shared state once it is committed.
-struct Batch {
-    counters: Counters,
-    events: Vec<Event>,
-    granted: Vec<(i64, Duration)>,
-    ended: Vec<i64>,
-    now: Instant,
-}
+/// The writer cannot go on: the log is in an unknown state.
+struct Stop;
 
 impl Writer {
     fn run(mut self) {
         let mut close_reply = None;
         while let Some(first) = self.queue.blocking_recv() {
             let mut batch = self.gather(first);
-            if let Some(at) = batch
+            let close_at = batch
                 .iter()
-                .position(|request| matches!(request.op, Op::Close))
-            {
-                let mut rest = batch.split_off(at).into_iter();
-                self.commit(batch);
+                .position(|request| matches!(request.op, Op::Close));
+            let rest = close_at.map(|at| batch.split_off(at));
+            let stop = self.commit(batch).is_err() || self.checkpoint_step().is_err();
+            if let Some(rest) = rest {
+                let mut rest = rest.into_iter();
                 close_reply = rest.next().and_then(|close| close.reply);
-                self.queue.close();
-                let queued = std::iter::from_fn(|| self.queue.try_recv().ok());
-                for request in rest.chain(queued) {
-                    if let Some(reply) = request.reply {
-                        let _ = reply.send(Err(StoreError::Closed));
-                    }
-                }
+                self.refuse(rest.collect());
                 break;
             }
-            self.commit(batch);
+            if stop {
+                self.refuse(Vec::new());
+                break;
+            }
         }
-        // Release the database before saying the store is closed.
+        if let Some(in_progress) = self.checkpoint.take() {
+            // Let it finish, so that it does not write beside a log that
+            // someone else may open once this one is unlocked.
+            let _ = in_progress.thread.join();
+            let _ = std::fs::remove_file(file::checkpoint_path(&self.inner.path));
+        }
+        // Release (and unlock) the file before saying the store is closed.
         drop(self);
         if let Some(reply) = close_reply {
             let _ = reply.send(Ok(Outcome::Done));
         }
     }
 
+    /// Answers `Closed` to `requests` and to everything still queued, and
+    /// refuses new requests.
+    fn refuse(&mut self, requests: Vec<Request>) {
+        self.queue.close();
+        let queued = std::iter::from_fn(|| self.queue.try_recv().ok());
+        for request in requests.into_iter().chain(queued) {
+            if let Some(reply) = request.reply {
+                let _ = reply.send(Err(StoreError::Closed));
+            }
+        }
+    }
+
     /// Collects the requests queued behind `first` into one batch.
     ///
-    /// Under load, the callers the previous commit answered are still
+    /// Under load, the callers the previous batch answered are still
     /// sending their next request when this batch starts. Committing at once
     /// would split the writers into two groups taking turns, each paying a
-    /// full fsync for half of them. So when recent batches were larger than
+    /// full sync for half of them. So when recent batches were larger than
     /// what is queued, wait a little (at most [`GATHER_WAIT`]) for the rest.
     /// A lone writer never waits.
     fn gather(&mut self, first: Request) -> Vec<Request> {
@@ -238,337 +216,416 @@ impl Writer {
         batch
     }
 
-    /// Applies `requests` in one write transaction, commits it durably, then
-    /// publishes and answers.
-    fn commit(&mut self, requests: Vec<Request>) {
+    /// Decides `requests`, makes their changes durable as one record,
+    /// applies them, then publishes and answers.
+    fn commit(&mut self, requests: Vec<Request>) -> Result<(), Stop> {
         if requests.is_empty() {
-            return;
+            return Ok(());
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = requests
             .into_iter()
             .map(|request| (request.op, request.reply))
             .unzip();
-        let mut batch = Batch {
-            counters: self.counters,
-            events: Vec::new(),
-            granted: Vec::new(),
-            ended: Vec::new(),
-            now: Instant::now(),
-        };
-        let outcomes = match self.apply_and_commit(ops, &mut batch) {
-            Ok(outcomes) => outcomes,
-            Err(error) => {
-                let error = self.inner.error("commit", error);
-                for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(clone_error(&error)));
-                }
-                return;
-            }
+        let (outcomes, changes) = {
+            let state = self.inner.state();
+            let mut pending = Pending::new(&state, &self.inner);
+            let outcomes: Vec<_> = ops.into_iter().map(|op| pending.decide(op)).collect();
+            (outcomes, pending.changes)
         };
 
-        self.counters = batch.counters;
-        self.inner
-            .revision
-            .store(batch.counters.revision, Ordering::SeqCst);
-        {
-            let mut leases = self.inner.leases();
-            for (id, ttl) in batch.granted {
-                leases.insert(
-                    id,
-                    LeaseClock {
-                        ttl,
-                        deadline: Instant::now() + ttl,
-                    },
-                );
+        // Refused requests and failed comparisons change nothing: no record.
+        if !changes.entries.is_empty() {
+            let mut payload = Vec::new();
+            for entry in &changes.entries {
+                codec::encode(entry, &mut payload);
             }
-            for id in batch.ended {
-                leases.remove(&id);
+            let mut record = Vec::with_capacity(payload.len() + 16);
+            log::frame(&payload, &mut record);
+            if let Err(error) = self.log.append(&record) {
+                let error = file::io_error(&self.inner.path, "append to the log", error);
+                fail_all(replies, &error);
+                return Err(Stop);
             }
-        }
-        if !batch.events.is_empty() {
-            // No receiver is not an error: nobody is watching.
-            let _ = self.inner.events.send(Arc::from(batch.events));
+            if let Some(in_progress) = &mut self.checkpoint {
+                in_progress.tail.extend_from_slice(&record);
+            }
+            self.publish(changes);
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
             }
         }
+        Ok(())
     }
 
-    fn apply_and_commit(
-        &self,
-        ops: Vec<Op>,
-        batch: &mut Batch,
-    ) -> Result<Vec<Result<Outcome, StoreError>>, redb::Error> {
-        let txn: WriteTransaction = self.inner.db.begin_write()?;
-        let mut outcomes = Vec::with_capacity(ops.len());
+    /// Applies durable changes to the shared state, the lease clocks and
+    /// the watchers.
+    fn publish(&self, changes: Changes) {
+        let mut events = Vec::new();
         {
-            let mut tables = Tables {
-                kv: txn.open_table(KV)?,
-                events: txn.open_table(EVENTS)?,
-                leases: txn.open_table(LEASES)?,
-                lease_keys: txn.open_table(LEASE_KEYS)?,
-            };
-            for op in ops {
-                outcomes.push(self.apply(&mut tables, batch, op)?);
+            let mut state = self.inner.state_mut();
+            for entry in changes.entries {
+                if let Err(reason) = state.apply(entry, Some(&mut events)) {
+                    // The entries were decided against this very state.
+                    unreachable!("the writer's own entry does not apply: {reason}");
+                }
             }
-            let counters = &mut batch.counters;
-            let keep_from = counters.revision.saturating_sub(self.history_revisions) + 1;
-            if keep_from > counters.oldest {
-                tables.events.retain_in(..keep_from, |_, _| false)?;
-                counters.oldest = keep_from;
-            }
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_REVISION, counters.revision)?;
-            meta.insert(META_OLDEST, counters.oldest)?;
-            meta.insert(META_NEXT_LEASE, counters.next_lease as u64)?;
+            self.inner.revision.store(state.revision, Ordering::SeqCst);
         }
-        txn.commit()?;
-        Ok(outcomes)
+        {
+            let now = Instant::now();
+            let mut leases = self.inner.leases();
+            for (id, ttl) in changes.granted {
+                leases.insert(
+                    id,
+                    LeaseClock {
+                        ttl,
+                        deadline: now + ttl,
+                    },
+                );
+            }
+            for id in changes.ended {
+                leases.remove(&id);
+            }
+        }
+        if !events.is_empty() {
+            // No receiver is not an error: nobody is watching.
+            let _ = self.inner.events.send(Arc::from(events));
+        }
     }
 
-    /// Applies one request. Refusals (a failed comparison, a missing lease)
-    /// are decided before anything is written, so a refused request leaves
-    /// no trace in the transaction.
-    fn apply(
-        &self,
-        tables: &mut Tables<'_>,
-        batch: &mut Batch,
-        op: Op,
-    ) -> Result<Result<Outcome, StoreError>, redb::Error> {
-        let outcome = match op {
+    /// Starts a checkpoint when one is due, and installs a finished one.
+    fn checkpoint_step(&mut self) -> Result<(), Stop> {
+        match &self.checkpoint {
+            Some(in_progress) if in_progress.thread.is_finished() => {
+                let in_progress = self.checkpoint.take().expect("just matched");
+                let written = in_progress.thread.join().unwrap_or_else(|_| {
+                    Err(std::io::Error::other("the checkpoint thread panicked"))
+                });
+                match written {
+                    Ok(checkpoint) => {
+                        if self.log.install(checkpoint, &in_progress.tail).is_err() {
+                            return Err(Stop);
+                        }
+                    }
+                    Err(_) => {
+                        // The log is intact: carry on with it, retry later.
+                        self.next_checkpoint = self.log.len() + self.config.checkpoint_bytes;
+                    }
+                }
+            }
+            Some(_) => {}
+            None if self.checkpoint_due() => self.start_checkpoint(),
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let len = self.log.len();
+        if len < self.config.checkpoint_bytes.max(self.next_checkpoint) {
+            return false;
+        }
+        let state = self.inner.state();
+        len > CHECKPOINT_RATIO * (state.kv_bytes + state.history_bytes) as u64
+    }
+
+    /// Encodes the state here (the writer is the only one changing it, so
+    /// this is a consistent cut), and writes and syncs it on another thread
+    /// while the writer goes on.
+    fn start_checkpoint(&mut self) {
+        let records = encode_checkpoint(&self.inner.state());
+        let path = self.inner.path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gantry-store-checkpoint".into())
+            .spawn(move || file::write_checkpoint(&path, &records));
+        match spawned {
+            Ok(thread) => {
+                self.checkpoint = Some(InProgress {
+                    thread,
+                    tail: Vec::new(),
+                });
+            }
+            Err(_) => self.next_checkpoint = self.log.len() + self.config.checkpoint_bytes,
+        }
+    }
+}
+
+/// The whole state as framed records.
+fn encode_checkpoint(state: &State) -> Vec<u8> {
+    let mut records = Vec::with_capacity(state.kv_bytes + state.history_bytes + 4096);
+    let mut payload = Vec::with_capacity(CHECKPOINT_RECORD_BYTES * 2);
+    for entry in state.checkpoint() {
+        codec::encode(&entry, &mut payload);
+        if payload.len() >= CHECKPOINT_RECORD_BYTES {
+            log::frame(&payload, &mut records);
+            payload.clear();
+        }
+    }
+    if !payload.is_empty() {
+        log::frame(&payload, &mut records);
+    }
+    records
+}
+
+/// One failed append fails every request in it; each gets its own error
+/// sharing the cause.
+fn fail_all(
+    replies: Vec<Option<oneshot::Sender<Result<Outcome, StoreError>>>>,
+    error: &StoreError,
+) {
+    for reply in replies.into_iter().flatten() {
+        let _ = reply.send(Err(match error {
+            StoreError::Embedded {
+                path,
+                action,
+                source,
+            } => StoreError::Embedded {
+                path: path.clone(),
+                action,
+                source: source.clone(),
+            },
+            _ => StoreError::Closed,
+        }));
+    }
+}
+
+/// What a batch changes, once durable.
+#[derive(Default)]
+struct Changes {
+    entries: Vec<Entry>,
+    granted: Vec<(i64, Duration)>,
+    ended: Vec<i64>,
+}
+
+/// The state as the requests decided so far in a batch leave it: the shared
+/// state (unchanged until the batch is durable) under an overlay of this
+/// batch's changes.
+struct Pending<'a> {
+    state: &'a State,
+    inner: &'a Inner,
+    /// Keys written (`Some`) or deleted (`None`) by this batch.
+    keys: BTreeMap<String, Option<Stored>>,
+    /// Leases granted (`true`) or ended (`false`) by this batch.
+    leases: HashMap<i64, bool>,
+    revision: u64,
+    oldest: u64,
+    next_lease: i64,
+    now: Instant,
+    changes: Changes,
+}
+
+impl<'a> Pending<'a> {
+    fn new(state: &'a State, inner: &'a Inner) -> Pending<'a> {
+        Pending {
+            state,
+            inner,
+            keys: BTreeMap::new(),
+            leases: HashMap::new(),
+            revision: state.revision,
+            oldest: state.oldest,
+            next_lease: state.next_lease,
+            now: Instant::now(),
+            changes: Changes::default(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Stored> {
+        match self.keys.get(key) {
+            Some(overlaid) => overlaid.as_ref(),
+            None => self.state.kv.get(key),
+        }
+    }
+
+    fn lease_alive(&self, id: i64) -> bool {
+        match self.leases.get(&id) {
+            Some(&alive) => alive,
+            None => self.state.leases.contains_key(&id),
+        }
+    }
+
+    /// The existing keys under `prefix`, in order.
+    fn keys_under(&self, prefix: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .state
+            .range(prefix)
+            .map(|(key, _)| key)
+            .filter(|key| !self.keys.contains_key(key.as_str()))
+            .cloned()
+            .collect();
+        keys.extend(
+            self.keys
+                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .filter(|(_, stored)| stored.is_some())
+                .map(|(key, _)| key.clone()),
+        );
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The existing keys attached to lease `id`, in order.
+    fn keys_of_lease(&self, id: i64) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .state
+            .keys_of_lease(id)
+            .filter(|key| !self.keys.contains_key(*key))
+            .map(str::to_owned)
+            .collect();
+        keys.extend(
+            self.keys
+                .iter()
+                .filter(|(_, stored)| stored.as_ref().is_some_and(|s| s.lease == id))
+                .map(|(key, _)| key.clone()),
+        );
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Decides one request. Refusals (a failed comparison, a missing lease)
+    /// are decided before anything changes, so a refused request leaves no
+    /// trace in the batch.
+    fn decide(&mut self, op: Op) -> Result<Outcome, StoreError> {
+        match op {
             Op::Write(Write::Txn(txn)) => {
                 for compare in &txn.compares {
-                    let current =
-                        read_meta(&tables.kv, &compare.key)?.map_or(0, |meta| meta.mod_revision);
+                    let current = self.get(&compare.key).map_or(0, |s| s.mod_revision);
                     if current != compare.mod_revision {
-                        let revision = batch.counters.revision;
-                        return Ok(Ok(Outcome::Written(Written {
+                        return Ok(Outcome::Written(Written {
                             succeeded: false,
-                            revision,
+                            revision: self.revision,
                             deleted: 0,
-                        })));
+                        }));
                     }
                 }
                 for op in &txn.ops {
                     if let TxnOp::Put {
                         lease: Some(lease), ..
                     } = op
-                        && tables.leases.get(lease.0)?.is_none()
+                        && !self.lease_alive(lease.0)
                     {
-                        return Ok(Err(StoreError::LeaseNotFound { lease: *lease }));
+                        return Err(StoreError::LeaseNotFound { lease: *lease });
                     }
                 }
-                let revision = batch.counters.revision + 1;
-                let mut events = Vec::with_capacity(txn.ops.len());
+                let revision = self.revision + 1;
+                let mut mutations = Vec::with_capacity(txn.ops.len());
                 let mut deleted = 0;
                 for op in txn.ops {
                     match op {
                         TxnOp::Put { key, value, lease } => {
-                            put(tables, revision, &key, &value, lease)?;
-                            events.push(event(EventKind::Put, key, value, revision));
+                            let old = self.get(&key);
+                            let stored = Stored {
+                                value,
+                                create_revision: old.map_or(revision, |old| old.create_revision),
+                                mod_revision: revision,
+                                version: old.map_or(1, |old| old.version + 1),
+                                lease: lease.map_or(0, |lease| lease.0),
+                            };
+                            self.keys.insert(key.clone(), Some(stored.clone()));
+                            mutations.push(Mutation::Put { key, stored });
                         }
                         TxnOp::Delete { key } => {
-                            if delete(tables, &key)? {
+                            if self.get(&key).is_some() {
                                 deleted += 1;
-                                events.push(event(EventKind::Delete, key, Bytes::new(), revision));
+                                self.keys.insert(key.clone(), None);
+                                mutations.push(Mutation::Delete { key });
                             }
                         }
                     }
                 }
-                record(tables, batch, events)?;
-                Outcome::Written(Written {
+                self.record(mutations);
+                Ok(Outcome::Written(Written {
                     succeeded: true,
-                    revision: batch.counters.revision,
+                    revision: self.revision,
                     deleted,
-                })
+                }))
             }
             Op::Write(Write::DeletePrefix(prefix)) => {
-                let mut keys = Vec::new();
-                for entry in tables.kv.range(prefix.as_str()..)? {
-                    let (key, _) = entry?;
-                    let key = key.value();
-                    if !key.starts_with(prefix.as_str()) {
-                        break;
-                    }
-                    keys.push(key.to_owned());
-                }
-                let revision = batch.counters.revision + 1;
-                let mut events = Vec::with_capacity(keys.len());
-                for key in keys {
-                    delete(tables, &key)?;
-                    events.push(event(EventKind::Delete, key, Bytes::new(), revision));
-                }
-                let deleted = events.len() as u64;
-                record(tables, batch, events)?;
-                Outcome::Written(Written {
+                let keys = self.keys_under(&prefix);
+                let deleted = keys.len() as u64;
+                self.delete_all(keys);
+                Ok(Outcome::Written(Written {
                     succeeded: true,
-                    revision: batch.counters.revision,
+                    revision: self.revision,
                     deleted,
-                })
+                }))
             }
             Op::Grant(ttl_secs) => {
-                let id = batch.counters.next_lease;
-                batch.counters.next_lease += 1;
-                tables.leases.insert(id, ttl_secs)?;
+                let id = self.next_lease;
+                self.next_lease += 1;
+                self.leases.insert(id, true);
+                self.changes.entries.push(Entry::Lease { id, ttl_secs });
                 let ttl = Duration::from_secs(ttl_secs);
-                batch.granted.push((id, ttl));
-                Outcome::Lease(Lease {
+                self.changes.granted.push((id, ttl));
+                Ok(Outcome::Lease(Lease {
                     id: LeaseId(id),
                     ttl,
-                })
+                }))
             }
             Op::Revoke(lease) => {
-                if tables.leases.get(lease.0)?.is_none() {
-                    return Ok(Err(StoreError::LeaseNotFound { lease }));
+                if !self.lease_alive(lease.0) {
+                    return Err(StoreError::LeaseNotFound { lease });
                 }
-                end_lease(tables, batch, lease.0)?;
-                Outcome::Done
+                self.end_lease(lease.0);
+                Ok(Outcome::Done)
             }
             Op::Expire(ids) => {
                 for id in ids {
                     // Kept alive since the clock saw it expire: not expired.
-                    if self.inner.lease_expired(id, batch.now) && tables.leases.get(id)?.is_some() {
-                        end_lease(tables, batch, id)?;
+                    if self.inner.lease_expired(id, self.now) && self.lease_alive(id) {
+                        self.end_lease(id);
                     }
                 }
-                Outcome::Done
+                Ok(Outcome::Done)
             }
             Op::Compact(revision) => {
-                let counters = &mut batch.counters;
-                if revision > counters.revision {
-                    return Ok(Err(StoreError::FutureRevision {
+                if revision > self.revision {
+                    return Err(StoreError::FutureRevision {
                         requested: revision,
-                    }));
+                    });
                 }
-                if revision > counters.oldest {
-                    tables.events.retain_in(..revision, |_, _| false)?;
-                    counters.oldest = revision;
+                if revision > self.oldest {
+                    self.oldest = revision;
+                    self.changes
+                        .entries
+                        .push(Entry::Compact { oldest: revision });
                 }
-                Outcome::Done
+                Ok(Outcome::Done)
             }
-            Op::Close => Outcome::Done,
-        };
-        Ok(Ok(outcome))
-    }
-}
-
-fn event(kind: EventKind, key: String, value: Bytes, revision: u64) -> Event {
-    Event {
-        kind,
-        key,
-        value,
-        mod_revision: revision,
-    }
-}
-
-/// Gives `events` the next revision, if there are any: a request that
-/// changed nothing does not bump the revision.
-fn record(
-    tables: &mut Tables<'_>,
-    batch: &mut Batch,
-    events: Vec<Event>,
-) -> Result<(), redb::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let revision = batch.counters.revision + 1;
-    tables
-        .events
-        .insert(revision, codec::encode_events(&events).as_slice())?;
-    batch.counters.revision = revision;
-    batch.events.extend(events);
-    Ok(())
-}
-
-/// A record that does not decode is treated as absent: it is overwritten
-/// rather than blocking every later write to its key.
-fn read_meta(
-    kv: &Table<'_, &'static str, &'static [u8]>,
-    key: &str,
-) -> Result<Option<Meta>, redb::Error> {
-    Ok(kv
-        .get(key)?
-        .and_then(|record| codec::decode_meta(record.value())))
-}
-
-fn put(
-    tables: &mut Tables<'_>,
-    revision: u64,
-    key: &str,
-    value: &[u8],
-    lease: Option<LeaseId>,
-) -> Result<(), redb::Error> {
-    let old = read_meta(&tables.kv, key)?;
-    let lease = lease.map_or(0, |lease| lease.0);
-    let meta = Meta {
-        create_revision: old.map_or(revision, |old| old.create_revision),
-        mod_revision: revision,
-        version: old.map_or(1, |old| old.version + 1),
-        lease,
-    };
-    if let Some(old) = old.filter(|old| old.lease != 0 && old.lease != lease) {
-        tables.lease_keys.remove((old.lease, key))?;
-    }
-    if lease != 0 {
-        tables.lease_keys.insert((lease, key), ())?;
-    }
-    tables
-        .kv
-        .insert(key, codec::encode_kv(meta, value).as_slice())?;
-    Ok(())
-}
-
-/// Deletes `key`, returning whether it existed.
-fn delete(tables: &mut Tables<'_>, key: &str) -> Result<bool, redb::Error> {
-    let old = tables
-        .kv
-        .remove(key)?
-        .map(|record| codec::decode_meta(record.value()));
-    match old {
-        None => Ok(false),
-        Some(meta) => {
-            if let Some(meta) = meta.filter(|meta| meta.lease != 0) {
-                tables.lease_keys.remove((meta.lease, key))?;
-            }
-            Ok(true)
+            Op::Close => Ok(Outcome::Done),
         }
     }
-}
 
-/// Deletes a lease and its keys, as one revision.
-fn end_lease(tables: &mut Tables<'_>, batch: &mut Batch, id: i64) -> Result<(), redb::Error> {
-    let mut keys = Vec::new();
-    for entry in tables.lease_keys.range((id, "")..(id + 1, ""))? {
-        let (key, _) = entry?;
-        keys.push(key.value().1.to_owned());
+    /// Deletes `keys` (which exist) as one revision.
+    fn delete_all(&mut self, keys: Vec<String>) {
+        let mut mutations = Vec::with_capacity(keys.len());
+        for key in keys {
+            self.keys.insert(key.clone(), None);
+            mutations.push(Mutation::Delete { key });
+        }
+        self.record(mutations);
     }
-    let revision = batch.counters.revision + 1;
-    let mut events = Vec::with_capacity(keys.len());
-    for key in keys {
-        tables.lease_keys.remove((id, key.as_str()))?;
-        tables.kv.remove(key.as_str())?;
-        events.push(event(EventKind::Delete, key, Bytes::new(), revision));
-    }
-    tables.leases.remove(id)?;
-    batch.ended.push(id);
-    record(tables, batch, events)
-}
 
-/// One failed commit fails every request in it; each gets its own error
-/// sharing the cause.
-fn clone_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Embedded {
-            path,
-            action,
-            source,
-        } => StoreError::Embedded {
-            path: path.clone(),
-            action,
-            source: source.clone(),
-        },
-        _ => StoreError::Closed,
+    /// Ends a lease, deleting its keys as one revision.
+    fn end_lease(&mut self, id: i64) {
+        let keys = self.keys_of_lease(id);
+        self.delete_all(keys);
+        self.leases.insert(id, false);
+        self.changes.entries.push(Entry::EndLease { id });
+        self.changes.ended.push(id);
+    }
+
+    /// Gives `mutations` the next revision, if there are any: a request that
+    /// changed nothing does not bump the revision.
+    fn record(&mut self, mutations: Vec<Mutation>) {
+        if mutations.is_empty() {
+            return;
+        }
+        self.revision += 1;
+        self.changes.entries.push(Entry::Revision {
+            revision: self.revision,
+            mutations,
+        });
     }
 }
