@@ -278,3 +278,23 @@ async fn metrics_report_requests_watchers_and_revision() {
     // Served by a fresh client that speaks only Client's API.
     let _ = Client::new(&s.url).health().await.unwrap();
 }
+
+#[tokio::test]
+async fn several_servers_serve_one_etcd_cluster() {
+    let a = TestServer::etcd().await;
+    let b = a.sharing_etcd_with().await;
+    let stream = b.client.watch("kv/shared/", 0, None).await.unwrap();
+    futures::pin_mut!(stream);
+    a.client.kv_put("shared/x", "from a", PutOptions::default()).await.unwrap();
+    assert_eq!(b.client.kv_get("shared/x").await.unwrap().unwrap().value, "from a");
+    match next(&mut stream).await {
+        WatchItem::Event { event, .. } => assert_eq!(event.value.as_deref(), Some("from a")),
+        WatchItem::Reset(r) => panic!("unexpected reset {r:?}"),
+    }
+    // Compare-and-set is decided by etcd, across servers.
+    let (ra, rb) = tokio::join!(
+        a.client.kv_put("shared/leader", "a", PutOptions { cas: Some(0), lease: None }),
+        b.client.kv_put("shared/leader", "b", PutOptions { cas: Some(0), lease: None }),
+    );
+    assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1, "exactly one server's client wins");
+}

@@ -39,11 +39,16 @@ impl TestServer {
     }
 
     pub async fn etcd() -> TestServer {
-        let etcd = LocalEtcd::start().await.unwrap_or_else(|e| {
-            panic!("{e} (install etcd with `apt-get install etcd-server`, or run scripts/test, which installs every test dependency)")
-        });
+        let etcd = start_etcd().await;
         let store = Store::open(StoreConfig::Etcd(EtcdConfig::new([etcd.endpoint().to_string()]))).await.unwrap();
         TestServer::start(store, None, Some(etcd)).await
+    }
+
+    /// Another server in front of the same etcd as `self`.
+    pub async fn sharing_etcd_with(&self) -> TestServer {
+        let endpoint = self._etcd.as_ref().expect("an etcd-backed server").endpoint().to_string();
+        let store = Store::open(StoreConfig::Etcd(EtcdConfig::new([endpoint]))).await.unwrap();
+        TestServer::start(store, None, None).await
     }
 
     async fn start(store: Store, dir: Option<tempfile::TempDir>, etcd: Option<LocalEtcd>) -> TestServer {
@@ -60,6 +65,12 @@ impl TestServer {
         });
         TestServer { client: Client::new(&url), store, url, stop: Some(stop), _dir: dir, _etcd: etcd }
     }
+}
+
+pub async fn start_etcd() -> LocalEtcd {
+    LocalEtcd::start().await.unwrap_or_else(|e| {
+        panic!("{e} (install etcd with `apt-get install etcd-server`, or run scripts/test, which installs every test dependency)")
+    })
 }
 
 /// Runs one suite function against both engines.
