@@ -1,6 +1,8 @@
 //! Crash safety of the embedded engine: a helper process writes from many
 //! tasks and prints each acknowledged key; we SIGKILL it at a random moment,
-//! reopen the file and check every acknowledged write is there.
+//! reopen the file and check every acknowledged write is there. Every other
+//! run makes the helper checkpoint all the time, so that some kills land in
+//! the middle of a checkpoint.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -9,7 +11,10 @@ use std::time::Duration;
 use gantry_store::{EmbeddedConfig, Store};
 use tempfile::TempDir;
 
-const RUNS: u32 = 5;
+const RUNS: u32 = 6;
+/// What checkpointing runs pass the helper: a checkpoint about every
+/// thousand writes.
+const CHECKPOINT_BYTES: u64 = 256 << 10;
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
@@ -22,9 +27,12 @@ fn acknowledged_writes_survive_sigkill() {
         .unwrap();
     let mut total = 0;
     for run in 0..RUNS {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry-store-crash-writer"))
-            .arg(&path)
-            .arg(run.to_string())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gantry-store-crash-writer"));
+        command.arg(&path).arg(run.to_string());
+        if run % 2 == 1 {
+            command.arg(CHECKPOINT_BYTES.to_string());
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -5,6 +5,7 @@
 mod crash;
 mod embedded;
 mod etcd;
+mod log_file;
 mod suite;
 mod support;
 
