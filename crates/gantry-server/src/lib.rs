@@ -100,12 +100,11 @@ pub async fn serve(listener: TcpListener, store: Store, shutdown: impl Future<Ou
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    // MatchedPath is an Arc inside: cloning it does not copy the string.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    state.metrics.record(&method, &route, response.status().as_u16(), started.elapsed());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.record(&method, route, response.status().as_u16(), started.elapsed());
     response
 }

@@ -7,16 +7,24 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use axum::http::Method;
+
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// (method, route, status) -> count.
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    /// route -> histogram.
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Route pattern -> its counters. One lock per request, and no
+    /// allocation once a route has been seen: this is on every request's path.
+    routes: Mutex<BTreeMap<String, RouteStats>>,
     pub watchers: AtomicI64,
+}
+
+#[derive(Debug, Default)]
+struct RouteStats {
+    /// (method, status) -> count; a handful per route, so a list.
+    counts: Vec<(Method, u16, u64)>,
+    latency: Histogram,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -27,16 +35,18 @@ struct Histogram {
 }
 
 impl Metrics {
-    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    pub fn record(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        *self
-            .requests
-            .lock()
-            .expect("metrics lock")
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default() += 1;
-        let mut latency = self.latency.lock().expect("metrics lock");
-        let h = latency.entry(route.to_string()).or_default();
+        let mut routes = self.routes.lock().expect("metrics lock");
+        let stats = match routes.get_mut(route) {
+            Some(stats) => stats,
+            None => routes.entry(route.to_string()).or_default(),
+        };
+        match stats.counts.iter_mut().find(|(m, s, _)| m == method && *s == status) {
+            Some((_, _, n)) => *n += 1,
+            None => stats.counts.push((method.clone(), status, 1)),
+        }
+        let h = &mut stats.latency;
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
                 h.counts[i] += 1;
@@ -51,15 +61,20 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP gantry_http_requests_total HTTP requests answered, by route and status.\n");
         out.push_str("# TYPE gantry_http_requests_total counter\n");
-        for ((method, route, status), n) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "gantry_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+        let routes = self.routes.lock().expect("metrics lock");
+        for (route, stats) in routes.iter() {
+            let mut counts = stats.counts.clone();
+            counts.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+            for (method, status, n) in counts {
+                let _ = writeln!(
+                    out,
+                    "gantry_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP gantry_http_request_duration_seconds Time to answer, by route.\n");
         out.push_str("# TYPE gantry_http_request_duration_seconds histogram\n");
-        for (route, h) in self.latency.lock().expect("metrics lock").iter() {
+        for (route, h) in routes.iter().map(|(r, s)| (r, &s.latency)) {
             for (i, bound) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
