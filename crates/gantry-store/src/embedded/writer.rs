@@ -27,7 +27,7 @@ const MAX_BATCH_REQUESTS: usize = 4096;
 /// record stay bounded (see [`log::MAX_PAYLOAD_BYTES`]).
 const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Longest a batch waits for writers still on their way (see
-/// [`Writer::gather`]); of the order of one `fdatasync`.
+/// [`Writer::gather`]).
 const GATHER_WAIT: Duration = Duration::from_micros(400);
 /// A checkpoint is cut into records of about this size.
 const CHECKPOINT_RECORD_BYTES: usize = 1 << 20;
@@ -97,6 +97,7 @@ pub(crate) fn spawn(
         log,
         config,
         writers: 1,
+        last_sync: Duration::ZERO,
         next_checkpoint: 0,
         checkpoint: None,
     };
@@ -119,6 +120,8 @@ struct Writer {
     /// How many requests the last batch held: an estimate of how many
     /// callers are writing concurrently.
     writers: usize,
+    /// How long the last append took, sync included.
+    last_sync: Duration,
     /// No checkpoint is started before the log reaches this length (set
     /// after a failed one, so that it is not retried at every batch).
     next_checkpoint: u64,
@@ -189,12 +192,13 @@ impl Writer {
     /// sending their next request when this batch starts. Committing at once
     /// would split the writers into two groups taking turns, each paying a
     /// full sync for half of them. So when recent batches were larger than
-    /// what is queued, wait a little (at most [`GATHER_WAIT`]) for the rest.
-    /// A lone writer never waits.
+    /// what is queued, wait a little for the rest: at most as long as the
+    /// last sync took (waiting longer would cost more than a sync of their
+    /// own) and at most [`GATHER_WAIT`]. A lone writer never waits.
     fn gather(&mut self, first: Request) -> Vec<Request> {
         let mut size = first.op.size();
         let mut batch = vec![first];
-        let deadline = Instant::now() + GATHER_WAIT;
+        let deadline = Instant::now() + self.last_sync.min(GATHER_WAIT);
         loop {
             while batch.len() < MAX_BATCH_REQUESTS && size < MAX_BATCH_BYTES {
                 match self.queue.try_recv() {
@@ -241,7 +245,10 @@ impl Writer {
             }
             let mut record = Vec::with_capacity(payload.len() + 16);
             log::frame(&payload, &mut record);
-            if let Err(error) = self.log.append(&record) {
+            let started = Instant::now();
+            let appended = self.log.append(&record);
+            self.last_sync = started.elapsed();
+            if let Err(error) = appended {
                 let error = file::io_error(&self.inner.path, "append to the log", error);
                 fail_all(replies, &error);
                 return Err(Stop);
