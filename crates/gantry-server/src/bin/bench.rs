@@ -119,8 +119,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     for clients in [1usize, 64] {
         let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 8).tcp_nodelay(true).build()?;
         let rows: Vec<(&str, Op)> = vec![
-            ("gantry server, embedded (HTTP)", http_put(&http, &server_embedded, "he", &value)),
-            ("gantry server, on etcd (HTTP)", http_put(&http, &server_etcd, "hg", &value)),
+            ("gantry server, embedded (HTTP)", http_put(&server_embedded, "he", clients, &value).await?),
+            ("gantry server, on etcd (HTTP)", http_put(&server_etcd, "hg", clients, &value).await?),
             ("gantry store API, embedded", store_put(&embedded, "se", &value)),
             ("gantry store API, on etcd", store_put(&on_etcd, "sg", &value)),
             ("etcd direct (gRPC, etcd-client)", etcd_put(&direct, &value)),
@@ -208,18 +208,36 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
     Ok(options)
 }
 
-fn http_put(http: &reqwest::Client, server: &str, tag: &'static str, value: &Bytes) -> Op {
-    let (http, server, value) = (http.clone(), server.to_string(), value.clone());
-    Box::new(move |client, i| {
-        let request = http.put(format!("{server}/v1/kv/bench/{tag}/{client}/{i}")).body(value.clone());
+/// PUTs through one keep-alive HTTP/1.1 connection per client (raw hyper:
+/// the lightest load generator, as etcd-client is for etcd).
+async fn http_put(server: &str, tag: &'static str, clients: usize, value: &Bytes) -> anyhow::Result<Op> {
+    type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
+    let authority = server.trim_start_matches("http://").to_string();
+    let mut senders = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let stream = tokio::net::TcpStream::connect(&authority).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        senders.push(std::sync::Arc::new(tokio::sync::Mutex::new(sender)));
+    }
+    let senders: std::sync::Arc<Vec<std::sync::Arc<tokio::sync::Mutex<Sender>>>> = std::sync::Arc::new(senders);
+    let (authority, value) = (std::sync::Arc::new(authority), value.clone());
+    Ok(Box::new(move |client, i| {
+        let (senders, authority, value) = (senders.clone(), authority.clone(), value.clone());
         Box::pin(async move {
-            let response = request.send().await?;
-            if !response.status().is_success() {
-                bail!("HTTP {}", response.status());
+            let request = hyper::Request::put(format!("/v1/kv/bench/{tag}/{client}/{i}"))
+                .header(hyper::header::HOST, authority.as_str())
+                .body(http_body_util::Full::new(value))?;
+            let response = senders[client].lock().await.send_request(request).await?;
+            let status = response.status();
+            http_body_util::BodyExt::collect(response.into_body()).await?;
+            if !status.is_success() {
+                bail!("HTTP {status}");
             }
             Ok(())
         })
-    })
+    }))
 }
 
 fn http_get(http: &reqwest::Client, url: &str) -> Op {
