@@ -31,8 +31,20 @@ const MAX_BATCH_BYTES: usize = 64 << 20;
 const GATHER_WAIT: Duration = Duration::from_micros(400);
 /// A checkpoint is cut into records of about this size.
 const CHECKPOINT_RECORD_BYTES: usize = 1 << 20;
-/// A checkpoint is due when the log is this many times larger than the
-/// checkpoint would be (live keys plus history)...
+/// A checkpoint is due when the log is past the configured size (64 MiB by
+/// default) and this many times larger than the checkpoint would be (live
+/// keys plus history): the log then stays within about twice the live data,
+/// and a workload that only adds keys (log about equal to live data) never
+/// pays for a checkpoint.
+///
+/// What one costs, measured on the development VM (2 cores, ext4): 100,000
+/// keys of 256 B plus 100,000 revisions of history make a 60 MB checkpoint.
+/// Encoding it on the writer thread holds writes for about 120 ms; writing
+/// and syncing it happen on another thread while writes go on; installing
+/// it (the records appended meanwhile, a sync, the rename and the directory
+/// sync) holds writes for about 70 ms. With 64 writers overwriting those
+/// keys (26,000 puts/s, a checkpoint every 5 s or so) the slowest put took
+/// 138 ms and p99.9 was 18 ms. Replaying a 128 MiB log at open takes 0.75 s.
 const CHECKPOINT_RATIO: u64 = 2;
 
 pub(crate) struct Request {
