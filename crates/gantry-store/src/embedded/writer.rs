@@ -112,6 +112,9 @@ pub(crate) fn spawn(
         last_sync: Duration::ZERO,
         next_checkpoint: 0,
         checkpoint: None,
+        timer: tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|source| {
+            StoreError::Io { path: path.clone(), action: "start the writer's timer", source }
+        })?,
     };
     std::thread::Builder::new()
         .name("gantry-store-writer".into())
@@ -138,6 +141,10 @@ struct Writer {
     /// after a failed one, so that it is not retried at every batch).
     next_checkpoint: u64,
     checkpoint: Option<InProgress>,
+    /// Lets the writer wait for stragglers asleep until one arrives or the
+    /// wait is over, instead of polling (which takes the CPU from the very
+    /// callers it waits for on a small machine).
+    timer: tokio::runtime::Runtime,
 }
 
 /// A checkpoint being written by another thread while the writer goes on
@@ -222,10 +229,20 @@ impl Writer {
                 }
             }
             let full = batch.len() >= MAX_BATCH_REQUESTS || size >= MAX_BATCH_BYTES;
-            if full || batch.len() >= self.writers || Instant::now() >= deadline {
+            let now = Instant::now();
+            if full || batch.len() >= self.writers || now >= deadline {
                 break;
             }
-            std::thread::sleep(Duration::from_micros(20));
+            let queue = &mut self.queue;
+            // The timeout is made inside `block_on`: it needs the runtime's timer.
+            match self.timer.block_on(async { tokio::time::timeout(deadline - now, queue.recv()).await }) {
+                Ok(Some(request)) => {
+                    size += request.op.size();
+                    batch.push(request);
+                }
+                // The wait is over, or every sender is gone.
+                Ok(None) | Err(_) => break,
+            }
         }
         // Fewer arrived in time: fewer writers now, stop waiting for them.
         self.writers = batch.len();
