@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gantry_store::{Event, StoreError, Watch};
+use gantry_store::{Event, Store, StoreError, Watch};
 
 /// Longest wait for one watch event before a test fails.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,4 +41,9 @@ pub async fn assert_quiet(watch: &mut Watch) {
     if let Ok(item) = tokio::time::timeout(Duration::from_millis(200), watch.next_event()).await {
         panic!("expected no event, got {item:?}");
     }
+}
+
+/// The keys under `prefix`, in order.
+pub async fn keys_under(store: &Store, prefix: &str) -> Vec<String> {
+    store.range(prefix, None).await.unwrap().kvs.into_iter().map(|kv| kv.key).collect()
 }
