@@ -21,8 +21,13 @@ struct ServerProcess {
 impl ServerProcess {
     /// Starts a server on `listen` with its store in `data_dir`, and waits for its address.
     fn start(data_dir: &Path, listen: &str) -> ServerProcess {
+        ServerProcess::start_with(data_dir, listen, "embedded")
+    }
+
+    /// The same with `--store STORE`.
+    fn start_with(data_dir: &Path, listen: &str, store: &str) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["server", "--listen", listen, "--data-dir"])
+            .args(["server", "--listen", listen, "--store", store, "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -227,4 +232,27 @@ fn acknowledged_writes_survive_sigkill() {
             assert_eq!(stored.get(key), Some(value), "round {round}: acknowledged write {key} lost");
         }
     }
+}
+
+#[test]
+fn server_on_etcd_from_the_command_line() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let etcd = rt.block_on(gantry_store::local_etcd::LocalEtcd::start()).unwrap_or_else(|e| {
+        panic!("{e} (install etcd with `apt-get install etcd-server`, or run scripts/test)")
+    });
+    let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let a = ServerProcess::start_with(dir.path(), "127.0.0.1:0", &store);
+    let b = ServerProcess::start_with(dir.path(), "127.0.0.1:0", &store);
+    gantry(&a, &["kv:put", "datastores/ES", "http://es:9200"]).ok();
+    // A second server on the same cluster serves the same data.
+    assert_eq!(gantry(&b, &["kv:get", "datastores/ES"]).ok(), "http://es:9200\n");
+}
+
+#[test]
+fn unknown_store_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_in(dir.path(), &["server", "--store", "postgres://x"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("use --store embedded, or --store etcd://HOST:PORT"), "{}", run.stderr);
 }
