@@ -190,6 +190,12 @@ async fn get_one<T: DeserializeOwned>(store: &Store, key: &str, what: &str) -> A
     }
 }
 
+/// Deletes one key; deleting what is not there is not an error (idempotent).
+async fn delete_one(store: &Store, key: &str) -> ApiResult<Json<WriteResult>> {
+    let d = store.delete(key).await?;
+    Ok(Json(WriteResult { revision: d.revision }))
+}
+
 async fn list<T: DeserializeOwned>(store: &Store, prefix: &str) -> ApiResult<Listing<T>> {
     let range = store.range(prefix, None).await?;
     let items = range.kvs.iter().map(decode).collect::<ApiResult<Vec<T>>>()?;
@@ -224,8 +230,7 @@ pub async fn machine_put(
 
 pub async fn machine_delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<WriteResult>> {
     check_id("machine", &id)?;
-    let d = s.store.delete(&keys::machine(&id)).await?;
-    Ok(Json(WriteResult { revision: d.revision }))
+    delete_one(&s.store, &keys::machine(&id)).await
 }
 
 /// Services on host X: every instance whose machine is X.
@@ -264,8 +269,7 @@ pub async fn service_put(
 
 pub async fn service_delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<WriteResult>> {
     check_id("service", &id)?;
-    let d = s.store.delete(&keys::service(&id)).await?;
-    Ok(Json(WriteResult { revision: d.revision }))
+    delete_one(&s.store, &keys::service(&id)).await
 }
 
 pub async fn instance_get(State(s): State<AppState>, Path((service, id)): Path<(String, String)>) -> ApiResult<Json<Instance>> {
@@ -296,8 +300,7 @@ pub async fn instance_put(
 pub async fn instance_delete(State(s): State<AppState>, Path((service, id)): Path<(String, String)>) -> ApiResult<Json<WriteResult>> {
     check_id("service", &service)?;
     check_id("instance", &id)?;
-    let d = s.store.delete(&keys::instance(&service, &id)).await?;
-    Ok(Json(WriteResult { revision: d.revision }))
+    delete_one(&s.store, &keys::instance(&service, &id)).await
 }
 
 /// Query parameters that are not property filters.
