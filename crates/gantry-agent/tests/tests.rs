@@ -1,0 +1,4 @@
+//! Integration tests of the agent's building blocks against real files,
+//! real shells and real processes.
+
+mod facts;
