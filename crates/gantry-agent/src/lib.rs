@@ -7,4 +7,5 @@
 //! machine); the IO around them is thin, so each is tested with plain data.
 #![forbid(unsafe_code)]
 
+pub mod envfile;
 pub mod facts;

@@ -1,4 +1,5 @@
 //! Integration tests of the agent's building blocks against real files,
 //! real shells and real processes.
 
+mod envfile;
 mod facts;
