@@ -25,7 +25,9 @@
 //!   several Gantry servers may share. Everything maps onto etcd's own
 //!   primitives: our revision is etcd's revision, compare-and-set is a txn
 //!   comparing `mod_revision` (or `create_revision == 0`), leases are etcd
-//!   leases and watches are etcd watches from a start revision.
+//!   leases and watches are etcd watches from a start revision. Plain puts
+//!   that arrive together are committed as one etcd transaction (group
+//!   commit on top of etcd; see `etcd/batch.rs`), so they share a revision.
 //!
 //! # Data model
 //!
@@ -39,7 +41,8 @@
 //!   revision (a transaction or a prefix delete is one revision, however many
 //!   keys it touches; a delete of nothing bumps nothing). Each key carries
 //!   `create_revision`, `mod_revision`, `version` (writes since creation) and
-//!   an optional lease. Revisions only grow. An empty store is at revision 0
+//!   an optional lease. Revisions only grow. Concurrent writes may share a
+//!   revision on etcd (never two writes of one key). An empty store is at revision 0
 //!   (embedded) or 1 (etcd); compare revisions, never assume their values.
 //! - **Reads** (`get`, `range`) return the revision they were served at: the
 //!   state they show includes every write up to that revision and nothing

@@ -11,6 +11,8 @@ use etcd_client as etcd;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+mod batch;
+
 use crate::backend::{Backend, Write, Written};
 use crate::{
     Engine, EtcdConfig, Event, EventKind, GetResponse, KeyValue, Lease, LeaseId, RangeResponse,
@@ -19,6 +21,8 @@ use crate::{
 
 pub(crate) struct Etcd {
     client: etcd::Client,
+    /// Plain puts go through group commit (see [`batch`]).
+    batcher: batch::Batcher,
     namespace: String,
     /// For error messages.
     endpoints: String,
@@ -34,6 +38,7 @@ impl Etcd {
             .await
             .map_err(|source| etcd_error(&endpoints, "connect", source))?;
         let etcd = Etcd {
+            batcher: batch::Batcher::start(client.kv_client()),
             client,
             namespace: config.namespace,
             endpoints,
@@ -82,9 +87,14 @@ impl Etcd {
         });
         let fail = |source| self.write_error(source, lease);
         // A lone put or delete uses the plain RPC: the same as a client
-        // talking to etcd directly.
+        // talking to etcd directly. Lone puts without a lease are batched
+        // with concurrent ones (a missing lease would fail a whole batch).
         if txn.compares.is_empty() && txn.ops.len() == 1 {
             match txn.ops.into_iter().next() {
+                Some(TxnOp::Put { key, value, lease: None }) => {
+                    let revision = self.batcher.put(self.full_key(&key), value.to_vec()).await.map_err(fail)?;
+                    return Ok(Written { succeeded: true, revision, deleted: 0 });
+                }
                 Some(TxnOp::Put { key, value, lease }) => {
                     let options = lease.map(|lease| etcd::PutOptions::new().with_lease(lease.0));
                     let response = kv
