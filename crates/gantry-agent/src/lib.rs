@@ -9,3 +9,4 @@
 
 pub mod envfile;
 pub mod facts;
+pub mod resolve;

@@ -3,3 +3,4 @@
 
 mod envfile;
 mod facts;
+mod resolve;
