@@ -79,6 +79,27 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// Parses one service definition as `gantry apply` stored it (the text of
+/// `data_bags/service/<id>.json`), with the checks that need only the file
+/// itself: requirements are resolved at run time, not checked here.
+pub fn parse_service_json(id: &str, text: &str) -> Result<Service, LoadError> {
+    let mut sources = SourceMap::default();
+    let mut sink = Sink::default();
+    let file = sources.add(format!("{SERVICES_DIR}/{id}.json"), text.to_owned());
+    let service = match json::parse(file, text) {
+        Ok(root) => service::parse_service(id, &root, &mut sink),
+        Err(problems) => {
+            problems.into_iter().for_each(|d| sink.push(d));
+            None
+        }
+    };
+    match (sink.finish(), service) {
+        (Ok(()), Some(service)) => Ok(service),
+        (Err(diagnostics), _) => Err(LoadError { sources, diagnostics }),
+        (Ok(()), None) => unreachable!("parse_service reports why it returns nothing"),
+    }
+}
+
 /// Parses and checks a whole repository, reporting every problem found.
 pub fn load(files: &RepoFiles) -> Result<Repo, LoadError> {
     let mut sources = SourceMap::default();

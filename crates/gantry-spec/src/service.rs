@@ -19,6 +19,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "description",
     "command",
     "user",
+    "on_delete",
     "run_list",
     "environment",
     "requires",
@@ -47,6 +48,10 @@ pub struct Service {
     pub command: Command,
     /// The user the command runs as; the agent's own user when absent.
     pub user: Option<String>,
+    /// Shell command the agent runs when the service leaves a node (seed
+    /// 004 "Service decommissioning": `delete-<service>`), after its instance
+    /// was withdrawn and the drain delay passed.
+    pub on_delete: Option<String>,
     /// Recipes the provision run applies for this service (informational for Gantry).
     pub run_list: Vec<RunListItem>,
     /// Fixed environment, values written out as strings (`"PORT": 8080` is `"8080"`).
@@ -229,6 +234,7 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         description: string("description", sink),
         command: get(members, "command").and_then(|v| parse_command(v, sink)).unwrap_or(Command::External),
         user: string("user", sink),
+        on_delete: string("on_delete", sink),
         run_list: get(members, "run_list").map(|v| parse_run_list(v, sink)).unwrap_or_default(),
         environment,
         requires,

@@ -72,3 +72,19 @@ fn seed_services_parse() {
     assert_eq!(api.provides["READONLY_API_URL"].render(&values).unwrap(), "http://10.0.0.7:1100");
     assert_eq!(repo.datastores["PRIMARY_DATABASE_URL"], "mysql://user:password@host:3306/database");
 }
+
+#[test]
+fn one_service_parses_alone_as_apply_stores_it() {
+    let text = r#"{"id": "worker", "command": ["bin/worker", "--fast"], "on_delete": "rm -rf /srv/worker",
+                   "requires": {"QUEUE": "{NOBODY_PROVIDES_THIS}"}}"#;
+    let service = gantry_spec::parse_service_json("worker", text).unwrap();
+    assert_eq!(service.command, Command::Argv(vec!["bin/worker".into(), "--fast".into()]));
+    assert_eq!(service.on_delete.as_deref(), Some("rm -rf /srv/worker"));
+    // Requirements are resolved at run time: no repository-wide check here.
+    assert_eq!(service.requires["QUEUE"].as_str(), "{NOBODY_PROVIDES_THIS}");
+
+    let err = gantry_spec::parse_service_json("worker", r#"{"id": "worker", "comand": "x"}"#).unwrap_err();
+    let text = err.render();
+    assert!(text.contains("data_bags/service/worker.json:1:18"), "{text}");
+    assert!(text.contains("did you mean"), "{text}");
+}
