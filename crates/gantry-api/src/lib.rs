@@ -21,7 +21,15 @@ pub mod keys {
     pub const MACHINES: &str = "machines/";
     pub const SERVICES: &str = "services/";
     pub const INSTANCES: &str = "instances/";
+    pub const GROUPS: &str = "groups/";
     pub const KV: &str = "kv/";
+    /// KV keys (under [`KV`]) of the agents' control and status:
+    /// `agents/<machine>/listener` ({"enabled": bool}),
+    /// `agents/<machine>/deploy` (a [`DeployRequest`]),
+    /// `agents/<machine>/status` (an [`AgentStatus`], under the agent's lease).
+    pub const AGENTS_KV: &str = "agents/";
+    /// KV keys (under [`KV`]) of datastore values: `datastores/<NAME>`.
+    pub const DATASTORES_KV: &str = "datastores/";
 
     pub fn machine(id: &str) -> String {
         format!("{MACHINES}{id}")
@@ -34,6 +42,13 @@ pub mod keys {
     }
     pub fn instance(service: &str, id: &str) -> String {
         format!("{INSTANCES}{service}/{id}")
+    }
+    pub fn group(name: &str) -> String {
+        format!("{GROUPS}{name}")
+    }
+    /// The KV key (without the `kv/` prefix) of an agent's `what`.
+    pub fn agent_kv(machine: &str, what: &str) -> String {
+        format!("{AGENTS_KV}{machine}/{what}")
     }
     pub fn kv(key: &str) -> String {
         format!("{KV}{key}")
@@ -85,6 +100,59 @@ pub struct Facts {
 pub struct Disk {
     pub name: String,
     pub size_bytes: u64,
+}
+
+/// A node group as agents need it (`gantry apply` uploads one per group of
+/// nodes.json): its role's run list and the services that run list names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    /// The role's run list, expanded (`recipe[x::default]`).
+    #[serde(default)]
+    pub run_list: Vec<String>,
+    /// Ids of the services the group's nodes run, in run-list order.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// Asks one agent to re-run provisioning (`gantry instance:deploy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Unique per request; the agent reports it back in [`AgentStatus`].
+    pub id: String,
+    /// Unix milliseconds.
+    pub requested_at_ms: u64,
+}
+
+/// What an agent publishes about itself (`gantry listener:status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub machine: String,
+    #[serde(default)]
+    pub group: Option<String>,
+    pub services: Vec<String>,
+    /// The listener's state (`gantry_agent::listener::ListenerStatus` as JSON).
+    pub listener: serde_json::Value,
+    /// Requirements that could not be resolved, one line each.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// The last deploy request the agent finished, with its run's outcome.
+    #[serde(default)]
+    pub last_deploy: Option<DeployOutcome>,
+    /// Unix milliseconds.
+    pub updated_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployOutcome {
+    pub id: String,
+    pub ok: bool,
+    /// Exit code, signal or "timed out"; empty when ok.
+    #[serde(default)]
+    pub detail: String,
+    pub duration_ms: u64,
 }
 
 /// Health of an instance, as its checks last reported.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures::{Stream, StreamExt};
 use gantry_api::{
-    ErrorBody, HealthStatus, Instance, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, Machine, ResetEvent,
+    ErrorBody, Group, HealthStatus, Instance, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, Machine, ResetEvent,
     WATCH_RESET_EVENT, WatchEvent, WriteResult,
 };
 use reqwest::{Method, RequestBuilder};
@@ -168,7 +168,37 @@ impl Client {
         self.call(self.request(Method::GET, &format!("/v1/machines/{}/instances", encode_path(id)))).await
     }
 
-    // ---- Services and instances ----
+    // ---- Groups and services ----
+
+    pub async fn put_group(&self, group: &Group) -> Result<WriteResult, ClientError> {
+        self.call(self.request(Method::PUT, &format!("/v1/groups/{}", encode_path(&group.name))).json(group)).await
+    }
+
+    /// The group, or `None` when no such group was applied.
+    pub async fn group(&self, name: &str) -> Result<Option<Group>, ClientError> {
+        match self.call(self.request(Method::GET, &format!("/v1/groups/{}", encode_path(name)))).await {
+            Ok(group) => Ok(Some(group)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn groups(&self) -> Result<Listing<Group>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/groups")).await
+    }
+
+    pub async fn delete_group(&self, name: &str) -> Result<WriteResult, ClientError> {
+        self.call(self.request(Method::DELETE, &format!("/v1/groups/{}", encode_path(name)))).await
+    }
+
+    /// Every service definition, as stored.
+    pub async fn services(&self) -> Result<Listing<serde_json::Value>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/services")).await
+    }
+
+    pub async fn delete_service(&self, id: &str) -> Result<WriteResult, ClientError> {
+        self.call(self.request(Method::DELETE, &format!("/v1/services/{}", encode_path(id)))).await
+    }
 
     pub async fn put_service(&self, definition: &serde_json::Value) -> Result<WriteResult, ClientError> {
         let id = definition["id"].as_str().unwrap_or_default();

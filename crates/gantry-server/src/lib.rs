@@ -13,6 +13,8 @@
 //! PUT    /v1/machines/ID[?lease=ID]          Machine
 //! GET    /v1/machines | /v1/machines/ID | /v1/machines/ID/instances
 //! DELETE /v1/machines/ID
+//! PUT    /v1/groups/NAME                     Group (gantry apply)
+//! GET    /v1/groups | /v1/groups/NAME ;  DELETE /v1/groups/NAME
 //! PUT    /v1/services/ID                     service definition (any JSON object)
 //! GET    /v1/services | /v1/services/ID ;  DELETE /v1/services/ID
 //! PUT    /v1/services/S/instances/ID[?lease=ID]   Instance
@@ -68,6 +70,8 @@ pub fn router(store: Store) -> Router {
             get(routes::machine_get).put(routes::machine_put).delete(routes::machine_delete),
         )
         .route("/v1/machines/{id}/instances", get(routes::machine_instances))
+        .route("/v1/groups", get(routes::groups_list))
+        .route("/v1/groups/{name}", get(routes::group_get).put(routes::group_put).delete(routes::group_delete))
         .route("/v1/services", get(routes::services_list))
         .route(
             "/v1/services/{id}",

@@ -10,7 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gantry_api::{
-    HealthStatus, Instance, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, Machine, WriteResult, keys,
+    Group, HealthStatus, Instance, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, Machine, WriteResult, keys,
 };
 use gantry_store::{KeyValue, LeaseId, Store};
 use serde::de::DeserializeOwned;
@@ -239,6 +239,37 @@ pub async fn machine_instances(State(s): State<AppState>, Path(id): Path<String>
     let mut all: Listing<Instance> = list(&s.store, keys::INSTANCES).await?;
     all.items.retain(|i| i.machine == id);
     Ok(Json(all))
+}
+
+// ---- Groups ----
+
+pub async fn groups_list(State(s): State<AppState>) -> ApiResult<Json<Listing<Group>>> {
+    list(&s.store, keys::GROUPS).await.map(Json)
+}
+
+pub async fn group_get(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Group>> {
+    check_id("group", &name)?;
+    get_one(&s.store, &keys::group(&name), &format!("group {name:?}")).await.map(Json)
+}
+
+pub async fn group_put(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<WriteResult>> {
+    check_id("group", &name)?;
+    let q = query::parse(raw.as_deref())?;
+    let (group, bytes): (Group, Bytes) = json_body(body)?;
+    if group.name != name {
+        return Err(ApiError::bad_request("invalid_body", format!("body name {:?} does not match the path's {name:?}", group.name)));
+    }
+    write(&s.store, &keys::group(&name), bytes, &q).await.map(Json)
+}
+
+pub async fn group_delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<WriteResult>> {
+    check_id("group", &name)?;
+    delete_one(&s.store, &keys::group(&name)).await
 }
 
 // ---- Services and instances ----

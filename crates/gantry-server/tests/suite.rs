@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use gantry_api::{Health, Instance, Machine, WatchKind};
+use gantry_api::{Group, Health, Instance, Machine, WatchKind};
 use gantry_client::{Client, PutOptions, WatchItem};
 
 use super::{TestServer, both, eventually};
@@ -117,6 +117,29 @@ async fn inventory_queries() {
         assert!(c.lookup("api", &[]).await.unwrap_err().is_not_found());
         assert!(c.lookup("mysql", &pairs(&[("federation", "other")])).await.unwrap_err().is_not_found());
         assert!(c.machine("nope").await.unwrap_err().is_not_found());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn groups_round_trip_and_a_mismatched_name_is_refused() {
+    both(|s| async move {
+        let c = &s.client;
+        let www = Group { name: "12_04-www".into(), run_list: vec!["recipe[nginx::default]".into()], services: vec!["app-www".into()] };
+        c.put_group(&www).await.unwrap();
+        assert_eq!(c.group("12_04-www").await.unwrap(), Some(www.clone()));
+        assert_eq!(c.groups().await.unwrap().items, [www]);
+        let status = reqwest::Client::new()
+            .put(format!("{}/v1/groups/other", c.base()))
+            .body(r#"{"name": "12_04-www"}"#)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 400);
+        c.delete_group("12_04-www").await.unwrap();
+        assert_eq!(c.group("12_04-www").await.unwrap(), None);
+        assert!(c.groups().await.unwrap().items.is_empty());
     })
     .await;
 }
