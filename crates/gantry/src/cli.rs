@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::remote::{ServeArgs, ServerArgs};
-use crate::{generate, remote, repo, show};
+use crate::{apply, generate, remote, repo, show};
 
 /// Gantry: one declarative repository becomes running infrastructure.
 ///
@@ -99,6 +99,18 @@ pub enum Command {
     },
     /// Run the API server: inventory, KV, leases and watches over the store.
     Server(ServeArgs),
+    /// Upload the repository's groups, services and datastores to the server
+    /// (what agents run and resolve from); only changes are written.
+    Apply {
+        /// Print what would change without changing it
+        #[arg(long)]
+        dry_run: bool,
+        /// The repository [default: the current directory or the nearest parent with a nodes.json]
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// List machines in the inventory.
     #[command(name = "machine:list")]
     MachineList {
@@ -197,6 +209,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::RepoCheck { repo } => show::check(&repo::open(&repo)?, repo.json),
         Command::Server(args) => remote::serve(args),
+        Command::Apply { dry_run, repo, server } => {
+            let opened = repo::open(&RepoArgs { repo, json: server.json })?;
+            apply::apply(&opened, &server.url, dry_run, server.json)
+        }
         Command::MachineList { server } => remote::machine_list(&server),
         Command::MachineShow { id, server } => remote::machine_show(&server, &id),
         Command::ServiceHosts { service, wheres, server } => remote::service_hosts(&server, &service, &wheres),

@@ -87,7 +87,7 @@ async fn shutdown_signal() {
 }
 
 /// Adds the "how to fix" to a client error.
-fn explain(e: ClientError) -> anyhow::Error {
+pub(crate) fn explain(e: ClientError) -> anyhow::Error {
     match e {
         ClientError::Connect { .. } => anyhow::Error::new(e)
             .context("start one with `gantry server`, or point --server / GANTRY_SERVER at a running one"),
@@ -98,7 +98,7 @@ fn explain(e: ClientError) -> anyhow::Error {
     }
 }
 
-fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;

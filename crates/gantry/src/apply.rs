@@ -1,0 +1,162 @@
+//! `gantry apply`: uploads the repository's groups, services and datastores
+//! to the server, where agents read them. Writes only what changed (an
+//! unchanged datastore must not make every dependent node re-provision),
+//! removes groups and services the repository no longer has, and leaves
+//! datastores it did not write alone (`gantry kv:put datastores/NAME` sets
+//! them at run time too).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Context;
+use gantry_api::{Group, keys};
+use gantry_client::{Client, PutOptions};
+use serde::Serialize;
+
+use crate::remote::{explain, print_json, runtime};
+use crate::repo::Opened;
+
+/// One change `apply` makes (or would make, with `--dry-run`).
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    /// `create`, `update` or `delete`.
+    pub action: &'static str,
+    /// `group`, `service` or `datastore`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// What the server should hold for this repository.
+struct Desired {
+    groups: BTreeMap<String, Group>,
+    services: BTreeMap<String, serde_json::Value>,
+    datastores: BTreeMap<String, String>,
+}
+
+fn desired(opened: &Opened) -> anyhow::Result<Desired> {
+    let repo = &opened.repo;
+    let groups = repo
+        .groups
+        .values()
+        .map(|g| {
+            let group = Group {
+                name: g.name.clone(),
+                run_list: g.role_run_list().iter().map(ToString::to_string).collect(),
+                services: repo.services_of(g).iter().map(|s| s.id.clone()).collect(),
+            };
+            (g.name.clone(), group)
+        })
+        .collect();
+    let mut services = BTreeMap::new();
+    for id in repo.services.keys() {
+        let path = opened.dir.join(gantry_spec::SERVICES_DIR).join(format!("{id}.json"));
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} changed while gantry read it", path.display()))?;
+        services.insert(id.clone(), value);
+    }
+    Ok(Desired { groups, services, datastores: repo.datastores.clone() })
+}
+
+pub fn apply(opened: &Opened, server: &str, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let desired = desired(opened)?;
+    let client = Client::new(server);
+    let changes = runtime()?.block_on(sync(&client, &desired, dry_run)).map_err(explain)?;
+    if json {
+        return print_json(&changes);
+    }
+    let mut out = std::io::stdout().lock();
+    for c in &changes {
+        let verb = match (c.action, dry_run) {
+            (action, false) => format!("{action}d"),
+            (action, true) => format!("would {action}"),
+        };
+        writeln!(out, "{verb:<14} {:<10} {}", c.kind, c.name)?;
+    }
+    let (g, s, d) = (desired.groups.len(), desired.services.len(), desired.datastores.len());
+    match (changes.is_empty(), dry_run) {
+        (true, _) => writeln!(out, "up to date: {g} group(s), {s} service(s), {d} datastore(s) on {server}")?,
+        (false, true) => writeln!(out, "dry run: {} change(s) not made", changes.len())?,
+        (false, false) => writeln!(out, "applied {} change(s) to {server}", changes.len())?,
+    }
+    Ok(())
+}
+
+async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<Change>, gantry_client::ClientError> {
+    let mut changes = Vec::new();
+    let change = |action, kind, name: &str| Change { action, kind, name: name.to_owned() };
+
+    // Services before groups: an agent that sees its group's new list finds
+    // every service it names.
+    let current: BTreeMap<String, serde_json::Value> = client
+        .services()
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|v| Some((v["id"].as_str()?.to_owned(), v)))
+        .collect();
+    for (id, definition) in &desired.services {
+        let action = match current.get(id) {
+            None => "create",
+            Some(old) if old != definition => "update",
+            Some(_) => continue,
+        };
+        if !dry_run {
+            client.put_service(definition).await?;
+        }
+        changes.push(change(action, "service", id));
+    }
+
+    let datastores = client.kv_list(keys::DATASTORES_KV).await?;
+    let current: BTreeMap<&str, &str> = datastores
+        .entries
+        .iter()
+        .map(|e| (e.key.strip_prefix(keys::DATASTORES_KV).unwrap_or(&e.key), e.value.as_str()))
+        .collect();
+    for (name, value) in &desired.datastores {
+        let action = match current.get(name.as_str()) {
+            None => "create",
+            Some(old) if old != value => "update",
+            Some(_) => continue,
+        };
+        if !dry_run {
+            client.kv_put(&format!("{}{name}", keys::DATASTORES_KV), value, PutOptions::default()).await?;
+        }
+        changes.push(change(action, "datastore", name));
+    }
+
+    let current: BTreeMap<String, Group> = client.groups().await?.items.into_iter().map(|g| (g.name.clone(), g)).collect();
+    for (name, group) in &desired.groups {
+        let action = match current.get(name) {
+            None => "create",
+            Some(old) if old != group => "update",
+            Some(_) => continue,
+        };
+        if !dry_run {
+            client.put_group(group).await?;
+        }
+        changes.push(change(action, "group", name));
+    }
+    // Then what the repository no longer has: groups first, so no agent is
+    // left naming a deleted service.
+    for name in current.keys().filter(|n| !desired.groups.contains_key(*n)) {
+        if !dry_run {
+            client.delete_group(name).await?;
+        }
+        changes.push(change("delete", "group", name));
+    }
+    let stored: Vec<String> = client
+        .services()
+        .await?
+        .items
+        .iter()
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .collect();
+    for id in stored.iter().filter(|id| !desired.services.contains_key(*id)) {
+        if !dry_run {
+            client.delete_service(id).await?;
+        }
+        changes.push(change("delete", "service", id));
+    }
+    Ok(changes)
+}
