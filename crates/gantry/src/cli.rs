@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::remote::{ServeArgs, ServerArgs};
-use crate::{apply, generate, remote, repo, show};
+use crate::agents::AgentArgs;
+use crate::{agents, apply, generate, remote, repo, show};
 
 /// Gantry: one declarative repository becomes running infrastructure.
 ///
@@ -111,6 +112,66 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Run the node agent: register this machine and its group's services,
+    /// resolve requirements into env files, re-provision on changes.
+    Agent(AgentArgs),
+    /// Show what a service's requirements resolve to (passwords in URLs masked).
+    Resolve {
+        service: String,
+        /// Resolve as the agent of this machine does (providers are spread per machine)
+        #[arg(long, value_name = "ID")]
+        machine: Option<String>,
+        /// Print passwords in URLs as they are
+        #[arg(long)]
+        show_secrets: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Each agent's listener: on or off, running or idle, the last run's outcome.
+    #[command(name = "listener:status")]
+    ListenerStatus {
+        /// Only this machine
+        #[arg(long, value_name = "ID")]
+        machine: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Turn a node's listener on (a provision run is queued at once).
+    #[command(name = "listener:on")]
+    ListenerOn {
+        #[arg(long, value_name = "ID", conflicts_with = "all")]
+        machine: Option<String>,
+        /// Every machine in the inventory
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Turn a node's listener off: changes are noted, nothing runs.
+    #[command(name = "listener:off")]
+    ListenerOff {
+        #[arg(long, value_name = "ID", conflicts_with = "all")]
+        machine: Option<String>,
+        /// Every machine in the inventory
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Ask a group's agents to re-run provisioning (no SSH), N nodes at a time.
+    #[command(name = "instance:deploy")]
+    InstanceDeploy {
+        /// The group [default: every agent]
+        group: Option<String>,
+        /// Nodes at a time
+        #[arg(short = 'n', default_value_t = 1, value_name = "N")]
+        batch: usize,
+        /// How long to wait for each batch
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// List machines in the inventory.
     #[command(name = "machine:list")]
     MachineList {
@@ -212,6 +273,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Apply { dry_run, repo, server } => {
             let opened = repo::open(&RepoArgs { repo, json: server.json })?;
             apply::apply(&opened, &server.url, dry_run, server.json)
+        }
+        Command::Agent(args) => agents::agent(args),
+        Command::Resolve { service, machine, show_secrets, server } => {
+            agents::resolve_cmd(&server, &service, machine.as_deref(), show_secrets)
+        }
+        Command::ListenerStatus { machine, server } => agents::listener_status(&server, machine.as_deref()),
+        Command::ListenerOn { machine, all, server } => agents::listener_switch(&server, machine.as_deref(), all, true),
+        Command::ListenerOff { machine, all, server } => agents::listener_switch(&server, machine.as_deref(), all, false),
+        Command::InstanceDeploy { group, batch, timeout, server } => {
+            agents::instance_deploy(&server, group.as_deref(), batch, timeout)
         }
         Command::MachineList { server } => remote::machine_list(&server),
         Command::MachineShow { id, server } => remote::machine_show(&server, &id),

@@ -4,6 +4,7 @@
 //! group, a usage error).
 #![forbid(unsafe_code)]
 
+mod agents;
 mod apply;
 mod cli;
 mod generate;

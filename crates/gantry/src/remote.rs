@@ -78,7 +78,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -106,7 +106,7 @@ pub(crate) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Res
 }
 
 /// `k=v` pairs from the command line.
-fn filters(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn filters(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     pairs
         .iter()
         .map(|p| {

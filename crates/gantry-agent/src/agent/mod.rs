@@ -1,0 +1,587 @@
+//! `gantry agent`: the node's side of the factory (seed 001). It registers
+//! the machine under a lease it keeps renewing, registers an instance of
+//! each service its group runs, resolves every service's requirements into
+//! an env file, and re-runs provisioning through the [`Listener`] when a
+//! resolved value changes.
+//!
+//! The loop is list-then-watch: one read of everything it follows, then one
+//! watch of the whole keyspace from that revision, applied to a [`World`].
+//! When the lease is lost, the watch cannot resume, or the server goes away,
+//! the session starts over (after a backoff); the machine id and assigned
+//! ports are kept on disk, so the same keys come back, never duplicates.
+
+mod local;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{Stream, StreamExt};
+use gantry_api::{AgentStatus, DeployOutcome, Health, Instance, Machine, WatchKind, keys};
+use gantry_client::{Client, ClientError, PutOptions, WatchItem};
+use gantry_spec::Service;
+use tokio::task::JoinHandle;
+
+pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE};
+use world::{Touched, World};
+
+use crate::listener::{Listener, ListenerConfig, RunRecord, Throttle};
+use crate::{envfile, facts, resolve};
+
+/// How an agent runs. [`AgentConfig::new`] gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub server: String,
+    pub data_dir: PathBuf,
+    /// The machine's id; default: saved in the data dir, else `<hostname>-<random>`.
+    pub machine_id: Option<String>,
+    /// The node group whose services this machine runs (`gantry apply` uploads groups).
+    pub group: Option<String>,
+    /// Services to run besides the group's.
+    pub services: Vec<String>,
+    /// The address instances are published with; default: the first
+    /// private address, else the first public one, else 127.0.0.1.
+    pub address: Option<IpAddr>,
+    /// Machine labels (region, rack, ...); also each instance's properties.
+    pub labels: BTreeMap<String, String>,
+    /// Where env files go; default `<data_dir>/env`.
+    pub env_dir: Option<PathBuf>,
+    /// The provision command the listener runs (`sh -c`); none: changes
+    /// only rewrite env files.
+    pub provision_command: Option<String>,
+    pub provision_timeout: Duration,
+    pub throttle: Throttle,
+    /// The lease's time to live: a dead agent's machine and instances leave
+    /// the inventory this long after its last renewal. Renewed every third.
+    pub lease_ttl: Duration,
+    /// Between withdrawing a departing service's instance and stopping it.
+    pub drain: Duration,
+    /// How often facts are collected again (published when they change).
+    pub facts_interval: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults: lease 10 s, drain 5 s, facts every 60 s, provision timeout
+    /// 30 min, the listener's default throttle.
+    pub fn new(server: impl Into<String>, data_dir: impl Into<PathBuf>) -> AgentConfig {
+        AgentConfig {
+            server: server.into(),
+            data_dir: data_dir.into(),
+            machine_id: None,
+            group: None,
+            services: Vec::new(),
+            address: None,
+            labels: BTreeMap::new(),
+            env_dir: None,
+            provision_command: None,
+            provision_timeout: Duration::from_secs(30 * 60),
+            throttle: Throttle::default(),
+            lease_ttl: Duration::from_secs(10),
+            drain: Duration::from_secs(5),
+            facts_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why an agent could not start (a session that fails is retried, not an error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AgentError(String);
+
+/// Changes that arrive within this of each other are handled together.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+/// Backoff between sessions: from the first to the last, doubling.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, ClientError>> + Send>>;
+
+/// Runs the agent until `shutdown` completes; then revokes its lease, so
+/// its machine and instances leave the inventory at once.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let mut agent = Agent::start(config)?;
+    tokio::pin!(shutdown);
+    let mut backoff = BACKOFF.0;
+    loop {
+        let outcome = tokio::select! {
+            _ = &mut shutdown => break,
+            outcome = agent.session() => outcome,
+        };
+        if let Err(e) = outcome {
+            agent.log(&format!("{e}; retrying in {backoff:?}"));
+        }
+        if agent.session_was_healthy {
+            backoff = BACKOFF.0;
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+    if let Some(lease) = agent.lease.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), agent.client.revoke_lease(&lease)).await;
+    }
+    agent.log("stopped");
+    Ok(())
+}
+
+struct Agent {
+    config: AgentConfig,
+    client: Client,
+    machine: Machine,
+    address: IpAddr,
+    env_dir: PathBuf,
+    listener: Option<Listener>,
+    world: World,
+    lease: Option<String>,
+    /// Service id -> the instance this agent last published.
+    registered: BTreeMap<String, Instance>,
+    /// Service id -> its definition while it runs here (for decommissioning).
+    running: BTreeMap<String, Service>,
+    draining: BTreeMap<String, JoinHandle<()>>,
+    problems: Vec<String>,
+    /// The deploy request last acted on, and the run count before it.
+    deploy_started: Option<(String, u64)>,
+    last_deploy: Option<DeployOutcome>,
+    published_status: Option<serde_json::Value>,
+    /// Whether the current session got as far as watching.
+    session_was_healthy: bool,
+}
+
+impl Agent {
+    fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        let fail = |what: &str, e: std::io::Error| AgentError(format!("{what}: {e}"));
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| fail(&format!("creating {}", config.data_dir.display()), e))?;
+        let collected = facts::collect();
+        let id = local::machine_id(&config.data_dir, config.machine_id.as_deref(), &collected.hostname)
+            .map_err(|e| fail("saving the machine id", e))?;
+        let address = config.address.unwrap_or_else(|| {
+            collected
+                .facts
+                .private_ips
+                .iter()
+                .chain(&collected.facts.public_ips)
+                .find_map(|ip| ip.parse().ok())
+                .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+        });
+        let mut labels = config.labels.clone();
+        if let Some(group) = &config.group {
+            labels.insert("group".into(), group.clone());
+        }
+        let env_dir = config.env_dir.clone().unwrap_or_else(|| config.data_dir.join("env"));
+        std::fs::create_dir_all(&env_dir).map_err(|e| fail(&format!("creating the env dir {}", env_dir.display()), e))?;
+        let listener = match &config.provision_command {
+            Some(command) => {
+                let mut listener_config = ListenerConfig::new(command.clone(), config.data_dir.clone());
+                listener_config.timeout = config.provision_timeout;
+                listener_config.throttle = config.throttle;
+                Some(Listener::start(listener_config).map_err(|e| fail("starting the listener", e))?)
+            }
+            None => None,
+        };
+        let machine = Machine {
+            id: id.clone(),
+            hostname: collected.hostname,
+            address: address.to_string(),
+            facts: collected.facts,
+            labels,
+            updated_at: now_secs(),
+        };
+        Ok(Agent {
+            client: Client::new(&config.server),
+            world: World::new(&id),
+            config,
+            machine,
+            address,
+            env_dir,
+            listener,
+            lease: None,
+            registered: BTreeMap::new(),
+            running: BTreeMap::new(),
+            draining: BTreeMap::new(),
+            problems: Vec::new(),
+            deploy_started: None,
+            last_deploy: None,
+            published_status: None,
+            session_was_healthy: false,
+        })
+    }
+
+    fn log(&self, message: &str) {
+        eprintln!("gantry agent {}: {message}", self.machine.id);
+    }
+
+    /// One session: register, read, watch, until something breaks.
+    async fn session(&mut self) -> Result<(), String> {
+        self.session_was_healthy = false;
+        let server = self.config.server.clone();
+        let unreachable = |e: ClientError| format!("server {server}: {e}");
+        let grant = self.client.grant_lease(self.config.lease_ttl).await.map_err(unreachable)?;
+        let lease = grant.id.clone();
+        self.lease = Some(lease.clone());
+        self.registered.clear();
+        self.published_status = None;
+        self.client
+            .put_machine(&self.machine, PutOptions { lease: Some(lease.clone()), ..PutOptions::default() })
+            .await
+            .map_err(unreachable)?;
+        let revision = self.read_world().await.map_err(unreachable)?;
+        let mut watch = self.open_watch(revision + 1, None).await.map_err(unreachable)?;
+        self.log(&format!("registered at {} (group {}), watching from revision {}", self.machine.address, self.config.group.as_deref().unwrap_or("-"), revision + 1));
+        self.session_was_healthy = true;
+        self.reconcile(Touched { world: true, control: true }).await;
+
+        let mut keep_alive = tokio::time::interval(self.config.lease_ttl / 3);
+        keep_alive.reset();
+        let mut facts_timer = tokio::time::interval(self.config.facts_interval);
+        facts_timer.reset();
+        let mut listener_status = self.listener.as_ref().map(Listener::subscribe);
+        let mut pending = Touched::default();
+        let mut due: Option<tokio::time::Instant> = None;
+        let mut last_event: Option<String> = None;
+        loop {
+            let debounce = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let status_changed = async {
+                match listener_status.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                item = watch.next() => match item {
+                    Some(Ok(WatchItem::Event { id, event })) => {
+                        last_event = Some(id);
+                        let value = match event.kind {
+                            WatchKind::Put => event.value.as_deref(),
+                            WatchKind::Delete => None,
+                        };
+                        let touched = self.world.apply(&event.key, value);
+                        if touched.any() {
+                            pending.merge(touched);
+                            due.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
+                        }
+                    }
+                    Some(Ok(WatchItem::Reset(_))) => {
+                        self.log("fell behind the server's history; reading everything again");
+                        let revision = self.read_world().await.map_err(unreachable)?;
+                        watch = self.open_watch(revision + 1, None).await.map_err(unreachable)?;
+                        last_event = None;
+                        pending.merge(Touched { world: true, control: true });
+                        due.get_or_insert_with(tokio::time::Instant::now);
+                    }
+                    Some(Err(_)) | None => {
+                        // Resume exactly after the last event seen.
+                        watch = match &last_event {
+                            Some(id) => self.open_watch(0, Some(id)).await,
+                            None => self.open_watch(revision + 1, None).await,
+                        }
+                        .map_err(|e| format!("the watch broke and could not resume: {e}"))?;
+                    }
+                },
+                _ = debounce => {
+                    due = None;
+                    self.reconcile(std::mem::take(&mut pending)).await;
+                }
+                changed = status_changed => {
+                    if changed {
+                        self.note_listener_progress();
+                        self.publish_status().await;
+                    }
+                }
+                _ = keep_alive.tick() => {
+                    if let Err(e) = self.client.keep_alive(&lease).await {
+                        return Err(if e.is_not_found() { "the lease expired; registering again".to_owned() } else { unreachable(e) });
+                    }
+                }
+                _ = facts_timer.tick() => self.refresh_facts(&lease).await,
+            }
+        }
+    }
+
+    async fn open_watch(&self, from: u64, resume_after: Option<&str>) -> Result<WatchStream, ClientError> {
+        Ok(self.client.watch("", from, resume_after).await?.boxed())
+    }
+
+    /// Reads everything the agent follows into a fresh [`World`]; returns
+    /// the oldest revision among the reads (watching from there + 1 misses nothing).
+    async fn read_world(&mut self) -> Result<u64, ClientError> {
+        let mut world = World::new(&self.machine.id);
+        let groups = self.client.groups().await?;
+        let services = self.client.services().await?;
+        let instances = self.client.instances_with(&[]).await?;
+        let datastores = self.client.kv_list(keys::DATASTORES_KV).await?;
+        let control = self.client.kv_list(&keys::agent_kv(&self.machine.id, "")).await?;
+        for group in groups.items {
+            world.groups.insert(group.name.clone(), group);
+        }
+        for definition in services.items {
+            let id = definition["id"].as_str().unwrap_or_default().to_owned();
+            world.apply(&keys::service(&id), Some(&definition.to_string()));
+        }
+        for instance in instances.items {
+            world.instances.insert(keys::instance(&instance.service, &instance.id), instance);
+        }
+        for entry in datastores.entries.iter().chain(&control.entries) {
+            world.apply(&keys::kv(&entry.key), Some(&entry.value));
+        }
+        self.world = world;
+        Ok([groups.revision, services.revision, instances.revision, datastores.revision, control.revision]
+            .into_iter()
+            .min()
+            .unwrap_or(0))
+    }
+
+    /// Brings the node in line with the world: instances, env files, the
+    /// listener's switch and deploy requests, then the published status.
+    async fn reconcile(&mut self, touched: Touched) {
+        if touched.world {
+            self.reconcile_services().await;
+        }
+        if touched.control {
+            self.reconcile_control();
+        }
+        self.publish_status().await;
+    }
+
+    async fn reconcile_services(&mut self) {
+        let (services, mut problems) = self.world.local_services(self.config.group.as_deref(), &self.config.services);
+        let services: Vec<Service> = services.into_iter().cloned().collect();
+
+        // Withdraw what left first (seed 004: tell everyone before taking it away).
+        let leaving: Vec<String> = self.running.keys().filter(|id| !services.iter().any(|s| &s.id == *id)).cloned().collect();
+        for id in leaving {
+            if let Some(service) = self.running.remove(&id) {
+                self.decommission(service).await;
+            }
+        }
+
+        let mut reasons = Vec::new();
+        let instances = self.world.instance_list();
+        for service in &services {
+            if let Some(drain) = self.draining.remove(&service.id) {
+                drain.abort();
+                self.log(&format!("{} is back before its drain ended; not stopping it", service.id));
+            }
+            self.running.insert(service.id.clone(), service.clone());
+            let port = match service.port() {
+                Some(port) => port,
+                None => match local::assigned_port(&self.config.data_dir, &service.id, self.address) {
+                    Ok(port) => port,
+                    Err(e) => {
+                        problems.push(format!("service {}: assigning a port: {e}", service.id));
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self.register(service, port).await {
+                problems.push(format!("service {}: registering its instance: {e}", service.id));
+            }
+            match resolve::resolve(service, &self.machine.id, &instances, &self.world.datastores) {
+                Ok(resolution) => {
+                    let env = resolve::env_for(service, &self.machine.address, port, &resolution);
+                    let (dir, id) = (self.env_dir.clone(), service.id.clone());
+                    match tokio::task::spawn_blocking(move || envfile::write_env_files(&dir, &id, &env)).await {
+                        Ok(Ok(true)) => reasons.push(format!("{} environment changed", service.id)),
+                        Ok(Ok(false)) => {}
+                        Ok(Err(e)) => problems.push(format!("service {}: {e}", service.id)),
+                        Err(e) => problems.push(format!("service {}: writing its env file: {e}", service.id)),
+                    }
+                }
+                // The previous env file stays as it was.
+                Err(unresolved) => problems.extend(unresolved.iter().map(ToString::to_string)),
+            }
+        }
+        if problems != self.problems {
+            for problem in problems.iter().filter(|p| !self.problems.contains(p)) {
+                self.log(problem);
+            }
+        }
+        self.problems = problems;
+        if !reasons.is_empty() {
+            self.log(&reasons.join("; "));
+            if let Some(listener) = &self.listener {
+                listener.trigger(reasons.join("; "));
+            }
+        }
+    }
+
+    /// Publishes this machine's instance of `service` (under the lease) if
+    /// it is new or changed.
+    async fn register(&mut self, service: &Service, port: u16) -> Result<(), ClientError> {
+        let mut values = service.environment.clone();
+        values.insert("HOST".into(), self.machine.address.clone());
+        values.insert("PORT".into(), port.to_string());
+        let provides = service
+            .provides
+            .iter()
+            .filter_map(|(name, template)| Some((name.clone(), template.render(&values).ok()?)))
+            .collect();
+        let instance = Instance {
+            service: service.id.clone(),
+            id: self.machine.id.clone(),
+            machine: self.machine.id.clone(),
+            address: self.machine.address.clone(),
+            port,
+            properties: self.machine.labels.clone(),
+            // Checks come with supervision; until then a registered instance passes.
+            health: Health::Passing,
+            federation: service.federation.clone(),
+            public: service.public,
+            provides,
+        };
+        if self.registered.get(&service.id) == Some(&instance) {
+            return Ok(());
+        }
+        self.client.put_instance(&instance, PutOptions { lease: self.lease.clone(), ..PutOptions::default() }).await?;
+        self.world.instances.insert(keys::instance(&instance.service, &instance.id), instance.clone());
+        self.registered.insert(service.id.clone(), instance);
+        Ok(())
+    }
+
+    /// Seed 004 decommissioning: withdraw the instance now; after the drain
+    /// delay run the service's `on_delete` hook and remove its env files.
+    async fn decommission(&mut self, service: Service) {
+        let id = service.id.clone();
+        self.log(&format!("{id} no longer runs here: withdrawing its instance, stopping it in {:?}", self.config.drain));
+        if let Err(e) = self.client.delete_instance(&id, &self.machine.id).await {
+            self.log(&format!("withdrawing {id}: {e} (its lease will)"));
+        }
+        self.registered.remove(&id);
+        self.world.instances.remove(&keys::instance(&id, &self.machine.id));
+        let (drain, env_dir, machine) = (self.config.drain, self.env_dir.clone(), self.machine.id.clone());
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(drain).await;
+            if let Some(hook) = &service.on_delete {
+                let env_file = envfile::conf_path(&env_dir, &service.id);
+                let script = format!("[ -f '{0}' ] && . '{0}'; {hook}", env_file.display());
+                let status = tokio::process::Command::new("sh").arg("-c").arg(script).status().await;
+                eprintln!("gantry agent {machine}: on_delete of {}: {status:?}", service.id);
+            }
+            for path in [envfile::conf_path(&env_dir, &service.id), envfile::json_path(&env_dir, &service.id)] {
+                let _ = std::fs::remove_file(path);
+            }
+        });
+        self.draining.insert(id, task);
+    }
+
+    fn reconcile_control(&mut self) {
+        let Some(enabled) = self.world.listener_enabled else { return self.start_deploy() };
+        if let Some(listener) = &self.listener
+            && listener.status().enabled != enabled
+        {
+            self.log(if enabled { "listener on (a run is queued)" } else { "listener off" });
+            listener.set_enabled(enabled);
+        }
+        self.start_deploy();
+    }
+
+    /// Acts on a deploy request it has not acted on yet.
+    fn start_deploy(&mut self) {
+        let Some(request) = self.world.deploy.clone() else { return };
+        let seen = |id: &str| self.deploy_started.as_ref().is_some_and(|(d, _)| d == id) || self.last_deploy.as_ref().is_some_and(|d| d.id == id);
+        if seen(&request.id) {
+            return;
+        }
+        match &self.listener {
+            Some(listener) => {
+                self.log(&format!("deploy {} requested: provisioning", request.id));
+                self.deploy_started = Some((request.id.clone(), listener.status().runs_total));
+                listener.trigger(format!("deploy {}", request.id));
+            }
+            None => {
+                self.last_deploy = Some(DeployOutcome {
+                    id: request.id,
+                    ok: true,
+                    detail: "no provision command: the environment was resolved again".into(),
+                    duration_ms: 0,
+                });
+            }
+        }
+    }
+
+    /// Notices the run that carried a pending deploy request finishing.
+    fn note_listener_progress(&mut self) {
+        let (Some((id, before)), Some(listener)) = (&self.deploy_started, &self.listener) else { return };
+        let status = listener.status();
+        let reason = format!("deploy {id}");
+        if let Some(run) = status.last_run.as_ref().filter(|r| status.runs_total > *before && r.reasons.contains(&reason)) {
+            self.last_deploy = Some(outcome(id, run));
+            self.deploy_started = None;
+        }
+    }
+
+    async fn publish_status(&mut self) {
+        let Some(lease) = self.lease.clone() else { return };
+        let status = AgentStatus {
+            machine: self.machine.id.clone(),
+            group: self.config.group.clone(),
+            services: self.running.keys().cloned().collect(),
+            listener: match &self.listener {
+                Some(l) => serde_json::to_value(l.status()).unwrap_or_default(),
+                None => serde_json::json!({"enabled": false, "state": "none", "problem": "no provision command"}),
+            },
+            problems: self.problems.clone(),
+            last_deploy: self.last_deploy.clone(),
+            updated_at_ms: 0,
+        };
+        let comparable = serde_json::to_value(&status).unwrap_or_default();
+        if self.published_status.as_ref() == Some(&comparable) {
+            return;
+        }
+        let mut stamped = status;
+        stamped.updated_at_ms = now_ms();
+        let body = serde_json::to_string(&stamped).unwrap_or_default();
+        let key = keys::agent_kv(&self.machine.id, "status");
+        match self.client.kv_put(&key, &body, PutOptions { lease: Some(lease), ..PutOptions::default() }).await {
+            Ok(_) => self.published_status = Some(comparable),
+            Err(e) => self.log(&format!("publishing status: {e}")),
+        }
+    }
+
+    async fn refresh_facts(&mut self, lease: &str) {
+        let collected = tokio::task::spawn_blocking(facts::collect).await;
+        let Ok(collected) = collected else { return };
+        if collected.facts == self.machine.facts && collected.hostname == self.machine.hostname {
+            return;
+        }
+        self.machine.facts = collected.facts;
+        self.machine.hostname = collected.hostname;
+        self.machine.updated_at = now_secs();
+        let options = PutOptions { lease: Some(lease.to_owned()), ..PutOptions::default() };
+        if let Err(e) = self.client.put_machine(&self.machine, options).await {
+            self.log(&format!("publishing new facts: {e}"));
+        }
+    }
+}
+
+fn outcome(id: &str, run: &RunRecord) -> DeployOutcome {
+    let detail = if run.succeeded() {
+        String::new()
+    } else if run.timed_out {
+        "timed out".into()
+    } else if let Some(signal) = run.signal {
+        format!("killed by signal {signal}")
+    } else if let Some(error) = &run.error {
+        error.clone()
+    } else {
+        format!("exit code {}", run.exit_code.unwrap_or(-1))
+    };
+    DeployOutcome { id: id.to_owned(), ok: run.succeeded(), detail, duration_ms: run.duration_ms }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}

@@ -1,0 +1,145 @@
+//! What an agent knows of the source of truth: a local copy of the groups,
+//! service definitions, instances, datastores and its own control keys,
+//! filled by one read and kept current by applying watch events in order
+//! (the list-then-watch pattern).
+//!
+//! Pure: no IO. Applying events is idempotent and order-preserving, so the
+//! copy converges on the store's state whatever revision the first read
+//! saw, as long as the watch starts at or before it.
+
+use std::collections::BTreeMap;
+
+use gantry_api::{DeployRequest, Group, Instance, keys};
+use gantry_spec::Service;
+
+/// What a change touched, to know what to redo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Groups, service definitions, instances or datastores: re-resolve.
+    pub world: bool,
+    /// This agent's listener switch or deploy request.
+    pub control: bool,
+}
+
+impl Touched {
+    pub fn any(self) -> bool {
+        self.world || self.control
+    }
+    pub fn merge(&mut self, other: Touched) {
+        self.world |= other.world;
+        self.control |= other.control;
+    }
+}
+
+/// The agent's copy of the store.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    /// This agent's machine id: which `agents/<id>/` keys are its own.
+    pub machine: String,
+    pub groups: BTreeMap<String, Group>,
+    pub services: BTreeMap<String, Service>,
+    /// Definitions that did not parse, with the reason, by service id.
+    pub broken_services: BTreeMap<String, String>,
+    /// By store key (`instances/<service>/<id>`).
+    pub instances: BTreeMap<String, Instance>,
+    pub datastores: BTreeMap<String, String>,
+    /// `agents/<machine>/listener`: `Some(false)` turns the listener off.
+    pub listener_enabled: Option<bool>,
+    /// `agents/<machine>/deploy`: the newest deploy request.
+    pub deploy: Option<DeployRequest>,
+}
+
+impl World {
+    pub fn new(machine: &str) -> World {
+        World { machine: machine.to_owned(), ..World::default() }
+    }
+
+    /// Applies a put (`Some(value)`) or delete (`None`) of store key `key`.
+    /// Keys the agent does not follow are ignored.
+    pub fn apply(&mut self, key: &str, value: Option<&str>) -> Touched {
+        let world = Touched { world: true, control: false };
+        let control = Touched { world: false, control: true };
+        if let Some(name) = key.strip_prefix(keys::GROUPS) {
+            match value.and_then(|v| serde_json::from_str::<Group>(v).ok()) {
+                Some(group) => self.groups.insert(name.to_owned(), group),
+                None => self.groups.remove(name),
+            };
+            return world;
+        }
+        if let Some(id) = key.strip_prefix(keys::SERVICES) {
+            self.services.remove(id);
+            self.broken_services.remove(id);
+            if let Some(text) = value {
+                match gantry_spec::parse_service_json(id, text) {
+                    Ok(service) => {
+                        self.services.insert(id.to_owned(), service);
+                    }
+                    Err(e) => {
+                        self.broken_services.insert(id.to_owned(), e.to_string());
+                    }
+                }
+            }
+            return world;
+        }
+        if key.starts_with(keys::INSTANCES) {
+            match value.and_then(|v| serde_json::from_str::<Instance>(v).ok()) {
+                Some(instance) => self.instances.insert(key.to_owned(), instance),
+                None => self.instances.remove(key),
+            };
+            return world;
+        }
+        let Some(kv) = key.strip_prefix(keys::KV) else { return Touched::default() };
+        if let Some(name) = kv.strip_prefix(keys::DATASTORES_KV) {
+            match value {
+                Some(v) => self.datastores.insert(name.to_owned(), v.to_owned()),
+                None => self.datastores.remove(name),
+            };
+            return world;
+        }
+        let own = keys::agent_kv(&self.machine, "");
+        match kv.strip_prefix(own.as_str()) {
+            Some("listener") => {
+                self.listener_enabled = value
+                    .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+                    .and_then(|v| v["enabled"].as_bool());
+                control
+            }
+            Some("deploy") => {
+                self.deploy = value.and_then(|v| serde_json::from_str(v).ok());
+                control
+            }
+            _ => Touched::default(),
+        }
+    }
+
+    /// Every instance, for resolution.
+    pub fn instance_list(&self) -> Vec<Instance> {
+        self.instances.values().cloned().collect()
+    }
+
+    /// The services this machine runs: its group's, then `extra`, each once.
+    /// Ids with no (valid) definition yet are left out and reported.
+    pub fn local_services(&self, group: Option<&str>, extra: &[String]) -> (Vec<&Service>, Vec<String>) {
+        let mut ids: Vec<&str> = Vec::new();
+        let mut problems = Vec::new();
+        if let Some(name) = group {
+            match self.groups.get(name) {
+                Some(g) => ids.extend(g.services.iter().map(String::as_str)),
+                None => problems.push(format!("group {name:?} is not on the server: run `gantry apply`")),
+            }
+        }
+        ids.extend(extra.iter().map(String::as_str));
+        let mut out: Vec<&Service> = Vec::new();
+        for id in ids {
+            if out.iter().any(|s| s.id == id) {
+                continue;
+            }
+            match (self.services.get(id), self.broken_services.get(id)) {
+                (Some(service), _) => out.push(service),
+                (None, Some(why)) => problems.push(format!("service {id:?} has an invalid definition: {why}")),
+                (None, None) => problems.push(format!("service {id:?} is not on the server: run `gantry apply`")),
+            }
+        }
+        (out, problems)
+    }
+}
