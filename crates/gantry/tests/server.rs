@@ -10,55 +10,7 @@ use std::time::{Duration, Instant};
 
 use gantry_client::{Client, PutOptions};
 
-use super::run_in;
-
-/// A `gantry server` child process; killed on drop.
-struct ServerProcess {
-    child: Child,
-    url: String,
-}
-
-impl ServerProcess {
-    /// Starts a server on `listen` with its store in `data_dir`, and waits for its address.
-    fn start(data_dir: &Path, listen: &str) -> ServerProcess {
-        ServerProcess::start_with(data_dir, listen, "embedded")
-    }
-
-    /// The same with `--store STORE`.
-    fn start_with(data_dir: &Path, listen: &str, store: &str) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["server", "--listen", listen, "--store", store, "--data-dir"])
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning gantry server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
-            .to_string();
-        ServerProcess { child, url }
-    }
-
-    fn port(&self) -> &str {
-        self.url.rsplit(':').next().unwrap()
-    }
-
-    fn kill(&mut self) {
-        // SIGKILL: no chance to flush anything.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use super::{ServerProcess, run_in};
 
 fn gantry(server: &ServerProcess, args: &[&str]) -> super::Run {
     let mut full: Vec<&str> = args.to_vec();

@@ -2,13 +2,15 @@
 //! copy of the seed example, the real binary, exit codes, stdout and stderr
 //! checked against golden files (refresh with `UPDATE_EXPECT=1`).
 
+mod agent;
 mod generate;
 mod server;
 mod show;
 mod tidy;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 pub(crate) const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seatgeek");
 
@@ -101,5 +103,53 @@ pub(crate) fn run_in(dir: &Path, args: &[&str]) -> Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// A `gantry server` child process; killed on drop.
+pub(crate) struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts a server on `listen` with its store in `data_dir`, and waits for its address.
+    pub fn start(data_dir: &Path, listen: &str) -> ServerProcess {
+        ServerProcess::start_with(data_dir, listen, "embedded")
+    }
+
+    /// The same with `--store STORE`.
+    pub fn start_with(data_dir: &Path, listen: &str, store: &str) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["server", "--listen", listen, "--store", store, "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning gantry server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
+            .to_string();
+        ServerProcess { child, url }
+    }
+
+    pub fn port(&self) -> &str {
+        self.url.rsplit(':').next().unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        // SIGKILL: no chance to flush anything.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -1,0 +1,353 @@
+//! `gantry agent` as processes beside a real `gantry server`: requirement
+//! resolution into env files, listeners re-provisioning on provider
+//! changes, coalescing, leases on SIGKILL, federations, deploys, bad input.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_api::{AgentStatus, Health, Instance};
+use gantry_client::{Client, PutOptions};
+
+use super::{ServerProcess, Scratch, run_in};
+
+const FEDERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/federations");
+
+/// A `gantry agent` child process; SIGKILLed on drop.
+struct AgentProcess {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl AgentProcess {
+    fn start(server: &str, data_dir: &Path, args: &[&str]) -> AgentProcess {
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["agent", "--server", server, "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning gantry agent");
+        AgentProcess { child, data_dir: data_dir.to_path_buf() }
+    }
+
+    /// The machine id it saved (waits for it).
+    fn machine_id(&self) -> String {
+        let path = self.data_dir.join("machine-id");
+        eventually("the agent saves its machine id", Duration::from_secs(10), || std::fs::read_to_string(&path).ok());
+        std::fs::read_to_string(path).unwrap().trim().to_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    fn env_file(&self, service: &str) -> String {
+        std::fs::read_to_string(self.data_dir.join("env").join(format!("{service}.conf"))).unwrap_or_default()
+    }
+
+    /// SIGTERM, as an init system stops it; waits for it to exit.
+    fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it gives a value, or panics saying what did not happen.
+fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn gantry(server: &ServerProcess, args: &[&str]) -> super::Run {
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(["--server", server.url.as_str()]);
+    run_in(Path::new("."), &full)
+}
+
+fn status_of(server: &ServerProcess, machine: &str) -> Option<AgentStatus> {
+    let out = gantry(server, &["listener:status", "--json", "--machine", machine]).ok();
+    let all: Vec<AgentStatus> = serde_json::from_str(&out).unwrap();
+    all.into_iter().next()
+}
+
+fn runs_total(status: &AgentStatus) -> u64 {
+    status.listener["runs_total"].as_u64().unwrap_or(0)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+#[test]
+fn www_resolves_api_and_follows_it_when_it_moves() {
+    let scratch = Scratch::example();
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
+
+    let mut api = AgentProcess::start(&server.url, &work.path().join("api1"), &["--group", "12_04-api", "--address", "127.0.0.2"]);
+    let seen = work.path().join("seen.conf");
+    let provision = format!("cp env/app-www.conf {}; echo run >> runs.log", seen.display());
+    let www_dir = work.path().join("www");
+    std::fs::create_dir_all(&www_dir).unwrap();
+    // The provision command runs in the agent's working directory.
+    let www_child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["agent", "--server", &server.url, "--data-dir", ".", "--group", "12_04-www", "--address", "127.0.0.3"])
+        .args(["--provision-cmd", &provision, "--min-interval", "100ms"])
+        .current_dir(&www_dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("www.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let www = AgentProcess { child: www_child, data_dir: www_dir.clone() };
+
+    let conf = eventually("www's env file names the api", Duration::from_secs(20), || {
+        Some(www.env_file("app-www")).filter(|c| c.contains("API_URL='http://127.0.0.2:1100'"))
+    });
+    assert!(conf.contains("DATABASE_URL='mysql://user:password@host:3306/database'"), "{conf}");
+    assert!(conf.contains("export HOST='127.0.0.3'") && conf.contains("export PORT='8080'"), "{conf}");
+    let mode = std::fs::metadata(www_dir.join("env/app-www.conf")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "env files hold secrets");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(www_dir.join("env/app-www.json")).unwrap()).unwrap();
+    assert_eq!(json["API_URL"], "http://127.0.0.2:1100");
+    let www_id = www.machine_id();
+    let first = eventually("www's first provision run", Duration::from_secs(10), || status_of(&server, &www_id).filter(|s| runs_total(s) >= 1));
+    assert_eq!(first.group.as_deref(), Some("12_04-www"));
+    assert!(std::fs::read_to_string(&seen).unwrap().contains("127.0.0.2"), "the run saw the env file");
+
+    // `gantry resolve` from anywhere: the same answer, the password masked.
+    let resolved = gantry(&server, &["resolve", "app-www", "--machine", &www_id]).ok();
+    assert!(resolved.contains("API_URL=http://127.0.0.2:1100"), "{resolved}");
+    assert!(resolved.contains("DATABASE_URL=mysql://user:****@host:3306/database"), "{resolved}");
+    let shown = gantry(&server, &["resolve", "app-www", "--show-secrets", "--json"]).ok();
+    assert!(shown.contains("mysql://user:password@host"), "{shown}");
+
+    // The api goes away: www reports the unresolved requirement and keeps its file.
+    api.stop();
+    let status = eventually("www reports the missing provider", Duration::from_secs(10), || {
+        status_of(&server, &www_id).filter(|s| s.problems.iter().any(|p| p.contains("READONLY_API_URL")))
+    });
+    assert!(status.problems[0].contains("seatgeek"), "{:?}", status.problems);
+    assert!(www.env_file("app-www").contains("127.0.0.2"), "the previous env file is kept");
+
+    // The api comes back elsewhere: www re-provisions with the new address.
+    let _api2 = AgentProcess::start(&server.url, &work.path().join("api2"), &["--group", "12_04-api", "--address", "127.0.0.4"]);
+    eventually("www's env file follows the api", Duration::from_secs(20), || {
+        Some(()).filter(|()| www.env_file("app-www").contains("API_URL='http://127.0.0.4:1100'"))
+    });
+    eventually("a provision run sees the new address", Duration::from_secs(20), || {
+        std::fs::read_to_string(&seen).ok().filter(|s| s.contains("127.0.0.4"))
+    });
+    let after = status_of(&server, &www_id).unwrap();
+    assert!(after.problems.is_empty(), "{:?}", after.problems);
+    assert!(runs_total(&after) >= 2, "{after:?}");
+    drop(api);
+}
+
+#[test]
+fn a_hundred_provider_changes_in_a_second_make_at_most_two_runs_that_never_overlap() {
+    let scratch = Scratch::example();
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
+    let client = Client::new(&server.url);
+    let fake_api = |port: u16| Instance {
+        service: "api".into(),
+        id: "fake".into(),
+        machine: "fake".into(),
+        address: "127.0.0.9".into(),
+        port,
+        properties: Default::default(),
+        health: Health::Passing,
+        federation: "seatgeek".into(),
+        public: false,
+        provides: [("READONLY_API_URL".to_owned(), format!("http://127.0.0.9:{port}"))].into(),
+    };
+    block_on(client.put_instance(&fake_api(2000), PutOptions::default())).unwrap();
+    let log = work.path().join("runs.log");
+    let provision = format!("echo start $(date +%s%N) >> {0}; sleep 0.3; echo end $(date +%s%N) >> {0}", log.display());
+    let www = AgentProcess::start(
+        &server.url,
+        &work.path().join("www"),
+        &["--group", "12_04-www", "--address", "127.0.0.3", "--provision-cmd", &provision, "--min-interval", "200ms"],
+    );
+    let id = www.machine_id();
+    let before = eventually("the first run ends", Duration::from_secs(20), || {
+        status_of(&server, &id).filter(|s| runs_total(s) >= 1 && s.listener["state"] == "idle")
+    });
+
+    let started = Instant::now();
+    block_on(async {
+        for i in 1..=100 {
+            client.put_instance(&fake_api(2000 + i), PutOptions::default()).await.unwrap();
+        }
+    });
+    assert!(started.elapsed() < Duration::from_secs(1), "the 100 changes took {:?}", started.elapsed());
+    eventually("www's env file has the last change", Duration::from_secs(10), || {
+        Some(()).filter(|()| www.env_file("app-www").contains("127.0.0.9:2100"))
+    });
+    // Let any queued run start and finish.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = eventually("the listener is idle", Duration::from_secs(20), || {
+        status_of(&server, &id).filter(|s| s.listener["state"] == "idle")
+    });
+    let runs = runs_total(&after) - runs_total(&before);
+    assert!((1..=2).contains(&runs), "{runs} runs for 100 changes");
+
+    let lines: Vec<(String, u128)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (what, at) = l.split_once(' ').unwrap();
+            (what.to_owned(), at.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lines.len() as u64, 2 * runs_total(&after), "{lines:?}");
+    for pair in lines.chunks(2) {
+        assert_eq!((pair[0].0.as_str(), pair[1].0.as_str()), ("start", "end"), "runs overlapped: {lines:?}");
+    }
+}
+
+#[test]
+fn a_killed_agent_leaves_lookups_within_its_lease_and_comes_back_without_duplicates() {
+    let scratch = Scratch::example();
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
+    let args = ["--group", "12_04-api", "--address", "127.0.0.2", "--lease-ttl", "2s"];
+    let mut api = AgentProcess::start(&server.url, &work.path().join("api"), &args);
+    let id = api.machine_id();
+    eventually("the api is looked up", Duration::from_secs(10), || gantry(&server, &["lookup", "api", "--json"]).stdout.contains(&id).then_some(()));
+    let machine: serde_json::Value = serde_json::from_str(&gantry(&server, &["machine:show", &id, "--json"]).ok()).unwrap();
+    assert!(machine["facts"]["cpu_count"].as_u64().unwrap() >= 1, "{machine}");
+    assert!(machine["facts"]["memory_bytes"].as_u64().unwrap() > 0, "{machine}");
+    assert_eq!(machine["labels"]["group"], "12_04-api");
+
+    let _ = api.child.kill();
+    let _ = api.child.wait();
+    let killed = Instant::now();
+    eventually("the killed agent's instance leaves lookups", Duration::from_secs(10), || {
+        (gantry(&server, &["lookup", "api"]).code == 1).then_some(())
+    });
+    // TTL 2 s; the store checks expiry at least every second.
+    assert!(killed.elapsed() < Duration::from_millis(3500), "took {:?}", killed.elapsed());
+    assert!(gantry(&server, &["machine:show", &id]).code != 0, "the machine left too");
+
+    let _again = AgentProcess::start(&server.url, &work.path().join("api"), &args);
+    eventually("the restarted agent is back", Duration::from_secs(10), || gantry(&server, &["lookup", "api", "--json"]).stdout.contains(&id).then_some(()));
+    let hosts: Vec<Instance> = serde_json::from_str(&gantry(&server, &["service:hosts", "api", "--json"]).ok()).unwrap();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(hosts[0].id, id, "the same machine id, from its data dir");
+}
+
+#[test]
+fn a_federation_never_resolves_another_federations_provider() {
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    gantry(&server, &["apply", "--repo", FEDERATIONS]).ok();
+    let _blue = AgentProcess::start(&server.url, &work.path().join("blue"), &["--group", "blue-db", "--address", "127.0.0.2"]);
+    let app = AgentProcess::start(&server.url, &work.path().join("app"), &["--group", "green-app", "--address", "127.0.0.3"]);
+    let id = app.machine_id();
+    // Once blue-db registered, the hint names its federation.
+    let status = eventually("green-app reports DB_URL unresolved", Duration::from_secs(10), || {
+        status_of(&server, &id).filter(|s| s.problems.iter().any(|p| p.contains("\"blue\"")))
+    });
+    assert!(status.problems[0].contains("federation \"green\""), "{:?}", status.problems);
+    assert!(!status.problems[0].contains("5432"), "nothing of blue's values crosses: {:?}", status.problems);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!app.env_file("green-app").contains("blue"), "{}", app.env_file("green-app"));
+    assert!(gantry(&server, &["resolve", "green-app"]).code != 0);
+
+    let _green = AgentProcess::start(&server.url, &work.path().join("green"), &["--group", "green-db", "--address", "127.0.0.4"]);
+    let conf = eventually("green-app gets green's database", Duration::from_secs(10), || {
+        Some(app.env_file("green-app")).filter(|c| c.contains("DATABASE_URL="))
+    });
+    assert!(conf.contains("DATABASE_URL='postgres://127.0.0.4:5433/green'"), "{conf}");
+}
+
+#[test]
+fn deploys_report_each_node_and_failures_say_why() {
+    let scratch = Scratch::example();
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
+    let flag = work.path().join("fail");
+    let cmd = format!("echo provisioning; if [ -f {0} ]; then echo broken >&2; exit 3; fi; if [ -f {0}.hang ]; then sleep 30; fi", flag.display());
+    let common = ["--provision-cmd", cmd.as_str(), "--min-interval", "100ms", "--provision-timeout", "1s"];
+    let a = AgentProcess::start(&server.url, &work.path().join("a"), &[&["--group", "12_04-bee", "--address", "127.0.0.2"][..], &common].concat());
+    let b = AgentProcess::start(&server.url, &work.path().join("b"), &[&["--group", "12_04-bee", "--address", "127.0.0.3"][..], &common].concat());
+    let (a_id, b_id) = (a.machine_id(), b.machine_id());
+    for id in [&a_id, &b_id] {
+        eventually("the agents registered", Duration::from_secs(10), || status_of(&server, id));
+    }
+
+    let out = gantry(&server, &["instance:deploy", "12_04-bee", "-n", "1"]).ok();
+    assert!(out.contains(&a_id) && out.contains(&b_id), "{out}");
+    assert_eq!(out.matches(" ok ").count(), 2, "{out}");
+
+    std::fs::write(&flag, "").unwrap();
+    let failed = gantry(&server, &["instance:deploy", "12_04-bee", "-n", "2"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.stdout.contains("FAILED") && failed.stdout.contains("exit code 3"), "{failed:?}");
+    let status = status_of(&server, &a_id).unwrap();
+    assert!(status.listener["last_run"]["output_tail"].as_str().unwrap().contains("broken"), "{status:?}");
+    let table = gantry(&server, &["listener:status"]).ok();
+    assert!(table.contains("exit 3"), "{table}");
+
+    std::fs::remove_file(&flag).unwrap();
+    std::fs::write(flag.with_extension("hang"), "").unwrap();
+    let hung = gantry(&server, &["instance:deploy", "12_04-bee", "-n", "2"]);
+    assert!(hung.stdout.contains("timed out"), "{hung:?}");
+
+    // Off: changes are noted, nothing runs; on queues a run at once.
+    std::fs::remove_file(flag.with_extension("hang")).unwrap();
+    gantry(&server, &["listener:off", "--all"]).ok();
+    eventually("the listener is off", Duration::from_secs(10), || {
+        status_of(&server, &a_id).filter(|s| s.listener["enabled"] == false)
+    });
+    let runs = runs_total(&status_of(&server, &a_id).unwrap());
+    gantry(&server, &["listener:on", "--machine", &a_id]).ok();
+    eventually("turning it on runs it", Duration::from_secs(10), || {
+        status_of(&server, &a_id).filter(|s| runs_total(s) > runs && s.listener["enabled"] == true)
+    });
+    assert!(gantry(&server, &["listener:on"]).bad_input().contains("--machine ID"));
+}
+
+#[test]
+fn an_agent_waits_for_a_server_that_is_down_and_an_unwritable_env_dir_is_an_error() {
+    let work = tempfile::tempdir().unwrap();
+    // A free port with nobody on it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let agent = AgentProcess::start(&url, &work.path().join("a"), &["--address", "127.0.0.2"]);
+    let id = agent.machine_id();
+    std::thread::sleep(Duration::from_millis(1500));
+    let server = ServerProcess::start(&work.path().join("server"), &format!("127.0.0.1:{port}"));
+    eventually("the agent registers once the server is up", Duration::from_secs(15), || {
+        (gantry(&server, &["machine:show", &id]).code == 0).then_some(())
+    });
+    assert!(agent.log().contains("retrying"), "{}", agent.log());
+
+    let file = work.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let bad = run_in(Path::new("."), &["agent", "--server", &server.url, "--data-dir", work.path().join("b").to_str().unwrap(), "--env-dir", file.join("env").to_str().unwrap()]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("creating the env dir") && bad.stderr.contains("a-file/env"), "{}", bad.stderr);
+}
