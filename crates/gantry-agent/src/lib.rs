@@ -9,4 +9,5 @@
 
 pub mod envfile;
 pub mod facts;
+pub mod listener;
 pub mod resolve;

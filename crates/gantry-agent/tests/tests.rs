@@ -3,4 +3,5 @@
 
 mod envfile;
 mod facts;
+mod listener;
 mod resolve;
