@@ -7,6 +7,7 @@
 //! machine); the IO around them is thin, so each is tested with plain data.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod envfile;
 pub mod facts;
 pub mod listener;
