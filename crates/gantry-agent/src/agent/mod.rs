@@ -4,8 +4,10 @@
 //! an env file, and re-runs provisioning through the [`Listener`] when a
 //! resolved value changes.
 //!
-//! The loop is list-then-watch: one read of everything it follows, then one
-//! watch of the whole keyspace from that revision, applied to a [`World`].
+//! The loop is list-then-watch: one read of everything it follows, then
+//! watches from that revision of just the prefixes it needs (groups,
+//! services, datastores, its control keys, its providers' instances; the set
+//! grows and shrinks with its requirements), applied to a [`World`].
 //! When the lease is lost, the watch cannot resume, or the server goes away,
 //! the session starts over (after a backoff); the machine id and assigned
 //! ports are kept on disk, so the same keys come back, never duplicates.
@@ -13,7 +15,7 @@
 mod local;
 pub mod world;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -62,6 +64,18 @@ pub struct AgentConfig {
     pub drain: Duration,
     /// How often facts are collected again (published when they change).
     pub facts_interval: Duration,
+    /// Where the agent reports what it does, for a program that embeds it
+    /// (a live view, a benchmark); nothing is sent when `None`.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<AgentEvent>>,
+    /// Log lines on stderr (default true).
+    pub log: bool,
+}
+
+/// What an embedded agent reports through [`AgentConfig::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// A service's env file was written with new content.
+    EnvWritten { machine: String, service: String },
 }
 
 impl AgentConfig {
@@ -83,6 +97,8 @@ impl AgentConfig {
             lease_ttl: Duration::from_secs(10),
             drain: Duration::from_secs(5),
             facts_interval: Duration::from_secs(60),
+            events: None,
+            log: true,
         }
     }
 }
@@ -97,7 +113,9 @@ const DEBOUNCE: Duration = Duration::from_millis(10);
 /// Backoff between sessions: from the first to the last, doubling.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, ClientError>> + Send>>;
+/// The merged watches: each item tagged with its prefix; `None` when that
+/// prefix's stream ended.
+type Watches = futures::stream::SelectAll<Pin<Box<dyn Stream<Item = (String, Option<Result<WatchItem, ClientError>>)> + Send>>>;
 
 /// Runs the agent until `shutdown` completes; then revokes its lease, so
 /// its machine and instances leave the inventory at once.
@@ -212,6 +230,9 @@ impl Agent {
     }
 
     fn log(&self, message: &str) {
+        if !self.config.log {
+            return;
+        }
         eprintln!("gantry agent {}: {message}", self.machine.id);
     }
 
@@ -230,8 +251,13 @@ impl Agent {
             .await
             .map_err(unreachable)?;
         let revision = self.read_world().await.map_err(unreachable)?;
-        let mut watch = self.open_watch(revision + 1, None).await.map_err(unreachable)?;
-        self.log(&format!("registered at {} (group {}), watching from revision {}", self.machine.address, self.config.group.as_deref().unwrap_or("-"), revision + 1));
+        // Every watch starts at `base` unless it has seen an event: the read
+        // above holds everything up to it, whichever prefixes are followed.
+        let mut base = revision + 1;
+        let mut resume: BTreeMap<String, String> = BTreeMap::new();
+        let mut wanted = self.watch_prefixes();
+        let mut watch = self.open_watches(&wanted, base, &resume).await.map_err(unreachable)?;
+        self.log(&format!("registered at {} (group {}), watching from revision {base}", self.machine.address, self.config.group.as_deref().unwrap_or("-")));
         self.session_was_healthy = true;
         self.reconcile(Touched { world: true, control: true }).await;
 
@@ -242,7 +268,6 @@ impl Agent {
         let mut listener_status = self.listener.as_ref().map(Listener::subscribe);
         let mut pending = Touched::default();
         let mut due: Option<tokio::time::Instant> = None;
-        let mut last_event: Option<String> = None;
         loop {
             let debounce = async {
                 match due {
@@ -258,8 +283,8 @@ impl Agent {
             };
             tokio::select! {
                 item = watch.next() => match item {
-                    Some(Ok(WatchItem::Event { id, event })) => {
-                        last_event = Some(id);
+                    Some((prefix, Some(Ok(WatchItem::Event { id, event })))) => {
+                        resume.insert(prefix, id);
                         let value = match event.kind {
                             WatchKind::Put => event.value.as_deref(),
                             WatchKind::Delete => None,
@@ -270,26 +295,34 @@ impl Agent {
                             due.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
                         }
                     }
-                    Some(Ok(WatchItem::Reset(_))) => {
+                    Some((_, Some(Ok(WatchItem::Reset(_))))) => {
                         self.log("fell behind the server's history; reading everything again");
-                        let revision = self.read_world().await.map_err(unreachable)?;
-                        watch = self.open_watch(revision + 1, None).await.map_err(unreachable)?;
-                        last_event = None;
+                        base = self.read_world().await.map_err(unreachable)? + 1;
+                        resume.clear();
+                        wanted = self.watch_prefixes();
+                        watch = self.open_watches(&wanted, base, &resume).await.map_err(unreachable)?;
                         pending.merge(Touched { world: true, control: true });
                         due.get_or_insert_with(tokio::time::Instant::now);
                     }
-                    Some(Err(_)) | None => {
-                        // Resume exactly after the last event seen.
-                        watch = match &last_event {
-                            Some(id) => self.open_watch(0, Some(id)).await,
-                            None => self.open_watch(revision + 1, None).await,
-                        }
-                        .map_err(|e| format!("the watch broke and could not resume: {e}"))?;
+                    // A broken stream ends right after its error.
+                    Some((_, Some(Err(_)))) => {}
+                    Some((_, None)) | None => {
+                        // Each watch resumes exactly after the last event it saw.
+                        watch = self
+                            .open_watches(&wanted, base, &resume)
+                            .await
+                            .map_err(|e| format!("a watch broke and could not resume: {e}"))?;
                     }
                 },
                 _ = debounce => {
                     due = None;
                     self.reconcile(std::mem::take(&mut pending)).await;
+                    // New requirements or providers: follow their instances too.
+                    let now_wanted = self.watch_prefixes();
+                    if now_wanted != wanted {
+                        wanted = now_wanted;
+                        watch = self.open_watches(&wanted, base, &resume).await.map_err(unreachable)?;
+                    }
                 }
                 changed = status_changed => {
                     if changed {
@@ -307,8 +340,46 @@ impl Agent {
         }
     }
 
-    async fn open_watch(&self, from: u64, resume_after: Option<&str>) -> Result<WatchStream, ClientError> {
-        Ok(self.client.watch("", from, resume_after).await?.boxed())
+    /// The prefixes this agent follows: groups, service definitions,
+    /// datastores, its own control keys, and the instances of every service
+    /// that provides something its services require (in their federation).
+    /// Not the whole keyspace: a thousand agents must not each hear every
+    /// other agent's registration and status.
+    fn watch_prefixes(&self) -> BTreeSet<String> {
+        let mut prefixes: BTreeSet<String> = [
+            keys::GROUPS.to_owned(),
+            keys::SERVICES.to_owned(),
+            keys::kv(keys::DATASTORES_KV),
+            keys::kv(&keys::agent_kv(&self.machine.id, "")),
+        ]
+        .into();
+        let (local, _) = self.world.local_services(self.config.group.as_deref(), &self.config.services);
+        for service in local {
+            for name in service.requires.values().flat_map(|t| t.placeholders()) {
+                for provider in self.world.services.values() {
+                    if provider.federation == service.federation && provider.provides.contains_key(name) {
+                        prefixes.insert(keys::instances_of(&provider.id));
+                    }
+                }
+            }
+        }
+        prefixes
+    }
+
+    /// One watch per prefix, merged; each from its last event, else from `base`.
+    async fn open_watches(&self, prefixes: &BTreeSet<String>, base: u64, resume: &BTreeMap<String, String>) -> Result<Watches, ClientError> {
+        let mut all = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            let last = resume.get(prefix).map(String::as_str);
+            let stream = self.client.watch(prefix, if last.is_some() { 0 } else { base }, last).await?;
+            let tag = prefix.clone();
+            let end = prefix.clone();
+            let tagged = stream
+                .map(move |item| (tag.clone(), Some(item)))
+                .chain(futures::stream::once(async move { (end, None) }));
+            all.push(tagged.boxed());
+        }
+        Ok(futures::stream::select_all(all))
     }
 
     /// Reads everything the agent follows into a fresh [`World`]; returns
@@ -365,7 +436,14 @@ impl Agent {
         }
 
         let mut reasons = Vec::new();
-        let instances = self.world.instance_list();
+        // Only the providers' instances: the others are not watched (and
+        // copying every instance for every change is what a large fleet cannot afford).
+        let providers: Vec<String> = self.watch_prefixes().into_iter().filter(|p| p.starts_with(keys::INSTANCES)).collect();
+        let instances: Vec<Instance> = providers
+            .iter()
+            .flat_map(|prefix| self.world.instances.range::<String, _>(prefix.clone()..).take_while(move |(k, _)| k.starts_with(prefix.as_str())))
+            .map(|(_, instance)| instance.clone())
+            .collect();
         for service in &services {
             if let Some(drain) = self.draining.remove(&service.id) {
                 drain.abort();
@@ -390,7 +468,12 @@ impl Agent {
                     let env = resolve::env_for(service, &self.machine.address, port, &resolution);
                     let (dir, id) = (self.env_dir.clone(), service.id.clone());
                     match tokio::task::spawn_blocking(move || envfile::write_env_files(&dir, &id, &env)).await {
-                        Ok(Ok(true)) => reasons.push(format!("{} environment changed", service.id)),
+                        Ok(Ok(true)) => {
+                            reasons.push(format!("{} environment changed", service.id));
+                            if let Some(events) = &self.config.events {
+                                let _ = events.send(AgentEvent::EnvWritten { machine: self.machine.id.clone(), service: service.id.clone() });
+                            }
+                        }
                         Ok(Ok(false)) => {}
                         Ok(Err(e)) => problems.push(format!("service {}: {e}", service.id)),
                         Err(e) => problems.push(format!("service {}: writing its env file: {e}", service.id)),

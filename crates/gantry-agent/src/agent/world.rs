@@ -112,11 +112,6 @@ impl World {
         }
     }
 
-    /// Every instance, for resolution.
-    pub fn instance_list(&self) -> Vec<Instance> {
-        self.instances.values().cloned().collect()
-    }
-
     /// The services this machine runs: its group's, then `extra`, each once.
     /// Ids with no (valid) definition yet are left out and reported.
     pub fn local_services(&self, group: Option<&str>, extra: &[String]) -> (Vec<&Service>, Vec<String>) {
