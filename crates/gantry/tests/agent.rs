@@ -353,3 +353,39 @@ fn an_agent_waits_for_a_server_that_is_down_and_an_unwritable_env_dir_is_an_erro
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("creating the env dir") && bad.stderr.contains("a-file/env"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_service_leaving_a_node_is_withdrawn_first_then_deleted_after_the_drain() {
+    let scratch = Scratch::example();
+    let work = tempfile::tempdir().unwrap();
+    let deleted = work.path().join("deleted");
+    // A service without PORT: the agent assigns one and keeps it.
+    std::fs::write(
+        scratch.path("data_bags/service/djjob.json"),
+        format!(r#"{{"id": "djjob", "command": true, "on_delete": "echo $HOST > {}"}}"#, deleted.display()),
+    )
+    .unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    let repo = scratch.dir.path().to_str().unwrap().to_owned();
+    gantry(&server, &["apply", "--repo", &repo]).ok();
+    let bee = AgentProcess::start(&server.url, &work.path().join("bee"), &["--group", "12_04-bee", "--address", "127.0.0.5", "--drain", "700ms"]);
+    let hosts: Vec<Instance> = eventually("djjob is registered", Duration::from_secs(10), || {
+        let hosts: Vec<Instance> = serde_json::from_str(&gantry(&server, &["service:hosts", "djjob", "--json"]).ok()).unwrap();
+        (!hosts.is_empty()).then_some(hosts)
+    });
+    assert!(gantry_agent::agent::PORT_RANGE.contains(&hosts[0].port), "{hosts:?}");
+    eventually("djjob's env file", Duration::from_secs(10), || Some(()).filter(|()| bee.env_file("djjob").contains("export PORT=")));
+
+    scratch.edit("nodes.json", "\"recipe[seatgeek-service::djjob]\"", "\"recipe[seatgeek-service::cronq-workers]\"");
+    let applied = gantry(&server, &["apply", "--repo", &repo]).ok();
+    assert!(applied.contains("group") && applied.contains("12_04-bee"), "{applied}");
+    eventually("djjob is withdrawn", Duration::from_secs(10), || {
+        gantry(&server, &["service:hosts", "djjob", "--json"]).ok().trim().eq("[]").then_some(())
+    });
+    let withdrawn = Instant::now();
+    assert!(!deleted.exists(), "the hook waits for the drain");
+    eventually("the on_delete hook ran", Duration::from_secs(10), || std::fs::read_to_string(&deleted).ok());
+    assert!(withdrawn.elapsed() >= Duration::from_millis(500), "{:?}", withdrawn.elapsed());
+    assert_eq!(std::fs::read_to_string(&deleted).unwrap().trim(), "127.0.0.5", "the hook ran with the service's environment");
+    eventually("its env files are removed", Duration::from_secs(5), || Some(()).filter(|()| bee.env_file("djjob").is_empty()));
+}
