@@ -15,7 +15,7 @@ use gantry_api::{AgentStatus, DeployRequest, keys};
 use gantry_client::{Client, PutOptions};
 
 use crate::BadInput;
-use crate::remote::{ServerArgs, explain, print_json, runtime, shutdown_signal};
+use crate::remote::{ServerArgs, explain, key_values, print_json, runtime, shutdown_signal};
 
 /// `gantry agent`.
 #[derive(Debug, clap::Args)]
@@ -67,7 +67,7 @@ pub struct AgentArgs {
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    let labels = pairs(&args.labels, "--label", "region=us-east-1")?;
+    let labels: BTreeMap<String, String> = key_values(&args.labels, "KEY=VALUE", "--label region=us-east-1")?;
     if args.lease_ttl < Duration::from_secs(1) {
         return Err(BadInput("error: --lease-ttl must be at least 1s".into()).into());
     }
@@ -85,18 +85,6 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
     config.drain = args.drain;
     runtime()?.block_on(run(config, shutdown_signal()))?;
     Ok(())
-}
-
-/// `k=v` pairs of a repeatable flag.
-fn pairs(items: &[String], flag: &str, example: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|p| {
-            p.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| {
-                BadInput(format!("error: {flag} {p:?} is not KEY=VALUE\n = help: write {flag} {example}")).into()
-            })
-        })
-        .collect()
 }
 
 /// `gantry resolve SERVICE`: what the service's requirements resolve to,

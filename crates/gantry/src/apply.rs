@@ -95,6 +95,7 @@ async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<C
         .into_iter()
         .filter_map(|v| Some((v["id"].as_str()?.to_owned(), v)))
         .collect();
+    let stored_services: Vec<String> = current.keys().cloned().collect();
     for (id, definition) in &desired.services {
         let action = match current.get(id) {
             None => "create",
@@ -145,14 +146,7 @@ async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<C
         }
         changes.push(change("delete", "group", name));
     }
-    let stored: Vec<String> = client
-        .services()
-        .await?
-        .items
-        .iter()
-        .filter_map(|v| v["id"].as_str().map(str::to_owned))
-        .collect();
-    for id in stored.iter().filter(|id| !desired.services.contains_key(*id)) {
+    for id in stored_services.iter().filter(|id| !desired.services.contains_key(*id)) {
         if !dry_run {
             client.delete_service(id).await?;
         }

@@ -32,6 +32,17 @@ pub struct RepoArgs {
     pub json: bool,
 }
 
+/// Which agents a control command addresses.
+#[derive(Debug, clap::Args)]
+pub struct Machines {
+    /// One machine
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub machine: Option<String>,
+    /// Every machine in the inventory
+    #[arg(long)]
+    pub all: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write the Chef role roles/<group>.json for one group, or every group.
@@ -139,22 +150,16 @@ pub enum Command {
     /// Turn a node's listener on (a provision run is queued at once).
     #[command(name = "listener:on")]
     ListenerOn {
-        #[arg(long, value_name = "ID", conflicts_with = "all")]
-        machine: Option<String>,
-        /// Every machine in the inventory
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        target: Machines,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Turn a node's listener off: changes are noted, nothing runs.
     #[command(name = "listener:off")]
     ListenerOff {
-        #[arg(long, value_name = "ID", conflicts_with = "all")]
-        machine: Option<String>,
-        /// Every machine in the inventory
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        target: Machines,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -279,8 +284,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             agents::resolve_cmd(&server, &service, machine.as_deref(), show_secrets)
         }
         Command::ListenerStatus { machine, server } => agents::listener_status(&server, machine.as_deref()),
-        Command::ListenerOn { machine, all, server } => agents::listener_switch(&server, machine.as_deref(), all, true),
-        Command::ListenerOff { machine, all, server } => agents::listener_switch(&server, machine.as_deref(), all, false),
+        Command::ListenerOn { target, server } => agents::listener_switch(&server, target.machine.as_deref(), target.all, true),
+        Command::ListenerOff { target, server } => agents::listener_switch(&server, target.machine.as_deref(), target.all, false),
         Command::InstanceDeploy { group, batch, timeout, server } => {
             agents::instance_deploy(&server, group.as_deref(), batch, timeout)
         }

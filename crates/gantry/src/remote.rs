@@ -106,12 +106,17 @@ pub(crate) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Res
 }
 
 /// `k=v` pairs from the command line.
-pub(crate) fn filters(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    pairs
+fn filters(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    key_values(pairs, "PROPERTY=VALUE", "master=true")
+}
+
+/// `KEY=VALUE` arguments; one without `=` is bad input showing `example`.
+pub(crate) fn key_values<C: FromIterator<(String, String)>>(items: &[String], form: &str, example: &str) -> anyhow::Result<C> {
+    items
         .iter()
         .map(|p| {
             p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
-                BadInput(format!("error: {p:?} is not PROPERTY=VALUE\n = help: write master=true")).into()
+                BadInput(format!("error: {p:?} is not {form}\n = help: write {example}")).into()
             })
         })
         .collect()
