@@ -161,6 +161,8 @@ struct Agent {
     /// Service id -> its definition while it runs here (for decommissioning).
     running: BTreeMap<String, Service>,
     draining: BTreeMap<String, JoinHandle<()>>,
+    /// What the last reconcile found it must watch ([`Agent::watch_prefixes`]).
+    prefixes: BTreeSet<String>,
     problems: Vec<String>,
     /// The deploy request last acted on, and the run count before it.
     deploy_started: Option<(String, u64)>,
@@ -221,6 +223,7 @@ impl Agent {
             registered: BTreeMap::new(),
             running: BTreeMap::new(),
             draining: BTreeMap::new(),
+            prefixes: BTreeSet::new(),
             problems: Vec::new(),
             deploy_started: None,
             last_deploy: None,
@@ -318,9 +321,8 @@ impl Agent {
                     due = None;
                     self.reconcile(std::mem::take(&mut pending)).await;
                     // New requirements or providers: follow their instances too.
-                    let now_wanted = self.watch_prefixes();
-                    if now_wanted != wanted {
-                        wanted = now_wanted;
+                    if self.prefixes != wanted {
+                        wanted = self.prefixes.clone();
                         watch = self.open_watches(&wanted, base, &resume).await.map_err(unreachable)?;
                     }
                 }
@@ -438,9 +440,11 @@ impl Agent {
         let mut reasons = Vec::new();
         // Only the providers' instances: the others are not watched (and
         // copying every instance for every change is what a large fleet cannot afford).
-        let providers: Vec<String> = self.watch_prefixes().into_iter().filter(|p| p.starts_with(keys::INSTANCES)).collect();
-        let instances: Vec<Instance> = providers
+        self.prefixes = self.watch_prefixes();
+        let instances: Vec<Instance> = self
+            .prefixes
             .iter()
+            .filter(|p| p.starts_with(keys::INSTANCES))
             .flat_map(|prefix| self.world.instances.range::<String, _>(prefix.clone()..).take_while(move |(k, _)| k.starts_with(prefix.as_str())))
             .map(|(_, instance)| instance.clone())
             .collect();
