@@ -10,5 +10,6 @@
 pub mod agent;
 pub mod envfile;
 pub mod facts;
+pub mod lb;
 pub mod listener;
 pub mod resolve;

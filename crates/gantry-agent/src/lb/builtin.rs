@@ -1,0 +1,1 @@
+//! The built-in TCP proxy: round robin over healthy backends, where haproxy is not installed.

@@ -1,0 +1,1 @@
+//! haproxy: render, check (`haproxy -c`), swap atomically, reload in master-worker mode.
