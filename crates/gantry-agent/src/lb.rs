@@ -71,3 +71,75 @@ pub enum LbError {
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
+
+/// Which balancer a node runs (`gantry agent --lb`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbKind {
+    /// haproxy when it is installed, else the built-in proxy (and the agent says so).
+    Auto,
+    Haproxy,
+    Builtin,
+    /// No balancer: requirements resolve to one healthy instance directly.
+    #[default]
+    Off,
+}
+
+/// A running balancer of either kind.
+pub enum Balancer {
+    Haproxy(haproxy::Haproxy),
+    Builtin(builtin::Builtin),
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Balancer {
+    /// Starts the balancer `kind` asks for, its files under `dir`; `None` for
+    /// [`LbKind::Off`]. `--lb haproxy` without haproxy installed is an error
+    /// that says how to install it; `auto` falls back to the built-in proxy.
+    pub async fn start(kind: LbKind, dir: &std::path::Path) -> Result<Option<Balancer>, LbError> {
+        let binary = match kind {
+            LbKind::Off => return Ok(None),
+            LbKind::Builtin => return Ok(Some(Balancer::Builtin(builtin::Builtin::new()))),
+            LbKind::Auto => match haproxy::Haproxy::find_binary() {
+                Some(binary) => binary,
+                None => return Ok(Some(Balancer::Builtin(builtin::Builtin::new()))),
+            },
+            LbKind::Haproxy => haproxy::Haproxy::find_binary().ok_or_else(|| LbError::Io {
+                what: "--lb haproxy".into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "haproxy is not installed: `apt-get install haproxy`, or run with --lb builtin",
+                ),
+            })?,
+        };
+        let settings = haproxy::Settings::new(dir.to_path_buf());
+        Ok(Some(Balancer::Haproxy(haproxy::Haproxy::start(binary, settings).await?)))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Balancer::Haproxy(_) => "haproxy",
+            Balancer::Builtin(_) => "builtin",
+        }
+    }
+
+    /// Applies `plan` whole, or keeps the previous one and says why.
+    pub async fn apply(&mut self, plan: &Plan) -> Result<Applied, LbError> {
+        match self {
+            Balancer::Haproxy(h) => h.apply(plan).await,
+            Balancer::Builtin(b) => b.apply(plan).await,
+        }
+    }
+
+    pub async fn stop(self) {
+        match self {
+            Balancer::Haproxy(h) => h.stop().await,
+            Balancer::Builtin(b) => b.stop().await,
+        }
+    }
+}

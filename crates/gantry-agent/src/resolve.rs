@@ -15,6 +15,14 @@
 //!    spread evenly, and when a provider goes only its consumers move.
 //! 3. With no provider, `datastores[NAME]` fills it.
 //! 4. Otherwise the requirement is [`Unresolved`], saying where it looked.
+//!
+//! With local load balancing on ([`resolve_via`] with [`Frontends`]), rule 1
+//! changes: a provider *service* of the federation with a `local_port` and
+//! at least one registered instance (whatever its health) fills `NAME` with
+//! its `provides` template rendered for this node's frontend (`HOST` = the
+//! node's address, `PORT` = the `local_port`). The value then stays the same
+//! while that service's instances come and go (seed 001); the balancer
+//! follows them instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -47,6 +55,18 @@ pub enum Origin {
     Instance { service: String, id: String, machine: String },
     /// The datastore of the placeholder's name (`configuration/datastores.json`).
     Datastore,
+    /// This node's load balancer frontend for `service`.
+    Frontend { service: String, address: String },
+}
+
+/// Local load balancing: requirements on a service with a `local_port`
+/// resolve to this node's frontend for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Frontends<'a> {
+    /// The node's address, where its balancer listens.
+    pub address: &'a str,
+    /// Every known service definition, by id.
+    pub services: &'a BTreeMap<String, Service>,
 }
 
 /// A placeholder of a requirement that nothing fills, and where Gantry looked.
@@ -75,6 +95,17 @@ pub fn resolve(
     instances: &[Instance],
     datastores: &BTreeMap<String, String>,
 ) -> Result<Resolution, Vec<Unresolved>> {
+    resolve_via(service, consumer_machine, instances, datastores, None)
+}
+
+/// [`resolve`], through this node's load balancer when `frontends` is given.
+pub fn resolve_via(
+    service: &Service,
+    consumer_machine: &str,
+    instances: &[Instance],
+    datastores: &BTreeMap<String, String>,
+    frontends: Option<Frontends<'_>>,
+) -> Result<Resolution, Vec<Unresolved>> {
     let mut resolution = Resolution::default();
     let mut unresolved = Vec::new();
     for (env_var, template) in &service.requires {
@@ -85,9 +116,14 @@ pub fn resolve(
             if values.contains_key(name) {
                 continue;
             }
-            match lookup(service, consumer_machine, instances, datastores, name) {
+            let found = match frontends.and_then(|f| through_frontend(service, instances, f, name)) {
+                Some(found) => Some(found),
+                None => lookup(service, consumer_machine, instances, datastores, name)
+                    .map(|(value, origin)| (value.to_string(), origin)),
+            };
+            match found {
                 Some((value, origin)) => {
-                    values.insert(name.to_string(), value.to_string());
+                    values.insert(name.to_string(), value);
                     sources.push(Source { placeholder: name.to_string(), origin });
                 }
                 None => {
@@ -194,6 +230,39 @@ fn lookup<'a>(
     datastores.get(name).map(|value| (value.as_str(), Origin::Datastore))
 }
 
+/// The service that fills `name` through this node's frontend, if any, and
+/// its value: among the federation's services with a `local_port` that
+/// provide `name` and have an instance, one with a passing instance first,
+/// then the smallest id.
+pub fn frontend_provider<'s>(
+    service: &Service,
+    instances: &[Instance],
+    services: &'s BTreeMap<String, Service>,
+    name: &str,
+) -> Option<&'s Service> {
+    let has = |id: &str, passing: bool| {
+        instances.iter().any(|i| i.service == id && i.federation == service.federation && (!passing || i.health == Health::Passing))
+    };
+    let mut candidates: Vec<&Service> = services
+        .values()
+        .filter(|s| s.federation == service.federation && s.local_port.is_some() && s.provides.contains_key(name))
+        .filter(|s| has(&s.id, false))
+        .collect();
+    candidates.sort_by_key(|s| (!has(&s.id, true), s.id.as_str()));
+    candidates.into_iter().next()
+}
+
+fn through_frontend(service: &Service, instances: &[Instance], frontends: Frontends<'_>, name: &str) -> Option<(String, Origin)> {
+    let provider = frontend_provider(service, instances, frontends.services, name)?;
+    let port = provider.local_port?;
+    let mut values = provider.environment.clone();
+    values.insert("HOST".into(), frontends.address.to_owned());
+    values.insert("PORT".into(), port.to_string());
+    let value = provider.provides.get(name)?.render(&values).ok()?;
+    let origin = Origin::Frontend { service: provider.id.clone(), address: format!("{}:{port}", frontends.address) };
+    Some((value, origin))
+}
+
 fn explain(service: &Service, env_var: &str, name: &str, instances: &[Instance]) -> Unresolved {
     let not_passing = instances
         .iter()
@@ -228,6 +297,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::Instance { service, id, machine } => write!(f, "instance {service}/{id} on {machine}"),
             Origin::Datastore => f.write_str("datastore"),
+            Origin::Frontend { service, address } => write!(f, "the local load balancer's {service} frontend at {address}"),
         }
     }
 }

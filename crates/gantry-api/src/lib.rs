@@ -141,8 +141,42 @@ pub struct AgentStatus {
     /// The last deploy request the agent finished, with its run's outcome.
     #[serde(default)]
     pub last_deploy: Option<DeployOutcome>,
+    /// Where the agent's own HTTP API answers (`gantry logs`), e.g. `http://10.0.0.5:41234`.
+    #[serde(default)]
+    pub api: Option<String>,
+    /// Each local service's process and health.
+    #[serde(default)]
+    pub processes: BTreeMap<String, ServiceState>,
+    /// The local load balancer (`gantry lb:status`): null when it is off.
+    #[serde(default)]
+    pub lb: serde_json::Value,
     /// Unix milliseconds.
     pub updated_at_ms: u64,
+}
+
+/// One service on one node, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub port: u16,
+    /// What the instance is published with.
+    pub health: Health,
+    /// The supervised process (`gantry_agent::supervise::ProcessStatus`);
+    /// null when the provision run starts the service (`"command": true`).
+    #[serde(default)]
+    pub process: serde_json::Value,
+    /// The health check's state; null when the service has none.
+    #[serde(default)]
+    pub check: serde_json::Value,
+}
+
+/// `kv/agents/<machine>/service/<id>`: what `gantry service:stop/start/restart` asked of a service on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceControl {
+    /// False after `service:stop`, until `service:start`.
+    pub running: bool,
+    /// The newest restart request's id; the agent restarts once per new id.
+    #[serde(default)]
+    pub restart: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -268,6 +268,31 @@ impl Client {
         let bytes = response.bytes_stream();
         Ok(sse_items(bytes, server, url))
     }
+
+    // ---- Agents ----
+
+    /// Service `service`'s log on machine `machine` (through the server,
+    /// which asks that machine's agent): the last `tail` bytes, then with
+    /// `follow` everything written after, as it comes.
+    pub async fn agent_logs(
+        &self,
+        machine: &str,
+        service: &str,
+        tail: Option<u64>,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes, ClientError>> + use<>, ClientError> {
+        let path = format!("/v1/agents/{}/logs/{}", encode_path(machine), encode_path(service));
+        let mut request = self.request(Method::GET, &path);
+        if let Some(tail) = tail {
+            request = request.query(&[("tail", tail)]);
+        }
+        if follow {
+            request = request.query(&[("follow", "true")]);
+        }
+        let response = self.send(request).await?;
+        let server = self.base.clone();
+        Ok(response.bytes_stream().map(move |chunk| chunk.map_err(|source| ClientError::Connect { server: server.clone(), source })))
+    }
 }
 
 /// Options of a write.

@@ -24,11 +24,13 @@
 //! GET    /v1/lookup/S[?PROP=V...][&federation=F]   one healthy instance (get_host)
 //! POST   /v1/leases {"ttl_secs": N} ;  PUT /v1/leases/ID/keepalive ;  DELETE /v1/leases/ID
 //! GET    /v1/watch?prefix=P[&from=REV]       Server-Sent Events, resumable
+//! GET    /v1/agents/M/logs/S[?tail=B&follow=true]  service S's log on machine M (proxied to M's agent)
 //! ```
 //!
 //! Architecture invariant: the server is the only component that opens the store.
 #![forbid(unsafe_code)]
 
+mod agents;
 mod error;
 mod metrics;
 mod query;
@@ -54,11 +56,13 @@ pub use error::ApiError;
 pub struct AppState {
     pub store: Store,
     pub metrics: Arc<metrics::Metrics>,
+    /// To agents' own APIs (logs).
+    pub http: reqwest::Client,
 }
 
 /// The API router over `store`.
 pub fn router(store: Store) -> Router {
-    let state = AppState { store, metrics: Arc::default() };
+    let state = AppState { store, metrics: Arc::default(), http: reqwest::Client::new() };
     Router::new()
         .route("/v1/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
@@ -88,6 +92,7 @@ pub fn router(store: Store) -> Router {
         .route("/v1/leases/{id}/keepalive", put(routes::lease_keepalive))
         .route("/v1/leases/{id}", axum::routing::delete(routes::lease_revoke))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/agents/{machine}/logs/{service}", get(agents::logs))
         .fallback(routes::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         // Bodies are read by the handlers as bytes with this limit, so an

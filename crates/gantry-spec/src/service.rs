@@ -31,7 +31,8 @@ pub const SERVICE_KEYS: &[&str] = &[
     "resources",
 ];
 
-const CHECK_KEYS: &[&str] = &["type", "path", "status", "command", "interval", "timeout", "rise", "fall"];
+const CHECK_KEYS: &[&str] =
+    &["type", "path", "status", "command", "interval", "timeout", "rise", "fall", "restart_after"];
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory_mb"];
 
 /// The federation of a service that names none.
@@ -110,6 +111,9 @@ pub struct Check {
     pub rise: u32,
     /// Consecutive failures before an instance counts as unhealthy.
     pub fall: u32,
+    /// Consecutive failures after which the agent restarts the service's
+    /// process (a supervised `command` only); 0: never.
+    pub restart_after: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -128,6 +132,9 @@ impl Check {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
     pub const DEFAULT_RISE: u32 = 2;
     pub const DEFAULT_FALL: u32 = 2;
+    /// 30 failures: half a minute at the default interval, like Kubernetes'
+    /// liveness probe (3 failures 10 s apart).
+    pub const DEFAULT_RESTART_AFTER: u32 = 30;
 }
 
 /// What one instance of the service needs, for the scheduler.
@@ -460,6 +467,9 @@ fn parse_check(value: &Json, sink: &mut Sink) -> Option<Check> {
         timeout: duration("timeout", Check::DEFAULT_TIMEOUT, sink),
         rise: threshold("rise", Check::DEFAULT_RISE, sink),
         fall: threshold("fall", Check::DEFAULT_FALL, sink),
+        restart_after: get(members, "restart_after")
+            .and_then(|v| decode::integer("restart_after", v, 100_000, sink))
+            .map_or(Check::DEFAULT_RESTART_AFTER, |n| n as u32),
     };
     if check.timeout > check.interval {
         sink.push(

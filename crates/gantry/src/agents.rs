@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gantry_agent::agent::{AgentConfig, run};
+use gantry_agent::lb::LbKind;
 use gantry_agent::listener::Throttle;
 use gantry_agent::resolve;
 use gantry_api::{AgentStatus, DeployRequest, keys};
@@ -64,6 +65,33 @@ pub struct AgentArgs {
     /// Between withdrawing a departing service and stopping it
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub drain: Duration,
+    /// The local load balancer: a frontend on each required service's local_port
+    /// (auto: haproxy if installed, else the built-in proxy)
+    #[arg(long, value_enum, default_value_t = Lb::Off)]
+    pub lb: Lb,
+    /// This node is an external load balancer: it also fronts the public services of its federation
+    #[arg(long)]
+    pub external_lb: bool,
+    /// The working directory of service commands [default: the agent's]
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// First delay before restarting a service that exited; doubles up to --restart-max-delay
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub restart_delay: Duration,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub restart_max_delay: Duration,
+    /// The port of the agent's own API (service logs) on --address; 0: any free port
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub api_port: u16,
+}
+
+/// `--lb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lb {
+    Auto,
+    Haproxy,
+    Builtin,
+    Off,
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -83,6 +111,17 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
     config.throttle = Throttle { min_interval: args.min_interval, max_runs: args.max_runs.max(1), window: args.window };
     config.lease_ttl = args.lease_ttl;
     config.drain = args.drain;
+    config.lb = match args.lb {
+        Lb::Auto => LbKind::Auto,
+        Lb::Haproxy => LbKind::Haproxy,
+        Lb::Builtin => LbKind::Builtin,
+        Lb::Off => LbKind::Off,
+    };
+    config.external_lb = args.external_lb;
+    config.workdir = args.workdir;
+    config.restart_policy.initial = args.restart_delay;
+    config.restart_policy.max = args.restart_max_delay.max(args.restart_delay);
+    config.api_port = Some(args.api_port);
     runtime()?.block_on(run(config, shutdown_signal()))?;
     Ok(())
 }
@@ -159,7 +198,7 @@ pub fn mask_secret(value: &str) -> String {
 }
 
 /// Every agent's published status.
-async fn statuses(client: &Client) -> Result<Vec<AgentStatus>, gantry_client::ClientError> {
+pub(crate) async fn statuses(client: &Client) -> Result<Vec<AgentStatus>, gantry_client::ClientError> {
     let list = client.kv_list(keys::AGENTS_KV).await?;
     Ok(list
         .entries
@@ -222,7 +261,7 @@ fn ago(ms: u64) -> String {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

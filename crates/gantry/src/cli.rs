@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::remote::{ServeArgs, ServerArgs};
 use crate::agents::AgentArgs;
-use crate::{agents, apply, generate, remote, repo, show};
+use crate::{agents, apply, generate, remote, repo, running, show};
 
 /// Gantry: one declarative repository becomes running infrastructure.
 ///
@@ -177,6 +177,60 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Restart a service's process on every node that runs it (or one).
+    #[command(name = "service:restart")]
+    ServiceRestart {
+        service: String,
+        /// Only on this machine
+        #[arg(long, value_name = "ID")]
+        machine: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop a service's process (its instance fails its health and leaves rotation) until service:start.
+    #[command(name = "service:stop")]
+    ServiceStop {
+        service: String,
+        /// Only on this machine
+        #[arg(long, value_name = "ID")]
+        machine: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Start a service stopped with service:stop.
+    #[command(name = "service:start")]
+    ServiceStart {
+        service: String,
+        /// Only on this machine
+        #[arg(long, value_name = "ID")]
+        machine: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// A service's output (stdout and stderr), read from the nodes through the server.
+    Logs {
+        service: String,
+        /// Only this machine's
+        #[arg(long, value_name = "ID")]
+        machine: Option<String>,
+        /// Keep printing what it writes
+        #[arg(short, long)]
+        follow: bool,
+        /// Bytes of history to print first
+        #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES")]
+        tail: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Each node's load balancer: its frontends and their healthy backends.
+    #[command(name = "lb:status")]
+    LbStatus {
+        /// Only this machine
+        #[arg(long, value_name = "ID")]
+        machine: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// List machines in the inventory.
     #[command(name = "machine:list")]
     MachineList {
@@ -289,6 +343,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::InstanceDeploy { group, batch, timeout, server } => {
             agents::instance_deploy(&server, group.as_deref(), batch, timeout)
         }
+        Command::ServiceRestart { service, machine, server } => {
+            running::control(&server, &service, machine.as_deref(), running::Action::Restart)
+        }
+        Command::ServiceStop { service, machine, server } => {
+            running::control(&server, &service, machine.as_deref(), running::Action::Stop)
+        }
+        Command::ServiceStart { service, machine, server } => {
+            running::control(&server, &service, machine.as_deref(), running::Action::Start)
+        }
+        Command::Logs { service, machine, follow, tail, server } => {
+            running::logs(&server, &service, machine.as_deref(), follow, tail)
+        }
+        Command::LbStatus { machine, server } => running::lb_status(&server, machine.as_deref()),
         Command::MachineList { server } => remote::machine_list(&server),
         Command::MachineShow { id, server } => remote::machine_show(&server, &id),
         Command::ServiceHosts { service, wheres, server } => remote::service_hosts(&server, &service, &wheres),

@@ -10,6 +10,7 @@ mod cli;
 mod generate;
 mod remote;
 mod repo;
+mod running;
 mod show;
 
 use std::io::Write;

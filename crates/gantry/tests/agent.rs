@@ -10,90 +10,9 @@ use std::time::{Duration, Instant};
 use gantry_api::{AgentStatus, Health, Instance};
 use gantry_client::{Client, PutOptions};
 
-use super::{ServerProcess, Scratch, run_in};
+use super::{AgentProcess, ServerProcess, Scratch, block_on, eventually, gantry, runs_total, status_of};
 
 const FEDERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/federations");
-
-/// A `gantry agent` child process; SIGKILLed on drop.
-struct AgentProcess {
-    child: Child,
-    data_dir: PathBuf,
-}
-
-impl AgentProcess {
-    fn start(server: &str, data_dir: &Path, args: &[&str]) -> AgentProcess {
-        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["agent", "--server", server, "--data-dir"])
-            .arg(data_dir)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning gantry agent");
-        AgentProcess { child, data_dir: data_dir.to_path_buf() }
-    }
-
-    /// The machine id it saved (waits for it).
-    fn machine_id(&self) -> String {
-        let path = self.data_dir.join("machine-id");
-        eventually("the agent saves its machine id", Duration::from_secs(10), || std::fs::read_to_string(&path).ok());
-        std::fs::read_to_string(path).unwrap().trim().to_owned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
-    }
-
-    fn env_file(&self, service: &str) -> String {
-        std::fs::read_to_string(self.data_dir.join("env").join(format!("{service}.conf"))).unwrap_or_default()
-    }
-
-    /// SIGTERM, as an init system stops it; waits for it to exit.
-    fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` until it gives a value, or panics saying what did not happen.
-fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn gantry(server: &ServerProcess, args: &[&str]) -> super::Run {
-    let mut full: Vec<&str> = args.to_vec();
-    full.extend(["--server", server.url.as_str()]);
-    run_in(Path::new("."), &full)
-}
-
-fn status_of(server: &ServerProcess, machine: &str) -> Option<AgentStatus> {
-    let out = gantry(server, &["listener:status", "--json", "--machine", machine]).ok();
-    let all: Vec<AgentStatus> = serde_json::from_str(&out).unwrap();
-    all.into_iter().next()
-}
-
-fn runs_total(status: &AgentStatus) -> u64 {
-    status.listener["runs_total"].as_u64().unwrap_or(0)
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-}
 
 #[test]
 fn www_resolves_api_and_follows_it_when_it_moves() {

@@ -12,7 +12,10 @@
 //! the session starts over (after a backoff); the machine id and assigned
 //! ports are kept on disk, so the same keys come back, never duplicates.
 
+mod api;
+pub mod balance;
 mod local;
+mod runtime;
 pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,8 +34,12 @@ use tokio::task::JoinHandle;
 pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE};
 use world::{Touched, World};
 
+use crate::lb::{Balancer, LbKind};
 use crate::listener::{Listener, ListenerConfig, RunRecord, Throttle};
+use crate::supervise::RestartPolicy;
 use crate::{envfile, facts, resolve};
+pub use runtime::RunSettings;
+use runtime::Local;
 
 /// How an agent runs. [`AgentConfig::new`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -69,6 +76,18 @@ pub struct AgentConfig {
     pub events: Option<tokio::sync::mpsc::UnboundedSender<AgentEvent>>,
     /// Log lines on stderr (default true).
     pub log: bool,
+    /// The local load balancer (default off).
+    pub lb: LbKind,
+    /// This node is an external balancer: it also fronts the public
+    /// services of its federation (label `federation`, else "default").
+    pub external_lb: bool,
+    /// The working directory of service commands (default: the agent's).
+    pub workdir: Option<PathBuf>,
+    /// How crashed service processes are restarted.
+    pub restart_policy: RestartPolicy,
+    /// The port of the agent's own HTTP API on its address (`gantry logs`
+    /// reads through it; 0: any free port); `None`: no API.
+    pub api_port: Option<u16>,
 }
 
 /// What an embedded agent reports through [`AgentConfig::events`].
@@ -76,6 +95,8 @@ pub struct AgentConfig {
 pub enum AgentEvent {
     /// A service's env file was written with new content.
     EnvWritten { machine: String, service: String },
+    /// The load balancer was given a new plan and applied it.
+    LbApplied { machine: String, plan: crate::lb::Plan, applied: crate::lb::Applied },
 }
 
 impl AgentConfig {
@@ -99,6 +120,11 @@ impl AgentConfig {
             facts_interval: Duration::from_secs(60),
             events: None,
             log: true,
+            lb: LbKind::Off,
+            external_lb: false,
+            workdir: None,
+            restart_policy: RestartPolicy::default(),
+            api_port: None,
         }
     }
 }
@@ -120,13 +146,14 @@ type Watches = futures::stream::SelectAll<Pin<Box<dyn Stream<Item = (String, Opt
 /// Runs the agent until `shutdown` completes; then revokes its lease, so
 /// its machine and instances leave the inventory at once.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    let mut agent = Agent::start(config)?;
+    let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
+    let mut agent = Agent::start(config, wake).await?;
     tokio::pin!(shutdown);
     let mut backoff = BACKOFF.0;
     loop {
         let outcome = tokio::select! {
             _ = &mut shutdown => break,
-            outcome = agent.session() => outcome,
+            outcome = agent.session(&mut woken) => outcome,
         };
         if let Err(e) = outcome {
             agent.log(&format!("{e}; retrying in {backoff:?}"));
@@ -143,6 +170,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     if let Some(lease) = agent.lease.take() {
         let _ = tokio::time::timeout(Duration::from_secs(2), agent.client.revoke_lease(&lease)).await;
     }
+    agent.stop_everything().await;
     agent.log("stopped");
     Ok(())
 }
@@ -158,9 +186,23 @@ struct Agent {
     lease: Option<String>,
     /// Service id -> the instance this agent last published.
     registered: BTreeMap<String, Instance>,
-    /// Service id -> its definition while it runs here (for decommissioning).
-    running: BTreeMap<String, Service>,
+    /// Service id -> the service running here: process, check, health.
+    locals: BTreeMap<String, Local>,
     draining: BTreeMap<String, JoinHandle<()>>,
+    /// Cuts departing services' drains short when the agent stops.
+    hurry: std::sync::Arc<tokio::sync::Notify>,
+    /// Supervisors and checks send their service's id here when they change.
+    wake: tokio::sync::mpsc::UnboundedSender<String>,
+    run_settings: RunSettings,
+    balancer: Option<Balancer>,
+    last_good: balance::LastGood,
+    /// The balancer's state for `gantry lb:status`.
+    lb_status: serde_json::Value,
+    /// When the current session registered (backends do not empty while it settles).
+    session_started: tokio::time::Instant,
+    /// The agent API's URL and task, once it listens.
+    api_url: Option<String>,
+    api_task: Option<JoinHandle<()>>,
     /// What the last reconcile found it must watch ([`Agent::watch_prefixes`]).
     prefixes: BTreeSet<String>,
     problems: Vec<String>,
@@ -173,7 +215,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+    async fn start(config: AgentConfig, wake: tokio::sync::mpsc::UnboundedSender<String>) -> Result<Agent, AgentError> {
         let fail = |what: &str, e: std::io::Error| AgentError(format!("{what}: {e}"));
         std::fs::create_dir_all(&config.data_dir).map_err(|e| fail(&format!("creating {}", config.data_dir.display()), e))?;
         let collected = facts::collect();
@@ -203,6 +245,22 @@ impl Agent {
             }
             None => None,
         };
+        let balancer = Balancer::start(config.lb, &config.data_dir.join("lb")).await.map_err(|e| AgentError(e.to_string()))?;
+        let (api_url, api_task) = match config.api_port {
+            Some(port) => {
+                let listen = std::net::SocketAddr::new(address, port);
+                let (url, task) = api::serve(listen, config.data_dir.join("logs"))
+                    .await
+                    .map_err(|e| fail(&format!("listening on {listen} for the agent API"), e))?;
+                (Some(url), Some(task))
+            }
+            None => (None, None),
+        };
+        let run_settings = RunSettings {
+            log_dir: config.data_dir.join("logs"),
+            workdir: config.workdir.clone(),
+            policy: config.restart_policy,
+        };
         let machine = Machine {
             id: id.clone(),
             hostname: collected.hostname,
@@ -221,8 +279,20 @@ impl Agent {
             listener,
             lease: None,
             registered: BTreeMap::new(),
-            running: BTreeMap::new(),
+            locals: BTreeMap::new(),
             draining: BTreeMap::new(),
+            hurry: std::sync::Arc::default(),
+            wake,
+            run_settings,
+            lb_status: match &balancer {
+                Some(b) => serde_json::json!({"kind": b.name(), "frontends": []}),
+                None => serde_json::Value::Null,
+            },
+            balancer,
+            last_good: balance::LastGood::default(),
+            session_started: tokio::time::Instant::now(),
+            api_url,
+            api_task,
             prefixes: BTreeSet::new(),
             problems: Vec::new(),
             deploy_started: None,
@@ -240,8 +310,9 @@ impl Agent {
     }
 
     /// One session: register, read, watch, until something breaks.
-    async fn session(&mut self) -> Result<(), String> {
+    async fn session(&mut self, woken: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Result<(), String> {
         self.session_was_healthy = false;
+        self.session_started = tokio::time::Instant::now();
         let server = self.config.server.clone();
         let unreachable = |e: ClientError| format!("server {server}: {e}");
         let grant = self.client.grant_lease(self.config.lease_ttl).await.map_err(unreachable)?;
@@ -262,7 +333,7 @@ impl Agent {
         let mut watch = self.open_watches(&wanted, base, &resume).await.map_err(unreachable)?;
         self.log(&format!("registered at {} (group {}), watching from revision {base}", self.machine.address, self.config.group.as_deref().unwrap_or("-")));
         self.session_was_healthy = true;
-        self.reconcile(Touched { world: true, control: true }).await;
+        self.reconcile(Touched::ALL).await;
 
         let mut keep_alive = tokio::time::interval(self.config.lease_ttl / 3);
         keep_alive.reset();
@@ -304,7 +375,7 @@ impl Agent {
                         resume.clear();
                         wanted = self.watch_prefixes();
                         watch = self.open_watches(&wanted, base, &resume).await.map_err(unreachable)?;
-                        pending.merge(Touched { world: true, control: true });
+                        pending.merge(Touched::ALL);
                         due.get_or_insert_with(tokio::time::Instant::now);
                     }
                     // A broken stream ends right after its error.
@@ -325,6 +396,10 @@ impl Agent {
                         wanted = self.prefixes.clone();
                         watch = self.open_watches(&wanted, base, &resume).await.map_err(unreachable)?;
                     }
+                }
+                Some(_) = woken.recv() => {
+                    pending.merge(Touched { health: true, ..Touched::default() });
+                    due.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
                 }
                 changed = status_changed => {
                     if changed {
@@ -356,6 +431,12 @@ impl Agent {
         ]
         .into();
         let (local, _) = self.world.local_services(self.config.group.as_deref(), &self.config.services);
+        if self.config.external_lb {
+            let federation = self.config.labels.get("federation").map_or("default", String::as_str);
+            for service in self.world.services.values().filter(|s| s.public && s.federation == federation) {
+                prefixes.insert(keys::instances_of(&service.id));
+            }
+        }
         for service in local {
             for name in service.requires.values().flat_map(|t| t.placeholders()) {
                 for provider in self.world.services.values() {
@@ -413,11 +494,14 @@ impl Agent {
             .unwrap_or(0))
     }
 
-    /// Brings the node in line with the world: instances, env files, the
-    /// listener's switch and deploy requests, then the published status.
+    /// Brings the node in line with the world: processes, checks,
+    /// instances, env files, the load balancer, the listener's switch and
+    /// deploy requests, then the published status.
     async fn reconcile(&mut self, touched: Touched) {
         if touched.world {
             self.reconcile_services().await;
+        } else if touched.health {
+            self.reconcile_health().await;
         }
         if touched.control {
             self.reconcile_control();
@@ -430,10 +514,10 @@ impl Agent {
         let services: Vec<Service> = services.into_iter().cloned().collect();
 
         // Withdraw what left first (seed 004: tell everyone before taking it away).
-        let leaving: Vec<String> = self.running.keys().filter(|id| !services.iter().any(|s| &s.id == *id)).cloned().collect();
+        let leaving: Vec<String> = self.locals.keys().filter(|id| !services.iter().any(|s| &s.id == *id)).cloned().collect();
         for id in leaving {
-            if let Some(service) = self.running.remove(&id) {
-                self.decommission(service).await;
+            if let Some(local) = self.locals.remove(&id) {
+                self.decommission(local).await;
             }
         }
 
@@ -441,19 +525,13 @@ impl Agent {
         // Only the providers' instances: the others are not watched (and
         // copying every instance for every change is what a large fleet cannot afford).
         self.prefixes = self.watch_prefixes();
-        let instances: Vec<Instance> = self
-            .prefixes
-            .iter()
-            .filter(|p| p.starts_with(keys::INSTANCES))
-            .flat_map(|prefix| self.world.instances.range::<String, _>(prefix.clone()..).take_while(move |(k, _)| k.starts_with(prefix.as_str())))
-            .map(|(_, instance)| instance.clone())
-            .collect();
+        let instances = self.watched_instances();
+        let lb_on = self.balancer.is_some();
         for service in &services {
             if let Some(drain) = self.draining.remove(&service.id) {
                 drain.abort();
                 self.log(&format!("{} is back before its drain ended; not stopping it", service.id));
             }
-            self.running.insert(service.id.clone(), service.clone());
             let port = match service.port() {
                 Some(port) => port,
                 None => match local::assigned_port(&self.config.data_dir, &service.id, self.address) {
@@ -464,14 +542,20 @@ impl Agent {
                     }
                 },
             };
-            if let Err(e) = self.register(service, port).await {
-                problems.push(format!("service {}: registering its instance: {e}", service.id));
+            let control = self.world.service_control.get(&service.id);
+            if self.locals.get(&service.id).is_some_and(|l| l.service != *service || l.port != port) {
+                if let Some(mut old) = self.locals.remove(&service.id) {
+                    self.log(&format!("{}: its definition changed, starting it again", service.id));
+                    old.shutdown().await;
+                }
             }
-            match resolve::resolve(service, &self.machine.id, &instances, &self.world.datastores) {
+            let local = self.locals.entry(service.id.clone()).or_insert_with(|| Local::new(service.clone(), port, control));
+            let frontends = lb_on.then_some(resolve::Frontends { address: &self.machine.address, services: &self.world.services });
+            match resolve::resolve_via(service, &self.machine.id, &instances, &self.world.datastores, frontends) {
                 Ok(resolution) => {
                     let env = resolve::env_for(service, &self.machine.address, port, &resolution);
-                    let (dir, id) = (self.env_dir.clone(), service.id.clone());
-                    match tokio::task::spawn_blocking(move || envfile::write_env_files(&dir, &id, &env)).await {
+                    let (dir, id, file_env) = (self.env_dir.clone(), service.id.clone(), env.clone());
+                    match tokio::task::spawn_blocking(move || envfile::write_env_files(&dir, &id, &file_env)).await {
                         Ok(Ok(true)) => {
                             reasons.push(format!("{} environment changed", service.id));
                             if let Some(events) = &self.config.events {
@@ -482,11 +566,24 @@ impl Agent {
                         Ok(Err(e)) => problems.push(format!("service {}: {e}", service.id)),
                         Err(e) => problems.push(format!("service {}: writing its env file: {e}", service.id)),
                     }
+                    if let Some(note) = local.ensure_process(&env, control, &self.run_settings, &self.wake) {
+                        if self.config.log {
+                            eprintln!("gantry agent {}: {note}", self.machine.id);
+                        }
+                    }
                 }
-                // The previous env file stays as it was.
+                // The previous env file stays as it was, and so does the process.
                 Err(unresolved) => problems.extend(unresolved.iter().map(ToString::to_string)),
             }
+            local.ensure_checker(self.address, &self.wake);
+            let health = local.health();
+            if let Err(e) = self.register(service, port, health).await {
+                problems.push(format!("service {}: registering its instance: {e}", service.id));
+            }
         }
+        self.apply_service_control();
+        let lb_problems = self.apply_lb(&services, &instances).await;
+        problems.extend(lb_problems);
         if problems != self.problems {
             for problem in problems.iter().filter(|p| !self.problems.contains(p)) {
                 self.log(problem);
@@ -501,9 +598,102 @@ impl Agent {
         }
     }
 
+    /// The instances of the watched `instances/` prefixes.
+    fn watched_instances(&self) -> Vec<Instance> {
+        self.prefixes
+            .iter()
+            .filter(|p| p.starts_with(keys::INSTANCES))
+            .flat_map(|prefix| self.world.instances.range::<String, _>(prefix.clone()..).take_while(move |(k, _)| k.starts_with(prefix.as_str())))
+            .map(|(_, instance)| instance.clone())
+            .collect()
+    }
+
+    /// A process or check changed: restart what keeps failing its check,
+    /// publish the new health, and route around it.
+    async fn reconcile_health(&mut self) {
+        let mut changed = Vec::new();
+        for local in self.locals.values_mut() {
+            if let Some(note) = local.restart_if_failing() {
+                if self.config.log {
+                    eprintln!("gantry agent {}: {note}", self.machine.id);
+                }
+            }
+            let health = local.health();
+            if self.registered.get(&local.service.id).is_some_and(|i| i.health != health) {
+                changed.push((local.service.clone(), local.port, health));
+            }
+        }
+        for (service, port, health) in changed {
+            self.log(&format!("{} is now {}", service.id, health_word(health)));
+            if let Err(e) = self.register(&service, port, health).await {
+                self.log(&format!("service {}: publishing its health: {e}", service.id));
+            }
+        }
+        if self.balancer.is_some() {
+            let (services, _) = self.world.local_services(self.config.group.as_deref(), &self.config.services);
+            let services: Vec<Service> = services.into_iter().cloned().collect();
+            let instances = self.watched_instances();
+            let lb_problems = self.apply_lb(&services, &instances).await;
+            for problem in lb_problems.iter().filter(|p| !self.problems.contains(p)) {
+                self.log(problem);
+            }
+        }
+    }
+
+    /// `gantry service:stop/start/restart` requests.
+    fn apply_service_control(&mut self) {
+        for (id, local) in &mut self.locals {
+            if let Some(note) = self.world.service_control.get(id).and_then(|c| local.control(c)) {
+                if self.config.log {
+                    eprintln!("gantry agent {}: {note}", self.machine.id);
+                }
+            }
+        }
+    }
+
+    /// Renders what this node's balancer serves and applies it; returns the
+    /// problems (a refused plan leaves the previous one serving).
+    async fn apply_lb(&mut self, services: &[Service], instances: &[Instance]) -> Vec<String> {
+        let Some(balancer) = self.balancer.as_mut() else { return Vec::new() };
+        let local: Vec<&Service> = services.iter().collect();
+        let federation = self.config.labels.get("federation").map_or("default", String::as_str);
+        let role = balance::Role { address: self.address, external: self.config.external_lb.then_some(federation) };
+        let (mut plan, mut problems) = balance::plan(&local, instances, &self.world.services, role);
+        let settling = self.session_started.elapsed() < self.config.lease_ttl;
+        let notes = self.last_good.guard(&mut plan, settling);
+        let result = balancer.apply(&plan).await;
+        let name = balancer.name();
+        let previous = self.lb_status.take();
+        let mut status = serde_json::json!({
+            "kind": name,
+            "frontends": previous.get("frontends").cloned().unwrap_or_default(),
+            "notes": notes,
+            "last_apply": previous.get("last_apply").cloned().unwrap_or_default(),
+            "error": null,
+        });
+        match result {
+            Ok(applied) => {
+                status["frontends"] = serde_json::to_value(&plan.frontends).unwrap_or_default();
+                if applied.changed {
+                    status["last_apply"] = serde_json::json!({"at_ms": now_ms(), "check_us": applied.check_us, "reload_us": applied.reload_us});
+                    if let Some(events) = &self.config.events {
+                        let _ = events.send(AgentEvent::LbApplied { machine: self.machine.id.clone(), plan: plan.clone(), applied });
+                    }
+                }
+            }
+            Err(e) => {
+                let problem = format!("load balancer ({name}): {e}; the previous configuration keeps serving");
+                status["error"] = serde_json::Value::String(problem.clone());
+                problems.push(problem);
+            }
+        }
+        self.lb_status = status;
+        problems
+    }
+
     /// Publishes this machine's instance of `service` (under the lease) if
     /// it is new or changed.
-    async fn register(&mut self, service: &Service, port: u16) -> Result<(), ClientError> {
+    async fn register(&mut self, service: &Service, port: u16, health: Health) -> Result<(), ClientError> {
         let mut values = service.environment.clone();
         values.insert("HOST".into(), self.machine.address.clone());
         values.insert("PORT".into(), port.to_string());
@@ -519,8 +709,7 @@ impl Agent {
             address: self.machine.address.clone(),
             port,
             properties: self.machine.labels.clone(),
-            // Checks come with supervision; until then a registered instance passes.
-            health: Health::Passing,
+            health,
             federation: service.federation.clone(),
             public: service.public,
             provides,
@@ -535,9 +724,10 @@ impl Agent {
     }
 
     /// Seed 004 decommissioning: withdraw the instance now; after the drain
-    /// delay run the service's `on_delete` hook and remove its env files.
-    async fn decommission(&mut self, service: Service) {
-        let id = service.id.clone();
+    /// delay stop the process, run the service's `on_delete` hook and remove
+    /// its env files.
+    async fn decommission(&mut self, mut local: Local) {
+        let id = local.service.id.clone();
         self.log(&format!("{id} no longer runs here: withdrawing its instance, stopping it in {:?}", self.config.drain));
         if let Err(e) = self.client.delete_instance(&id, &self.machine.id).await {
             self.log(&format!("withdrawing {id}: {e} (its lease will)"));
@@ -545,8 +735,14 @@ impl Agent {
         self.registered.remove(&id);
         self.world.instances.remove(&keys::instance(&id, &self.machine.id));
         let (drain, env_dir, machine) = (self.config.drain, self.env_dir.clone(), self.machine.id.clone());
+        let hurry = self.hurry.clone();
         let task = tokio::spawn(async move {
-            tokio::time::sleep(drain).await;
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {}
+                () = hurry.notified() => {}
+            }
+            local.shutdown().await;
+            let service = &local.service;
             if let Some(hook) = &service.on_delete {
                 let env_file = envfile::conf_path(&env_dir, &service.id);
                 let script = format!("[ -f '{0}' ] && . '{0}'; {hook}", env_file.display());
@@ -560,6 +756,21 @@ impl Agent {
         self.draining.insert(id, task);
     }
 
+    /// On shutdown: every process stopped (TERM, then KILL after its grace),
+    /// the balancer stopped; nothing of the node is left running.
+    async fn stop_everything(&mut self) {
+        // Departing services stop now rather than after their drain.
+        self.hurry.notify_waiters();
+        futures::future::join_all(std::mem::take(&mut self.draining).into_values()).await;
+        let stops = std::mem::take(&mut self.locals).into_values().map(|mut local| async move { local.shutdown().await });
+        futures::future::join_all(stops).await;
+        if let Some(balancer) = self.balancer.take() {
+            balancer.stop().await;
+        }
+        if let Some(api) = self.api_task.take() {
+            api.abort();
+        }
+    }
     fn reconcile_control(&mut self) {
         let Some(enabled) = self.world.listener_enabled else { return self.start_deploy() };
         if let Some(listener) = &self.listener
@@ -611,13 +822,16 @@ impl Agent {
         let status = AgentStatus {
             machine: self.machine.id.clone(),
             group: self.config.group.clone(),
-            services: self.running.keys().cloned().collect(),
+            services: self.locals.keys().cloned().collect(),
             listener: match &self.listener {
                 Some(l) => serde_json::to_value(l.status()).unwrap_or_default(),
                 None => serde_json::json!({"enabled": false, "state": "none", "problem": "no provision command"}),
             },
             problems: self.problems.clone(),
             last_deploy: self.last_deploy.clone(),
+            api: self.api_url.clone(),
+            processes: self.locals.iter().map(|(id, local)| (id.clone(), local.state())).collect(),
+            lb: self.lb_status.clone(),
             updated_at_ms: 0,
         };
         let comparable = serde_json::to_value(&status).unwrap_or_default();
@@ -663,6 +877,14 @@ fn outcome(id: &str, run: &RunRecord) -> DeployOutcome {
         format!("exit code {}", run.exit_code.unwrap_or(-1))
     };
     DeployOutcome { id: id.to_owned(), ok: run.succeeded(), detail, duration_ms: run.duration_ms }
+}
+
+fn health_word(health: Health) -> &'static str {
+    match health {
+        Health::Passing => "passing",
+        Health::Failing => "failing",
+        Health::Unknown => "not yet checked",
+    }
 }
 
 fn now_ms() -> u64 {

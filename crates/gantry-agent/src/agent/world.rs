@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use gantry_api::{DeployRequest, Group, Instance, keys};
+use gantry_api::{DeployRequest, Group, Instance, ServiceControl, keys};
 use gantry_spec::Service;
 
 /// What a change touched, to know what to redo.
@@ -19,15 +19,20 @@ pub struct Touched {
     pub world: bool,
     /// This agent's listener switch or deploy request.
     pub control: bool,
+    /// A local service's process or health check changed.
+    pub health: bool,
 }
 
 impl Touched {
+    pub const ALL: Touched = Touched { world: true, control: true, health: true };
+
     pub fn any(self) -> bool {
-        self.world || self.control
+        self.world || self.control || self.health
     }
     pub fn merge(&mut self, other: Touched) {
         self.world |= other.world;
         self.control |= other.control;
+        self.health |= other.health;
     }
 }
 
@@ -47,6 +52,8 @@ pub struct World {
     pub listener_enabled: Option<bool>,
     /// `agents/<machine>/deploy`: the newest deploy request.
     pub deploy: Option<DeployRequest>,
+    /// `agents/<machine>/service/<id>`: stop/start/restart requests by service id.
+    pub service_control: BTreeMap<String, ServiceControl>,
 }
 
 impl World {
@@ -57,8 +64,8 @@ impl World {
     /// Applies a put (`Some(value)`) or delete (`None`) of store key `key`.
     /// Keys the agent does not follow are ignored.
     pub fn apply(&mut self, key: &str, value: Option<&str>) -> Touched {
-        let world = Touched { world: true, control: false };
-        let control = Touched { world: false, control: true };
+        let world = Touched { world: true, ..Touched::default() };
+        let control = Touched { control: true, ..Touched::default() };
         if let Some(name) = key.strip_prefix(keys::GROUPS) {
             match value.and_then(|v| serde_json::from_str::<Group>(v).ok()) {
                 Some(group) => self.groups.insert(name.to_owned(), group),
@@ -108,7 +115,18 @@ impl World {
                 self.deploy = value.and_then(|v| serde_json::from_str(v).ok());
                 control
             }
-            _ => Touched::default(),
+            Some(other) => match other.strip_prefix("service/") {
+                Some(id) => {
+                    match value.and_then(|v| serde_json::from_str::<ServiceControl>(v).ok()) {
+                        Some(c) => self.service_control.insert(id.to_owned(), c),
+                        None => self.service_control.remove(id),
+                    };
+                    // Starting a held service needs its environment: redo the services too.
+                    Touched { world: true, control: true, health: false }
+                }
+                None => Touched::default(),
+            },
+            None => Touched::default(),
         }
     }
 

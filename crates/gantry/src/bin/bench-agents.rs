@@ -162,7 +162,7 @@ async fn wait_for_all(events: &mut mpsc::UnboundedReceiver<AgentEvent>, agents: 
             .await
             .with_context(|| format!("only {} of {agents} agents rewrote their env file within {ROUND_TIMEOUT:?}", seen.len()))?
             .context("the agents stopped")?;
-        let AgentEvent::EnvWritten { machine, .. } = event;
+        let AgentEvent::EnvWritten { machine, .. } = event else { continue };
         if seen.insert(machine) {
             arrivals.push(Instant::now());
         }

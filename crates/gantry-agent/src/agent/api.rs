@@ -1,0 +1,71 @@
+//! The agent's own small HTTP API: what only the node has, its services'
+//! log files. The server proxies to it (`GET /v1/agents/<machine>/logs/<service>`),
+//! so `gantry logs` only ever talks to the server.
+//!
+//! `GET /v1/logs/<service>?tail=BYTES&follow=true`: the last `tail` bytes
+//! (default 64 KiB) of the service's log, across rotations; with `follow`,
+//! then everything written after, as it is written.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+
+use crate::supervise;
+
+/// Default bytes of history a log read returns.
+const DEFAULT_TAIL: u64 = 64 * 1024;
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    tail: Option<u64>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// Binds `listen` and serves the API until the task is aborted; returns
+/// the URL it answers on.
+pub async fn serve(listen: SocketAddr, log_dir: PathBuf) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = Router::new()
+        .route("/v1/health", get(|| async { "ok\n" }))
+        .route("/v1/logs/{service}", get(logs))
+        .with_state(log_dir);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, task))
+}
+
+async fn logs(State(log_dir): State<PathBuf>, Path(service): Path<String>, Query(query): Query<LogQuery>) -> Response {
+    if service.is_empty() || service.contains(['/', '\\']) || service.starts_with('.') {
+        return error(StatusCode::BAD_REQUEST, "invalid_service", format!("{service:?} is not a service id"));
+    }
+    let live = supervise::log_path(&log_dir, &service);
+    let Ok(meta) = std::fs::metadata(&live) else {
+        return error(StatusCode::NOT_FOUND, "not_found", format!("service {service} has no log on this node"));
+    };
+    let tail = match supervise::read_tail(&log_dir, &service, query.tail.unwrap_or(DEFAULT_TAIL)) {
+        Ok(bytes) => bytes,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "io", format!("reading {}: {e}", live.display())),
+    };
+    let head = futures::stream::once(async move { Ok::<_, std::io::Error>(tail) });
+    let body = if query.follow {
+        let rest = supervise::follow(&log_dir, &service, meta.len());
+        Body::from_stream(head.chain(rest))
+    } else {
+        Body::from_stream(head)
+    };
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (status, axum::Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+}

@@ -1,0 +1,206 @@
+//! One service running on this node: its definition, port and resolved
+//! environment, its supervised process (when the agent runs its command)
+//! and its health check, and from those the health its instance is
+//! published with (seed 000: "ensure service x is healthy, and if not,
+//! remove it from rotation").
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use gantry_api::{Health, ServiceControl, ServiceState};
+use gantry_spec::{Command, Service};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::health::{CheckTarget, Checker};
+use crate::supervise::{ProcState, Program, RestartPolicy, Supervisor, SupervisorConfig};
+
+/// How the agent runs services' commands.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Where each service's output goes (`<dir>/<service>.log`, rotated).
+    pub log_dir: PathBuf,
+    /// The working directory of service commands (default: the agent's).
+    pub workdir: Option<PathBuf>,
+    pub policy: RestartPolicy,
+}
+
+pub(crate) struct Local {
+    pub service: Service,
+    pub port: u16,
+    /// The environment the process was last given (None until every
+    /// requirement resolved once: the command does not start before).
+    pub env: Option<BTreeMap<String, String>>,
+    pub supervisor: Option<Supervisor>,
+    pub checker: Option<Checker>,
+    /// The check failure count at which the process was last restarted for it.
+    restarted_at_failures: u32,
+    /// The last restart request acted on (`gantry service:restart`).
+    restart_seen: Option<String>,
+}
+
+impl Local {
+    /// `control`: the service's control key as the agent found it; a
+    /// restart request already there was for an earlier process.
+    pub fn new(service: Service, port: u16, control: Option<&ServiceControl>) -> Local {
+        let restart_seen = control.and_then(|c| c.restart.clone());
+        Local { service, port, env: None, supervisor: None, checker: None, restarted_at_failures: 0, restart_seen }
+    }
+
+    /// What the instance is published with: the check's verdict when there
+    /// is a check; else whether the supervised process runs; else (the
+    /// provision run starts it) passing.
+    pub fn health(&self) -> Health {
+        if let Some(checker) = &self.checker {
+            let status = checker.status();
+            return if status.healthy {
+                Health::Passing
+            } else if status.checks == 0 || (status.consecutive_failures == 0 && status.consecutive_passes > 0) {
+                // Not checked yet, or passing but not `rise` times yet.
+                Health::Unknown
+            } else {
+                Health::Failing
+            };
+        }
+        match &self.supervisor {
+            Some(supervisor) if supervisor.status().state == ProcState::Running => Health::Passing,
+            Some(_) => Health::Failing,
+            None if self.runs_command() => Health::Unknown,
+            None => Health::Passing,
+        }
+    }
+
+    pub fn state(&self) -> ServiceState {
+        ServiceState {
+            port: self.port,
+            health: self.health(),
+            process: match &self.supervisor {
+                Some(s) => serde_json::to_value(s.status()).unwrap_or_default(),
+                None if self.runs_command() && self.env.is_some() => serde_json::json!({"state": "stopped"}),
+                None if self.runs_command() => serde_json::json!({"state": "waiting", "problem": "its requirements are not resolved yet"}),
+                None => serde_json::Value::Null,
+            },
+            check: self.checker.as_ref().map(|c| serde_json::to_value(c.status()).unwrap_or_default()).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the agent supervises a process for this service.
+    pub fn runs_command(&self) -> bool {
+        !matches!(self.service.command, Command::External)
+    }
+
+    /// Starts the process with `env` (unless `gantry service:stop` holds it),
+    /// or restarts it when `env` differs from what it was started with.
+    /// Returns a note for the log when it acted.
+    pub fn ensure_process(
+        &mut self,
+        env: &BTreeMap<String, String>,
+        control: Option<&ServiceControl>,
+        settings: &RunSettings,
+        wake: &UnboundedSender<String>,
+    ) -> Option<String> {
+        let program = match &self.service.command {
+            Command::External => return None,
+            Command::Shell(line) => Program::Shell(line.clone()),
+            Command::Argv(argv) => Program::Argv(argv.clone()),
+        };
+        let held = control.is_some_and(|c| !c.running);
+        if (self.env.as_ref() == Some(env) && self.supervisor.is_some()) || (held && self.supervisor.is_none()) {
+            self.env = Some(env.clone());
+            return None;
+        }
+        self.env = Some(env.clone());
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.set_env(env.clone());
+            supervisor.restart("its environment changed");
+            return Some(format!("{}: environment changed, restarting it", self.service.id));
+        }
+        let mut config = SupervisorConfig::new(self.service.id.clone(), program, settings.log_dir.clone());
+        config.env = env.clone();
+        config.user = self.service.user.clone();
+        config.cwd = settings.workdir.clone();
+        config.policy = settings.policy;
+        let supervisor = Supervisor::start(config);
+        forward(&self.service.id, supervisor.subscribe(), wake);
+        self.supervisor = Some(supervisor);
+        Some(format!("{}: started", self.service.id))
+    }
+
+    /// Starts the health check if the service has one and it is not running.
+    pub fn ensure_checker(&mut self, address: IpAddr, wake: &UnboundedSender<String>) {
+        let Some(check) = &self.service.check else { return };
+        if self.checker.is_some() {
+            return;
+        }
+        let target = CheckTarget { address, port: self.port, env: self.env.clone().unwrap_or_default() };
+        let checker = Checker::start(check.clone(), target);
+        forward(&self.service.id, checker.subscribe(), wake);
+        self.checker = Some(checker);
+    }
+
+    /// Restarts the process when its check has failed `restart_after` times
+    /// in a row (again at every further multiple). Returns a note when it did.
+    pub fn restart_if_failing(&mut self) -> Option<String> {
+        let (Some(check), Some(checker), Some(supervisor)) = (&self.service.check, &self.checker, &self.supervisor) else {
+            return None;
+        };
+        let failures = checker.status().consecutive_failures;
+        if failures < self.restarted_at_failures {
+            self.restarted_at_failures = 0;
+        }
+        if check.restart_after == 0 || failures == 0 || failures % check.restart_after != 0 || failures == self.restarted_at_failures {
+            return None;
+        }
+        self.restarted_at_failures = failures;
+        supervisor.restart("its health check kept failing");
+        Some(format!("{}: health check failed {failures} times in a row, restarting it", self.service.id))
+    }
+
+    /// Acts on `gantry service:stop/start/restart`. Returns a note when it did.
+    pub fn control(&mut self, control: &ServiceControl) -> Option<String> {
+        let supervisor = self.supervisor.as_ref()?;
+        let id = &self.service.id;
+        let status = supervisor.status();
+        let stopped = matches!(status.state, ProcState::Stopped | ProcState::Stopping);
+        if let Some(request) = control.restart.as_ref().filter(|r| self.restart_seen.as_ref() != Some(*r)) {
+            self.restart_seen = Some(request.clone());
+            if control.running {
+                supervisor.restart("gantry service:restart");
+                return Some(format!("{id}: restarted on request"));
+            }
+        }
+        match (control.running, stopped) {
+            (false, false) => {
+                supervisor.stop();
+                Some(format!("{id}: stopped on request"))
+            }
+            (true, true) => {
+                supervisor.start_again();
+                Some(format!("{id}: started on request"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Stops the check and the process (TERM, then KILL after the grace).
+    pub async fn shutdown(&mut self) {
+        if let Some(checker) = self.checker.take() {
+            checker.stop();
+        }
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.shutdown().await;
+        }
+    }
+}
+
+/// Wakes the agent (with the service id) whenever `rx` changes, until its sender goes.
+fn forward<T: Send + Sync + 'static>(id: &str, mut rx: tokio::sync::watch::Receiver<T>, wake: &UnboundedSender<String>) {
+    let (id, wake) = (id.to_owned(), wake.clone());
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            if wake.send(id.clone()).is_err() {
+                break;
+            }
+        }
+    });
+}

@@ -1,0 +1,198 @@
+//! The commands about services as they run on nodes: `logs`,
+//! `service:restart` / `service:stop` / `service:start` and `lb:status`.
+//! All go through the server: agents publish their state there and take
+//! requests from their control keys (`kv/agents/<machine>/service/<id>`).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gantry_api::{AgentStatus, ServiceControl, keys};
+use gantry_client::{Client, PutOptions};
+
+use crate::BadInput;
+use crate::agents::{now_ms, statuses};
+use crate::remote::{ServerArgs, explain, print_json, runtime};
+
+/// What `service:*` asks of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Restart,
+    Stop,
+    Start,
+}
+
+/// How long `service:*` waits to see its request carried out.
+const CONFIRM: Duration = Duration::from_secs(15);
+
+/// The agents running `service` (only `machine`'s when given); an error
+/// that says so when there are none.
+async fn agents_running(client: &Client, service: &str, machine: Option<&str>) -> anyhow::Result<Vec<AgentStatus>> {
+    let mut all = statuses(client).await.map_err(explain)?;
+    all.retain(|s| s.services.iter().any(|id| id == service) && machine.is_none_or(|m| s.machine == m));
+    if all.is_empty() {
+        let where_ = machine.map_or("any node".to_owned(), |m| format!("machine {m}"));
+        return Err(BadInput(format!(
+            "error: no agent runs service {service:?} on {where_}\n = help: `gantry listener:status` lists the agents and `gantry service:hosts {service}` its instances"
+        ))
+        .into());
+    }
+    Ok(all)
+}
+
+/// `gantry service:restart|stop|start SERVICE [--machine M]`: asks each
+/// agent running it, then waits (up to 15 s) to see it done.
+pub fn control(server: &ServerArgs, service: &str, machine: Option<&str>, action: Action) -> anyhow::Result<()> {
+    let client = Client::new(&server.url);
+    let rt = runtime()?;
+    let agents = rt.block_on(agents_running(&client, service, machine))?;
+    let request_id = format!("{:x}", now_ms());
+    let results = rt.block_on(async {
+        for agent in &agents {
+            let key = keys::agent_kv(&agent.machine, &format!("service/{service}"));
+            let current: Option<ServiceControl> =
+                client.kv_get(&key).await?.and_then(|e| serde_json::from_str(&e.value).ok());
+            let restart = current.and_then(|c| c.restart);
+            let control = match action {
+                Action::Restart => ServiceControl { running: true, restart: Some(request_id.clone()) },
+                Action::Stop => ServiceControl { running: false, restart },
+                Action::Start => ServiceControl { running: true, restart },
+            };
+            let body = serde_json::to_string(&control).unwrap_or_default();
+            client.kv_put(&key, &body, PutOptions::default()).await?;
+        }
+        Ok::<_, gantry_client::ClientError>(confirm(&client, service, &agents, action).await)
+    });
+    let results = results.map_err(explain)?;
+    if server.json {
+        return print_json(&results);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut late = 0;
+    for (machine, done, state) in &results {
+        late += usize::from(!done);
+        let word = if *done { "done" } else { "NOT CONFIRMED" };
+        writeln!(out, "{machine:<28} {word:<14} {state}")?;
+    }
+    if late > 0 {
+        anyhow::bail!("{late} of {} node(s) did not confirm within {CONFIRM:?}: see `gantry logs {service}`", results.len());
+    }
+    Ok(())
+}
+
+/// Waits until each agent's status shows `action` carried out: a new pid or
+/// more restarts (restart), state stopped (stop), running (start).
+async fn confirm(client: &Client, service: &str, before: &[AgentStatus], action: Action) -> Vec<(String, bool, String)> {
+    let process = |s: &AgentStatus| s.processes.get(service).map(|p| p.process.clone()).unwrap_or_default();
+    let done = |old: &serde_json::Value, new: &serde_json::Value| match action {
+        Action::Restart => new["state"] == "running" && (new["pid"] != old["pid"] || new["restarts"] != old["restarts"]),
+        Action::Stop => new["state"] == "stopped",
+        Action::Start => new["state"] == "running",
+    };
+    let deadline = Instant::now() + CONFIRM;
+    let mut results: Vec<(String, bool, String)> = before.iter().map(|s| (s.machine.clone(), false, String::new())).collect();
+    loop {
+        let now = statuses(client).await.unwrap_or_default();
+        for (machine, ok, state) in &mut results {
+            let old = before.iter().find(|s| &s.machine == machine).map(process).unwrap_or_default();
+            if let Some(new) = now.iter().find(|s| &s.machine == machine).map(process) {
+                *ok = done(&old, &new);
+                *state = describe(&new);
+            }
+        }
+        if results.iter().all(|(_, ok, _)| *ok) || Instant::now() > deadline {
+            return results;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn describe(process: &serde_json::Value) -> String {
+    let mut text = process["state"].as_str().unwrap_or("-").to_owned();
+    if let Some(pid) = process["pid"].as_u64() {
+        text.push_str(&format!(", pid {pid}"));
+    }
+    if let Some(n) = process["restarts"].as_u64().filter(|n| *n > 0) {
+        text.push_str(&format!(", {n} restart(s)"));
+    }
+    text
+}
+
+/// `gantry logs SERVICE [--machine M] [-f] [--tail BYTES]`: the service's
+/// log from every node that runs it (one, when following).
+pub fn logs(server: &ServerArgs, service: &str, machine: Option<&str>, follow: bool, tail: u64) -> anyhow::Result<()> {
+    let client = Client::new(&server.url);
+    let rt = runtime()?;
+    let agents = rt.block_on(agents_running(&client, service, machine))?;
+    if follow && agents.len() > 1 {
+        let names: Vec<&str> = agents.iter().map(|a| a.machine.as_str()).collect();
+        return Err(BadInput(format!(
+            "error: {service} runs on {} nodes ({}); follow one\n = help: add --machine {}",
+            agents.len(),
+            names.join(", "),
+            names[0]
+        ))
+        .into());
+    }
+    rt.block_on(async {
+        for agent in &agents {
+            if agents.len() > 1 {
+                println!("==> {} on {} <==", service, agent.machine);
+            }
+            let mut stream = client.agent_logs(&agent.machine, service, Some(tail), follow).await.map_err(explain)?;
+            let mut out = std::io::stdout();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(explain)?;
+                out.write_all(&chunk)?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `gantry lb:status [--machine M]`: each node's balancer, its frontends
+/// and their backends.
+pub fn lb_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Result<()> {
+    let client = Client::new(&server.url);
+    let mut all = runtime()?.block_on(statuses(&client)).map_err(explain)?;
+    all.retain(|s| machine.is_none_or(|m| s.machine == m));
+    if server.json {
+        let view: Vec<serde_json::Value> = all.iter().map(|s| serde_json::json!({"machine": s.machine, "lb": s.lb})).collect();
+        return print_json(&view);
+    }
+    let mut out = std::io::stdout().lock();
+    for s in &all {
+        let lb = &s.lb;
+        if lb.is_null() {
+            writeln!(out, "{}: no load balancer (agent runs with --lb off)", s.machine)?;
+            continue;
+        }
+        writeln!(out, "{}: {}", s.machine, lb["kind"].as_str().unwrap_or("-"))?;
+        for frontend in lb["frontends"].as_array().into_iter().flatten() {
+            let backends: Vec<String> = frontend["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| format!("{} {}", b["id"].as_str().unwrap_or("-"), b["address"].as_str().unwrap_or("-")))
+                .collect();
+            let kind = if frontend["public"] == true { "public" } else { "internal" };
+            writeln!(
+                out,
+                "  {:<16} {:<22} {:<4} {:<8} {}",
+                frontend["service"].as_str().unwrap_or("-"),
+                frontend["bind"].as_str().unwrap_or("-"),
+                frontend["mode"].as_str().unwrap_or("-"),
+                kind,
+                if backends.is_empty() { "no healthy backend".to_owned() } else { backends.join(", ") }
+            )?;
+        }
+        for note in lb["notes"].as_array().into_iter().flatten() {
+            writeln!(out, "  note: {}", note.as_str().unwrap_or_default())?;
+        }
+        if let Some(error) = lb["error"].as_str() {
+            writeln!(out, "  error: {error}")?;
+        }
+    }
+    Ok(())
+}
