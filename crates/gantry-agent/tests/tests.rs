@@ -4,6 +4,7 @@
 mod envfile;
 mod facts;
 mod health;
+mod lb_builtin;
 mod listener;
 mod resolve;
 
