@@ -1,6 +1,7 @@
 //! The node agent's building blocks (DESIGN.md "Agent and listener"): this
 //! machine's [`facts`], requirement resolution ([`resolve`]), the env files
-//! services read ([`envfile`]), and the provision [`listener`].
+//! services read ([`envfile`]), the provision [`listener`], instances'
+//! [`health`] checks and the local load balancer ([`lb`]).
 //!
 //! Architecture invariant: decisions are pure and take the clock and the
 //! world as arguments (`facts` parsers, `resolve`, the listener's state
@@ -10,6 +11,8 @@
 pub mod agent;
 pub mod envfile;
 pub mod facts;
+pub mod health;
 pub mod lb;
 pub mod listener;
+mod procgroup;
 pub mod resolve;

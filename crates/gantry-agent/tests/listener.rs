@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use gantry_agent::listener::{Listener, ListenerConfig, RunState, STATE_FILE, SavedState, Throttle};
 
+use crate::alive;
+
 /// A listener config for tests: `throttle_ms` apart, no window limit that
 /// a test could reach, a 10 s timeout.
 fn config(dir: &Path, command: &str, min_interval_ms: u64) -> ListenerConfig {
@@ -124,14 +126,6 @@ async fn a_hanging_command_and_its_child_are_killed_at_the_timeout() {
         }
     })
     .await;
-}
-
-/// Whether `pid` is a live process (a zombie waiting for its reaper is dead).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test]
