@@ -13,3 +13,5 @@ pub mod facts;
 pub mod lb;
 pub mod listener;
 pub mod resolve;
+
+mod process_group;
