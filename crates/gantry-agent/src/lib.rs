@@ -1,6 +1,7 @@
 //! The node agent's building blocks (DESIGN.md "Agent and listener"): this
 //! machine's [`facts`], requirement resolution ([`resolve`]), the env files
-//! services read ([`envfile`]), and the provision [`listener`].
+//! services read ([`envfile`]), the provision [`listener`], and the
+//! process supervisor that keeps services running ([`supervise`]).
 //!
 //! Architecture invariant: decisions are pure and take the clock and the
 //! world as arguments (`facts` parsers, `resolve`, the listener's state
@@ -13,5 +14,6 @@ pub mod facts;
 pub mod lb;
 pub mod listener;
 pub mod resolve;
+pub mod supervise;
 
 mod process_group;
