@@ -5,3 +5,4 @@ mod envfile;
 mod facts;
 mod listener;
 mod resolve;
+mod supervise;
