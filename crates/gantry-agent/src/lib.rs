@@ -1,7 +1,9 @@
 //! The node agent's building blocks (DESIGN.md "Agent and listener"): this
 //! machine's [`facts`], requirement resolution ([`resolve`]), the env files
-//! services read ([`envfile`]), the provision [`listener`], instances'
-//! [`health`] checks and the local load balancer ([`lb`]).
+//! services read ([`envfile`]), the provision [`listener`], the process
+//! supervisor that keeps services running ([`supervise`]), instances'
+//! [`health`] checks and the local load balancer ([`lb`]); the [`agent`]
+//! puts them together.
 //!
 //! Architecture invariant: decisions are pure and take the clock and the
 //! world as arguments (`facts` parsers, `resolve`, the listener's state
@@ -14,5 +16,7 @@ pub mod facts;
 pub mod health;
 pub mod lb;
 pub mod listener;
-mod procgroup;
 pub mod resolve;
+pub mod supervise;
+
+mod process_group;

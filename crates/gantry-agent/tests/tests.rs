@@ -7,6 +7,7 @@ mod health;
 mod lb_builtin;
 mod listener;
 mod resolve;
+mod supervise;
 
 /// Whether `pid` is a live process (a zombie waiting for its reaper is dead).
 fn alive(pid: u32) -> bool {

@@ -163,6 +163,9 @@ pub fn resolve_cmd(server: &ServerArgs, service: &str, machine: Option<&str>, sh
                     .map(|s| match &s.origin {
                         resolve::Origin::Instance { service, id, .. } => format!("{} from {service}/{id}", s.placeholder),
                         resolve::Origin::Datastore => format!("{} from datastore", s.placeholder),
+                        resolve::Origin::Frontend { service, address } => {
+                            format!("{} from the {service} frontend at {address}", s.placeholder)
+                        }
                     })
                     .collect();
                 writeln!(out, "{key}={}\t# {}", shown(value), from.join(", "))?;

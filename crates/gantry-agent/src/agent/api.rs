@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,11 +22,26 @@ use crate::supervise;
 /// Default bytes of history a log read returns.
 const DEFAULT_TAIL: u64 = 64 * 1024;
 
-#[derive(serde::Deserialize)]
+/// `tail=BYTES&follow=true`, the only parameters (others are ignored).
+#[derive(Debug, Default)]
 struct LogQuery {
     tail: Option<u64>,
-    #[serde(default)]
     follow: bool,
+}
+
+impl LogQuery {
+    fn parse(raw: Option<&str>) -> Result<LogQuery, String> {
+        let mut query = LogQuery::default();
+        for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+            match key {
+                "tail" => query.tail = Some(value.parse().map_err(|_| format!("tail={value} is not a number of bytes"))?),
+                "follow" => query.follow = matches!(value, "true" | "1" | ""),
+                _ => {}
+            }
+        }
+        Ok(query)
+    }
 }
 
 /// Binds `listen` and serves the API until the task is aborted; returns
@@ -44,7 +59,11 @@ pub async fn serve(listen: SocketAddr, log_dir: PathBuf) -> std::io::Result<(Str
     Ok((url, task))
 }
 
-async fn logs(State(log_dir): State<PathBuf>, Path(service): Path<String>, Query(query): Query<LogQuery>) -> Response {
+async fn logs(State(log_dir): State<PathBuf>, Path(service): Path<String>, RawQuery(raw): RawQuery) -> Response {
+    let query = match LogQuery::parse(raw.as_deref()) {
+        Ok(query) => query,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_query", e),
+    };
     if service.is_empty() || service.contains(['/', '\\']) || service.starts_with('.') {
         return error(StatusCode::BAD_REQUEST, "invalid_service", format!("{service:?} is not a service id"));
     }

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::procgroup::signal_group;
+use crate::process_group::signal_group;
 
 /// What a check probes: one instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +143,7 @@ fn describe_http(e: &hyper::Error) -> String {
 /// left alone, as they would be in a shell.
 async fn run_command(command: &str, env: &BTreeMap<String, String>, deadline: Instant, timeout: Duration) -> Outcome {
     let mut child = spawn(command, env).map_err(|e| format!("cannot start `sh -c`: {e}"))?;
-    let mut group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
+    let mut group = GroupGuard(child.id());
     let mut output = pin!(futures::future::join(keep_start(child.stdout.take()), keep_start(child.stderr.take())));
     let mut read = None;
     let status = loop {
@@ -189,7 +189,7 @@ fn spawn(command: &str, env: &BTreeMap<String, String>) -> io::Result<Child> {
 
 /// Kills a command's process group when dropped armed: at the timeout, and
 /// when the probe is cancelled (its checker stopped) mid-command.
-struct GroupGuard(Option<i32>);
+struct GroupGuard(Option<u32>);
 
 impl GroupGuard {
     fn kill(&mut self) {

@@ -4,8 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::OwnedFd;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -13,9 +12,9 @@ use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep_until};
 
-use crate::procgroup::signal_group;
 
 use super::state::{RunRecord, RunRequest};
+use crate::process_group::{drain, signal_group, spawn_in_group};
 
 /// How much of a run's output its record keeps.
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
@@ -70,25 +69,14 @@ pub(crate) async fn run(launch: &Launch, request: &RunRequest) -> RunRecord {
 }
 
 fn spawn(launch: &Launch, request: &RunRequest) -> io::Result<(Child, pipe::Receiver)> {
-    let (reader, writer) = io::pipe()?;
-    let writer_too = writer.try_clone()?;
     let mut command = Command::new("sh");
     command
         .arg("-c")
         .arg(&launch.command)
         .env("GANTRY_PROVISION_REASON", request.reasons.join("; "))
-        .env("GANTRY_PROVISION_TRIGGERS", request.triggers.to_string())
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(writer_too)
-        // Its own group, so a timeout kills everything it started.
-        .process_group(0);
-    let child = command.spawn()?;
-    // The command holds our copies of the write end: drop them, or the
-    // output never reaches end of file.
-    drop(command);
-    let output = pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
-    Ok((child, output))
+        .env("GANTRY_PROVISION_TRIGGERS", request.triggers.to_string());
+    // Its own group, so a timeout kills everything it started.
+    spawn_in_group(command)
 }
 
 struct Finished {
@@ -100,7 +88,7 @@ struct Finished {
 /// Waits for the command while reading its output; at the timeout sends
 /// SIGTERM to its group, and SIGKILL `kill_grace` later.
 async fn supervise(launch: &Launch, mut child: Child, mut output: pipe::Receiver) -> Finished {
-    let group = child.id().and_then(|id| i32::try_from(id).ok());
+    let group = child.id();
     let mut tail = Tail::new(OUTPUT_TAIL_BYTES);
     let mut buf = vec![0u8; 8192];
     let mut open = true;
@@ -130,15 +118,8 @@ async fn supervise(launch: &Launch, mut child: Child, mut output: pipe::Receiver
         // The shell may have died of SIGTERM while a child that ignores it lives on.
         signal_group(group, rustix::process::Signal::KILL);
     }
-    let drained = Instant::now() + OUTPUT_DRAIN;
-    while open {
-        tokio::select! {
-            read = output.read(&mut buf) => match read {
-                Ok(0) | Err(_) => open = false,
-                Ok(n) => tail.push(&buf[..n]),
-            },
-            () = sleep_until(drained) => break,
-        }
+    if open {
+        drain(&mut output, OUTPUT_DRAIN, |bytes| tail.push(bytes)).await;
     }
     Finished { status, timed_out, tail }
 }

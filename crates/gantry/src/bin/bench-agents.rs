@@ -12,6 +12,9 @@
 //! nodes share this machine's one disk, where real nodes each sync their own.
 #![forbid(unsafe_code)]
 
+#[path = "../bench_stats.rs"]
+mod stats;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,6 +24,7 @@ use gantry_agent::agent::{AgentConfig, AgentEvent, run};
 use gantry_api::{Health, Instance};
 use gantry_client::{Client, PutOptions};
 use gantry_store::{EmbeddedConfig, Store, StoreConfig};
+use stats::{ms, percentile};
 use tokio::sync::mpsc;
 
 const AGENT_MODE: &str = "__agent";
@@ -186,15 +190,4 @@ async fn idle_agent_rss(url: &str, dir: &Path) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("no VmRSS in /proc/PID/status")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
