@@ -3,14 +3,14 @@
 //! changes, coalescing, leases on SIGKILL, federations, deploys, bad input.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gantry_api::{AgentStatus, Health, Instance};
+use gantry_api::{Health, Instance};
 use gantry_client::{Client, PutOptions};
 
-use super::{AgentProcess, ServerProcess, Scratch, block_on, eventually, gantry, runs_total, status_of};
+use super::{AgentProcess, ServerProcess, Scratch, block_on, eventually, gantry, run_in, runs_total, status_of};
 
 const FEDERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/federations");
 

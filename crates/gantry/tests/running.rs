@@ -64,6 +64,16 @@ fn process(status: &AgentStatus) -> serde_json::Value {
     status.processes.get("api").map(|p| p.process.clone()).unwrap_or_default()
 }
 
+/// Whether `api` on `machine` is published with `health` and its check's
+/// last probe said `output` (so a state left over from before is not taken
+/// for the one a test waits for).
+fn checked(server: &ServerProcess, machine: &str, health: Health, output: &str) -> Option<()> {
+    let status = status_of(server, machine)?;
+    let api = status.processes.get("api")?;
+    let last = api.check["last_output"].as_str().unwrap_or_default();
+    (health_of(server, machine) == Some(health) && api.health == health && last.contains(output)).then_some(())
+}
+
 /// The pid of `api` on `machine` once it runs.
 fn running_pid(server: &ServerProcess, machine: &str) -> Option<u64> {
     let p = process(&status_of(server, machine)?);
@@ -104,14 +114,14 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     assert_ne!(again, pid);
 
     // Failing twice (fall 2, every 200 ms): out of rotation; then back after one pass (rise 1).
-    eventually("api passes again", Duration::from_secs(5), || (health_of(&server, &machine) == Some(Health::Passing)).then_some(()));
+    eventually("api passes again", Duration::from_secs(5), || checked(&server, &machine, Health::Passing, "200"));
     std::fs::write(fail_dir.join("127.0.0.2"), "").unwrap();
     let failing = Instant::now();
-    eventually("api is withdrawn", Duration::from_secs(3), || (health_of(&server, &machine) == Some(Health::Failing)).then_some(()));
+    eventually("api is withdrawn", Duration::from_secs(3), || checked(&server, &machine, Health::Failing, "500"));
     assert!(failing.elapsed() < Duration::from_millis(1500), "withdrawn after {:?}", failing.elapsed());
     assert!(gantry(&server, &["lookup", "api"]).code != 0, "a failing instance is not looked up");
     std::fs::remove_file(fail_dir.join("127.0.0.2")).unwrap();
-    eventually("api is back", Duration::from_secs(3), || (health_of(&server, &machine) == Some(Health::Passing)).then_some(()));
+    eventually("api is back", Duration::from_secs(3), || checked(&server, &machine, Health::Passing, "200"));
     assert_eq!(gantry(&server, &["lookup", "api"]).ok().trim(), format!("127.0.0.2:{}", api_instances(&server)[0].port));
 
     // Its output and its restarts, through the server.

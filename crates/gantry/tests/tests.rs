@@ -12,6 +12,9 @@ mod tidy;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_api::AgentStatus;
 
 pub(crate) const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seatgeek");
 
@@ -218,7 +221,7 @@ pub(crate) fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut
     }
 }
 
-pub(crate) fn gantry(server: &ServerProcess, args: &[&str]) -> super::Run {
+pub(crate) fn gantry(server: &ServerProcess, args: &[&str]) -> Run {
     let mut full: Vec<&str> = args.to_vec();
     full.extend(["--server", server.url.as_str()]);
     run_in(Path::new("."), &full)
