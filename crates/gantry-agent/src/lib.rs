@@ -12,4 +12,5 @@ pub mod envfile;
 pub mod facts;
 pub mod lb;
 pub mod listener;
+mod procgroup;
 pub mod resolve;

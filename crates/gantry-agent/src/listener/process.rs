@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep_until};
 
 use super::state::{RunRecord, RunRequest};
+use crate::procgroup::signal_group;
 
 /// How much of a run's output its record keeps.
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
@@ -139,16 +140,6 @@ async fn supervise(launch: &Launch, mut child: Child, mut output: pipe::Receiver
         }
     }
     Finished { status, timed_out, tail }
-}
-
-/// Sends `signal` to the process group `group` (the command's pid, as it
-/// leads its own group). Never to pid 0 or 1: `kill(-1)` would signal every
-/// process we may signal.
-fn signal_group(group: Option<i32>, signal: rustix::process::Signal) {
-    if let Some(pid) = group.filter(|&p| p > 1).and_then(rustix::process::Pid::from_raw) {
-        // ESRCH: the whole group is gone already.
-        let _ = rustix::process::kill_process_group(pid, signal);
-    }
 }
 
 /// The last `cap` bytes of a stream.
