@@ -117,7 +117,9 @@ impl Balancer {
                 ),
             })?,
         };
-        let settings = haproxy::Settings::new(dir.to_path_buf());
+        // haproxy reads a relative socket path as host:port: give it an absolute one.
+        let dir = std::path::absolute(dir).map_err(|source| LbError::Io { what: format!("resolving {}", dir.display()), source })?;
+        let settings = haproxy::Settings::new(dir);
         Ok(Some(Balancer::Haproxy(haproxy::Haproxy::start(binary, settings).await?)))
     }
 

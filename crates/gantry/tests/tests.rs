@@ -203,7 +203,16 @@ impl AgentProcess {
 }
 
 impl Drop for AgentProcess {
+    /// SIGTERM, so the agent stops what it started (services, haproxy);
+    /// SIGKILL if it has not exited 10 s later.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
