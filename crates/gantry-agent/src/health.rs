@@ -86,6 +86,48 @@ pub struct CheckStatus {
     pub checks: u64,
 }
 
+/// A service instance's health check, running: probes at once, then every
+/// `interval`. Dropping it (or [`Checker::stop`]) stops the probes.
+#[derive(Debug)]
+pub struct Checker {
+    status: watch::Receiver<CheckStatus>,
+    task: JoinHandle<()>,
+}
+
+impl Checker {
+    /// Starts probing `target` as `check` says, on the current tokio runtime.
+    pub fn start(check: Check, target: CheckTarget) -> Checker {
+        let (tx, rx) = watch::channel(CheckStatus::default());
+        let task = tokio::spawn(run(check, target, tx));
+        Checker { status: rx, task }
+    }
+
+    /// Wakes on the changes worth acting on: the first result, flips, and
+    /// the probes that start or extend a streak towards one. Probes in a
+    /// steady state (healthy and passing, unhealthy and failing) update the
+    /// value without waking the receiver, so a short interval does not
+    /// wake the agent on every probe.
+    pub fn subscribe(&self) -> watch::Receiver<CheckStatus> {
+        self.status.clone()
+    }
+
+    /// The status after the last probe.
+    pub fn status(&self) -> CheckStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Stops probing; a command probe in flight is killed with its process group.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl CheckStatus {
     /// The status after one more probe, whose result `thresholds` has counted.
     fn after(&self, thresholds: &Thresholds, output: String, at_ms: u64) -> CheckStatus {
@@ -109,46 +151,6 @@ fn worth_waking(before: &CheckStatus, after: &CheckStatus) -> bool {
     let passing = |s: &CheckStatus| s.consecutive_passes > 0;
     let towards_flip = if after.healthy { after.consecutive_failures > 0 } else { after.consecutive_passes > 0 };
     before.checks == 0 || before.healthy != after.healthy || passing(before) != passing(after) || towards_flip
-}
-
-/// A service instance's health check, running: probes at once, then every
-/// `interval`. Dropping it (or [`Checker::stop`]) stops the probes.
-#[derive(Debug)]
-pub struct Checker {
-    status: watch::Receiver<CheckStatus>,
-    task: JoinHandle<()>,
-}
-
-impl Checker {
-    /// Starts probing `target` as `check` says, on the current tokio runtime.
-    pub fn start(check: Check, target: CheckTarget) -> Checker {
-        let (tx, rx) = watch::channel(CheckStatus::default());
-        let task = tokio::spawn(run(check, target, tx));
-        Checker { status: rx, task }
-    }
-
-    /// Status changes worth acting on (see [`CheckStatus`]): flips, and the
-    /// probes that count towards one. Steady-state probes update the value
-    /// without waking the receiver.
-    pub fn subscribe(&self) -> watch::Receiver<CheckStatus> {
-        self.status.clone()
-    }
-
-    /// The status after the last probe.
-    pub fn status(&self) -> CheckStatus {
-        self.status.borrow().clone()
-    }
-
-    /// Stops probing; a command probe in flight is killed with its process group.
-    pub fn stop(self) {
-        drop(self);
-    }
-}
-
-impl Drop for Checker {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatus>) {

@@ -209,7 +209,7 @@ async fn until(status: &mut watch::Receiver<CheckStatus>, done: impl FnMut(&Chec
 async fn a_checker_rises_and_falls_with_its_server() {
     const INTERVAL: Duration = Duration::from_millis(100);
     // Scheduling jitter on a shared machine, beyond the probes' own timing.
-    const SLACK: Duration = Duration::from_millis(300);
+    const SLACK: Duration = Duration::from_millis(500);
     let server = HttpServer::start(200).await;
     let check = Check { kind: http_check((200, 299)), interval: INTERVAL, timeout: INTERVAL, rise: 2, fall: 2 };
     let checker = Checker::start(check, target(server.address));
