@@ -100,7 +100,8 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     write_repo(&work.path().join("repo"), &fail_dir);
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", work.path().join("repo").to_str().unwrap()]).ok();
-    let agent = AgentProcess::start(&server.url, &work.path().join("a"), &["--group", "api", "--address", "127.0.0.2", "--restart-delay", "300ms"]);
+    let args = ["--group", "api", "--address", "127.0.0.2", "--restart-delay", "300ms"];
+    let mut agent = AgentProcess::start(&server.url, &work.path().join("a"), &args);
     let machine = agent.machine_id();
 
     eventually("api passes its check", Duration::from_secs(15), || (health_of(&server, &machine) == Some(Health::Passing)).then_some(()));
@@ -142,6 +143,22 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     let missing = gantry(&server, &["service:restart", "nope"]);
     assert_eq!(missing.code, 2, "{}", missing.stderr);
     assert!(missing.stderr.contains("no agent runs service \"nope\""), "{}", missing.stderr);
+
+    // An agent killed outright leaves its service running; the next run of
+    // the agent stops that one before starting its own (never two).
+    let orphan = eventually("api runs", Duration::from_secs(5), || running_pid(&server, &machine));
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    assert!(alive(orphan), "the service outlives a SIGKILLed agent");
+    let _again = AgentProcess::start(&server.url, &work.path().join("a"), &args);
+    eventually("the leftover process is stopped", Duration::from_secs(10), || (!alive(orphan)).then_some(()));
+    eventually("api runs under the new agent", Duration::from_secs(10), || running_pid(&server, &machine).filter(|p| *p != orphan));
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
 }
 
 #[test]

@@ -68,3 +68,52 @@ fn random_u32() -> u32 {
     hasher.write_u32(std::process::id());
     hasher.finish() as u32
 }
+
+/// The processes the agent started for services, so that an agent that was
+/// killed (SIGKILL, OOM) stops them when it starts again instead of
+/// starting duplicates beside them.
+pub const PROCESSES_FILE: &str = "processes.json";
+
+/// One service process: its pid and its start time (clock ticks since
+/// boot, `/proc/PID/stat` field 22), which tells it from a later process
+/// that got the same pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Started {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+impl Started {
+    pub fn of(pid: u32) -> Option<Started> {
+        Some(Started { pid, start_ticks: start_ticks(pid)? })
+    }
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields resume after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+pub fn save_processes(data_dir: &Path, processes: &BTreeMap<String, Started>) -> io::Result<()> {
+    write_atomic(&data_dir.join(PROCESSES_FILE), &serde_json::to_vec_pretty(processes).map_err(io::Error::other)?).map(drop)
+}
+
+/// Kills (with their process groups) the service processes a previous run
+/// of the agent left behind; returns the services it stopped.
+pub fn kill_leftovers(data_dir: &Path) -> Vec<String> {
+    let saved: BTreeMap<String, Started> = std::fs::read(data_dir.join(PROCESSES_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let mut stopped = Vec::new();
+    for (service, process) in saved {
+        if Started::of(process.pid) == Some(process) {
+            crate::process_group::signal_group(Some(process.pid), rustix::process::Signal::KILL);
+            stopped.push(service);
+        }
+    }
+    let _ = std::fs::remove_file(data_dir.join(PROCESSES_FILE));
+    stopped
+}

@@ -200,6 +200,8 @@ struct Agent {
     lb_status: serde_json::Value,
     /// When the current session registered (backends do not empty while it settles).
     session_started: tokio::time::Instant,
+    /// The service processes last saved to [`local::PROCESSES_FILE`].
+    saved_processes: BTreeMap<String, local::Started>,
     /// The agent API's URL and task, once it listens.
     api_url: Option<String>,
     api_task: Option<JoinHandle<()>>,
@@ -233,6 +235,10 @@ impl Agent {
         let mut labels = config.labels.clone();
         if let Some(group) = &config.group {
             labels.insert("group".into(), group.clone());
+        }
+        let leftovers = local::kill_leftovers(&config.data_dir);
+        if !leftovers.is_empty() && config.log {
+            eprintln!("gantry agent {id}: stopped what an earlier run left running: {}", leftovers.join(", "));
         }
         let env_dir = config.env_dir.clone().unwrap_or_else(|| config.data_dir.join("env"));
         std::fs::create_dir_all(&env_dir).map_err(|e| fail(&format!("creating the env dir {}", env_dir.display()), e))?;
@@ -293,6 +299,7 @@ impl Agent {
             session_started: tokio::time::Instant::now(),
             api_url,
             api_task,
+            saved_processes: BTreeMap::new(),
             prefixes: BTreeSet::new(),
             problems: Vec::new(),
             deploy_started: None,
@@ -817,7 +824,23 @@ impl Agent {
         }
     }
 
+    /// Keeps [`local::PROCESSES_FILE`] in step with the running processes.
+    fn save_processes(&mut self) {
+        let now: BTreeMap<String, local::Started> = self
+            .locals
+            .iter()
+            .filter_map(|(id, l)| Some((id.clone(), local::Started::of(l.supervisor.as_ref()?.status().pid?)?)))
+            .collect();
+        if now != self.saved_processes {
+            match local::save_processes(&self.config.data_dir, &now) {
+                Ok(()) => self.saved_processes = now,
+                Err(e) => self.log(&format!("saving {}: {e}", local::PROCESSES_FILE)),
+            }
+        }
+    }
+
     async fn publish_status(&mut self) {
+        self.save_processes();
         let Some(lease) = self.lease.clone() else { return };
         let status = AgentStatus {
             machine: self.machine.id.clone(),
