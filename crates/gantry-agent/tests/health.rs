@@ -193,6 +193,7 @@ async fn stopping_a_checker_kills_its_command_in_flight() {
         timeout: Duration::from_secs(30),
         rise: 1,
         fall: 1,
+        restart_after: 0,
     };
     let checker = Checker::start(check, command_target(&[]));
     let child = pid_in(&pid_file).await;
@@ -211,7 +212,7 @@ async fn a_checker_rises_and_falls_with_its_server() {
     // Scheduling jitter on a shared machine, beyond the probes' own timing.
     const SLACK: Duration = Duration::from_millis(500);
     let server = HttpServer::start(200).await;
-    let check = Check { kind: http_check((200, 299)), interval: INTERVAL, timeout: INTERVAL, rise: 2, fall: 2 };
+    let check = Check { kind: http_check((200, 299)), interval: INTERVAL, timeout: INTERVAL, rise: 2, fall: 2, restart_after: 0 };
     let checker = Checker::start(check, target(server.address));
     let mut status = checker.subscribe();
 

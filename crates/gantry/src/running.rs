@@ -155,8 +155,11 @@ pub fn logs(server: &ServerArgs, service: &str, machine: Option<&str>, follow: b
 /// and their backends.
 pub fn lb_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Result<()> {
     let client = Client::new(&server.url);
-    let mut all = runtime()?.block_on(statuses(&client)).map_err(explain)?;
+    let rt = runtime()?;
+    let mut all = rt.block_on(statuses(&client)).map_err(explain)?;
     all.retain(|s| machine.is_none_or(|m| s.machine == m));
+    // Every instance of the fronted services, to show the ones out of rotation too.
+    let instances = rt.block_on(client.instances_with(&[])).map_err(explain)?.items;
     if server.json {
         let view: Vec<serde_json::Value> = all.iter().map(|s| serde_json::json!({"machine": s.machine, "lb": s.lb})).collect();
         return print_json(&view);
@@ -186,6 +189,14 @@ pub fn lb_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Result<(
                 kind,
                 if backends.is_empty() { "no healthy backend".to_owned() } else { backends.join(", ") }
             )?;
+            let out_of_rotation: Vec<String> = instances
+                .iter()
+                .filter(|i| frontend["service"] == i.service.as_str() && i.health != gantry_api::Health::Passing)
+                .map(|i| format!("{} {}:{} ({:?})", i.id, i.address, i.port, i.health).to_lowercase())
+                .collect();
+            if !out_of_rotation.is_empty() {
+                writeln!(out, "  {:<16} out of rotation: {}", "", out_of_rotation.join(", "))?;
+            }
         }
         for note in lb["notes"].as_array().into_iter().flatten() {
             writeln!(out, "  note: {}", note.as_str().unwrap_or_default())?;

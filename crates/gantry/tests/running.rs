@@ -36,7 +36,7 @@ fn write_repo(dir: &Path, fail_dir: &Path) {
                 "environment": {"FAIL_DIR": fail_dir.to_str().unwrap()},
                 "provides": {"API_URL": "http://{HOST}:{PORT}"},
                 "local_port": 18500,
-                "check": {"type": "http", "path": "/status", "interval": "200ms", "timeout": "150ms", "rise": 1, "fall": 2}
+                "check": {"type": "http", "path": "/status", "interval": "200ms", "timeout": "150ms", "rise": 1, "fall": 2, "restart_after": 8}
             })
             .to_string(),
         ),
@@ -125,6 +125,15 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     std::fs::remove_file(fail_dir.join("127.0.0.2")).unwrap();
     eventually("api is back", Duration::from_secs(3), || checked(&server, &machine, Health::Passing, "200"));
     assert_eq!(gantry(&server, &["lookup", "api"]).ok().trim(), format!("127.0.0.2:{}", api_instances(&server)[0].port));
+
+    // A check that keeps failing (restart_after 8: 1.6 s of failures) restarts the process.
+    let before = eventually("api runs", Duration::from_secs(5), || running_pid(&server, &machine));
+    std::fs::write(fail_dir.join("127.0.0.2"), "").unwrap();
+    eventually("a process that keeps failing its check is restarted", Duration::from_secs(8), || {
+        running_pid(&server, &machine).filter(|p| *p != before)
+    });
+    std::fs::remove_file(fail_dir.join("127.0.0.2")).unwrap();
+    eventually("api passes after its restart", Duration::from_secs(5), || checked(&server, &machine, Health::Passing, "200"));
 
     // Its output and its restarts, through the server.
     let logs = gantry(&server, &["logs", "api"]).ok();

@@ -252,6 +252,13 @@ impl Agent {
             None => None,
         };
         let balancer = Balancer::start(config.lb, &config.data_dir.join("lb")).await.map_err(|e| AgentError(e.to_string()))?;
+        if let (Some(balancer), true) = (&balancer, config.log) {
+            let why = match (config.lb, balancer) {
+                (LbKind::Auto, Balancer::Builtin(_)) => " (haproxy is not installed; `apt-get install haproxy` for the production balancer)",
+                _ => "",
+            };
+            eprintln!("gantry agent {id}: local load balancer: {}{why}", balancer.name());
+        }
         let (api_url, api_task) = match config.api_port {
             Some(port) => {
                 let listen = std::net::SocketAddr::new(address, port);
