@@ -3,5 +3,6 @@
 
 mod envfile;
 mod facts;
+mod lb_haproxy;
 mod listener;
 mod resolve;
