@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,11 +116,13 @@ fn web_plan(port: u16, backends: &[(&str, SocketAddr)]) -> Plan {
     Plan { frontends: vec![frontend("web", &bind, Mode::Http, &backends)] }
 }
 
-/// A balancer in a temporary directory serving [`web_plan`] over backend
-/// `b0` on a free loopback port.
+/// A balancer serving [`web_plan`] over backend `b0` on a free loopback
+/// port, in a directory whose name has a space and a `#` (which the
+/// configuration must escape).
 struct Serving {
     /// Bind it (not `..`): dropping it deletes haproxy's directory.
-    dir: tempfile::TempDir,
+    temp: tempfile::TempDir,
+    dir: PathBuf,
     lb: Haproxy,
     port: u16,
     /// Where clients connect: the frontend.
@@ -129,13 +132,19 @@ struct Serving {
 }
 
 async fn serving_b0() -> Serving {
-    let dir = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("load balancer #1");
     let b0 = backend("b0").await;
     let port = free_port();
-    let mut lb = Haproxy::start(binary(), Settings::new(dir.path())).await.unwrap();
+    let mut lb = Haproxy::start(binary(), Settings::new(&dir)).await.unwrap();
     let plan = web_plan(port, &[("b0", b0)]);
     assert!(lb.apply(&plan).await.unwrap().changed);
-    Serving { dir, lb, port, address: ([127, 0, 0, 1], port).into(), b0, plan }
+    // The admin sockets (the master's and the worker's) are the owner's alone.
+    for socket in ["master.sock", "haproxy.sock"] {
+        let mode = std::fs::metadata(dir.join(socket)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{socket}");
+    }
+    Serving { temp, dir, lb, port, address: ([127, 0, 0, 1], port).into(), b0, plan }
 }
 
 /// What a request got back.
@@ -296,8 +305,8 @@ async fn twenty_reloads_under_traffic_drop_no_request() {
 
 #[tokio::test]
 async fn a_plan_that_does_not_load_leaves_the_old_config_and_routing() {
-    let Serving { dir, mut lb, port, address, b0, plan: good } = serving_b0().await;
-    let config = std::fs::read_to_string(dir.path().join("haproxy.cfg")).unwrap();
+    let Serving { temp: _temp, dir, mut lb, port, address, b0, plan: good } = serving_b0().await;
+    let config = std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap();
     let pid = lb.pid();
 
     // Port 0: `haproxy -c` refuses it.
@@ -317,8 +326,8 @@ async fn a_plan_that_does_not_load_leaves_the_old_config_and_routing() {
     }
     assert_eq!(lb.plan(), &good);
     assert_eq!(lb.pid(), pid);
-    assert_eq!(std::fs::read_to_string(dir.path().join("haproxy.cfg")).unwrap(), config);
-    assert!(!dir.path().join("haproxy.cfg.new").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap(), config);
+    assert!(!dir.join("haproxy.cfg.new").exists());
     // The master recovers from the failed reload: the next good plan loads.
     let b1 = backend("b1").await;
     assert!(lb.apply(&web_plan(port, &[("b1", b1)])).await.unwrap().changed);
@@ -328,7 +337,7 @@ async fn a_plan_that_does_not_load_leaves_the_old_config_and_routing() {
 
 #[tokio::test]
 async fn a_connection_to_an_instance_that_went_away_is_retried_on_another() {
-    let Serving { dir: _dir, mut lb, port, address, b0, .. } = serving_b0().await;
+    let Serving { temp: _temp, mut lb, port, address, b0, .. } = serving_b0().await;
     // Listed as healthy, though nothing listens there any more.
     let gone: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     lb.apply(&web_plan(port, &[("b0", b0), ("gone", gone)])).await.unwrap();
@@ -344,7 +353,7 @@ async fn a_connection_to_an_instance_that_went_away_is_retried_on_another() {
 
 #[tokio::test]
 async fn the_request_id_reaches_the_backend_and_an_incoming_one_is_kept() {
-    let Serving { dir: _dir, lb, address, .. } = serving_b0().await;
+    let Serving { temp: _temp, lb, address, .. } = serving_b0().await;
 
     let first = get_once(address, None).await.unwrap().request_id;
     let second = get_once(address, None).await.unwrap().request_id;
@@ -359,7 +368,7 @@ async fn the_request_id_reaches_the_backend_and_an_incoming_one_is_kept() {
 
 #[tokio::test]
 async fn an_unchanged_plan_does_nothing_and_a_dead_master_is_started_again() {
-    let Serving { dir: _dir, mut lb, address, plan, .. } = serving_b0().await;
+    let Serving { temp: _temp, mut lb, address, plan, .. } = serving_b0().await;
     assert!(!lb.apply(&plan).await.unwrap().changed);
 
     let old = lb.pid().unwrap();
@@ -374,7 +383,7 @@ async fn an_unchanged_plan_does_nothing_and_a_dead_master_is_started_again() {
 
 #[tokio::test]
 async fn stop_leaves_no_haproxy_process() {
-    let Serving { dir: _dir, mut lb, port, address, .. } = serving_b0().await;
+    let Serving { temp: _temp, mut lb, port, address, .. } = serving_b0().await;
     let b1 = backend("b1").await;
     // A keep-alive connection keeps the first worker as an old one after the reload.
     let mut held = connect(address).await.unwrap();
