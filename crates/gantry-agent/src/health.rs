@@ -147,10 +147,13 @@ impl CheckStatus {
 /// that is counting towards a flip. A steady state (healthy and passing,
 /// unhealthy and failing) updates the status quietly, so a short interval
 /// does not wake the agent on every probe.
-fn worth_waking(before: &CheckStatus, after: &CheckStatus) -> bool {
+/// Also each `restart_after`-th failure in a row, when the agent restarts
+/// the process.
+fn worth_waking(before: &CheckStatus, after: &CheckStatus, restart_after: u32) -> bool {
     let passing = |s: &CheckStatus| s.consecutive_passes > 0;
     let towards_flip = if after.healthy { after.consecutive_failures > 0 } else { after.consecutive_passes > 0 };
-    before.checks == 0 || before.healthy != after.healthy || passing(before) != passing(after) || towards_flip
+    let restart_due = restart_after > 0 && after.consecutive_failures > 0 && after.consecutive_failures % restart_after == 0;
+    before.checks == 0 || before.healthy != after.healthy || passing(before) != passing(after) || towards_flip || restart_due
 }
 
 async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatus>) {
@@ -164,7 +167,7 @@ async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatu
         thresholds.record(result.passed);
         status.send_if_modified(|current| {
             let next = current.after(&thresholds, result.output, now_ms());
-            let wake = worth_waking(current, &next);
+            let wake = worth_waking(current, &next, check.restart_after);
             *current = next;
             wake
         });
@@ -222,7 +225,7 @@ mod tests {
     }
 
     /// The statuses after each result of `results`, and whether each woke subscribers.
-    fn statuses(rise: u32, fall: u32, results: &[bool]) -> Vec<(bool, u32, u32, bool)> {
+    fn statuses(rise: u32, fall: u32, restart_after: u32, results: &[bool]) -> Vec<(bool, u32, u32, bool)> {
         let mut t = Thresholds::new(rise, fall);
         let mut status = CheckStatus::default();
         results
@@ -230,7 +233,7 @@ mod tests {
             .map(|&passed| {
                 t.record(passed);
                 let next = status.after(&t, if passed { "ok" } else { "bad" }.into(), 1);
-                let woke = worth_waking(&status, &next);
+                let woke = worth_waking(&status, &next, restart_after);
                 status = next;
                 (status.healthy, status.consecutive_passes, status.consecutive_failures, woke)
             })
@@ -239,7 +242,7 @@ mod tests {
 
     #[test]
     fn only_flips_and_streaks_towards_a_flip_wake_subscribers() {
-        let seen = statuses(2, 2, &[false, false, true, true, true, true, false, true, false, false, false]);
+        let seen = statuses(2, 2, 0, &[false, false, true, true, true, true, false, true, false, false, false]);
         assert_eq!(
             seen,
             [
@@ -256,5 +259,12 @@ mod tests {
                 (false, 0, 3, false),
             ]
         );
+    }
+
+    #[test]
+    fn every_restart_after_th_failure_wakes_subscribers() {
+        let woke: Vec<bool> = statuses(1, 1, 3, &[false; 7]).into_iter().map(|s| s.3).collect();
+        // The first result, then failures 3 and 6 (the agent restarts the process).
+        assert_eq!(woke, [true, false, true, false, false, true, false]);
     }
 }

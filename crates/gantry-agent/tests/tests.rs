@@ -5,6 +5,7 @@ mod envfile;
 mod facts;
 mod health;
 mod lb_builtin;
+mod lb_haproxy;
 mod listener;
 mod resolve;
 mod supervise;

@@ -142,7 +142,9 @@ mod tests {
     use super::*;
 
     fn service(id: &str, json: &str) -> Service {
-        parse_service_json(id, json).expect("valid test service")
+        let mut value: serde_json::Value = serde_json::from_str(json).expect("test JSON");
+        value["id"] = id.into();
+        parse_service_json(id, &value.to_string()).expect("valid test service")
     }
 
     fn instance(service: &str, machine: &str, port: u16, health: Health) -> Instance {

@@ -3,12 +3,16 @@
 //! plan is checked (`haproxy -c`), swapped in atomically and reloaded in
 //! master-worker mode without dropping a connection.
 //!
-//! Why master-worker: the master re-executes itself on `reload` and hands
-//! the listening sockets of the old worker to the new one over a socket
-//! pair, so no connection is refused while the configuration changes; the
-//! old worker stops accepting, finishes what it serves and leaves (at the
-//! latest after [`HARD_STOP_AFTER`]). The master's CLI (`show proc`) says
-//! whether a reload worked, so [`Haproxy::apply`] reports only what it saw.
+//! Why master-worker: on SIGUSR2 the master re-executes itself, takes the
+//! old worker's listening sockets over a socket pair and forks a new worker
+//! on them, so no connection is refused while the configuration changes;
+//! the old worker stops accepting, finishes what it serves and leaves (at
+//! the latest after [`HARD_STOP_AFTER`]). haproxy 2.6 answers neither the
+//! signal nor the CLI's `reload` with a verdict, so [`Haproxy::apply`] asks
+//! the master's CLI (`show proc`) until it counts the reload, then the new
+//! worker itself: a plan counts as applied only once that worker answers.
+//! HTTP keep-alive clients of the old worker get `Connection: close` on
+//! their next response (`option idle-close-on-response`) instead of a cut.
 
 mod master;
 mod process;

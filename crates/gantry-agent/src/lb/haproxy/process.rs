@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use gantry_generate::write::write_atomic;
@@ -111,13 +111,22 @@ impl Haproxy {
     }
 
     /// Writes `text` to the new-config file and has haproxy check it;
-    /// returns how long the check took.
+    /// returns how long the check took. A file that fails is removed.
     async fn check(&self, text: &str) -> Result<u64, LbError> {
         let new = self.settings.dir.join(NEW_CONFIG_FILE);
         write_atomic(&new, text.as_bytes()).map_err(|e| io_error(format!("writing {}", new.display()), e))?;
+        let verdict = self.haproxy_check(&new).await;
+        if verdict.is_err() {
+            let _ = fs::remove_file(&new);
+        }
+        verdict
+    }
+
+    /// `haproxy -c -f FILE`, timed.
+    async fn haproxy_check(&self, file: &Path) -> Result<u64, LbError> {
         let began = Instant::now();
         let output =
-            Command::new(&self.binary).arg("-c").arg("-f").arg(&new).stdin(Stdio::null()).kill_on_drop(true).output();
+            Command::new(&self.binary).arg("-c").arg("-f").arg(file).stdin(Stdio::null()).kill_on_drop(true).output();
         let output = tokio::time::timeout(CHECK_TIMEOUT, output)
             .await
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no verdict within 10 s")))
@@ -126,7 +135,6 @@ impl Haproxy {
         if output.status.success() {
             return Ok(check_us);
         }
-        let _ = fs::remove_file(&new);
         let text = format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
         Err(LbError::Rejected(findings(&text)))
     }
@@ -217,10 +225,13 @@ impl Haproxy {
         }
     }
 
+    /// Tells a leftover master (still that process: it serves our
+    /// configuration and is not ours) to leave gracefully: it passes
+    /// SIGUSR1 to its workers, which stop accepting, finish what they
+    /// serve and exit, and the master after them.
     fn retire_leftover(&mut self) {
-        if let Some(pid) = self.leftover.take() {
-            // The master passes SIGUSR1 to its workers: they stop accepting,
-            // finish what they serve, and the master leaves after them.
+        let config = self.settings.config_path();
+        if let Some(pid) = self.leftover.take().filter(|&pid| Some(pid) != self.pid() && serves(pid, &config)) {
             let _ = signal_process(pid, Signal::USR1);
         }
     }
@@ -254,52 +265,50 @@ impl Master {
     /// Waits until the master lists a worker that answers, or exits (the
     /// configuration did not load: its output says why).
     async fn first_worker(&mut self, socket: &Path, log: &Log, mark: u64) -> Result<(), LbError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.exited() {
-                return Err(LbError::Rejected(format!("haproxy exited ({status}): {}", log.since(mark))));
-            }
-            if let Ok(processes) = master::processes(socket).await
-                && let Some(&worker) = processes.workers.first()
-                && master::worker_answers(socket, worker).await
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        Err(not_ready("start"))
+        self.watch("start", log, mark, async || {
+            let processes = master::processes(socket).await.ok()?;
+            let &worker = processes.workers.first()?;
+            master::worker_answers(socket, worker).await.then_some(Ok(()))
+        })
+        .await
     }
 
     /// Waits until `show proc` counts the reload that `before` precedes: a
     /// failed one is a rejection (the output says why), a good one must
     /// have forked a worker that answers.
     async fn reloaded(&mut self, socket: &Path, before: &Processes, log: &Log, mark: u64) -> Result<(), LbError> {
+        self.watch("reload", log, mark, async || {
+            // While the master re-executes itself, its socket does not answer.
+            let now = master::processes(socket).await.ok().filter(|now| now.reloads > before.reloads)?;
+            if now.failed > 0 {
+                return Some(Err(LbError::Rejected(log.since(mark))));
+            }
+            let &worker = now.workers.iter().find(|w| !before.workers.contains(w))?;
+            master::worker_answers(socket, worker).await.then_some(Ok(()))
+        })
+        .await
+    }
+
+    /// Looks every [`POLL`] until `settled` has an outcome, the master
+    /// exits (a rejection: its output says why) or [`READY_TIMEOUT`] passes.
+    async fn watch(
+        &mut self,
+        what: &str,
+        log: &Log,
+        mark: u64,
+        mut settled: impl AsyncFnMut() -> Option<Result<(), LbError>>,
+    ) -> Result<(), LbError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            if let Some(status) = self.exited() {
+            if let Some(status) = self.child.try_wait().ok().flatten() {
                 return Err(LbError::Rejected(format!("haproxy exited ({status}): {}", log.since(mark))));
             }
-            // While the master re-executes itself, its socket does not answer.
-            if let Ok(now) = master::processes(socket).await
-                && now.reloads > before.reloads
-            {
-                if now.failed > 0 {
-                    return Err(LbError::Rejected(log.since(mark)));
-                }
-                let new_worker = now.workers.iter().find(|w| !before.workers.contains(w));
-                if let Some(&worker) = new_worker
-                    && master::worker_answers(socket, worker).await
-                {
-                    return Ok(());
-                }
+            if let Some(outcome) = settled().await {
+                return outcome;
             }
             tokio::time::sleep(POLL).await;
         }
-        Err(not_ready("reload"))
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        Err(not_ready(what))
     }
 
     fn signal(&self, signal: Signal) -> io::Result<()> {
@@ -377,10 +386,14 @@ fn findings(output: &str) -> String {
 /// our configuration's path (so a recycled pid is not mistaken for it).
 fn leftover_master(settings: &Settings) -> Option<u32> {
     let pid: u32 = fs::read_to_string(settings.dir.join(PID_FILE)).ok()?.trim().parse().ok()?;
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let config = settings.config_path();
-    // A process that exited (a zombie) has an empty command line.
-    cmdline.split(|&b| b == 0).any(|arg| arg == config.as_os_str().as_bytes()).then_some(pid)
+    serves(pid, &settings.config_path()).then_some(pid)
+}
+
+/// Whether process `pid` runs with `config` as an argument (a process that
+/// exited, a zombie, has an empty command line).
+fn serves(pid: u32, config: &Path) -> bool {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|&b| b == 0).any(|arg| arg == config.as_os_str().as_bytes())
 }
 
 /// The master socket is given as `-S PATH,mode,600`, and a Unix socket path
