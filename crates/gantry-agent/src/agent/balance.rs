@@ -104,7 +104,9 @@ fn backends_of(service: &Service, instances: &[Instance]) -> Vec<Backend> {
 
 /// Never render empty backends because the source of truth is unreachable
 /// or mid-restart: while the agent settles after (re)connecting, a frontend
-/// whose backends would go from some to none keeps its last known ones.
+/// whose backends would go from some to none, because its service has no
+/// instance registered at all, keeps its last known ones. Instances that are
+/// there and failing are the truth, settling or not.
 #[derive(Debug, Default)]
 pub struct LastGood {
     backends: BTreeMap<String, Vec<Backend>>,
@@ -114,12 +116,12 @@ impl LastGood {
     /// Applies the rule to `plan` in place; returns one note per frontend
     /// that kept its last known backends. Outside `settling`, the plan is
     /// taken as it is (a service whose every instance failed has none).
-    pub fn guard(&mut self, plan: &mut Plan, settling: bool) -> Vec<String> {
+    pub fn guard(&mut self, plan: &mut Plan, settling: bool, registered: impl Fn(&str) -> bool) -> Vec<String> {
         let mut notes = Vec::new();
         for frontend in &mut plan.frontends {
             let last = self.backends.get(&frontend.service).filter(|b| !b.is_empty());
             match last {
-                Some(last) if settling && frontend.backends.is_empty() => {
+                Some(last) if settling && frontend.backends.is_empty() && !registered(&frontend.service) => {
                     frontend.backends = last.clone();
                     notes.push(format!(
                         "frontend {}: kept its last known backends while the agent reconnects",
@@ -211,15 +213,20 @@ mod tests {
             frontends: vec![Frontend { service: "api".into(), bind: "127.0.0.1:8500".parse().unwrap(), mode: Mode::Tcp, public: false, backends }],
         };
         let mut last = LastGood::default();
-        assert!(last.guard(&mut frontend(vec![backend.clone()]), false).is_empty());
+        let gone = |_: &str| false;
+        assert!(last.guard(&mut frontend(vec![backend.clone()]), false, gone).is_empty());
 
         let mut empty = frontend(vec![]);
-        let notes = last.guard(&mut empty, true);
+        let notes = last.guard(&mut empty, true, gone);
         assert_eq!(empty, frontend(vec![backend.clone()]));
         assert_eq!(notes.len(), 1);
 
         let mut empty = frontend(vec![]);
-        assert!(last.guard(&mut empty, false).is_empty());
+        assert!(last.guard(&mut empty, true, |_| true).is_empty());
+        assert_eq!(empty, frontend(vec![]), "registered and failing: the truth, even while settling");
+
+        let mut empty = frontend(vec![]);
+        assert!(last.guard(&mut empty, false, gone).is_empty());
         assert_eq!(empty, frontend(vec![]), "settled: an empty backend is the truth");
     }
 }

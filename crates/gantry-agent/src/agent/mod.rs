@@ -674,7 +674,7 @@ impl Agent {
         let role = balance::Role { address: self.address, external: self.config.external_lb.then_some(federation) };
         let (mut plan, mut problems) = balance::plan(&local, instances, &self.world.services, role);
         let settling = self.session_started.elapsed() < self.config.lease_ttl;
-        let notes = self.last_good.guard(&mut plan, settling);
+        let notes = self.last_good.guard(&mut plan, settling, |service| instances.iter().any(|i| i.service == service));
         let result = balancer.apply(&plan).await;
         let name = balancer.name();
         let previous = self.lb_status.take();
