@@ -12,7 +12,7 @@
 //! - HTTP mode for services checked over HTTP (haproxy then adds a request
 //!   id), TCP otherwise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use gantry_api::{Health, Instance};
@@ -116,12 +116,13 @@ impl LastGood {
     /// Applies the rule to `plan` in place; returns one note per frontend
     /// that kept its last known backends. Outside `settling`, the plan is
     /// taken as it is (a service whose every instance failed has none).
-    pub fn guard(&mut self, plan: &mut Plan, settling: bool, registered: impl Fn(&str) -> bool) -> Vec<String> {
+    /// `registered`: the services with at least one instance, of any health.
+    pub fn guard(&mut self, plan: &mut Plan, settling: bool, registered: &BTreeSet<String>) -> Vec<String> {
         let mut notes = Vec::new();
         for frontend in &mut plan.frontends {
             let last = self.backends.get(&frontend.service).filter(|b| !b.is_empty());
             match last {
-                Some(last) if settling && frontend.backends.is_empty() && !registered(&frontend.service) => {
+                Some(last) if settling && frontend.backends.is_empty() && !registered.contains(&frontend.service) => {
                     frontend.backends = last.clone();
                     notes.push(format!(
                         "frontend {}: kept its last known backends while the agent reconnects",
@@ -213,7 +214,7 @@ mod tests {
             frontends: vec![Frontend { service: "api".into(), bind: "127.0.0.1:8500".parse().unwrap(), mode: Mode::Tcp, public: false, backends }],
         };
         let mut last = LastGood::default();
-        let gone = |_: &str| false;
+        let gone = &BTreeSet::new();
         assert!(last.guard(&mut frontend(vec![backend.clone()]), false, gone).is_empty());
 
         let mut empty = frontend(vec![]);
@@ -222,7 +223,7 @@ mod tests {
         assert_eq!(notes.len(), 1);
 
         let mut empty = frontend(vec![]);
-        assert!(last.guard(&mut empty, true, |_| true).is_empty());
+        assert!(last.guard(&mut empty, true, &["api".to_string()].into()).is_empty());
         assert_eq!(empty, frontend(vec![]), "registered and failing: the truth, even while settling");
 
         let mut empty = frontend(vec![]);

@@ -674,7 +674,8 @@ impl Agent {
         let role = balance::Role { address: self.address, external: self.config.external_lb.then_some(federation) };
         let (mut plan, mut problems) = balance::plan(&local, instances, &self.world.services, role);
         let settling = self.session_started.elapsed() < self.config.lease_ttl;
-        let notes = self.last_good.guard(&mut plan, settling, |service| instances.iter().any(|i| i.service == service));
+        let registered = instances.iter().map(|i| i.service.clone()).collect();
+        let notes = self.last_good.guard(&mut plan, settling, &registered);
         let result = balancer.apply(&plan).await;
         let name = balancer.name();
         let previous = self.lb_status.take();
@@ -923,4 +924,16 @@ fn now_ms() -> u64 {
 
 fn now_secs() -> u64 {
     now_ms() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    /// An embedding program spawns the agent on a multi-threaded runtime:
+    /// its future must stay `Send` (a borrowing async closure once broke it).
+    #[test]
+    fn the_agent_future_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let config = super::AgentConfig::new("http://127.0.0.1:1", "/nonexistent");
+        send(&super::run(config, std::future::pending::<()>()));
+    }
 }

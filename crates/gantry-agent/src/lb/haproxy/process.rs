@@ -265,10 +265,13 @@ impl Master {
     /// Waits until the master lists a worker that answers, or exits (the
     /// configuration did not load: its output says why).
     async fn first_worker(&mut self, socket: &Path, log: &Log, mark: u64) -> Result<(), LbError> {
-        self.watch("start", log, mark, async || {
-            let processes = master::processes(socket).await.ok()?;
-            let &worker = processes.workers.first()?;
-            master::worker_answers(socket, worker).await.then_some(Ok(()))
+        self.watch("start", log, mark, || {
+            let socket = socket.to_path_buf();
+            async move {
+                let processes = master::processes(&socket).await.ok()?;
+                let &worker = processes.workers.first()?;
+                master::worker_answers(&socket, worker).await.then_some(Ok(()))
+            }
         })
         .await
     }
@@ -277,27 +280,36 @@ impl Master {
     /// failed one is a rejection (the output says why), a good one must
     /// have forked a worker that answers.
     async fn reloaded(&mut self, socket: &Path, before: &Processes, log: &Log, mark: u64) -> Result<(), LbError> {
-        self.watch("reload", log, mark, async || {
-            // While the master re-executes itself, its socket does not answer.
-            let now = master::processes(socket).await.ok().filter(|now| now.reloads > before.reloads)?;
-            if now.failed > 0 {
-                return Some(Err(LbError::Rejected(log.since(mark))));
+        self.watch("reload", log, mark, || {
+            let (socket, before, log_path) = (socket.to_path_buf(), before.clone(), log.path.clone());
+            async move {
+                // While the master re-executes itself, its socket does not answer.
+                let now = master::processes(&socket).await.ok().filter(|now| now.reloads > before.reloads)?;
+                if now.failed > 0 {
+                    return Some(Err(LbError::Rejected(Log { path: log_path }.since(mark))));
+                }
+                let &worker = now.workers.iter().find(|w| !before.workers.contains(w))?;
+                master::worker_answers(&socket, worker).await.then_some(Ok(()))
             }
-            let &worker = now.workers.iter().find(|w| !before.workers.contains(w))?;
-            master::worker_answers(socket, worker).await.then_some(Ok(()))
         })
         .await
     }
 
     /// Looks every [`POLL`] until `settled` has an outcome, the master
     /// exits (a rejection: its output says why) or [`READY_TIMEOUT`] passes.
-    async fn watch(
+    async fn watch<Fut>(
         &mut self,
         what: &str,
         log: &Log,
         mark: u64,
-        mut settled: impl AsyncFnMut() -> Option<Result<(), LbError>>,
-    ) -> Result<(), LbError> {
+        // A closure returning an owned future, not an `AsyncFnMut`: a future
+        // borrowing from its closure is not `Send` for every lifetime, and
+        // the agent's future must be.
+        mut settled: impl FnMut() -> Fut,
+    ) -> Result<(), LbError>
+    where
+        Fut: Future<Output = Option<Result<(), LbError>>>,
+    {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().ok().flatten() {
