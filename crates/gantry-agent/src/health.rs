@@ -152,7 +152,7 @@ impl CheckStatus {
 fn worth_waking(before: &CheckStatus, after: &CheckStatus, restart_after: u32) -> bool {
     let passing = |s: &CheckStatus| s.consecutive_passes > 0;
     let towards_flip = if after.healthy { after.consecutive_failures > 0 } else { after.consecutive_passes > 0 };
-    let restart_due = restart_after > 0 && after.consecutive_failures > 0 && after.consecutive_failures % restart_after == 0;
+    let restart_due = restart_after > 0 && after.consecutive_failures > 0 && after.consecutive_failures.is_multiple_of(restart_after);
     before.checks == 0 || before.healthy != after.healthy || passing(before) != passing(after) || towards_flip || restart_due
 }
 

@@ -87,7 +87,8 @@ pub enum LbKind {
 
 /// A running balancer of either kind.
 pub enum Balancer {
-    Haproxy(haproxy::Haproxy),
+    // Boxed: the haproxy handle is ten times the size of the built-in one.
+    Haproxy(Box<haproxy::Haproxy>),
     Builtin(builtin::Builtin),
 }
 
@@ -120,7 +121,7 @@ impl Balancer {
         // haproxy reads a relative socket path as host:port: give it an absolute one.
         let dir = std::path::absolute(dir).map_err(|source| LbError::Io { what: format!("resolving {}", dir.display()), source })?;
         let settings = haproxy::Settings::new(dir);
-        Ok(Some(Balancer::Haproxy(haproxy::Haproxy::start(binary, settings).await?)))
+        Ok(Some(Balancer::Haproxy(Box::new(haproxy::Haproxy::start(binary, settings).await?))))
     }
 
     pub fn name(&self) -> &'static str {

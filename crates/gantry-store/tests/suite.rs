@@ -133,7 +133,7 @@ pub async fn delete_prefix_is_one_revision(store: &Store) {
             .iter()
             .all(|event| event.kind == EventKind::Delete && event.mod_revision == before + 1)
     );
-    let left: Vec<String> = keys_under(&store, "").await;
+    let left: Vec<String> = keys_under(store, "").await;
     assert_eq!(left, ["other", "pq"]);
 
     let err = store.delete_prefix("").await.unwrap_err();
@@ -328,7 +328,7 @@ pub async fn revoke_deletes_keys_with_events(store: &Store) {
     let event = next_event(&mut watch).await;
     assert_eq!((event.kind, event.key.as_str()), (EventKind::Delete, "l/a"));
     assert_quiet(&mut watch).await;
-    let left: Vec<String> = keys_under(&store, "l/").await;
+    let left: Vec<String> = keys_under(store, "l/").await;
     assert_eq!(left, ["l/b", "l/c"]);
 
     let err = store.revoke_lease(lease.id).await.unwrap_err();
@@ -562,6 +562,6 @@ pub async fn invalid_input_is_rejected_and_nothing_is_stored(store: &Store) {
         store.get("big").await.unwrap().kv.unwrap().value.len(),
         max.len()
     );
-    let keys: HashSet<String> = keys_under(&store, "").await.into_iter().collect();
+    let keys: HashSet<String> = keys_under(store, "").await.into_iter().collect();
     assert_eq!(keys, HashSet::from(["big".to_owned()]));
 }

@@ -125,7 +125,7 @@ pub enum Command {
     },
     /// Run the node agent: register this machine and its group's services,
     /// resolve requirements into env files, re-provision on changes.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Show what a service's requirements resolve to (passwords in URLs masked).
     Resolve {
         service: String,
@@ -333,7 +333,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let opened = repo::open(&RepoArgs { repo, json: server.json })?;
             apply::apply(&opened, &server.url, dry_run, server.json)
         }
-        Command::Agent(args) => agents::agent(args),
+        Command::Agent(args) => agents::agent(*args),
         Command::Resolve { service, machine, show_secrets, server } => {
             agents::resolve_cmd(&server, &service, machine.as_deref(), show_secrets)
         }

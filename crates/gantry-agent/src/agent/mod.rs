@@ -557,11 +557,11 @@ impl Agent {
                 },
             };
             let control = self.world.service_control.get(&service.id);
-            if self.locals.get(&service.id).is_some_and(|l| l.service != *service || l.port != port) {
-                if let Some(mut old) = self.locals.remove(&service.id) {
-                    self.log(&format!("{}: its definition changed, starting it again", service.id));
-                    old.shutdown().await;
-                }
+            if self.locals.get(&service.id).is_some_and(|l| l.service != *service || l.port != port)
+                && let Some(mut old) = self.locals.remove(&service.id)
+            {
+                self.log(&format!("{}: its definition changed, starting it again", service.id));
+                old.shutdown().await;
             }
             let local = self.locals.entry(service.id.clone()).or_insert_with(|| Local::new(service.clone(), port, control));
             let frontends = lb_on.then_some(resolve::Frontends { address: &self.machine.address, services: &self.world.services });
@@ -580,10 +580,10 @@ impl Agent {
                         Ok(Err(e)) => problems.push(format!("service {}: {e}", service.id)),
                         Err(e) => problems.push(format!("service {}: writing its env file: {e}", service.id)),
                     }
-                    if let Some(note) = local.ensure_process(&env, control, &self.run_settings, &self.wake) {
-                        if self.config.log {
-                            eprintln!("gantry agent {}: {note}", self.machine.id);
-                        }
+                    if let Some(note) = local.ensure_process(&env, control, &self.run_settings, &self.wake)
+                        && self.config.log
+                    {
+                        eprintln!("gantry agent {}: {note}", self.machine.id);
                     }
                 }
                 // The previous env file stays as it was, and so does the process.
@@ -627,10 +627,10 @@ impl Agent {
     async fn reconcile_health(&mut self) {
         let mut changed = Vec::new();
         for local in self.locals.values_mut() {
-            if let Some(note) = local.restart_if_failing() {
-                if self.config.log {
-                    eprintln!("gantry agent {}: {note}", self.machine.id);
-                }
+            if let Some(note) = local.restart_if_failing()
+                && self.config.log
+            {
+                eprintln!("gantry agent {}: {note}", self.machine.id);
             }
             let health = local.health();
             if self.registered.get(&local.service.id).is_some_and(|i| i.health != health) {
@@ -657,10 +657,10 @@ impl Agent {
     /// `gantry service:stop/start/restart` requests.
     fn apply_service_control(&mut self) {
         for (id, local) in &mut self.locals {
-            if let Some(note) = self.world.service_control.get(id).and_then(|c| local.control(c)) {
-                if self.config.log {
-                    eprintln!("gantry agent {}: {note}", self.machine.id);
-                }
+            if let Some(note) = self.world.service_control.get(id).and_then(|c| local.control(c))
+                && self.config.log
+            {
+                eprintln!("gantry agent {}: {note}", self.machine.id);
             }
         }
     }

@@ -148,7 +148,7 @@ impl Local {
         if failures < self.restarted_at_failures {
             self.restarted_at_failures = 0;
         }
-        if check.restart_after == 0 || failures == 0 || failures % check.restart_after != 0 || failures == self.restarted_at_failures {
+        if check.restart_after == 0 || failures == 0 || !failures.is_multiple_of(check.restart_after) || failures == self.restarted_at_failures {
             return None;
         }
         self.restarted_at_failures = failures;
