@@ -82,6 +82,12 @@ pub fn apply(opened: &Opened, server: &str, dry_run: bool, json: bool) -> anyhow
     Ok(())
 }
 
+/// Uploads the repository (what `gantry apply` does, quietly); returns the changes.
+pub async fn upload(opened: &Opened, client: &Client) -> anyhow::Result<Vec<Change>> {
+    let desired = desired(opened)?;
+    sync(client, &desired, false).await.map_err(explain)
+}
+
 async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<Change>, gantry_client::ClientError> {
     let mut changes = Vec::new();
     let change = |action, kind, name: &str| Change { action, kind, name: name.to_owned() };

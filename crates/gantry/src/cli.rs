@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::remote::{ServeArgs, ServerArgs};
 use crate::agents::AgentArgs;
-use crate::{agents, apply, generate, remote, repo, running, show};
+use crate::{agents, apply, generate, remote, repo, running, show, up};
 
 /// Gantry: one declarative repository becomes running infrastructure.
 ///
@@ -108,6 +108,36 @@ pub enum Command {
     RepoCheck {
         #[command(flatten)]
         repo: RepoArgs,
+    },
+    /// The whole stack of a repository on this machine: a server, a node per
+    /// group member (node_min, at least 1) with its services, load balancers;
+    /// returns when everything is healthy with --detach.
+    Up {
+        /// The repository [default: the current directory or the nearest parent with a nodes.json]
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Return once everything is healthy, leaving the stack running (last line: the public URL)
+        #[arg(short, long)]
+        detach: bool,
+        /// How long to wait for everything to be healthy
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: std::time::Duration,
+    },
+    /// What `gantry up` runs: nodes, services, instances, health, listeners, load balancers.
+    Status {
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop everything `gantry up` started.
+    Down {
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Also remove the stack's state (DIR/.gantry: store, node data, logs)
+        #[arg(long)]
+        purge: bool,
     },
     /// Run the API server: inventory, KV, leases and watches over the store.
     Server(ServeArgs),
@@ -328,6 +358,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             show::services_show(&repo::open(&repo)?, &service, repo.json)
         }
         Command::RepoCheck { repo } => show::check(&repo::open(&repo)?, repo.json),
+        Command::Up { dir, detach, timeout } => up::up(dir, detach, timeout),
+        Command::Status { dir, json } => up::status(dir, json),
+        Command::Down { dir, purge } => up::down(dir, purge),
         Command::Server(args) => remote::serve(args),
         Command::Apply { dry_run, repo, server } => {
             let opened = repo::open(&RepoArgs { repo, json: server.json })?;

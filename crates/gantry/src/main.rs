@@ -12,6 +12,7 @@ mod remote;
 mod repo;
 mod running;
 mod show;
+mod up;
 
 use std::io::Write;
 use std::process::ExitCode;

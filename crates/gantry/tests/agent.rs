@@ -16,7 +16,7 @@ const FEDERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/f
 
 #[test]
 fn www_resolves_api_and_follows_it_when_it_moves() {
-    let scratch = Scratch::example();
+    let scratch = Scratch::example_registered_only();
     let work = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
@@ -82,7 +82,7 @@ fn www_resolves_api_and_follows_it_when_it_moves() {
 
 #[test]
 fn a_hundred_provider_changes_in_a_second_make_at_most_two_runs_that_never_overlap() {
-    let scratch = Scratch::example();
+    let scratch = Scratch::example_registered_only();
     let work = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
@@ -146,7 +146,7 @@ fn a_hundred_provider_changes_in_a_second_make_at_most_two_runs_that_never_overl
 
 #[test]
 fn a_killed_agent_leaves_lookups_within_its_lease_and_comes_back_without_duplicates() {
-    let scratch = Scratch::example();
+    let scratch = Scratch::example_registered_only();
     let work = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
@@ -205,7 +205,7 @@ fn a_federation_never_resolves_another_federations_provider() {
 
 #[test]
 fn deploys_report_each_node_and_failures_say_why() {
-    let scratch = Scratch::example();
+    let scratch = Scratch::example_registered_only();
     let work = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
@@ -275,7 +275,7 @@ fn an_agent_waits_for_a_server_that_is_down_and_an_unwritable_env_dir_is_an_erro
 
 #[test]
 fn a_service_leaving_a_node_is_withdrawn_first_then_deleted_after_the_drain() {
-    let scratch = Scratch::example();
+    let scratch = Scratch::example_registered_only();
     let work = tempfile::tempdir().unwrap();
     let deleted = work.path().join("deleted");
     // A service without PORT: the agent assigns one and keeps it.

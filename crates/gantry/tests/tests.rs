@@ -8,6 +8,7 @@ mod running;
 mod server;
 mod show;
 mod tidy;
+mod up;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -26,12 +27,34 @@ pub(crate) struct Scratch {
 impl Scratch {
     pub fn example() -> Scratch {
         let dir = tempfile::tempdir().unwrap();
-        for rel in ["nodes.json", "configuration/datastores.json", "data_bags/service/api.json", "data_bags/service/app-www.json"] {
+        for rel in [
+            "nodes.json",
+            "configuration/datastores.json",
+            "data_bags/service/api.json",
+            "data_bags/service/app-www.json",
+            "bin/api.py",
+            "bin/www.py",
+        ] {
             let to = dir.path().join(rel);
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             std::fs::copy(Path::new(EXAMPLE).join(rel), to).unwrap();
         }
         Scratch { dir }
+    }
+
+    /// The example with its services started by the provision run
+    /// (`"command": true`, no check): for tests of registration and
+    /// resolution, where no process runs.
+    pub fn example_registered_only() -> Scratch {
+        let scratch = Scratch::example();
+        for id in ["api", "app-www"] {
+            let path = scratch.path(&format!("data_bags/service/{id}.json"));
+            let mut definition: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            definition["command"] = true.into();
+            definition.as_object_mut().unwrap().remove("check");
+            std::fs::write(&path, serde_json::to_string_pretty(&definition).unwrap()).unwrap();
+        }
+        scratch
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -31,7 +31,7 @@ use gantry_client::{Client, ClientError, PutOptions, WatchItem};
 use gantry_spec::Service;
 use tokio::task::JoinHandle;
 
-pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE};
+pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE, Started};
 use world::{Touched, World};
 
 use crate::lb::{Balancer, LbKind};

@@ -1,0 +1,478 @@
+//! `gantry up`, `gantry status`, `gantry down`: the whole stack of a
+//! repository on this machine, in one command and without SSH (seed 000,
+//! Rule #1). `up` starts a `gantry server` (embedded store), uploads the
+//! repository, starts one `gantry agent` per node (each group's
+//! `node_min`, at least 1) on its own loopback address, plus an external
+//! balancer per federation with public services, waits until every service
+//! passes its check and every public URL answers, and prints the URLs.
+//!
+//! Everything lives under `<repo>/.gantry/`: the server's store, each
+//! node's data dir, the logs, and `up.json` (what runs, with pids and start
+//! times, so `down` stops exactly that and a second `up` converges).
+//! Each stack gets its own `127.N.0.0/16` (N from the repository's path),
+//! so two stacks on one machine do not clash.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use gantry_agent::agent::Started;
+use gantry_api::{AgentStatus, Health, Instance};
+use gantry_client::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::agents::statuses;
+use crate::remote::{explain, print_json, runtime, shutdown_signal};
+use crate::cli::RepoArgs;
+use crate::repo::{self, Opened};
+
+pub const STATE_DIR: &str = ".gantry";
+const STATE_FILE: &str = "up.json";
+
+/// What `gantry up` started, saved in `.gantry/up.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Stack {
+    pub server: Option<Proc>,
+    pub url: String,
+    pub nodes: Vec<Node>,
+    /// Where public services answer, through the external balancers.
+    pub public: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Node {
+    /// Also its machine id: `<group>-<n>`, or `lb-<federation>`.
+    pub name: String,
+    pub group: Option<String>,
+    pub address: String,
+    /// `Some(federation)` for an external balancer.
+    pub external: Option<String>,
+    pub process: Option<Proc>,
+}
+
+impl Proc {
+    fn of(pid: u32) -> Option<Proc> {
+        Started::of(pid).map(|s| Proc { pid: s.pid, start_ticks: s.start_ticks })
+    }
+
+    /// Still the process that was started (not a recycled pid), and not
+    /// a zombie: an exited child of this `up` that nobody reaped yet.
+    fn alive(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+        !zombie && Started::of(self.pid).is_some_and(|s| s.start_ticks == self.start_ticks)
+    }
+}
+
+fn state_dir(opened: &Opened) -> PathBuf {
+    opened.dir.join(STATE_DIR)
+}
+
+fn load_stack(dir: &Path) -> Option<Stack> {
+    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
+}
+
+fn save_stack(dir: &Path, stack: &Stack) -> anyhow::Result<()> {
+    gantry_generate::write::write_atomic(&dir.join(STATE_FILE), &serde_json::to_vec_pretty(stack)?)?;
+    Ok(())
+}
+
+/// The second octet of this repository's loopback network: 2..=254 from its path.
+fn network(dir: &Path) -> u8 {
+    let path = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let hash = path.as_os_str().as_encoded_bytes().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (hash % 253) as u8 + 2
+}
+
+/// The nodes the repository asks for, with their addresses.
+fn plan_nodes(opened: &Opened) -> Vec<Node> {
+    let net = network(&opened.dir);
+    let mut nodes = Vec::new();
+    for group in opened.repo.groups.values() {
+        let count = group.autoscale.as_ref().map_or(1, |a| a.node_min.max(1));
+        for n in 1..=count {
+            nodes.push(Node { name: format!("{}-{n}", group.name), group: Some(group.name.clone()), address: String::new(), external: None, process: None });
+        }
+    }
+    let mut federations: Vec<&str> =
+        opened.repo.services.values().filter(|s| s.public && s.local_port.is_some()).map(|s| s.federation.as_str()).collect();
+    federations.dedup();
+    federations.sort_unstable();
+    federations.dedup();
+    for federation in federations {
+        nodes.push(Node { name: format!("lb-{federation}"), group: None, address: String::new(), external: Some(federation.to_owned()), process: None });
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.address = format!("127.{net}.{}.{}", (i + 1) / 250, (i + 1) % 250 + 1);
+    }
+    nodes
+}
+
+fn public_urls(opened: &Opened, nodes: &[Node]) -> Vec<String> {
+    let mut urls = Vec::new();
+    for node in nodes {
+        let Some(federation) = &node.external else { continue };
+        for service in opened.repo.services.values().filter(|s| s.public && &s.federation == federation) {
+            if let Some(port) = service.local_port {
+                urls.push(format!("http://{}:{port}/", node.address));
+            }
+        }
+    }
+    urls
+}
+
+/// `gantry up [DIR] [--detach] [--timeout D]`.
+pub fn up(dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Result<()> {
+    let opened = repo::open(&RepoArgs { repo: dir, json: false })?;
+    let state = state_dir(&opened);
+    std::fs::create_dir_all(state.join("logs")).with_context(|| format!("creating {}", state.display()))?;
+    let began = Instant::now();
+    let rt = runtime()?;
+    let mut stack = load_stack(&state).unwrap_or_default();
+    let server_alive = stack.server.as_ref().is_some_and(Proc::alive);
+    if !server_alive {
+        let (proc, url) = start_server(&state)?;
+        say(began, &format!("server      {url} (embedded store in {STATE_DIR}/server)"));
+        stack = Stack { server: Some(proc), url, nodes: Vec::new(), public: Vec::new() };
+    } else {
+        say(began, &format!("server      {} (already running: converging)", stack.url));
+    }
+    save_stack(&state, &stack)?;
+    let client = Client::new(&stack.url);
+    let changes = rt.block_on(crate::apply::upload(&opened, &client))?;
+    say(began, &format!("repository  {} change(s) uploaded", changes.len()));
+
+    let wanted = plan_nodes(&opened);
+    // Nodes no longer asked for go; the others are kept when they run.
+    for old in stack.nodes.iter().filter(|o| !wanted.iter().any(|w| w.name == o.name)) {
+        stop_process(old.process.as_ref(), Duration::from_secs(15));
+    }
+    let mut nodes = Vec::with_capacity(wanted.len());
+    for mut node in wanted {
+        match stack.nodes.iter().find(|o| o.name == node.name && o.address == node.address).and_then(|o| o.process.clone()) {
+            Some(process) if process.alive() => node.process = Some(process),
+            _ => {
+                node.process = Some(start_agent(&opened, &state, &stack.url, &node)?);
+                say(began, &format!("node        {:<16} {} started", node.name, node.address));
+            }
+        }
+        nodes.push(node);
+    }
+    stack.public = public_urls(&opened, &nodes);
+    stack.nodes = nodes;
+    save_stack(&state, &stack)?;
+
+    let ready = rt.block_on(wait_ready(&client, &stack, began, timeout));
+    if let Err(e) = ready {
+        eprintln!("gantry up: {e:#}");
+        eprintln!("gantry up: stopping what it started (logs stay in {})", state.join("logs").display());
+        down_stack(&state, &stack);
+        std::process::exit(1);
+    }
+    say(began, &format!("ready in {:.1} s", began.elapsed().as_secs_f64()));
+    if !detach {
+        println!("press Ctrl-C to stop the stack");
+        for url in &stack.public {
+            println!("{url}");
+        }
+        rt.block_on(follow_until_signal(&client, &stack, began));
+        say(began, "stopping");
+        down_stack(&state, &stack);
+        return Ok(());
+    }
+    if stack.public.is_empty() {
+        println!("no public service: `gantry status` shows the nodes and services");
+    }
+    for url in &stack.public {
+        println!("{url}");
+    }
+    Ok(())
+}
+
+fn say(began: Instant, line: &str) {
+    println!("[{:>5.1}s] {line}", began.elapsed().as_secs_f64());
+    let _ = std::io::stdout().flush();
+}
+
+fn gantry_command(log: &Path) -> anyhow::Result<Command> {
+    let exe = std::env::current_exe().context("finding the gantry binary")?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let mut command = Command::new(exe);
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own group: a Ctrl-C at the terminal reaches `up`, which stops the stack in order.
+        .process_group(0);
+    Ok(command)
+}
+
+fn start_server(state: &Path) -> anyhow::Result<(Proc, String)> {
+    let log = state.join("logs/server.log");
+    let _ = std::fs::remove_file(&log);
+    let child = gantry_command(&log)?
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(state.join("server"))
+        .spawn()
+        .context("starting gantry server")?;
+    let proc = Proc::of(child.id()).context("gantry server exited at once")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("http://")) {
+            return Ok((proc, url.to_owned()));
+        }
+        if !proc.alive() || Instant::now() > deadline {
+            bail!("gantry server did not start: {}", text.trim());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_agent(opened: &Opened, state: &Path, url: &str, node: &Node) -> anyhow::Result<Proc> {
+    let data_dir = state.join("nodes").join(&node.name);
+    let mut command = gantry_command(&state.join("logs").join(format!("{}.log", node.name)))?;
+    command
+        .args(["agent", "--server", url, "--machine-id", &node.name, "--address", &node.address, "--lb", "auto", "--restart-delay", "500ms"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--workdir")
+        .arg(std::path::absolute(&opened.dir).unwrap_or_else(|_| opened.dir.clone()));
+    if let Some(group) = &node.group {
+        command.args(["--group", group]);
+    }
+    if let Some(federation) = &node.external {
+        command.args(["--external-lb", "--label", &format!("federation={federation}")]);
+    }
+    let child = command.spawn().with_context(|| format!("starting the agent of node {}", node.name))?;
+    Proc::of(child.id()).with_context(|| format!("the agent of node {} exited at once", node.name))
+}
+
+/// What one look at the stack found: a line per node and service, and
+/// whether it is ready, or failed for good.
+struct Look {
+    lines: BTreeMap<String, String>,
+    waiting: Vec<String>,
+    failed: Option<String>,
+}
+
+async fn look(client: &Client, stack: &Stack) -> Look {
+    let mut look = Look { lines: BTreeMap::new(), waiting: Vec::new(), failed: None };
+    let all: Vec<AgentStatus> = statuses(client).await.unwrap_or_default();
+    for node in &stack.nodes {
+        let Some(status) = all.iter().find(|s| s.machine == node.name) else {
+            look.waiting.push(format!("node {} has not registered", node.name));
+            continue;
+        };
+        for problem in &status.problems {
+            look.waiting.push(format!("node {}: {problem}", node.name));
+        }
+        if let Some(error) = status.lb["error"].as_str() {
+            look.failed = Some(format!("node {}: {error}", node.name));
+        }
+        for (service, state) in &status.processes {
+            let p = &state.process;
+            let mut line = format!("{:<10} {:?}", p["state"].as_str().unwrap_or("-"), state.health).to_lowercase();
+            if let Some(pid) = p["pid"].as_u64() {
+                line.push_str(&format!(" pid {pid}"));
+            }
+            look.lines.insert(format!("{:<16} {service}", node.name), line);
+            let restarts = p["restarts"].as_u64().unwrap_or(0);
+            if p["state"] == "failed" || (restarts >= 3 && state.health != Health::Passing) {
+                let why = p["problem"].as_str().or(p["last_exit"].as_str()).unwrap_or("it keeps exiting");
+                let tail = client.agent_logs(&node.name, service, Some(600), false).await;
+                let tail = match tail {
+                    Ok(stream) => {
+                        use futures::StreamExt;
+                        let chunks: Vec<_> = stream.collect().await;
+                        chunks.into_iter().filter_map(Result::ok).map(|b| String::from_utf8_lossy(&b).into_owned()).collect::<String>()
+                    }
+                    Err(_) => String::new(),
+                };
+                look.failed = Some(format!(
+                    "service {service} on node {} does not start: {why}\n--- the end of its log ---\n{}",
+                    node.name,
+                    tail.trim_end()
+                ));
+            }
+            if state.health != Health::Passing {
+                look.waiting.push(format!("{service} on {} is {}", node.name, format!("{:?}", state.health).to_lowercase()));
+            }
+        }
+    }
+    for url in &stack.public {
+        if !answers(url).await {
+            look.waiting.push(format!("{url} does not answer yet"));
+        }
+    }
+    look
+}
+
+/// Whether `url` answers HTTP with a status below 500.
+async fn answers(url: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(2)).build() else { return false };
+    client.get(url).send().await.is_ok_and(|r| r.status().as_u16() < 500)
+}
+
+async fn wait_ready(client: &Client, stack: &Stack, began: Instant, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let look = look(client, stack).await;
+        show_changes(&mut shown, &look, began);
+        if let Some(failed) = look.failed {
+            bail!("{failed}");
+        }
+        if look.waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not ready after {timeout:?}:\n  {}", look.waiting.join("\n  "));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn show_changes(shown: &mut BTreeMap<String, String>, look: &Look, began: Instant) {
+    for (key, line) in &look.lines {
+        if shown.get(key) != Some(line) {
+            say(began, &format!("{key:<28} {line}"));
+            shown.insert(key.clone(), line.clone());
+        }
+    }
+}
+
+async fn follow_until_signal(client: &Client, stack: &Stack, began: Instant) {
+    let mut shown = BTreeMap::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let look = look(client, stack).await;
+        show_changes(&mut shown, &look, began);
+        tokio::select! {
+            () = &mut signal => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL after `grace`; waits until the process is gone.
+fn stop_process(process: Option<&Proc>, grace: Duration) {
+    let Some(process) = process.filter(|p| p.alive()) else { return };
+    let Some(pid) = rustix::process::Pid::from_raw(process.pid as i32) else { return };
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + grace;
+    while process.alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if process.alive() {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        while process.alive() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Stops the nodes (each agent stops its services and balancer), then the server.
+fn down_stack(state: &Path, stack: &Stack) {
+    std::thread::scope(|scope| {
+        for node in &stack.nodes {
+            scope.spawn(|| stop_process(node.process.as_ref(), Duration::from_secs(15)));
+        }
+    });
+    stop_process(stack.server.as_ref(), Duration::from_secs(10));
+    let _ = std::fs::remove_file(state.join(STATE_FILE));
+}
+
+/// `gantry down [DIR] [--purge]`.
+pub fn down(dir: Option<PathBuf>, purge: bool) -> anyhow::Result<()> {
+    let opened = repo::open(&RepoArgs { repo: dir, json: false })?;
+    let state = state_dir(&opened);
+    let began = Instant::now();
+    match load_stack(&state) {
+        Some(stack) => {
+            down_stack(&state, &stack);
+            println!("stopped {} node(s) and the server in {:.1} s", stack.nodes.len(), began.elapsed().as_secs_f64());
+        }
+        None => println!("no stack is running in {}", opened.dir.display()),
+    }
+    if purge && state.exists() {
+        std::fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
+        println!("removed {}", state.display());
+    }
+    Ok(())
+}
+
+/// `gantry status [DIR] [--json]`.
+pub fn status(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let opened = repo::open(&RepoArgs { repo: dir, json })?;
+    let Some(stack) = load_stack(&state_dir(&opened)) else {
+        if json {
+            return print_json(&serde_json::json!({"running": false}));
+        }
+        println!("no stack is running in {}: start one with `gantry up`", opened.dir.display());
+        return Ok(());
+    };
+    let client = Client::new(&stack.url);
+    let rt = runtime()?;
+    let agents = rt.block_on(statuses(&client)).map_err(explain)?;
+    let instances: Vec<Instance> = rt.block_on(client.instances_with(&[])).map_err(explain)?.items;
+    if json {
+        return print_json(&serde_json::json!({
+            "running": true, "server": stack.url, "public": stack.public, "nodes": stack.nodes,
+            "agents": agents, "instances": instances,
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    let server = if stack.server.as_ref().is_some_and(Proc::alive) { "running" } else { "NOT RUNNING" };
+    writeln!(out, "server  {} ({server})", stack.url)?;
+    for node in &stack.nodes {
+        let alive = if node.process.as_ref().is_some_and(Proc::alive) { "up" } else { "DOWN" };
+        let role = node.group.as_deref().map_or_else(|| "external load balancer".to_owned(), |g| format!("group {g}"));
+        writeln!(out, "node    {:<18} {:<14} {alive:<5} {role}", node.name, node.address)?;
+        let Some(status) = agents.iter().find(|s| s.machine == node.name) else { continue };
+        for (service, state) in &status.processes {
+            let p = &state.process;
+            writeln!(
+                out,
+                "  service {:<12} :{:<6} {:<9} {:<8} restarts {}",
+                service,
+                state.port,
+                p["state"].as_str().unwrap_or("-"),
+                format!("{:?}", state.health).to_lowercase(),
+                p["restarts"].as_u64().unwrap_or(0)
+            )?;
+        }
+        writeln!(out, "  listener {}", status.listener["state"].as_str().unwrap_or("-"))?;
+        for frontend in status.lb["frontends"].as_array().into_iter().flatten() {
+            let backends = frontend["backends"].as_array().map_or(0, Vec::len);
+            writeln!(
+                out,
+                "  lb      {:<12} {:<22} {} backend(s) ({})",
+                frontend["service"].as_str().unwrap_or("-"),
+                frontend["bind"].as_str().unwrap_or("-"),
+                backends,
+                status.lb["kind"].as_str().unwrap_or("-")
+            )?;
+        }
+        for problem in &status.problems {
+            writeln!(out, "  problem {problem}")?;
+        }
+    }
+    let passing = instances.iter().filter(|i| i.health == Health::Passing).count();
+    writeln!(out, "instances: {passing} of {} passing", instances.len())?;
+    for url in &stack.public {
+        writeln!(out, "public  {url}")?;
+    }
+    Ok(())
+}
