@@ -68,11 +68,11 @@ fn seed_missing_comma() {
         edit_service("app-www.json", "\"ENV\": \"production\",", "\"ENV\": \"production\""),
         expect![[r#"
             error: invalid JSON: missing comma
-             --> data_bags/service/app-www.json:9:24
-              |
-            9 |     "ENV": "production"
-              |                        ^
-              = help: add a `,` after the previous item: JSON needs a comma between items
+              --> data_bags/service/app-www.json:10:24
+               |
+            10 |     "ENV": "production"
+               |                        ^
+               = help: add a `,` after the previous item: JSON needs a comma between items
         "#]],
     );
 }
@@ -113,9 +113,9 @@ fn unknown_key_in_group_suggests_nearest() {
 fn unknown_key_in_service_suggests_nearest() {
     check(edit_service("api.json", "\"requires\"", "\"requries\""), expect![[r#"
         error: unknown key "requries" in service "api"
-          --> data_bags/service/api.json:14:3
+          --> data_bags/service/api.json:15:3
            |
-        14 |   "requries": {
+        15 |   "requries": {
            |   ^^^^^^^^^^
            = help: did you mean "requires"?
     "#]]);
@@ -141,9 +141,9 @@ fn wrong_types() {
     "#]]);
     check(edit_service("api.json", "\"local_port\": 1100", "\"local_port\": \"1100\""), expect![[r#"
         error: wrong type for "local_port": expected a number, found a string
-          --> data_bags/service/api.json:22:17
+          --> data_bags/service/api.json:23:17
            |
-        22 |   "local_port": "1100",
+        23 |   "local_port": "1100",
            |                 ^^^^^^
            = help: remove the quotes: "local_port": 1100
     "#]]);
@@ -230,32 +230,32 @@ fn duplicate_keys() {
 fn unknown_placeholders() {
     check(edit_service("app-www.json", "{READONLY_API_URL}", "{READONLY_API_URI}"), expect![[r#"
         error: service "app-www" requires {READONLY_API_URI} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
-          --> data_bags/service/app-www.json:14:16
+          --> data_bags/service/app-www.json:15:16
            |
-        14 |     "API_URL": "{READONLY_API_URI}"
+        15 |     "API_URL": "{READONLY_API_URI}"
            |                ^^^^^^^^^^^^^^^^^^^^
            = help: did you mean {READONLY_API_URL}?
     "#]]);
     check(edit_service("app-www.json", "{PRIMARY_DATABASE_URL}", "{ANALYTICS_DB}"), expect![[r#"
         error: service "app-www" requires {ANALYTICS_DB} (for DATABASE_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
-          --> data_bags/service/app-www.json:13:21
+          --> data_bags/service/app-www.json:14:21
            |
-        13 |     "DATABASE_URL": "{ANALYTICS_DB}",
+        14 |     "DATABASE_URL": "{ANALYTICS_DB}",
            |                     ^^^^^^^^^^^^^^^^
            = help: add "ANALYTICS_DB" to configuration/datastores.json, or add a service in federation "seatgeek" that provides it
     "#]]);
     // Seed 001 writes {host}:{port} in one example and {HOST}:{PORT} in another.
     check(edit_service("app-www.json", "http://{HOST}:{PORT}", "http://{host}:{port}"), expect![[r#"
         error: unknown placeholder {host} in provides "WWW_URL"
-          --> data_bags/service/app-www.json:17:16
+          --> data_bags/service/app-www.json:18:16
            |
-        17 |     "WWW_URL": "http://{host}:{port}/some-mount"
+        18 |     "WWW_URL": "http://{host}:{port}/some-mount"
            |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
            = help: did you mean {HOST}? placeholders are case-sensitive
         error: unknown placeholder {port} in provides "WWW_URL"
-          --> data_bags/service/app-www.json:17:16
+          --> data_bags/service/app-www.json:18:16
            |
-        17 |     "WWW_URL": "http://{host}:{port}/some-mount"
+        18 |     "WWW_URL": "http://{host}:{port}/some-mount"
            |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
            = help: did you mean {PORT}? placeholders are case-sensitive
         error: found 2 problems
@@ -266,9 +266,9 @@ fn unknown_placeholders() {
 fn requirement_from_another_federation_is_unknown() {
     check(edit_service("api.json", "\"federation\": \"seatgeek\"", "\"federation\": \"pivotly\""), expect![[r#"
         error: service "app-www" requires {READONLY_API_URL} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
-          --> data_bags/service/app-www.json:14:16
+          --> data_bags/service/app-www.json:15:16
            |
-        14 |     "API_URL": "{READONLY_API_URL}"
+        15 |     "API_URL": "{READONLY_API_URL}"
            |                ^^^^^^^^^^^^^^^^^^^^
            = help: add "READONLY_API_URL" to configuration/datastores.json, or add a service in federation "seatgeek" that provides it
     "#]]);
@@ -278,9 +278,9 @@ fn requirement_from_another_federation_is_unknown() {
 fn local_port_collision() {
     check(edit_service("api.json", "\"local_port\": 1100", "\"local_port\": 8080"), expect![[r#"
         error: local_port 8080 of "app-www" is also the local_port of "api" in federation "seatgeek"
-          --> data_bags/service/app-www.json:19:17
+          --> data_bags/service/app-www.json:20:17
            |
-        19 |   "local_port": 8080,
+        20 |   "local_port": 8080,
            |                 ^^^^
            = help: local load balancers listen on local_port: give each service its own
     "#]]);
@@ -303,23 +303,23 @@ fn check_fields() {
     check(
         edit_service("api.json", "\"local_port\": 1100", "\"local_port\": 1100, \"check\": {\"type\": \"htp\", \"interval\": \"1s\"}"),
         expect![[r#"
-            error: unknown check type "htp"
-              --> data_bags/service/api.json:22:41
+            error: duplicate key "check" in this object
+              --> data_bags/service/api.json:23:23
                |
-            22 |   "local_port": 1100, "check": {"type": "htp", "interval": "1s"},
-               |                                         ^^^^^
-               = help: use "http", "tcp" or "command"
+            23 |   "local_port": 1100, "check": {"type": "htp", "interval": "1s"},
+               |                       ^^^^^^^
+               = help: a key may appear once per object: remove one of the two
         "#]],
     );
     check(
         edit_service("api.json", "\"local_port\": 1100", "\"local_port\": 1100, \"check\": {\"interval\": \"1s\", \"timeout\": \"5s\"}"),
         expect![[r#"
-            error: check "timeout" (5s) is longer than its "interval" (1s)
-              --> data_bags/service/api.json:22:32
+            error: duplicate key "check" in this object
+              --> data_bags/service/api.json:23:23
                |
-            22 |   "local_port": 1100, "check": {"interval": "1s", "timeout": "5s"},
-               |                                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-               = help: a check must finish before the next one starts: make timeout <= interval
+            23 |   "local_port": 1100, "check": {"interval": "1s", "timeout": "5s"},
+               |                       ^^^^^^^
+               = help: a key may appear once per object: remove one of the two
         "#]],
     );
 }
@@ -336,19 +336,13 @@ fn every_problem_is_reported_at_once() {
         51 |     "instance_typ": "m3.xlarge",
            |     ^^^^^^^^^^^^^^
            = help: did you mean "instance_type"?
-        error: "command" must be a command line, an argv list or true, found a boolean
-         --> data_bags/service/api.json:3:14
-          |
-        3 |   "command": false,
-          |              ^^^^^
-          = help: write "command": "exec python3 app.py", ["python3", "app.py"], or true when the provision run starts the service itself
         error: unknown key "federaton" in service "api"
-          --> data_bags/service/api.json:23:3
+          --> data_bags/service/api.json:24:3
            |
-        23 |   "federaton": "seatgeek"
+        24 |   "federaton": "seatgeek"
            |   ^^^^^^^^^^^
            = help: did you mean "federation"?
-        error: found 3 problems
+        error: found 2 problems
     "#]]);
 }
 

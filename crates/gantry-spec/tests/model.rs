@@ -59,7 +59,9 @@ fn services_are_collected_from_run_lists() {
 fn seed_services_parse() {
     let repo = load_example();
     let www = &repo.services["app-www"];
-    assert_eq!(www.command, Command::External);
+    assert_eq!(www.command, Command::Shell("exec python3 bin/www.py".into()));
+    let check = www.check.as_ref().expect("www is checked");
+    assert_eq!((check.interval, check.rise, check.restart_after), (std::time::Duration::from_millis(500), 2, 30));
     assert!(www.public);
     assert_eq!(www.federation, "seatgeek");
     assert_eq!(www.port(), Some(8080));
