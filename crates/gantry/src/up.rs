@@ -26,7 +26,7 @@ use gantry_client::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::agents::statuses;
-use crate::remote::{explain, print_json, runtime, shutdown_signal};
+use crate::remote::{explain, print_json, runtime};
 use crate::cli::RepoArgs;
 use crate::repo::{self, Opened};
 
@@ -43,11 +43,8 @@ pub struct Stack {
     pub public: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Proc {
-    pub pid: u32,
-    pub start_ticks: u64,
-}
+/// A process `up` started: its pid and start time (see [`Started::running`]).
+pub type Proc = Started;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Node {
@@ -58,20 +55,6 @@ pub struct Node {
     /// `Some(federation)` for an external balancer.
     pub external: Option<String>,
     pub process: Option<Proc>,
-}
-
-impl Proc {
-    fn of(pid: u32) -> Option<Proc> {
-        Started::of(pid).map(|s| Proc { pid: s.pid, start_ticks: s.start_ticks })
-    }
-
-    /// Still the process that was started (not a recycled pid), and not
-    /// a zombie: an exited child of this `up` that nobody reaped yet.
-    fn alive(&self) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
-        !zombie && Started::of(self.pid).is_some_and(|s| s.start_ticks == self.start_ticks)
-    }
 }
 
 fn state_dir(opened: &Opened) -> PathBuf {
@@ -139,7 +122,7 @@ pub fn up(dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Resu
     let began = Instant::now();
     let rt = runtime()?;
     let mut stack = load_stack(&state).unwrap_or_default();
-    let server_alive = stack.server.as_ref().is_some_and(Proc::alive);
+    let server_alive = stack.server.as_ref().is_some_and(Proc::running);
     if !server_alive {
         let (proc, url) = start_server(&state)?;
         say(began, &format!("server      {url} (embedded store in {STATE_DIR}/server)"));
@@ -159,8 +142,8 @@ pub fn up(dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Resu
     }
     let mut nodes = Vec::with_capacity(wanted.len());
     for mut node in wanted {
-        match stack.nodes.iter().find(|o| o.name == node.name && o.address == node.address).and_then(|o| o.process.clone()) {
-            Some(process) if process.alive() => node.process = Some(process),
+        match stack.nodes.iter().find(|o| o.name == node.name && o.address == node.address).and_then(|o| o.process) {
+            Some(process) if process.running() => node.process = Some(process),
             _ => {
                 node.process = Some(start_agent(&opened, &state, &stack.url, &node)?);
                 say(began, &format!("node        {:<16} {} started", node.name, node.address));
@@ -181,11 +164,17 @@ pub fn up(dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Resu
     }
     say(began, &format!("ready in {:.1} s", began.elapsed().as_secs_f64()));
     if !detach {
+        // Listen before saying so: a Ctrl-C right after the URL must stop the stack, not kill `up`.
+        let signals = {
+            let _runtime = rt.enter();
+            use tokio::signal::unix::{SignalKind, signal};
+            (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+        };
         println!("press Ctrl-C to stop the stack");
         for url in &stack.public {
             println!("{url}");
         }
-        rt.block_on(follow_until_signal(&client, &stack, began));
+        rt.block_on(follow_until_signal(&client, &stack, began, signals));
         say(began, "stopping");
         down_stack(&state, &stack);
         return Ok(());
@@ -232,7 +221,7 @@ fn start_server(state: &Path) -> anyhow::Result<(Proc, String)> {
         if let Some(url) = text.split_whitespace().find(|w| w.starts_with("http://")) {
             return Ok((proc, url.to_owned()));
         }
-        if !proc.alive() || Instant::now() > deadline {
+        if !proc.running() || Instant::now() > deadline {
             bail!("gantry server did not start: {}", text.trim());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -352,15 +341,20 @@ fn show_changes(shown: &mut BTreeMap<String, String>, look: &Look, began: Instan
     }
 }
 
-async fn follow_until_signal(client: &Client, stack: &Stack, began: Instant) {
+/// Shows changes until SIGINT (Ctrl-C) or SIGTERM.
+async fn follow_until_signal(
+    client: &Client,
+    stack: &Stack,
+    began: Instant,
+    (mut interrupt, mut terminate): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+) {
     let mut shown = BTreeMap::new();
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
     loop {
         let look = look(client, stack).await;
         show_changes(&mut shown, &look, began);
         tokio::select! {
-            () = &mut signal => return,
+            _ = interrupt.recv() => return,
+            _ = terminate.recv() => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
@@ -368,16 +362,16 @@ async fn follow_until_signal(client: &Client, stack: &Stack, began: Instant) {
 
 /// SIGTERM, then SIGKILL after `grace`; waits until the process is gone.
 fn stop_process(process: Option<&Proc>, grace: Duration) {
-    let Some(process) = process.filter(|p| p.alive()) else { return };
+    let Some(process) = process.filter(|p| p.running()) else { return };
     let Some(pid) = rustix::process::Pid::from_raw(process.pid as i32) else { return };
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let deadline = Instant::now() + grace;
-    while process.alive() && Instant::now() < deadline {
+    while process.running() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if process.alive() {
+    if process.running() {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        while process.alive() {
+        while process.running() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -434,10 +428,10 @@ pub fn status(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         }));
     }
     let mut out = std::io::stdout().lock();
-    let server = if stack.server.as_ref().is_some_and(Proc::alive) { "running" } else { "NOT RUNNING" };
+    let server = if stack.server.as_ref().is_some_and(Proc::running) { "running" } else { "NOT RUNNING" };
     writeln!(out, "server  {} ({server})", stack.url)?;
     for node in &stack.nodes {
-        let alive = if node.process.as_ref().is_some_and(Proc::alive) { "up" } else { "DOWN" };
+        let alive = if node.process.as_ref().is_some_and(Proc::running) { "up" } else { "DOWN" };
         let role = node.group.as_deref().map_or_else(|| "external load balancer".to_owned(), |g| format!("group {g}"));
         writeln!(out, "node    {:<18} {:<14} {alive:<5} {role}", node.name, node.address)?;
         let Some(status) = agents.iter().find(|s| s.machine == node.name) else { continue };

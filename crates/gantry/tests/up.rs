@@ -147,3 +147,29 @@ fn two_federations_never_see_each_other() {
     gantry(dir, &["down", "--purge"]).ok();
     assert!(processes_in(dir).is_empty(), "left behind: {:?}", processes_in(dir));
 }
+
+#[test]
+fn in_the_foreground_ctrl_c_stops_the_stack() {
+    use std::io::{BufRead, BufReader};
+    let scratch = Scratch::example();
+    let dir = scratch.dir.path();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["up", "--timeout", "60s"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("http://"))
+        .expect("the foreground up prints the public URL once ready");
+    assert!(page(&url).is_some_and(|b| b.contains("Upcoming events")));
+    // Ctrl-C at the terminal: SIGINT to `up` (its nodes are in their own process groups).
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(processes_in(dir).is_empty(), "left behind: {:?}", processes_in(dir));
+}

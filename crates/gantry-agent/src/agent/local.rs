@@ -84,16 +84,27 @@ pub struct Started {
 }
 
 impl Started {
+    /// The process `pid` as it is now, if it exists.
     pub fn of(pid: u32) -> Option<Started> {
-        Some(Started { pid, start_ticks: start_ticks(pid)? })
+        let (_, start_ticks) = stat(pid)?;
+        Some(Started { pid, start_ticks })
+    }
+
+    /// Whether this very process still runs: the same pid and start time
+    /// (not a recycled pid), and not a zombie waiting to be reaped.
+    pub fn running(&self) -> bool {
+        stat(self.pid).is_some_and(|(state, ticks)| ticks == self.start_ticks && !matches!(state, 'Z' | 'X'))
     }
 }
 
-fn start_ticks(pid: u32) -> Option<u64> {
+/// A process's state letter and start time, from `/proc/PID/stat`.
+fn stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields resume after the last ')'.
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 pub fn save_processes(data_dir: &Path, processes: &BTreeMap<String, Started>) -> io::Result<()> {
@@ -109,7 +120,7 @@ pub fn kill_leftovers(data_dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     let mut stopped = Vec::new();
     for (service, process) in saved {
-        if Started::of(process.pid) == Some(process) {
+        if process.running() {
             crate::process_group::signal_group(Some(process.pid), rustix::process::Signal::KILL);
             stopped.push(service);
         }
