@@ -107,9 +107,10 @@ async fn a_killed_process_is_started_again_after_the_initial_delay() {
 }
 
 /// utime + stime of this thread (the test's current-thread runtime runs
-/// the supervisor too) and cutime + cstime of the process (children once
-/// reaped), in clock ticks. Other tests' threads are left out; their few
-/// short children are not.
+/// the supervisor), in clock ticks. Children are left out: the process's
+/// cutime counts every test's children (haproxy checks, servers) and made
+/// this flaky under a full run; what the crash loop's own children cost is
+/// bounded by the number of starts, which the test asserts.
 fn cpu_ticks() -> u64 {
     let fields = |path: &str, range: std::ops::Range<usize>| -> u64 {
         let stat = std::fs::read_to_string(path).unwrap();
@@ -117,7 +118,7 @@ fn cpu_ticks() -> u64 {
         let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().collect();
         range.map(|field| rest[field - 3].parse::<u64>().unwrap()).sum()
     };
-    fields("/proc/thread-self/stat", 14..16) + fields("/proc/self/stat", 16..18)
+    fields("/proc/thread-self/stat", 14..16)
 }
 
 #[tokio::test]
