@@ -676,6 +676,10 @@ impl Agent {
         let settling = self.session_started.elapsed() < self.config.lease_ttl;
         let registered = instances.iter().map(|i| i.service.clone()).collect();
         let notes = self.last_good.guard(&mut plan, settling, &registered);
+        // A node that fronts nothing (and never did) runs no haproxy at all.
+        if plan.frontends.is_empty() && self.lb_status["frontends"].as_array().is_none_or(Vec::is_empty) {
+            return problems;
+        }
         let result = balancer.apply(&plan).await;
         let name = balancer.name();
         let previous = self.lb_status.take();
