@@ -81,7 +81,7 @@ fn www_resolves_api_and_follows_it_when_it_moves() {
 }
 
 #[test]
-fn a_hundred_provider_changes_in_a_second_make_at_most_two_runs_that_never_overlap() {
+fn a_burst_of_a_hundred_provider_changes_makes_at_most_two_runs_that_never_overlap() {
     let scratch = Scratch::example_registered_only();
     let work = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
@@ -101,7 +101,7 @@ fn a_hundred_provider_changes_in_a_second_make_at_most_two_runs_that_never_overl
     };
     block_on(client.put_instance(&fake_api(2000), PutOptions::default())).unwrap();
     let log = work.path().join("runs.log");
-    let provision = format!("echo start $(date +%s%N) >> {0}; sleep 0.3; echo end $(date +%s%N) >> {0}", log.display());
+    let provision = format!("echo start $(date +%s%N) >> {0}; sleep 2; echo end $(date +%s%N) >> {0}", log.display());
     let www = AgentProcess::start(
         &server.url,
         &work.path().join("www"),
@@ -118,12 +118,15 @@ fn a_hundred_provider_changes_in_a_second_make_at_most_two_runs_that_never_overl
             client.put_instance(&fake_api(2000 + i), PutOptions::default()).await.unwrap();
         }
     });
-    assert!(started.elapsed() < Duration::from_secs(1), "the 100 changes took {:?}", started.elapsed());
+    // The first change starts a 2 s run; every later one folds into the one
+    // queued run, as long as the burst is shorter than that run (even on a
+    // machine loaded by a parallel test run).
+    assert!(started.elapsed() < Duration::from_secs(2), "the 100 changes took {:?}", started.elapsed());
     eventually("www's env file has the last change", Duration::from_secs(10), || {
         Some(()).filter(|()| www.env_file("app-www").contains("127.0.0.9:2100"))
     });
     // Let any queued run start and finish.
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     let after = eventually("the listener is idle", Duration::from_secs(20), || {
         status_of(&server, &id).filter(|s| s.listener["state"] == "idle")
     });
