@@ -15,6 +15,16 @@ fn gantry(dir: &Path, args: &[&str]) -> Run {
     run_in(dir, args)
 }
 
+/// Runs `gantry down` when dropped, so a test that fails half way leaves
+/// no stack running (declare it after the scratch directory).
+struct DownOnDrop<'a>(&'a Path);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = run_in(self.0, &["down"]);
+    }
+}
+
 /// The body of a GET, when it answers 200.
 fn page(url: &str) -> Option<String> {
     let rest = url.strip_prefix("http://")?;
@@ -67,6 +77,7 @@ fn node_pids(dir: &Path) -> Vec<u64> {
 fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_nothing() {
     let scratch = Scratch::example();
     let dir = scratch.dir.path();
+    let _down = DownOnDrop(dir);
     let up = gantry(dir, &["up", "--detach", "--timeout", "60s"]);
     assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
     let url = up.stdout.lines().last().unwrap().trim().to_owned();
@@ -140,6 +151,7 @@ fn two_federations_never_see_each_other() {
         std::fs::copy(Path::new(FEDERATIONS).join(rel), to).unwrap();
     }
     let dir = work.path();
+    let _down = DownOnDrop(dir);
     let up = gantry(dir, &["up", "-d"]);
     assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
     let env = std::fs::read_to_string(dir.join(".gantry/nodes/green-app-1/env/green-app.conf")).unwrap();
@@ -153,6 +165,7 @@ fn in_the_foreground_ctrl_c_stops_the_stack() {
     use std::io::{BufRead, BufReader};
     let scratch = Scratch::example();
     let dir = scratch.dir.path();
+    let _down = DownOnDrop(dir);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["up", "--timeout", "60s"])
         .current_dir(dir)
