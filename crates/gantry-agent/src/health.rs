@@ -7,12 +7,12 @@
 //! than its timeout; [`Checker`] is the tokio task that probes every
 //! interval and publishes a [`CheckStatus`] on a watch channel.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gantry_spec::Check;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
+use gantry_api::now_ms;
 
 mod probe;
 
@@ -172,11 +172,6 @@ async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatu
             wake
         });
     }
-}
-
-fn now_ms() -> u64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

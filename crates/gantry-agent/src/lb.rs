@@ -86,16 +86,11 @@ pub enum LbKind {
 }
 
 /// A running balancer of either kind.
+#[derive(Debug)]
 pub enum Balancer {
     // Boxed: the haproxy handle is ten times the size of the built-in one.
     Haproxy(Box<haproxy::Haproxy>),
     Builtin(builtin::Builtin),
-}
-
-impl std::fmt::Debug for Balancer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 impl Balancer {

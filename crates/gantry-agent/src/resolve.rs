@@ -183,6 +183,13 @@ pub fn rendezvous_weight(consumer_machine: &str, provider_machine: &str, provide
     fmix64(hash)
 }
 
+/// A hash of `bytes` that is the same on every machine and every Rust
+/// version (FNV-1a 64, then MurmurHash3's finalizer), for choices that must
+/// not move on an upgrade.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    fmix64(fnv1a(FNV_OFFSET, bytes))
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
@@ -267,7 +274,7 @@ fn explain(service: &Service, env_var: &str, name: &str, instances: &[Instance])
     let not_passing = instances
         .iter()
         .filter(|i| i.health != Health::Passing && provides_in(i, &service.federation, name))
-        .map(|i| format!("{}/{} ({})", i.service, i.id, health_word(i.health)))
+        .map(|i| format!("{}/{} ({})", i.service, i.id, i.health.word()))
         .collect();
     let other_federations: BTreeSet<&str> = instances
         .iter()
@@ -281,14 +288,6 @@ fn explain(service: &Service, env_var: &str, name: &str, instances: &[Instance])
         federation: service.federation.clone(),
         not_passing,
         other_federations: other_federations.into_iter().map(str::to_string).collect(),
-    }
-}
-
-fn health_word(health: Health) -> &'static str {
-    match health {
-        Health::Passing => "passing",
-        Health::Failing => "failing",
-        Health::Unknown => "not checked yet",
     }
 }
 

@@ -13,6 +13,14 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_PORT: u16 = 7400;
 /// The server a client talks to when neither `--server` nor `GANTRY_SERVER` says.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7400";
+
+/// Now, in Unix milliseconds: the unit of every `*_ms` timestamp in the API
+/// (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 /// Largest request body the server accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024 + 64 * 1024;
 
@@ -197,6 +205,17 @@ pub enum Health {
     Failing,
     #[default]
     Unknown,
+}
+
+impl Health {
+    /// The word for people: "passing", "failing", "not checked yet".
+    pub fn word(self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Failing => "failing",
+            Health::Unknown => "not checked yet",
+        }
+    }
 }
 
 /// A service running on a machine (seed 002 "Service Inventory Service").

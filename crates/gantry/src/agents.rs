@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gantry_agent::agent::{AgentConfig, run};
 use gantry_agent::lb::LbKind;
 use gantry_agent::listener::Throttle;
 use gantry_agent::resolve;
-use gantry_api::{AgentStatus, DeployRequest, keys};
+use gantry_api::{AgentStatus, DeployRequest, keys, now_ms};
 use gantry_client::{Client, PutOptions};
 
 use crate::BadInput;
@@ -262,10 +262,6 @@ fn ago(ms: u64) -> String {
         60..3600 => format!("{}m ago", secs / 60),
         _ => format!("{}h ago", secs / 3600),
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `listener:on` / `listener:off` for one machine or all.

@@ -88,6 +88,16 @@ pub async fn upload(opened: &Opened, client: &Client) -> anyhow::Result<Vec<Chan
     sync(client, &desired, false).await.map_err(explain)
 }
 
+/// `create` when the server has nothing, `update` when it has something
+/// else, nothing when it has the same.
+fn action<T: PartialEq + ?Sized>(current: Option<&T>, desired: &T) -> Option<&'static str> {
+    match current {
+        None => Some("create"),
+        Some(old) if old != desired => Some("update"),
+        Some(_) => None,
+    }
+}
+
 async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<Change>, gantry_client::ClientError> {
     let mut changes = Vec::new();
     let change = |action, kind, name: &str| Change { action, kind, name: name.to_owned() };
@@ -103,11 +113,7 @@ async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<C
         .collect();
     let stored_services: Vec<String> = current.keys().cloned().collect();
     for (id, definition) in &desired.services {
-        let action = match current.get(id) {
-            None => "create",
-            Some(old) if old != definition => "update",
-            Some(_) => continue,
-        };
+        let Some(action) = action(current.get(id), definition) else { continue };
         if !dry_run {
             client.put_service(definition).await?;
         }
@@ -121,11 +127,7 @@ async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<C
         .map(|e| (e.key.strip_prefix(keys::DATASTORES_KV).unwrap_or(&e.key), e.value.as_str()))
         .collect();
     for (name, value) in &desired.datastores {
-        let action = match current.get(name.as_str()) {
-            None => "create",
-            Some(old) if old != value => "update",
-            Some(_) => continue,
-        };
+        let Some(action) = action(current.get(name.as_str()).copied(), value.as_str()) else { continue };
         if !dry_run {
             client.kv_put(&format!("{}{name}", keys::DATASTORES_KV), value, PutOptions::default()).await?;
         }
@@ -134,11 +136,7 @@ async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<C
 
     let current: BTreeMap<String, Group> = client.groups().await?.items.into_iter().map(|g| (g.name.clone(), g)).collect();
     for (name, group) in &desired.groups {
-        let action = match current.get(name) {
-            None => "create",
-            Some(old) if old != group => "update",
-            Some(_) => continue,
-        };
+        let Some(action) = action(current.get(name), group) else { continue };
         if !dry_run {
             client.put_group(group).await?;
         }

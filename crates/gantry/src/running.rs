@@ -11,7 +11,8 @@ use gantry_api::{AgentStatus, ServiceControl, keys};
 use gantry_client::{Client, PutOptions};
 
 use crate::BadInput;
-use crate::agents::{now_ms, statuses};
+use crate::agents::statuses;
+use gantry_api::now_ms;
 use crate::remote::{ServerArgs, explain, print_json, runtime};
 
 /// What `service:*` asks of a service.
@@ -192,7 +193,7 @@ pub fn lb_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Result<(
             let out_of_rotation: Vec<String> = instances
                 .iter()
                 .filter(|i| frontend["service"] == i.service.as_str() && i.health != gantry_api::Health::Passing)
-                .map(|i| format!("{} {}:{} ({:?})", i.id, i.address, i.port, i.health).to_lowercase())
+                .map(|i| format!("{} {}:{} ({})", i.id, i.address, i.port, i.health.word()))
                 .collect();
             if !out_of_rotation.is_empty() {
                 writeln!(out, "  {:<16} out of rotation: {}", "", out_of_rotation.join(", "))?;

@@ -73,8 +73,7 @@ fn save_stack(dir: &Path, stack: &Stack) -> anyhow::Result<()> {
 /// The second octet of this repository's loopback network: 2..=254 from its path.
 fn network(dir: &Path) -> u8 {
     let path = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let hash = path.as_os_str().as_encoded_bytes().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (hash % 253) as u8 + 2
+    (gantry_agent::resolve::stable_hash(path.as_os_str().as_encoded_bytes()) % 253) as u8 + 2
 }
 
 /// The nodes the repository asks for, with their addresses.
@@ -271,7 +270,7 @@ async fn look(client: &Client, stack: &Stack) -> Look {
         }
         for (service, state) in &status.processes {
             let p = &state.process;
-            let mut line = format!("{:<10} {:?}", p["state"].as_str().unwrap_or("-"), state.health).to_lowercase();
+            let mut line = format!("{:<10} {}", p["state"].as_str().unwrap_or("-"), state.health.word());
             if let Some(pid) = p["pid"].as_u64() {
                 line.push_str(&format!(" pid {pid}"));
             }
@@ -295,7 +294,7 @@ async fn look(client: &Client, stack: &Stack) -> Look {
                 ));
             }
             if state.health != Health::Passing {
-                look.waiting.push(format!("{service} on {} is {}", node.name, format!("{:?}", state.health).to_lowercase()));
+                look.waiting.push(format!("{service} on {} is {}", node.name, state.health.word()));
             }
         }
     }
@@ -443,7 +442,7 @@ pub fn status(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                 service,
                 state.port,
                 p["state"].as_str().unwrap_or("-"),
-                format!("{:?}", state.health).to_lowercase(),
+                state.health.word(),
                 p["restarts"].as_u64().unwrap_or(0)
             )?;
         }

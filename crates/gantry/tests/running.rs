@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use gantry_api::{AgentStatus, Health, Instance};
 use gantry_client::Client;
 
-use super::{AgentProcess, ServerProcess, block_on, eventually, gantry, status_of};
+use super::{AgentProcess, ServerProcess, alive, block_on, eventually, gantry, status_of};
 
 const STATUS_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/status_server.py");
 
@@ -164,11 +164,6 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     eventually("api runs under the new agent", Duration::from_secs(10), || running_pid(&server, &machine).filter(|p| *p != orphan));
 }
 
-/// Whether `pid` is a live process (a zombie is not).
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
-}
 
 #[test]
 fn haproxy_fronts_a_required_service_and_keeps_routing_while_the_server_is_down() {

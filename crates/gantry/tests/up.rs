@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Run, Scratch, eventually, run_in};
+use super::{Run, Scratch, alive, eventually, run_in};
 
 const FEDERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/federations");
 
@@ -52,9 +52,7 @@ fn processes_in(dir: &Path) -> Vec<String> {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let cwd = std::fs::read_link(entry.path().join("cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-        if !zombie && (cmdline.contains(&dir) || cwd.starts_with(&dir)) {
+        if alive(pid.parse().unwrap_or(0)) && (cmdline.contains(&dir) || cwd.starts_with(&dir)) {
             found.push(format!("{pid}: {cmdline}"));
         }
     }

@@ -24,10 +24,10 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use gantry_api::{AgentStatus, DeployOutcome, Health, Instance, Machine, WatchKind, keys};
+use gantry_api::{AgentStatus, DeployOutcome, Instance, Machine, WatchKind, keys, now_ms};
 use gantry_client::{Client, ClientError, PutOptions, WatchItem};
 use tokio::task::JoinHandle;
 
@@ -630,18 +630,6 @@ fn outcome(id: &str, run: &RunRecord) -> DeployOutcome {
         format!("exit code {}", run.exit_code.unwrap_or(-1))
     };
     DeployOutcome { id: id.to_owned(), ok: run.succeeded(), detail, duration_ms: run.duration_ms }
-}
-
-fn health_word(health: Health) -> &'static str {
-    match health {
-        Health::Passing => "passing",
-        Health::Failing => "failing",
-        Health::Unknown => "not yet checked",
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn now_secs() -> u64 {

@@ -10,7 +10,9 @@ use gantry_client::{ClientError, PutOptions};
 use gantry_spec::Service;
 
 use super::runtime::Local;
-use super::{Agent, AgentEvent, balance, health_word, local, now_ms};
+use gantry_api::now_ms;
+
+use super::{Agent, AgentEvent, balance, local};
 use crate::{envfile, resolve};
 
 impl Agent {
@@ -129,7 +131,7 @@ impl Agent {
             }
         }
         for (service, port, health) in changed {
-            self.log(&format!("{} is now {}", service.id, health_word(health)));
+            self.log(&format!("{} is now {}", service.id, health.word()));
             if let Err(e) = self.register(&service, port, health).await {
                 self.log(&format!("service {}: publishing its health: {e}", service.id));
             }

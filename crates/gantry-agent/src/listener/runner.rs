@@ -4,7 +4,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use gantry_generate::write::write_atomic_with_mode;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::process::{self, Launch};
 use super::state::{Action, ListenerState, ListenerStatus, RunRecord, RunRequest, SavedState, Throttle};
+use gantry_api::now_ms;
 
 /// The state file's name under the data directory.
 pub const STATE_FILE: &str = "listener.json";
@@ -273,7 +274,3 @@ fn load(path: &Path) -> (SavedState, Option<String>) {
     }
 }
 
-/// The wall clock in unix ms: the throttle's times are saved across restarts.
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rustix::process::Signal;
 use tokio::io::AsyncReadExt;
@@ -22,6 +22,7 @@ use super::launch::launch;
 use super::logs::LogFile;
 use super::{ProcState, ProcessStatus, SupervisorConfig};
 use crate::process_group::{drain, signal_group};
+use gantry_api::now_ms;
 
 /// After the process exits, how long its output is still read: a process
 /// that escaped the group may hold the pipe open for good.
@@ -371,7 +372,3 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The wall clock in unix ms, for `started_at_ms`.
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, millis)
-}
