@@ -67,6 +67,11 @@ impl LocalEtcd {
         &self.endpoint
     }
 
+    /// The etcd process's id (benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     async fn start_once() -> Result<LocalEtcd, LocalEtcdError> {
         let io = |action| move |source| LocalEtcdError::Io { action, source };
         let dir = unique_dir();

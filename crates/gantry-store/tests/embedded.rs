@@ -24,6 +24,25 @@ pub async fn fixture() -> Fixture {
 
 crate::all_cases!(fixture);
 
+/// A value cut from a larger buffer (as an HTTP body is cut from the
+/// connection's read buffer) is stored as a copy of its own: keeping the
+/// caller's buffer would pin all of it (8 KiB or more per write) for as long
+/// as the key and its history live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_value_does_not_keep_the_callers_buffer() {
+    let f = fixture().await;
+    let buffer = gantry_store::Bytes::from(vec![b'v'; 8192]);
+    let value = buffer.slice(100..356);
+    f.store.put("kv/one", value.clone()).await.unwrap();
+    let stored = f.store.get("kv/one").await.unwrap().kv.unwrap().value;
+    assert_eq!(stored, value);
+    let inside = buffer.as_ptr_range();
+    assert!(
+        !inside.contains(&stored.as_ptr()),
+        "the stored value points into the caller's 8 KiB buffer"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_keeps_data_revision_and_history() {
     let dir = TempDir::new().unwrap();

@@ -8,7 +8,7 @@
 //! users do. Rows for the store API called in this process, without HTTP,
 //! show what the API layer costs. Every loop is bounded in count and time.
 //!
-//! Run: `cargo run --release -p gantry-server --bin bench [-- --seconds 3 --watchers 1000 --rounds 200]`
+//! Run: `cargo run --release -p gantry-server --bin bench [-- --seconds 3 --watchers 1000 --rounds 200 --only writes|fan-out]`
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +26,10 @@ const WARM_UP_ROUNDS: usize = 5;
 const VALUE_BYTES: usize = 256;
 /// Most operations one measurement makes, whatever its duration.
 const MAX_OPS: u64 = 500_000;
+/// The multiplexed fan-out rows spread the watchers over this many
+/// connections (etcd's `benchmark watch-latency` runs its watchers as
+/// streams over few connections too).
+const MUX_CONNECTIONS: usize = 10;
 /// Longest wait for every watcher to see one write.
 const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,6 +39,8 @@ struct Options {
     seconds: f64,
     watchers: usize,
     rounds: usize,
+    /// Run only one part: `writes` or `fan-out`.
+    only: Option<String>,
 }
 
 /// The hidden argument that makes this binary serve instead of measure.
@@ -93,8 +99,22 @@ impl Drop for ServerProcess {
     }
 }
 
+/// What the measurements run against.
+struct Targets {
+    etcd: LocalEtcd,
+    /// Gantry servers' URLs: on the embedded store, on etcd.
+    server_embedded: String,
+    server_etcd: String,
+    /// Their process ids.
+    embedded_pid: u32,
+    on_etcd_pid: u32,
+    /// The store API in this process: embedded, on etcd.
+    embedded: Store,
+    on_etcd: Store,
+    direct: etcd_client::Client,
+}
+
 async fn run(options: Options) -> anyhow::Result<()> {
-    let duration = Duration::from_secs_f64(options.seconds);
     let etcd = LocalEtcd::start().await.context("starting etcd (apt-get install etcd-server)")?;
     let dir = std::env::temp_dir().join(format!("gantry-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -108,7 +128,6 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let embedded = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(&store_dir))).await?;
     let on_etcd = Store::open(StoreConfig::Etcd(EtcdConfig::new([etcd.endpoint().to_string()]))).await?;
     let direct = etcd_client::Client::connect([etcd.endpoint()], None).await?;
-    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
 
     println!(
         "gantry bench: {VALUE_BYTES} B values, {} s per measurement, every write fsynced before it is acknowledged; {} cores",
@@ -117,79 +136,121 @@ async fn run(options: Options) -> anyhow::Result<()> {
     );
     println!("etcd {} | gantry server (embedded) {} | gantry server (on etcd) {}", etcd.endpoint(), server_embedded, server_etcd);
     println!();
-    println!("{:<36} {:>7} {:>10} {:>8} {:>8} {:>9}", "durable writes", "clients", "writes/s", "p50 ms", "p99 ms", "vs etcd");
-    for clients in [1usize, 64] {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 8).tcp_nodelay(true).build()?;
-        let rows: Vec<(&str, Op)> = vec![
-            ("gantry server, embedded (HTTP)", http_put(&server_embedded, "he", clients, &value).await?),
-            ("gantry server, on etcd (HTTP)", http_put(&server_etcd, "hg", clients, &value).await?),
-            ("gantry store API, embedded", store_put(&embedded, "se", &value)),
-            ("gantry store API, on etcd", store_put(&on_etcd, "sg", &value)),
-            ("etcd direct (gRPC, etcd-client)", etcd_put(&direct, &value)),
-        ];
-        let mut results = Vec::new();
-        // The API's own cost: a request that writes nothing.
-        let health = measure(clients, duration, http_get(&http, &format!("{server_embedded}/v1/health"))).await?;
-        for (name, op) in rows {
-            results.push((name, measure(clients, duration, op).await.with_context(|| name.to_string())?));
-        }
-        let etcd_rate = results.last().map_or(1.0, |(_, m)| m.per_second);
-        println!(
-            "{:<36} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>9}",
-            "(gantry server, GET /v1/health)",
-            clients,
-            health.per_second,
-            ms(health.p50),
-            ms(health.p99),
-            "-"
-        );
-        for (name, m) in &results {
-            println!(
-                "{:<36} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2}x",
-                name,
-                clients,
-                m.per_second,
-                ms(m.p50),
-                ms(m.p99),
-                m.per_second / etcd_rate
-            );
-        }
+    let (embedded_pid, on_etcd_pid) = (embedded_process.child.id(), etcd_process.child.id());
+    let targets = Targets { etcd, server_embedded, server_etcd, embedded_pid, on_etcd_pid, embedded, on_etcd, direct };
+    if options.only.as_deref() != Some("fan-out") {
+        write_rows(&options, &targets).await?;
     }
-
-    println!();
-    println!(
-        "{:<36} {:>8} {:>7} {:>8} {:>8} {:>9}",
-        "watch fan-out (write to all notified)", "watchers", "rounds", "p50 ms", "p99 ms", "vs etcd"
-    );
-    let mut fan = Vec::new();
-    fan.push(("gantry server, embedded (SSE)", sse_fan_out(&server_embedded, &options).await?));
-    fan.push(("gantry server, on etcd (SSE)", sse_fan_out(&server_etcd, &options).await?));
-    fan.push(("gantry store API, embedded", store_fan_out(&embedded, &options).await?));
-    fan.push(("etcd direct (gRPC watch)", etcd_fan_out(etcd.endpoint(), &direct, &options).await?));
-    let etcd_p99 = fan.last().map_or(Duration::ZERO, |(_, (_, p99))| *p99);
-    for (name, (p50, p99)) in &fan {
-        println!(
-            "{:<36} {:>8} {:>7} {:>8.2} {:>8.2} {:>8.2}x",
-            name,
-            options.watchers,
-            options.rounds,
-            ms(*p50),
-            ms(*p99),
-            p99.as_secs_f64() / etcd_p99.as_secs_f64().max(f64::EPSILON)
-        );
+    if options.only.as_deref() != Some("writes") {
+        fan_out_rows(&options, &targets).await?;
     }
     println!();
     println!("writes: ratio of writes/s to etcd direct (higher is better); fan-out: ratio of p99 to etcd's (lower is better).");
     println!("fan-out is timed from just before the write is sent until the last watcher has the event; every");
     println!("network watcher has its own connection, as separate agents do; the store API row has no network.");
 
-    drop((embedded, embedded_process, etcd_process));
+    drop((targets, embedded_process, etcd_process));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
+/// Durable writes with 1 and 64 clients, each row against etcd direct.
+async fn write_rows(options: &Options, t: &Targets) -> anyhow::Result<()> {
+    let duration = Duration::from_secs_f64(options.seconds);
+    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
+    println!(
+        "{:<36} {:>7} {:>10} {:>8} {:>8} {:>9} {:>10}",
+        "durable writes", "clients", "writes/s", "p50 ms", "p99 ms", "vs etcd", "CPU us/op"
+    );
+    for clients in [1usize, 64] {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 8).tcp_nodelay(true).build()?;
+        let (embedded, on_etcd, etcd) = ([t.embedded_pid], [t.on_etcd_pid, t.etcd.pid()], [t.etcd.pid()]);
+        let rows: Vec<(&str, &[u32], Op)> = vec![
+            ("gantry server, embedded (HTTP)", &embedded, http_put(&t.server_embedded, "he", clients, &value).await?),
+            ("gantry server, on etcd (HTTP)", &on_etcd, http_put(&t.server_etcd, "hg", clients, &value).await?),
+            ("gantry store API, embedded", &[], store_put(&t.embedded, "se", &value)),
+            ("gantry store API, on etcd", &etcd, store_put(&t.on_etcd, "sg", &value)),
+            ("etcd direct (gRPC, etcd-client)", &etcd, etcd_put(&t.direct, &value)),
+        ];
+        let mut results = Vec::new();
+        // The API's own cost: a request that writes nothing.
+        let health = measure(clients, duration, &embedded, http_get(&http, &format!("{}/v1/health", t.server_embedded))).await?;
+        for (name, serving, op) in rows {
+            results.push((name, measure(clients, duration, serving, op).await.with_context(|| name.to_string())?));
+        }
+        let etcd_rate = results.last().map_or(1.0, |(_, m)| m.per_second);
+        print_writes("(gantry server, GET /v1/health)", clients, &health, None);
+        for (name, m) in &results {
+            print_writes(name, clients, m, Some(m.per_second / etcd_rate));
+        }
+    }
+    Ok(())
+}
+
+/// One row of the writes table; `ratio` to etcd direct.
+fn print_writes(name: &str, clients: usize, m: &Measured, ratio: Option<f64>) {
+    let ratio = ratio.map_or("-".to_string(), |r| format!("{r:.2}x"));
+    let cpu = m.serving_cpu.map_or("-".to_string(), |cpu| format!("{:.0}", cpu.as_secs_f64() * 1e6));
+    println!(
+        "{:<36} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>9} {:>10}",
+        name,
+        clients,
+        m.per_second,
+        ms(m.p50),
+        ms(m.p99),
+        ratio,
+        cpu
+    );
+}
+
+/// 1,000 watchers (by default) of one prefix, one write, each row against etcd's own watches.
+async fn fan_out_rows(options: &Options, t: &Targets) -> anyhow::Result<()> {
+    let w = options.watchers;
+    let (embedded, on_etcd) = ([t.embedded_pid], [t.on_etcd_pid, t.etcd.pid()]);
+    println!();
+    println!(
+        "{:<36} {:>8} {:>6} {:>7} {:>8} {:>8} {:>9} {:>10}",
+        "watch fan-out (write to all notified)", "watchers", "conns", "rounds", "p50 ms", "p99 ms", "vs etcd", "CPU ms/rnd"
+    );
+    // A connection per watcher, as separate agents have.
+    let own = vec![
+        ("gantry server, embedded (SSE)", w, sse_fan_out(&t.server_embedded, &embedded, options).await?),
+        ("gantry server, on etcd (SSE)", w, sse_fan_out(&t.server_etcd, &on_etcd, options).await?),
+        ("gantry store API, embedded", 0, store_fan_out(&t.embedded, options).await?),
+        ("etcd direct (gRPC watch)", w, etcd_fan_out(t, options, w).await?),
+    ];
+    print_fan_out(options, &own);
+    // Watchers as streams multiplexed over a few connections.
+    let mux = vec![
+        ("gantry server, embedded (HTTP/2 SSE)", MUX_CONNECTIONS, http2_fan_out(&t.server_embedded, &embedded, options, MUX_CONNECTIONS).await?),
+        ("gantry server, on etcd (HTTP/2 SSE)", MUX_CONNECTIONS, http2_fan_out(&t.server_etcd, &on_etcd, options, MUX_CONNECTIONS).await?),
+        ("etcd direct (gRPC watch streams)", MUX_CONNECTIONS, etcd_fan_out(t, options, MUX_CONNECTIONS).await?),
+    ];
+    print_fan_out(options, &mux);
+    Ok(())
+}
+
+/// Rows of (name, connections, measurement); the last row is etcd's, the reference.
+fn print_fan_out(options: &Options, rows: &[(&str, usize, FanOut)]) {
+    let etcd_p99 = rows.last().map_or(Duration::ZERO, |(_, _, m)| m.p99);
+    for (name, connections, m) in rows {
+        let cpu = m.serving_cpu.map_or("-".to_string(), |cpu| format!("{:.1}", ms(cpu)));
+        println!(
+            "{:<36} {:>8} {:>6} {:>7} {:>8.2} {:>8.2} {:>8.2}x {:>10}",
+            name,
+            options.watchers,
+            connections,
+            options.rounds,
+            ms(m.p50),
+            ms(m.p99),
+            m.p99.as_secs_f64() / etcd_p99.as_secs_f64().max(f64::EPSILON),
+            cpu
+        );
+    }
+}
+
 fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
-    let mut options = Options { seconds: 3.0, watchers: 1000, rounds: 200 };
+    let mut options = Options { seconds: 3.0, watchers: 1000, rounds: 200, only: None };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -197,8 +258,12 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
             "--seconds" => options.seconds = value("--seconds")?.parse().context("--seconds takes a number")?,
             "--watchers" => options.watchers = value("--watchers")?.parse().context("--watchers takes a number")?,
             "--rounds" => options.rounds = value("--rounds")?.parse().context("--rounds takes a number")?,
+            "--only" => match value("--only")?.as_str() {
+                part @ ("writes" | "fan-out") => options.only = Some(part.to_string()),
+                other => bail!("--only takes writes or fan-out, not {other:?}"),
+            },
             "--help" | "-h" => {
-                println!("usage: bench [--seconds N (3)] [--watchers N (1000)] [--rounds N (200)]");
+                println!("usage: bench [--seconds N (3)] [--watchers N (1000)] [--rounds N (200)] [--only writes|fan-out]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}; see --help"),
@@ -208,6 +273,18 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
         bail!("--seconds 0.1..600, --watchers 1..10000, --rounds 1..10000");
     }
     Ok(options)
+}
+
+type Http2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>;
+
+/// One HTTP/2 connection (cleartext, prior knowledge) to a Gantry server.
+async fn http2_connect(server: &str) -> anyhow::Result<Http2Sender> {
+    let stream = tokio::net::TcpStream::connect(server.trim_start_matches("http://")).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// PUTs through one keep-alive HTTP/1.1 connection per client (raw hyper:
@@ -279,11 +356,14 @@ struct Measured {
     per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time the serving processes spent per operation (user + system).
+    serving_cpu: Option<Duration>,
 }
 
 /// `clients` concurrent loops of `op` for `duration` (or [`MAX_OPS`] in all), timing each call.
-async fn measure(clients: usize, duration: Duration, op: Op) -> anyhow::Result<Measured> {
+async fn measure(clients: usize, duration: Duration, serving: &[u32], op: Op) -> anyhow::Result<Measured> {
     let op = std::sync::Arc::new(op);
+    let cpu_before = cpu_time(serving)?;
     let started = Instant::now();
     let deadline = started + duration;
     let budget = MAX_OPS / clients as u64;
@@ -309,28 +389,35 @@ async fn measure(clients: usize, duration: Duration, op: Op) -> anyhow::Result<M
         latencies.extend(task.await??);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_time(serving)?.saturating_sub(cpu_before);
     latencies.sort_unstable();
     Ok(Measured {
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
+        serving_cpu: (!serving.is_empty() && !latencies.is_empty()).then(|| cpu.div_f64(latencies.len() as f64)),
     })
 }
 
 /// Times rounds of one write until `expected` notifications of it arrived on `seen`.
 async fn time_rounds<W, Fut>(
     options: &Options,
+    serving: &[u32],
     seen: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
     mut write: W,
-) -> anyhow::Result<(Duration, Duration)>
+) -> anyhow::Result<FanOut>
 where
     W: FnMut(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let mut times = Vec::with_capacity(options.rounds);
+    let mut cpu_before = Duration::ZERO;
     // The first rounds wake a thousand fresh tasks and connections for the
     // first time; they are not timed.
     for round in 0..WARM_UP_ROUNDS + options.rounds {
+        if round == WARM_UP_ROUNDS {
+            cpu_before = cpu_time(serving)?;
+        }
         let marker = format!("round-{round}");
         let sent = Instant::now();
         write(round).await?;
@@ -350,12 +437,42 @@ where
             times.push(last - sent);
         }
     }
+    let cpu = cpu_time(serving)?.saturating_sub(cpu_before);
     times.sort_unstable();
-    Ok((percentile(&times, 0.50), percentile(&times, 0.99)))
+    Ok(FanOut {
+        p50: percentile(&times, 0.50),
+        p99: percentile(&times, 0.99),
+        serving_cpu: (!serving.is_empty()).then(|| cpu / options.rounds as u32),
+    })
+}
+
+/// One fan-out measurement.
+struct FanOut {
+    p50: Duration,
+    p99: Duration,
+    /// CPU time the serving processes spent per round (user + system).
+    serving_cpu: Option<Duration>,
+}
+
+/// User + system CPU time the processes `pids` have used so far.
+fn cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
+    // Clock ticks per second as Linux reports them in /proc (USER_HZ).
+    const TICKS_PER_SECOND: u64 = 100;
+    let mut ticks = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command (which may hold spaces) end at its ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').context("/proc stat")?.1.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of stat, 12 and 13 after the command.
+        for field in &fields[11..13] {
+            ticks += field.parse::<u64>()?;
+        }
+    }
+    Ok(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
 }
 
 /// `options.watchers` SSE watchers of one prefix on a Gantry server.
-async fn sse_fan_out(server: &str, options: &Options) -> anyhow::Result<(Duration, Duration)> {
+async fn sse_fan_out(server: &str, serving: &[u32], options: &Options) -> anyhow::Result<FanOut> {
     let prefix = format!("fan/{}/", std::process::id());
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut tasks = Vec::with_capacity(options.watchers);
@@ -373,21 +490,11 @@ async fn sse_fan_out(server: &str, options: &Options) -> anyhow::Result<(Duratio
         }));
     }
     drop(tx);
-    let writer = Client::new(server);
-    let result = time_rounds(options, &mut seen, |round| {
-        let (writer, key) = (writer.clone(), format!("{prefix}key"));
-        async move {
-            writer.kv_put(&key, &format!("round-{round}"), Default::default()).await?;
-            Ok(())
-        }
-    })
-    .await;
-    tasks.iter().for_each(tokio::task::JoinHandle::abort);
-    result
+    write_rounds(server, &prefix, options, serving, &mut seen, tasks).await
 }
 
 /// The store's own fan-out, in this process: what the engine costs without the network.
-async fn store_fan_out(store: &Store, options: &Options) -> anyhow::Result<(Duration, Duration)> {
+async fn store_fan_out(store: &Store, options: &Options) -> anyhow::Result<FanOut> {
     let prefix = format!("fan-store/{}/", std::process::id());
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut tasks = Vec::with_capacity(options.watchers);
@@ -403,7 +510,7 @@ async fn store_fan_out(store: &Store, options: &Options) -> anyhow::Result<(Dura
         }));
     }
     drop(tx);
-    let result = time_rounds(options, &mut seen, |round| {
+    let result = time_rounds(options, &[], &mut seen, |round| {
         let (store, key) = (store.clone(), format!("{prefix}key"));
         async move {
             store.put(&key, format!("round-{round}")).await?;
@@ -415,14 +522,19 @@ async fn store_fan_out(store: &Store, options: &Options) -> anyhow::Result<(Dura
     result
 }
 
-/// The same with etcd's own watches, one client connection per watcher as
-/// for the Gantry rows (separate agents each have their own).
-async fn etcd_fan_out(endpoint: &str, direct: &etcd_client::Client, options: &Options) -> anyhow::Result<(Duration, Duration)> {
-    let prefix = format!("fan-direct/{}/", std::process::id());
+/// The same with etcd's own watches: watcher `w` is a watch stream on
+/// client connection `w % connections`.
+async fn etcd_fan_out(t: &Targets, options: &Options, connections: usize) -> anyhow::Result<FanOut> {
+    let (endpoint, direct) = (t.etcd.endpoint(), &t.direct);
+    let prefix = format!("fan-direct/{}/{connections}/", std::process::id());
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections.min(options.watchers) {
+        clients.push(etcd_client::Client::connect([endpoint], None).await?);
+    }
     let mut tasks = Vec::with_capacity(options.watchers);
-    for _ in 0..options.watchers {
-        let mut watch_client = etcd_client::Client::connect([endpoint], None).await?.watch_client();
+    for w in 0..options.watchers {
+        let mut watch_client = clients[w % clients.len()].watch_client();
         let mut stream = watch_client
             .watch(prefix.clone(), Some(etcd_client::WatchOptions::new().with_prefix()))
             .await?;
@@ -441,7 +553,7 @@ async fn etcd_fan_out(endpoint: &str, direct: &etcd_client::Client, options: &Op
     }
     drop(tx);
     let kv = direct.kv_client();
-    let result = time_rounds(options, &mut seen, |round| {
+    let result = time_rounds(options, &[t.etcd.pid()], &mut seen, |round| {
         let key = format!("{prefix}key");
         let mut kv = kv.clone();
         async move {
@@ -452,6 +564,84 @@ async fn etcd_fan_out(endpoint: &str, direct: &etcd_client::Client, options: &Op
     .await;
     tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result
+}
+
+/// Gantry's watches as HTTP/2 streams: watcher `w` is a stream on
+/// connection `w % connections`, as for etcd's gRPC watches.
+async fn http2_fan_out(server: &str, serving: &[u32], options: &Options, connections: usize) -> anyhow::Result<FanOut> {
+    let prefix = format!("fan-h2/{}/", std::process::id());
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let mut senders = Vec::with_capacity(connections);
+    for _ in 0..connections.min(options.watchers) {
+        senders.push(http2_connect(server).await?);
+    }
+    let authority = server.trim_start_matches("http://");
+    let mut tasks = Vec::with_capacity(options.watchers);
+    for w in 0..options.watchers {
+        let mut sender = senders[w % senders.len()].clone();
+        let request = hyper::Request::get(format!("http://{authority}/v1/watch?prefix=kv/{prefix}"))
+            .body(http_body_util::Full::new(Bytes::new()))?;
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        if !response.status().is_success() {
+            bail!("watch: HTTP {}", response.status());
+        }
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut body = response.into_body();
+            let mut buffer = Vec::new();
+            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                let Ok(data) = frame.into_data() else { continue };
+                buffer.extend_from_slice(&data);
+                for value in sse_values(&mut buffer) {
+                    if tx.send((value, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    write_rounds(server, &prefix, options, serving, &mut seen, tasks).await
+}
+
+/// Times the rounds of writes to `PREFIXkey` through the Gantry server
+/// whose watchers (`tasks`) report on `seen`, then stops the watchers.
+async fn write_rounds(
+    server: &str,
+    prefix: &str,
+    options: &Options,
+    serving: &[u32],
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<FanOut> {
+    let writer = Client::new(server);
+    let result = time_rounds(options, serving, seen, |round| {
+        let (writer, key) = (writer.clone(), format!("{prefix}key"));
+        async move {
+            writer.kv_put(&key, &format!("round-{round}"), Default::default()).await?;
+            Ok(())
+        }
+    })
+    .await;
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    result
+}
+
+/// Takes the complete events out of `buffer` (SSE text) and returns their
+/// values; a partial event stays for the next read.
+fn sse_values(buffer: &mut Vec<u8>) -> Vec<String> {
+    let mut values = Vec::new();
+    while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+        let event: Vec<u8> = buffer.drain(..end + 2).collect();
+        let text = String::from_utf8_lossy(&event);
+        for data in text.lines().filter_map(|line| line.strip_prefix("data:")) {
+            if let Ok(event) = serde_json::from_str::<gantry_api::WatchEvent>(data.trim_start()) {
+                values.push(event.value.unwrap_or_default());
+            }
+        }
+    }
+    values
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, Entry, Mutation, Stored};
@@ -552,7 +553,11 @@ impl<'a> Pending<'a> {
                         TxnOp::Put { key, value, lease } => {
                             let old = self.get(&key);
                             let stored = Stored {
-                                value,
+                                // A value of its own: one cut from a larger
+                                // buffer (an HTTP request's read buffer, 8 KiB
+                                // or more) would keep all of it alive as
+                                // long as the key, and the history, hold it.
+                                value: Bytes::copy_from_slice(&value),
                                 create_revision: old.map_or(revision, |old| old.create_revision),
                                 mod_revision: revision,
                                 version: old.map_or(1, |old| old.version + 1),
