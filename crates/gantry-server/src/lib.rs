@@ -32,6 +32,7 @@
 
 mod agents;
 mod error;
+mod hub;
 mod metrics;
 mod query;
 mod routes;
@@ -56,13 +57,16 @@ pub use error::ApiError;
 pub struct AppState {
     pub store: Store,
     pub metrics: Arc<metrics::Metrics>,
+    /// The watched prefixes' shared store watches.
+    pub hubs: Arc<hub::Hubs>,
     /// To agents' own APIs (logs).
     pub http: reqwest::Client,
 }
 
 /// The API router over `store`.
 pub fn router(store: Store) -> Router {
-    let state = AppState { store, metrics: Arc::default(), http: reqwest::Client::new() };
+    let hubs = Arc::new(hub::Hubs::new(store.clone(), watch::encode));
+    let state = AppState { store, metrics: Arc::default(), hubs, http: reqwest::Client::new() };
     Router::new()
         .route("/v1/health", get(routes::health))
         .route("/metrics", get(routes::metrics))

@@ -56,8 +56,9 @@ impl Metrics {
         h.sum += secs;
     }
 
-    /// The exposition text; `revision` is the store's current revision.
-    pub fn render(&self, revision: u64) -> String {
+    /// The exposition text; `revision` is the store's current revision,
+    /// `store_watches` how many watches the server holds on the store.
+    pub fn render(&self, revision: u64, store_watches: i64) -> String {
         let mut out = String::new();
         out.push_str("# HELP gantry_http_requests_total HTTP requests answered, by route and status.\n");
         out.push_str("# TYPE gantry_http_requests_total counter\n");
@@ -88,6 +89,8 @@ impl Metrics {
         }
         out.push_str("# HELP gantry_watchers Open watch streams.\n# TYPE gantry_watchers gauge\n");
         let _ = writeln!(out, "gantry_watchers {}", self.watchers.load(Ordering::Relaxed));
+        out.push_str("# HELP gantry_store_watches Watches the server holds on the store: one per watched prefix, shared by its watchers.\n# TYPE gantry_store_watches gauge\n");
+        let _ = writeln!(out, "gantry_store_watches {store_watches}");
         out.push_str("# HELP gantry_store_revision The store's current revision.\n# TYPE gantry_store_revision gauge\n");
         let _ = writeln!(out, "gantry_store_revision {revision}");
         out

@@ -26,7 +26,7 @@ pub async fn health(State(s): State<AppState>) -> ApiResult<Json<HealthStatus>> 
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let revision = s.store.revision().await.unwrap_or(0);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(revision)).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(revision, s.hubs.running())).into_response()
 }
 
 pub async fn fallback() -> ApiError {

@@ -13,104 +13,92 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::{Stream, StreamExt, stream};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use gantry_api::{ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind};
-use gantry_store::{EventKind, StoreError};
+use gantry_store::{Event, EventKind, StoreError};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::hub::{Follower, Item, KEEP_ALIVE, Position};
 use crate::metrics::Metrics;
 use crate::query;
 
-/// Where a watch starts: events of `revision` onwards, skipping the first
-/// `skip` events of that revision (already seen before a reconnect).
-#[derive(Debug, Clone, Copy)]
-struct Start {
-    revision: u64,
-    skip: u64,
-}
-
-pub async fn watch(
-    State(s): State<AppState>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+pub async fn watch(State(s): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref())?;
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     gantry_store::validate_prefix(&prefix).map_err(ApiError::from)?;
+    // Resume after the last event seen, or start at `from` (0: from now).
     let start = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        Some(id) => parse_event_id(id)?,
-        None => Start { revision: query::number(&q, "from")?.unwrap_or(0), skip: 0 },
+        Some(id) => Some(parse_event_id(id)?.next()),
+        None => query::number(&q, "from")?.filter(|&from| from > 0).map(|revision| Position { revision, index: 0 }),
     };
-
-    let store = s.store.clone();
-    let watchers = Arc::clone(&s.metrics);
-    let stream: stream::BoxStream<'static, Result<SseEvent, Infallible>> =
-        match store.watch(&prefix, start.revision).await {
-            Ok(watch) => {
-                let guard = WatcherGuard::new(watchers);
-                let mut current = (start.revision, 0u64);
-                watch
-                    .filter_map(move |item| {
-                        let _keep = &guard;
-                        let out = match item {
-                            Ok(event) => {
-                                if event.mod_revision == current.0 {
-                                    current.1 += 1;
-                                } else {
-                                    current = (event.mod_revision, 1);
-                                }
-                                let index = current.1 - 1;
-                                if event.mod_revision == start.revision && index < start.skip {
-                                    None
-                                } else {
-                                    Some(to_sse(event, index))
-                                }
-                            }
-                            Err(e) => Some(reset(e)),
-                        };
-                        std::future::ready(out.map(Ok))
-                    })
-                    .boxed()
-            }
-            // A start revision outside the history is told to re-read the
-            // same way as a watcher that fell behind later.
-            Err(e @ StoreError::Compacted { .. }) => stream::once(std::future::ready(Ok(reset(e)))).boxed(),
-            Err(e) => return Err(e.into()),
-        };
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    let frames: futures::stream::BoxStream<'static, Bytes> = match s.hubs.follow(&prefix, start).await {
+        Ok(follower) => Box::pin(frames(follower, WatcherGuard::new(Arc::clone(&s.metrics)))),
+        // A start outside the history is told to re-read the same way as a
+        // watcher that falls behind later.
+        Err(e @ StoreError::Compacted { .. }) => Box::pin(futures::stream::once(std::future::ready(reset(e)))),
+        Err(e) => return Err(e.into()),
+    };
+    let mut response = Body::from_stream(futures::StreamExt::map(frames, Ok::<_, Infallible>)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
-fn to_sse(event: gantry_store::Event, index: u64) -> SseEvent {
+/// The follower's frames, an SSE comment when nothing happened for
+/// [`KEEP_ALIVE`], and a `reset` event before the end.
+fn frames(follower: Follower, guard: WatcherGuard) -> impl futures::Stream<Item = Bytes> + Send {
+    let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    futures::stream::unfold(Some((follower, keep_alive, guard)), |state| async move {
+        let (mut follower, mut keep_alive, guard) = state?;
+        let item = tokio::select! {
+            item = follower.next() => item,
+            _ = keep_alive.tick() => return Some((Bytes::from_static(b":\n\n"), Some((follower, keep_alive, guard)))),
+        };
+        keep_alive.reset();
+        match item {
+            Item::Frame(bytes) => Some((bytes, Some((follower, keep_alive, guard)))),
+            Item::End(error) => Some((reset(error), None)),
+        }
+    })
+}
+
+/// One event as an SSE frame: `id: REVISION.INDEX`, the event as JSON.
+pub(crate) fn encode(event: &Event, position: Position) -> Bytes {
     let (kind, value) = match event.kind {
         EventKind::Put => (WatchKind::Put, Some(String::from_utf8_lossy(&event.value).into_owned())),
         EventKind::Delete => (WatchKind::Delete, None),
     };
-    let body = WatchEvent { kind, key: event.key, value, revision: event.mod_revision };
-    SseEvent::default()
-        .id(format!("{}.{index}", event.mod_revision))
-        .data(serde_json::to_string(&body).expect("plain data"))
+    let body = WatchEvent { kind, key: event.key.clone(), value, revision: event.mod_revision };
+    let mut frame = format!("id: {}.{}\ndata: ", position.revision, position.index).into_bytes();
+    serde_json::to_writer(&mut frame, &body).expect("plain data");
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
 }
 
-fn reset(e: StoreError) -> SseEvent {
+/// The `reset` event that ends a watch which cannot go on.
+fn reset(e: StoreError) -> Bytes {
     let oldest_available = match &e {
         StoreError::Compacted { oldest_available, .. } => *oldest_available,
         _ => 0,
     };
     let body = ResetEvent { oldest_available, message: format!("{e}; re-read, then watch from the read's revision + 1") };
-    SseEvent::default().event(WATCH_RESET_EVENT).data(serde_json::to_string(&body).expect("plain data"))
+    let data = serde_json::to_string(&body).expect("plain data");
+    Bytes::from(format!("event: {WATCH_RESET_EVENT}\ndata: {data}\n\n"))
 }
 
-/// `REVISION.INDEX` of the last event seen: resume after it.
-fn parse_event_id(id: &str) -> ApiResult<Start> {
+/// `REVISION.INDEX` of the last event seen.
+fn parse_event_id(id: &str) -> ApiResult<Position> {
     let bad = || ApiError::bad_request("invalid_event_id", format!("Last-Event-ID {id:?} is not REVISION.INDEX"));
     let (rev, index) = id.split_once('.').ok_or_else(bad)?;
     let revision = rev.parse::<u64>().map_err(|_| bad())?;
     let index = index.parse::<u64>().map_err(|_| bad())?;
-    Ok(Start { revision, skip: index + 1 })
+    Ok(Position { revision, index })
 }
 
 /// Counts open watch streams for /metrics.

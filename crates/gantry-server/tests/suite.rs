@@ -321,3 +321,117 @@ async fn several_servers_serve_one_etcd_cluster() {
     );
     assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1, "exactly one server's client wins");
 }
+
+/// The values of the next `n` events of a watch stream.
+async fn next_events(
+    stream: &mut (impl futures::Stream<Item = Result<WatchItem, gantry_client::ClientError>> + Unpin),
+    n: usize,
+) -> Vec<gantry_api::WatchEvent> {
+    let mut events = Vec::with_capacity(n);
+    while events.len() < n {
+        match next(stream).await {
+            WatchItem::Event { event, .. } => events.push(event),
+            WatchItem::Reset(r) => panic!("unexpected reset {r:?}"),
+        }
+    }
+    events
+}
+
+async fn metric(url: &str, name: &str) -> Option<i64> {
+    let text = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn watchers_of_one_prefix_share_one_store_watch_and_each_sees_every_change() {
+    both(|s| async move {
+        let c = &s.client;
+        let mut shared = Vec::new();
+        for _ in 0..20 {
+            shared.push(Box::pin(c.watch("kv/share/", 0, None).await.unwrap()));
+        }
+        let other = c.watch("kv/else/", 0, None).await.unwrap();
+        assert_eq!(metric(&s.url, "gantry_watchers").await, Some(21));
+        assert_eq!(metric(&s.url, "gantry_store_watches").await, Some(2), "one store watch per prefix");
+        let mut written = Vec::new();
+        for i in 0..5 {
+            written.push(c.kv_put(&format!("share/k{i}"), &i.to_string(), PutOptions::default()).await.unwrap().revision);
+        }
+        for stream in &mut shared {
+            let seen: Vec<u64> = next_events(stream, 5).await.iter().map(|e| e.revision).collect();
+            assert_eq!(seen, written);
+        }
+        drop((shared, other));
+        eventually("the store watches end with their last watcher", WAIT, || async {
+            metric(&s.url, "gantry_store_watches").await == Some(0)
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_watcher_starting_behind_a_busy_prefix_sees_every_change_once_in_order() {
+    both(|s| async move {
+        let c = s.client.clone();
+        let live = c.watch("kv/busy/", 0, None).await.unwrap();
+        futures::pin_mut!(live);
+        const WRITES: usize = 150;
+        let (revisions_tx, mut revisions) = tokio::sync::mpsc::unbounded_channel();
+        let writer = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..WRITES {
+                    let revision = c.kv_put(&format!("busy/k{}", i % 7), &i.to_string(), PutOptions::default()).await.unwrap().revision;
+                    revisions_tx.send(revision).unwrap();
+                }
+            })
+        };
+        // Join while the writes go on, from the first write's revision: the
+        // history up to the shared watch's position, then the shared watch.
+        let mut written = Vec::new();
+        while written.len() < WRITES / 3 {
+            written.push(revisions.recv().await.unwrap());
+        }
+        let behind = c.watch("kv/busy/", written[0], None).await.unwrap();
+        futures::pin_mut!(behind);
+        writer.await.unwrap();
+        while let Ok(revision) = revisions.try_recv() {
+            written.push(revision);
+        }
+        assert_eq!(written.len(), WRITES);
+        let seen: Vec<u64> = next_events(&mut behind, WRITES).await.iter().map(|e| e.revision).collect();
+        assert_eq!(seen, written, "the late watcher: every change once, in order");
+        let seen: Vec<u64> = next_events(&mut live, WRITES).await.iter().map(|e| e.revision).collect();
+        assert_eq!(seen, written, "the live watcher");
+    })
+    .await;
+}
+
+/// HTTP/2 without TLS (prior knowledge), as the benchmark's multiplexed
+/// watchers use it: several watches are streams of one connection.
+#[tokio::test]
+async fn watches_are_streams_of_one_http2_connection() {
+    let s = TestServer::embedded().await;
+    let tcp = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://")).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let request = hyper::Request::get(format!("{}/v1/watch?prefix=kv/h2/", s.url))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.clone().send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        bodies.push(response.into_body());
+    }
+    let revision = s.client.kv_put("h2/x", "over h2", PutOptions::default()).await.unwrap().revision;
+    for body in &mut bodies {
+        let frame = tokio::time::timeout(WAIT, http_body_util::BodyExt::frame(body)).await.unwrap().unwrap().unwrap();
+        let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+        assert!(text.starts_with(&format!("id: {revision}.0\ndata: ")), "{text}");
+        assert!(text.contains("\"value\":\"over h2\""), "{text}");
+    }
+}
