@@ -260,6 +260,10 @@ impl Follower {
                         if position < self.next {
                             continue;
                         }
+                        if position == catch_up.until {
+                            // Caught up: the receiver holds what follows.
+                            self.catch_up = None;
+                        }
                         self.next = position.next();
                         return Item::Frame((self.encode)(&event, position));
                     }
@@ -366,6 +370,14 @@ mod tests {
                 }
             }
             assert_eq!(seen, written);
+        }
+        // Both are live again: the next write reaches them at once.
+        let revision = store.put("kv/lag/after", "v").await.unwrap();
+        for follower in [&mut reading, &mut slow] {
+            match tokio::time::timeout(Duration::from_secs(10), follower.next()).await.expect("the live event in time") {
+                Item::Frame(frame) => assert_eq!(revision_of(&frame), revision),
+                Item::End(error) => panic!("the watch ended: {error}"),
+            }
         }
         drop((slow, reading));
         assert_eq!(hubs.running(), 0, "the hub stops with its last follower");

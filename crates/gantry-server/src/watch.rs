@@ -50,17 +50,19 @@ pub async fn watch(State(s): State<AppState>, RawQuery(raw): RawQuery, headers: 
     Ok(response)
 }
 
-/// The follower's frames, an SSE comment when nothing happened for
-/// [`KEEP_ALIVE`], and a `reset` event before the end.
+/// The follower's frames, an SSE comment every [`KEEP_ALIVE`], and a
+/// `reset` event before the end.
 fn frames(follower: Follower, guard: WatcherGuard) -> impl futures::Stream<Item = Bytes> + Send {
-    let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    // Ticks every KEEP_ALIVE whatever happens: moving a timer at every
+    // event would cost more, per watcher, than the comment does.
+    let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     futures::stream::unfold(Some((follower, keep_alive, guard)), |state| async move {
         let (mut follower, mut keep_alive, guard) = state?;
         let item = tokio::select! {
             item = follower.next() => item,
             _ = keep_alive.tick() => return Some((Bytes::from_static(b":\n\n"), Some((follower, keep_alive, guard)))),
         };
-        keep_alive.reset();
         match item {
             Item::Frame(bytes) => Some((bytes, Some((follower, keep_alive, guard)))),
             Item::End(error) => Some((reset(error), None)),
