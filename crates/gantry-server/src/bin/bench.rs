@@ -438,6 +438,10 @@ where
         }
     }
     let cpu = cpu_time(serving)?.saturating_sub(cpu_before);
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let all: Vec<String> = times.iter().map(|t| format!("{:.1}", ms(*t))).collect();
+        eprintln!("rounds in order: {}", all.join(" "));
+    }
     times.sort_unstable();
     Ok(FanOut {
         p50: percentile(&times, 0.50),
