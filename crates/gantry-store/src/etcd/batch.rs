@@ -3,6 +3,10 @@
 //! transaction, so many concurrent writers share etcd's raft round and fsync
 //! instead of queueing for one each.
 //!
+//! A put that finds nothing queued or in flight is sent at once from the
+//! caller's task, as a direct client would send it: a lone writer pays no
+//! hop through the batching task.
+//!
 //! Durability is unchanged: a put is acknowledged only after etcd has
 //! committed the transaction that carries it. Puts batched together share
 //! one revision, as the puts of any etcd transaction do. Two puts of the same
@@ -12,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use etcd_client as etcd;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -37,17 +42,35 @@ struct Pending {
 #[derive(Clone)]
 pub(super) struct Batcher {
     queue: mpsc::UnboundedSender<Pending>,
+    kv: etcd::KvClient,
+    /// Puts not answered yet, sent directly or batched.
+    busy: Arc<AtomicUsize>,
+}
+
+/// Counts a put as busy until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Batcher {
     pub(super) fn start(kv: etcd::KvClient) -> Batcher {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(run(kv, pending));
-        Batcher { queue }
+        tokio::spawn(run(kv.clone(), pending));
+        Batcher { queue, kv, busy: Arc::default() }
     }
 
     /// Puts `key`, alone or in company.
     pub(super) async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Reply {
+        let alone = self.busy.fetch_add(1, Ordering::AcqRel) == 0;
+        let _busy = Busy(Arc::clone(&self.busy));
+        if alone {
+            let response = self.kv.clone().put(key, value, None).await?;
+            return Ok(header_revision(response.header()));
+        }
         let (reply, answer) = oneshot::channel();
         let closed = || etcd::Error::Internal("the etcd write batcher has stopped".to_owned());
         self.queue.send(Pending { key, value, reply }).map_err(|_| closed())?;
