@@ -156,13 +156,14 @@ impl Hubs {
             next: last.next(),
             catch_up: None,
         };
-        if let Some(start) = start
-            && start <= last
-        {
-            follower.next = start;
-            follower.catch_up = Some(follower.private(last).await?);
-        } else if let Some(start) = start {
-            follower.next = start;
+        match start {
+            // Behind the hub: the history up to `last` first.
+            Some(start) if start <= last => {
+                follower.next = start;
+                follower.catch_up = Some(follower.private(last).await?);
+            }
+            Some(start) => follower.next = start,
+            None => {}
         }
         Ok(follower)
     }
