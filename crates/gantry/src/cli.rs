@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::remote::{ServeArgs, ServerArgs};
 use crate::agents::AgentArgs;
-use crate::{agents, apply, generate, remote, repo, running, show, up};
+use crate::{agents, apply, aws, generate, remote, repo, running, show, up};
 
 /// Gantry: one declarative repository becomes running infrastructure.
 ///
@@ -30,6 +30,15 @@ pub struct RepoArgs {
     /// Print JSON for scripts instead of text for people.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of the commands that call AWS. Credentials and region come from
+/// the environment or the AWS profile, as for every AWS tool.
+#[derive(Debug, clap::Args)]
+pub struct AwsArgs {
+    /// An AWS-compatible endpoint (moto in tests), for Gantry and for packer
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
 }
 
 /// Which agents a control command addresses.
@@ -68,6 +77,44 @@ pub enum Command {
         group: Option<String>,
         #[command(flatten)]
         repo: RepoArgs,
+    },
+    /// Build the group's AMI: `packer build` on packer/<group>.json, tag the
+    /// AMI (group, git commit), record it in .gantry/amis/<group>.json and
+    /// print its id.
+    #[command(name = "packer:run")]
+    PackerRun {
+        group: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Keep the group's newest N AMIs; deregister the rest with their snapshots.
+    #[command(name = "packer:clean")]
+    PackerClean {
+        group: String,
+        /// How many AMIs to keep (newest by creation date, then name)
+        #[arg(short = 'n', value_name = "N", required = true)]
+        keep: usize,
+        /// List what would be deregistered, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Deregister every AMI of the group (with snapshots) and remove packer/<group>.json.
+    #[command(name = "packer:delete")]
+    PackerDelete {
+        group: String,
+        /// List what would be deregistered and removed, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
     },
     /// Write the autoscaling dna dna/asg/<group>.json, and the role it runs.
     #[command(name = "autoscale:create")]
@@ -347,6 +394,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::PackerCreate { group, repo } => {
             generate::run(&repo::open(&repo)?, generate::Kind::Packer, group.as_deref(), repo.json)
+        }
+        Command::PackerRun { group, repo, aws } => {
+            aws::run(&repo::open(&repo)?, &group, aws.endpoint_url.as_deref())
+        }
+        Command::PackerClean { group, keep, dry_run, repo, aws } => {
+            aws::clean(&repo::open(&repo)?, &group, keep, dry_run, aws.endpoint_url.as_deref())
+        }
+        Command::PackerDelete { group, dry_run, repo, aws } => {
+            aws::delete(&repo::open(&repo)?, &group, dry_run, aws.endpoint_url.as_deref())
         }
         Command::AutoscaleCreate { group, repo } => {
             generate::run(&repo::open(&repo)?, generate::Kind::Autoscale, group.as_deref(), repo.json)

@@ -6,6 +6,7 @@
 
 mod agents;
 mod apply;
+mod aws;
 mod cli;
 mod generate;
 mod remote;

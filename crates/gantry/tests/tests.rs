@@ -3,6 +3,7 @@
 //! checked against golden files (refresh with `UPDATE_EXPECT=1`).
 
 mod agent;
+mod aws;
 mod generate;
 mod running;
 mod server;
@@ -118,6 +119,16 @@ impl Run {
     }
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+}
+
 pub(crate) fn run_in(dir: &Path, args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(args)
@@ -126,11 +137,7 @@ pub(crate) fn run_in(dir: &Path, args: &[&str]) -> Run {
         .env("COLUMNS", "100")
         .output()
         .expect("running gantry");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    Run::from(out)
 }
 
 /// A `gantry server` child process; killed on drop.
