@@ -174,7 +174,16 @@ fn packer_run_builds_tags_records_and_prints_the_ami() {
 fn packer_clean_keeps_the_newest_amis() {
     let moto = Moto::start();
     let s = example_for_moto(&moto);
-    let built: Vec<String> = (0..3).map(|_| packer_run(&moto, &s)).collect();
+    // Packer names AMIs `<group> <unix seconds>` and refuses a name in use;
+    // against moto a build takes well under a second, so start each build
+    // in a second of its own.
+    let built: Vec<String> = (0..3)
+        .map(|_| {
+            let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - since_epoch.subsec_nanos())) + Duration::from_millis(20));
+            packer_run(&moto, &s)
+        })
+        .collect();
     assert_eq!(moto.group_image_ids(GROUP).len(), 3);
     let doomed = block_on(moto.ec2().describe_images().image_ids(&built[0]).send()).unwrap();
     let doomed_snapshots: Vec<String> = doomed.images()[0]
