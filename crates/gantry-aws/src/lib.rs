@@ -1,6 +1,7 @@
 //! Typed AWS operations the gantry command calls, over the official SDK:
-//! a node group's AMIs (found by their `group` tag), tagging one, and
-//! deregistering one with its snapshots.
+//! a node group's AMIs (`images`), launch templates, key pairs and one-off
+//! instances (`instances`), autoscaling groups and instance refreshes
+//! (`autoscaling`), and the public half of a private key file (`keys`).
 //!
 //! Credentials and region come from the SDK's usual places (environment,
 //! profile, instance metadata); an endpoint (`AWS_ENDPOINT_URL`, or one the
@@ -8,31 +9,45 @@
 //! moto. Throttled calls are retried with exponential backoff by the SDK's
 //! standard retry strategy.
 //!
+//! Architecture invariant: this is the only crate of the workspace that
+//! depends on the AWS SDK (minutes to build cold); everything else sees
+//! plain structs and [`Error`].
+//!
 //! Architecture invariant: no credential is ever part of a value this
 //! crate returns or of an error's message.
 #![forbid(unsafe_code)]
 
-use std::cmp::Ordering;
+mod autoscaling;
+mod images;
+mod instances;
+mod keys;
 
 use aws_config::BehaviorVersion;
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::{Filter, Tag};
 
-/// The tag that says which node group an AMI was built for.
+pub use autoscaling::{Asg, AsgInstance, NewAsg, Refresh, RefreshState};
+pub use images::{Image, beyond_newest, newest_first};
+pub use instances::{Instance, KeyPair, LaunchSpec, TemplateVersion};
+pub use keys::{PublicKey, public_key_of};
+
+/// The tag that says which node group an AMI, an autoscaling group or an
+/// instance belongs to.
 pub const GROUP_TAG: &str = "group";
 
 /// The tag that names the repository commit an AMI was built from.
 pub const GIT_COMMIT_TAG: &str = "git_commit";
 
-/// Attempts per call: throttling (`RequestLimitExceeded`) and transient
-/// errors are retried with exponential backoff and jitter up to this many
-/// times in all.
+/// The tag the EC2 console shows as an instance's name.
+pub const NAME_TAG: &str = "Name";
+
+/// Attempts per call: throttling (`RequestLimitExceeded`, `Throttling`) and
+/// transient errors are retried with exponential backoff and jitter up to
+/// this many times in all.
 const MAX_ATTEMPTS: u32 = 5;
 
-/// How to reach EC2.
+/// How to reach AWS.
 #[derive(Debug, Clone, Default)]
 pub struct Connect {
     /// An AWS-compatible endpoint (a moto server in tests); `None` uses the
@@ -62,46 +77,51 @@ pub enum Error {
     },
     #[error("AMI {image_id} not found in {region}")]
     ImageNotFound { image_id: String, region: String },
+    #[error("security group(s) {} not found in {region}{}: create them, or fix \"security_groups\" in nodes.json", names.join(", "), vpc.as_ref().map(|v| format!(" (VPC {v})")).unwrap_or_default())]
+    SecurityGroupsNotFound { names: Vec<String>, region: String, vpc: Option<String> },
+    #[error("security group {name} is ambiguous in {region} (one in each of several VPCs): set \"vpc_id\" in nodes.json")]
+    SecurityGroupAmbiguous { name: String, region: String },
+    #[error("key pair {name} exists in {region} with another public key: rename the key file, or delete the key pair")]
+    KeyPairMismatch { name: String, region: String },
+    #[error("{path}: {problem}")]
+    KeyFile { path: String, problem: String },
     #[error("AWS kept throttling {operation} after {MAX_ATTEMPTS} attempts with backoff; try again in a minute")]
     Throttled { operation: &'static str },
+    #[error(
+        "{operation} in {region}: the endpoint answered HTTP {status} without an AWS error (an AWS-compatible server that does not implement {operation}?)"
+    )]
+    NotImplemented { operation: &'static str, region: String, status: u16 },
     #[error("{operation} in {region} failed: {message}")]
     Api { operation: &'static str, region: String, message: String },
 }
 
-/// One AMI of a node group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    pub id: String,
-    pub name: String,
-    /// ISO 8601 as EC2 gives it (`2024-05-01T12:00:00.000Z`), so it sorts as text.
-    pub creation_date: String,
-    /// The EBS snapshots behind its block devices, deleted with it.
-    pub snapshot_ids: Vec<String>,
-}
-
-/// An EC2 client for one region.
+/// EC2 and Auto Scaling clients for one region.
 #[derive(Debug, Clone)]
-pub struct Ec2 {
-    client: aws_sdk_ec2::Client,
+pub struct Aws {
+    ec2: aws_sdk_ec2::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
     region: String,
 }
 
-impl Ec2 {
+impl Aws {
     /// Loads the configuration and checks that credentials can be had, so
     /// that a missing one is reported as such before any call.
-    pub async fn connect(connect: &Connect) -> Result<Ec2, Error> {
-        let region = match &connect.region {
-            Some(region) => RegionProviderChain::first_try(aws_config::Region::new(region.clone())),
-            None => RegionProviderChain::default_provider()
-                .or_else(connect.fallback_region.clone().map(aws_config::Region::new)),
-        };
+    pub async fn connect(connect: &Connect) -> Result<Aws, Error> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
+            .http_client(http_client())
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+        if let Some(region) = &connect.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
         if let Some(url) = &connect.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        let config = loader.load().await;
+        let mut config = loader.load().await;
+        // The group's region only when the usual places (environment,
+        // profile, instance metadata) name none.
+        if let (None, Some(fallback)) = (config.region(), &connect.fallback_region) {
+            config = config.into_builder().region(aws_config::Region::new(fallback.clone())).build();
+        }
         let region = config.region().ok_or(Error::NoRegion)?.to_string();
         let credentials = config.credentials_provider().ok_or_else(|| Error::NoCredentials {
             source: "the SDK has no credentials provider".into(),
@@ -110,7 +130,11 @@ impl Ec2 {
             .provide_credentials()
             .await
             .map_err(|e| Error::NoCredentials { source: e.into() })?;
-        Ok(Ec2 { client: aws_sdk_ec2::Client::new(&config), region })
+        Ok(Aws {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            region,
+        })
     }
 
     /// The region this client talks to.
@@ -118,132 +142,46 @@ impl Ec2 {
         &self.region
     }
 
-    /// The AMIs this account owns that carry `group: <group>`, newest first
-    /// (see [`newest_first`]).
-    pub async fn group_images(&self, group: &str) -> Result<Vec<Image>, Error> {
-        let mut images = Vec::new();
-        let mut pages = self
-            .client
-            .describe_images()
-            .owners("self")
-            .filters(Filter::builder().name(format!("tag:{GROUP_TAG}")).values(group).build())
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.api_error("DescribeImages", e))?;
-            images.extend(page.images().iter().map(image));
-        }
-        images.sort_by(newest_first);
-        Ok(images)
-    }
-
-    /// One AMI by id.
-    pub async fn image(&self, image_id: &str) -> Result<Image, Error> {
-        let not_found = || Error::ImageNotFound { image_id: image_id.to_string(), region: self.region.clone() };
-        let out = self.client.describe_images().image_ids(image_id).send().await.map_err(|e| {
-            if e.code() == Some("InvalidAMIID.NotFound") { not_found() } else { self.api_error("DescribeImages", e) }
-        })?;
-        out.images().first().map(image).ok_or_else(not_found)
-    }
-
-    /// Adds (or overwrites) tags on an AMI.
-    pub async fn tag_image(&self, image_id: &str, tags: &[(&str, &str)]) -> Result<(), Error> {
-        let mut request = self.client.create_tags().resources(image_id);
-        for (key, value) in tags {
-            request = request.tags(Tag::builder().key(*key).value(*value).build());
-        }
-        request.send().await.map_err(|e| self.api_error("CreateTags", e))?;
-        Ok(())
-    }
-
-    /// Deregisters an AMI, then deletes its snapshots (which AWS refuses
-    /// while an AMI still uses them).
-    pub async fn deregister(&self, image: &Image) -> Result<(), Error> {
-        self.client.deregister_image().image_id(&image.id).send().await.map_err(|e| {
-            if e.code() == Some("InvalidAMIID.NotFound") || e.code() == Some("InvalidAMIID.Unavailable") {
-                Error::ImageNotFound { image_id: image.id.clone(), region: self.region.clone() }
-            } else {
-                self.api_error("DeregisterImage", e)
-            }
-        })?;
-        for snapshot in &image.snapshot_ids {
-            self.client
-                .delete_snapshot()
-                .snapshot_id(snapshot)
-                .send()
-                .await
-                .map_err(|e| self.api_error("DeleteSnapshot", e))?;
-        }
-        Ok(())
-    }
-
-    fn api_error<E, R>(&self, operation: &'static str, e: SdkError<E, R>) -> Error
+    /// A failed call as an [`Error`]: throttling that outlasted the retries,
+    /// an answer that is no AWS error at all, or the service's code and message.
+    fn api_error<E>(&self, operation: &'static str, e: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         if is_throttling(e.code()) {
             return Error::Throttled { operation };
         }
-        let message = match e.code() {
-            Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
-            None => DisplayErrorContext(&e).to_string(),
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let message = match (e.code(), status) {
+            (Some(code), _) => format!("{code}: {}", e.message().unwrap_or("no message")),
+            (None, Some(status)) if status >= 500 => {
+                return Error::NotImplemented { operation, region: self.region.clone(), status };
+            }
+            (None, _) => DisplayErrorContext(&e).to_string(),
         };
         Error::Api { operation, region: self.region.clone(), message }
     }
 }
 
-/// Newest first: by creation date, then by name, since EC2's dates have a
-/// resolution of one second and names carry packer's timestamp.
-pub fn newest_first(a: &Image, b: &Image) -> Ordering {
-    (&b.creation_date, &b.name, &b.id).cmp(&(&a.creation_date, &a.name, &a.id))
+/// The HTTP client of every SDK client: hyper over rustls with ring (the
+/// SDK's default brings aws-lc-sys, minutes of C to compile), trusting the
+/// system's certificates. Plain `http://` works too (moto).
+pub fn http_client() -> aws_sdk_ec2::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
-/// `packer:clean`'s plan: of images sorted [`newest_first`], the ones past
-/// the newest `keep`.
-pub fn beyond_newest(images: &[Image], keep: usize) -> &[Image] {
-    images.get(keep..).unwrap_or(&[])
-}
-
-/// The error codes EC2 uses for throttling.
+/// The error codes EC2 and Auto Scaling use for throttling.
 fn is_throttling(code: Option<&str>) -> bool {
     matches!(code, Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled"))
 }
 
-fn image(raw: &aws_sdk_ec2::types::Image) -> Image {
-    Image {
-        id: raw.image_id().unwrap_or_default().to_string(),
-        name: raw.name().unwrap_or_default().to_string(),
-        creation_date: raw.creation_date().unwrap_or_default().to_string(),
-        snapshot_ids: raw
-            .block_device_mappings()
-            .iter()
-            .filter_map(|m| m.ebs().and_then(|ebs| ebs.snapshot_id()))
-            .map(str::to_string)
-            .collect(),
-    }
+/// `(key, value)` pairs as EC2 tags.
+fn ec2_tags(tags: &[(String, String)]) -> Vec<aws_sdk_ec2::types::Tag> {
+    tags.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn img(id: &str, name: &str, date: &str) -> Image {
-        Image { id: id.into(), name: name.into(), creation_date: date.into(), snapshot_ids: vec![] }
-    }
-
-    #[test]
-    fn newest_first_breaks_same_second_ties_by_name() {
-        let mut images = vec![
-            img("ami-1", "g 100", "2024-01-01T00:00:00.000Z"),
-            img("ami-3", "g 102", "2024-01-01T00:00:01.000Z"),
-            img("ami-2", "g 101", "2024-01-01T00:00:01.000Z"),
-        ];
-        images.sort_by(newest_first);
-        let ids: Vec<&str> = images.iter().map(|i| i.id.as_str()).collect();
-        assert_eq!(ids, ["ami-3", "ami-2", "ami-1"]);
-        assert_eq!(beyond_newest(&images, 2).len(), 1);
-        assert_eq!(beyond_newest(&images, 2)[0].id, "ami-1");
-        assert!(beyond_newest(&images, 5).is_empty());
-    }
+/// The value of tag `key` among EC2 tags.
+fn ec2_tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
 }

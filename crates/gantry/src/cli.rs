@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::remote::{ServeArgs, ServerArgs};
 use crate::agents::AgentArgs;
+use crate::aws::{CreateArgs, LaunchArgs, UpdateArgs};
 use crate::{agents, apply, aws, generate, remote, repo, running, show, up};
 
 /// Gantry: one declarative repository becomes running infrastructure.
@@ -123,6 +124,70 @@ pub enum Command {
         group: Option<String>,
         #[command(flatten)]
         repo: RepoArgs,
+    },
+    /// Launch the group's autoscaling group <group>-v1, tagged group:<group> and
+    /// sized from nodes.json, from a launch template (newest AMI, instance type,
+    /// security groups, user data starting `gantry agent` with
+    /// dna/asg/<group>.json); refuses if the group has one.
+    #[command(name = "autoscale:run")]
+    AutoscaleRun {
+        group: String,
+        /// A private key file whose public key the nodes accept (imported as the
+        /// key pair named after the file, or that key pair reused) [default: no key pair]
+        #[arg(long, value_name = "PATH")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        launch: LaunchArgs,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Replace the group's autoscaling group with the next generation, launched
+    /// as nodes.json says now: wait until its nodes are in service, let other
+    /// nodes update, delete the old group; on failure delete the new one.
+    #[command(name = "autoscale:update")]
+    AutoscaleUpdate {
+        group: String,
+        /// A private key file, as for autoscale:run [default: no key pair]
+        #[arg(long, value_name = "PATH")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        update: UpdateArgs,
+        #[command(flatten)]
+        launch: LaunchArgs,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// The autoscaling groups of a group (or of every group) and their nodes in service.
+    #[command(name = "autoscale:status")]
+    AutoscaleStatus {
+        /// The node group [default: every group]
+        group: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Launch one node of the group outside autoscaling, tagged group and Name,
+    /// and write its dna dna/instance/<group>-<instance-id>.json.
+    #[command(name = "instance:create")]
+    InstanceCreate {
+        group: String,
+        #[command(flatten)]
+        create: CreateArgs,
+        #[command(flatten)]
+        launch: LaunchArgs,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// The instances of a group (or of every group) in AWS, autoscaled or not.
+    #[command(name = "instance:list")]
+    InstanceList {
+        /// The node group [default: every group]
+        group: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
     },
     /// List node groups.
     #[command(name = "nodes:list")]
@@ -396,13 +461,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             generate::run(&repo::open(&repo)?, generate::Kind::Packer, group.as_deref(), repo.json)
         }
         Command::PackerRun { group, repo, aws } => {
-            aws::run(&repo::open(&repo)?, &group, aws.endpoint_url.as_deref())
+            aws::packer_run(&repo::open(&repo)?, &group, aws.endpoint_url.as_deref(), repo.json)
         }
         Command::PackerClean { group, keep, dry_run, repo, aws } => {
-            aws::clean(&repo::open(&repo)?, &group, keep, dry_run, aws.endpoint_url.as_deref())
+            aws::packer_clean(&repo::open(&repo)?, &group, keep, dry_run, aws.endpoint_url.as_deref(), repo.json)
         }
         Command::PackerDelete { group, dry_run, repo, aws } => {
-            aws::delete(&repo::open(&repo)?, &group, dry_run, aws.endpoint_url.as_deref())
+            aws::packer_delete(&repo::open(&repo)?, &group, dry_run, aws.endpoint_url.as_deref(), repo.json)
+        }
+        Command::AutoscaleRun { group, key, launch, repo } => {
+            aws::autoscale_run(&repo::open(&repo)?, &group, &launch, key.as_deref(), repo.json)
+        }
+        Command::AutoscaleUpdate { group, key, update, launch, repo } => {
+            aws::autoscale_update(&repo::open(&repo)?, &group, &launch, key.as_deref(), &update, repo.json)
+        }
+        Command::AutoscaleStatus { group, repo, aws } => {
+            aws::autoscale_status(&repo::open(&repo)?, group.as_deref(), &aws, repo.json)
+        }
+        Command::InstanceCreate { group, create, launch, repo } => {
+            aws::instance_create(&repo::open(&repo)?, &group, &create, &launch, repo.json)
+        }
+        Command::InstanceList { group, repo, aws } => {
+            aws::instance_list(&repo::open(&repo)?, group.as_deref(), &aws, repo.json)
         }
         Command::AutoscaleCreate { group, repo } => {
             generate::run(&repo::open(&repo)?, generate::Kind::Autoscale, group.as_deref(), repo.json)

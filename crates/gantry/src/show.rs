@@ -200,7 +200,7 @@ fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
-fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {
+pub(crate) fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> =
         (0..columns).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();

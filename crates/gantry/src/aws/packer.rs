@@ -1,18 +1,20 @@
 //! `packer:run`, `packer:clean`, `packer:delete`: a node group's AMIs, built
-//! by the real `packer` binary and managed through gantry-aws.
+//! by the real `packer` binary and managed through gantry-aws, recorded in
+//! `.gantry/amis/<group>.json`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::Context;
-use gantry_aws::{Connect, Ec2, GIT_COMMIT_TAG, GROUP_TAG, Image};
+use gantry_aws::{Aws, Connect, GIT_COMMIT_TAG, GROUP_TAG, Image};
 use gantry_generate::packer_path;
 use gantry_generate::write::write_atomic;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::BadInput;
-use crate::remote::runtime;
+use crate::remote::{print_json, runtime};
 use crate::repo::Opened;
 
 /// Where `packer:run` records the AMIs it built, per group (newest last).
@@ -38,7 +40,7 @@ pub struct BuiltImage {
 
 /// `packer:run GROUP`: `packer build` on packer/<group>.json, then tag,
 /// record and print the AMI id (the last line on stdout).
-pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>) -> anyhow::Result<()> {
+pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>, json: bool) -> anyhow::Result<()> {
     opened.repo.group(group).map_err(|d| opened.bad_input(vec![d]))?;
     let template = packer_path(group);
     if !opened.dir.join(&template).is_file() {
@@ -57,95 +59,137 @@ pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>) -> anyhow::
         .with_context(|| format!("packer finished but reported no AMI (see {})", log_path.display()))?;
 
     let git_commit = git_commit(&opened.dir);
-    let mut tags = vec![(GROUP_TAG, group)];
+    let mut tags = vec![(GROUP_TAG.to_string(), group.to_string())];
     if let Some(commit) = &git_commit {
-        tags.push((GIT_COMMIT_TAG, commit.as_str()));
+        tags.push((GIT_COMMIT_TAG.to_string(), commit.clone()));
     }
     let connect = Connect { endpoint_url: endpoint_url.map(str::to_string), region: Some(region.clone()), ..Connect::default() };
-    runtime()?.block_on(async {
-        let ec2 = Ec2::connect(&connect).await?;
-        ec2.tag_image(&image_id, &tags).await
-    })?;
+    runtime()?.block_on(async { Aws::connect(&connect).await?.tag_image(&image_id, &tags).await })?;
 
-    let record_path = opened.dir.join(amis_record_path(group));
-    let mut record: Vec<BuiltImage> = match std::fs::read(&record_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", record_path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", record_path.display())),
-    };
+    let mut record = read_record(opened, group)?;
     let built_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    record.push(BuiltImage { id: image_id.clone(), region: region.clone(), git_commit, built_at });
-    write_atomic(&record_path, &gantry_generate::to_json_bytes(&record))
-        .with_context(|| format!("writing {}", record_path.display()))?;
+    let built = BuiltImage { id: image_id.clone(), region: region.clone(), git_commit, built_at };
+    record.push(built);
+    write_record(opened, group, &record)?;
     eprintln!("tagged {image_id} in {region} and recorded it in {}", opened.show_path(&amis_record_path(group)));
+    if json {
+        return print_json(record.last().expect("just pushed"));
+    }
     println!("{image_id}");
     Ok(())
 }
 
 /// `packer:clean GROUP -n KEEP`: deregister all but the newest KEEP AMIs.
-pub fn clean(opened: &Opened, group: &str, keep: usize, dry_run: bool, endpoint_url: Option<&str>) -> anyhow::Result<()> {
-    let connect = connect_for(opened, group, endpoint_url);
-    let mut stdout = std::io::stdout().lock();
-    runtime()?.block_on(async {
-        let ec2 = Ec2::connect(&connect).await?;
-        let images = ec2.group_images(group).await?;
-        let doomed = gantry_aws::beyond_newest(&images, keep);
+pub fn clean(opened: &Opened, group: &str, keep: usize, dry_run: bool, endpoint_url: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let connect = super::connect_for(opened, Some(group), endpoint_url);
+    let mut out = lines_out(json);
+    let (region, images, doomed) = runtime()?.block_on(async {
+        let aws = Aws::connect(&connect).await?;
+        let images = aws.group_images(group).await?;
+        let doomed = gantry_aws::beyond_newest(&images, keep).to_vec();
         if doomed.is_empty() {
-            writeln!(stdout, "nothing to clean: group {group} has {} AMI(s) in {}, keeping up to {keep}", images.len(), ec2.region())?;
-            return Ok(());
+            writeln!(out, "nothing to clean: group {group} has {} AMI(s) in {}, keeping up to {keep}", images.len(), aws.region())?;
         }
-        deregister_all(&ec2, doomed, dry_run, &mut stdout).await?;
-        writeln!(stdout, "kept the newest {} of {} AMI(s) of group {group}", images.len() - doomed.len(), images.len())?;
-        anyhow::Ok(())
-    })
-}
-
-/// `packer:delete GROUP`: deregister every AMI of the group and remove its
-/// template; nothing else (no autoscaling group) is touched.
-pub fn delete(opened: &Opened, group: &str, dry_run: bool, endpoint_url: Option<&str>) -> anyhow::Result<()> {
-    let connect = connect_for(opened, group, endpoint_url);
-    let mut stdout = std::io::stdout().lock();
-    runtime()?.block_on(async {
-        let ec2 = Ec2::connect(&connect).await?;
-        let images = ec2.group_images(group).await?;
-        if images.is_empty() {
-            writeln!(stdout, "group {group} has no AMI in {}", ec2.region())?;
-        }
-        deregister_all(&ec2, &images, dry_run, &mut stdout).await
+        deregister_all(&aws, &doomed, dry_run, &mut out).await?;
+        anyhow::Ok((aws.region().to_string(), images, doomed))
     })?;
-    let template = opened.dir.join(packer_path(group));
-    if template.is_file() {
-        if dry_run {
-            writeln!(stdout, "would remove {}", opened.show_path(&packer_path(group)))?;
-        } else {
-            std::fs::remove_file(&template).with_context(|| format!("removing {}", template.display()))?;
-            writeln!(stdout, "removed {}", opened.show_path(&packer_path(group)))?;
-        }
+    if !doomed.is_empty() {
+        writeln!(out, "kept the newest {} of {} AMI(s) of group {group}", images.len() - doomed.len(), images.len())?;
+    }
+    forget(opened, group, &doomed, dry_run)?;
+    if json {
+        let kept: Vec<&str> = images[..images.len() - doomed.len()].iter().map(|i| i.id.as_str()).collect();
+        return print_json(&json!({
+            "group": group, "region": region, "dry_run": dry_run, "kept": kept,
+            "deregistered": doomed.iter().map(image_json).collect::<Vec<_>>(),
+        }));
     }
     Ok(())
 }
 
-async fn deregister_all(ec2: &Ec2, images: &[Image], dry_run: bool, out: &mut impl Write) -> anyhow::Result<()> {
+/// `packer:delete GROUP`: deregister every AMI of the group and remove its
+/// template; nothing else (no autoscaling group) is touched.
+pub fn delete(opened: &Opened, group: &str, dry_run: bool, endpoint_url: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let connect = super::connect_for(opened, Some(group), endpoint_url);
+    let mut out = lines_out(json);
+    let (region, images) = runtime()?.block_on(async {
+        let aws = Aws::connect(&connect).await?;
+        let images = aws.group_images(group).await?;
+        if images.is_empty() {
+            writeln!(out, "group {group} has no AMI in {}", aws.region())?;
+        }
+        deregister_all(&aws, &images, dry_run, &mut out).await?;
+        anyhow::Ok((aws.region().to_string(), images))
+    })?;
+    forget(opened, group, &images, dry_run)?;
+    let template = opened.dir.join(packer_path(group));
+    let had_template = template.is_file();
+    if had_template {
+        if dry_run {
+            writeln!(out, "would remove {}", opened.show_path(&packer_path(group)))?;
+        } else {
+            std::fs::remove_file(&template).with_context(|| format!("removing {}", template.display()))?;
+            writeln!(out, "removed {}", opened.show_path(&packer_path(group)))?;
+        }
+    }
+    if json {
+        return print_json(&json!({
+            "group": group, "region": region, "dry_run": dry_run,
+            "deregistered": images.iter().map(image_json).collect::<Vec<_>>(),
+            "template_removed": had_template.then(|| opened.show_path(&packer_path(group))),
+        }));
+    }
+    Ok(())
+}
+
+/// Where the per-AMI lines go: stdout for people; stderr when stdout is
+/// for the final JSON document.
+fn lines_out(json: bool) -> Box<dyn Write> {
+    if json { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) }
+}
+
+async fn deregister_all(aws: &Aws, images: &[Image], dry_run: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     for image in images {
         let what = format!("{} ({}, {})", image.id, image.name, image.creation_date);
         if dry_run {
             writeln!(out, "would deregister {what} and {} snapshot(s)", image.snapshot_ids.len())?;
         } else {
-            ec2.deregister(image).await?;
+            aws.deregister(image).await?;
             writeln!(out, "deregistered {what} and {} snapshot(s)", image.snapshot_ids.len())?;
         }
     }
     Ok(())
 }
 
-/// The group's `region` is the fallback when the environment names none;
-/// a group no longer in nodes.json can still have AMIs to clean.
-fn connect_for(opened: &Opened, group: &str, endpoint_url: Option<&str>) -> Connect {
-    Connect {
-        endpoint_url: endpoint_url.map(str::to_string),
-        fallback_region: opened.repo.groups.get(group).and_then(|g| g.region.clone()),
-        region: None,
+fn image_json(image: &Image) -> serde_json::Value {
+    json!({"id": image.id, "name": image.name, "creation_date": image.creation_date, "snapshots": image.snapshot_ids})
+}
+
+/// The AMIs `packer:run` recorded for the group (none when it never ran).
+fn read_record(opened: &Opened, group: &str) -> anyhow::Result<Vec<BuiltImage>> {
+    let path = opened.dir.join(amis_record_path(group));
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+fn write_record(opened: &Opened, group: &str, record: &[BuiltImage]) -> anyhow::Result<()> {
+    let path = opened.dir.join(amis_record_path(group));
+    write_atomic(&path, &gantry_generate::to_json_bytes(&record)).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Drops deregistered AMIs from the record, so it lists what exists.
+fn forget(opened: &Opened, group: &str, gone: &[Image], dry_run: bool) -> anyhow::Result<()> {
+    let mut record = read_record(opened, group)?;
+    let before = record.len();
+    record.retain(|built| !gone.iter().any(|image| image.id == built.id));
+    if dry_run || record.len() == before {
+        return Ok(());
+    }
+    write_record(opened, group, &record)
 }
 
 /// Runs `packer build -machine-readable`, showing its steps on stderr and
