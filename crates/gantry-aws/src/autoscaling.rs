@@ -2,6 +2,7 @@
 //! from a launch template version, describe with their instances, delete
 //! with their instances; and AWS's own instance refresh.
 
+use aws_config::retry::RetryConfig;
 use aws_sdk_autoscaling::types::{
     DesiredConfiguration, Filter, InstanceRefreshStatus, LaunchTemplateSpecification, RefreshPreferences, Tag,
 };
@@ -166,11 +167,16 @@ impl Aws {
     }
 
     /// Asks whether the endpoint knows instance refreshes at all (moto does
-    /// not), before anything is changed for one.
+    /// not: it answers HTTP 500), before anything is changed for one. Two
+    /// attempts, not five: such an answer is retried as if transient, and
+    /// the refusal should come in a second, not after the full backoff.
     pub async fn check_instance_refresh(&self, asg: &str) -> Result<(), Error> {
+        let retries = RetryConfig::standard().with_max_attempts(2);
         self.autoscaling
             .describe_instance_refreshes()
             .auto_scaling_group_name(asg)
+            .customize()
+            .config_override(aws_sdk_autoscaling::Config::builder().retry_config(retries))
             .send()
             .await
             .map_err(|e| self.api_error("DescribeInstanceRefreshes", e))?;

@@ -53,7 +53,10 @@ fn main() -> ExitCode {
 
 /// `gantry nodes:list | head` must not end in an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    let broken = Some(std::io::ErrorKind::BrokenPipe);
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| Some(io.kind()) == broken)
+            // `--json | head`: serde_json wraps the write error.
+            || c.downcast_ref::<serde_json::Error>().is_some_and(|j| j.io_error_kind() == broken)
     })
 }
