@@ -61,6 +61,11 @@ impl Asg {
         self.instances.iter().filter(|i| i.is_in_service()).count()
     }
 
+    /// AWS is deleting it (`ForceDelete` returns before its instances are gone).
+    pub fn is_deleting(&self) -> bool {
+        self.status.as_deref() == Some("Delete in progress")
+    }
+
     /// Every instance the group wants is in service and healthy.
     pub fn is_ready(&self) -> bool {
         self.in_service() >= usize::try_from(self.desired).unwrap_or(0)

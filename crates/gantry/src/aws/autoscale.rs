@@ -74,14 +74,14 @@ fn next_generation(group: &str, asgs: &[Asg]) -> u32 {
     asgs.iter().filter_map(generation).max().map_or(1, |n| n + 1)
 }
 
-/// `autoscale:run GROUP`: a launch template version and an autoscaling
-/// group from it; refuses when the group already has one.
+/// `autoscale:run GROUP`: the first generation, a launch template and an
+/// autoscaling group from it; refuses when the group already has one.
 pub fn run(opened: &Opened, group: &str, launch: &LaunchArgs, key: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let (plan, autoscale) = plan_for(opened, group, launch, key)?;
     let connect = super::connect_for(opened, Some(group), launch.aws.endpoint_url.as_deref());
     let report = runtime()?.block_on(async {
         let aws = Aws::connect(&connect).await?;
-        let existing = aws.group_asgs(Some(group)).await?;
+        let (existing, generation) = live_asgs(&aws, group).await?;
         if !existing.is_empty() {
             anyhow::bail!(
                 "group {group} already has autoscaling group {}: replace it with `gantry autoscale:update {group}`",
@@ -89,11 +89,17 @@ pub fn run(opened: &Opened, group: &str, launch: &LaunchArgs, key: Option<&Path>
             );
         }
         let (spec, image) = launch_spec(&aws, &plan, launch.ami.as_deref()).await?;
-        let name = asg_name(group, next_generation(group, &existing));
+        let name = asg_name(group, generation);
         let template = aws.put_launch_template(&template_name(&name), &spec).await?;
         aws.set_default_version(&template).await?;
         let new = new_asg(&aws, &plan, autoscale, &name, &template).await?;
-        aws.create_asg(&new).await?;
+        if let Err(e) = aws.create_asg(&new).await {
+            let cleanup = match aws.delete_launch_template(&template.template_name).await {
+                Ok(()) => format!("deleted the launch template {}", template.template_name),
+                Err(e) => format!("deleting the launch template {} failed too ({e})", template.template_name),
+            };
+            anyhow::bail!("{e}\n{cleanup}");
+        }
         eprintln!(
             "created autoscaling group {} in {}: {} node(s) ({}..{}) of {} from {}, launch template {}",
             new.name,
@@ -123,11 +129,11 @@ pub fn update(
     let connect = super::connect_for(opened, Some(group), launch.aws.endpoint_url.as_deref());
     let report = runtime()?.block_on(async {
         let aws = Aws::connect(&connect).await?;
-        let old = aws.group_asgs(Some(group)).await?;
+        let (old, generation) = live_asgs(&aws, group).await?;
         if old.is_empty() {
             anyhow::bail!("group {group} has no autoscaling group to update: create one with `gantry autoscale:run {group}`");
         }
-        let update = Update { aws: &aws, plan: &plan, autoscale, old: &old, launch, args };
+        let update = Update { aws: &aws, plan: &plan, autoscale, old: &old, generation, launch, args };
         match args.strategy {
             Strategy::Replace => update.replace().await,
             Strategy::InstanceRefresh => update.refresh().await,
@@ -154,6 +160,16 @@ pub fn status(opened: &Opened, group: Option<&str>, aws: &AwsArgs, json: bool) -
         ]
     };
     super::print_listing(&asgs, json, asg_json, &header, row, "no autoscaling groups")
+}
+
+/// The group's autoscaling groups but those AWS is already deleting (an
+/// old generation whose instances are still terminating), and the next
+/// generation, past all of them (a name in deletion is still taken).
+async fn live_asgs(aws: &Aws, group: &str) -> anyhow::Result<(Vec<Asg>, u32)> {
+    let mut asgs = aws.group_asgs(Some(group)).await?;
+    let next = next_generation(group, &asgs);
+    asgs.retain(|a| !a.is_deleting());
+    Ok((asgs, next))
 }
 
 /// What `run` and `update` print: the autoscaling group's name, or JSON.
@@ -234,6 +250,8 @@ struct Update<'a> {
     plan: &'a Plan<'a>,
     autoscale: Autoscale,
     old: &'a [Asg],
+    /// Of the new autoscaling group.
+    generation: u32,
     launch: &'a LaunchArgs,
     args: &'a UpdateArgs,
 }
@@ -247,7 +265,7 @@ impl<'a> Update<'a> {
     async fn replace(&self) -> anyhow::Result<Report> {
         let (aws, group) = (self.aws, self.group());
         let (spec, image) = launch_spec(aws, self.plan, self.launch.ami.as_deref()).await?;
-        let name = asg_name(group, next_generation(group, self.old));
+        let name = asg_name(group, self.generation);
         let template = aws.put_launch_template(&template_name(&name), &spec).await?;
         aws.set_default_version(&template).await?;
         let new = new_asg(aws, self.plan, self.autoscale, &name, &template).await?;
@@ -448,4 +466,31 @@ fn asg_json(asg: &Asg) -> serde_json::Value {
             "id": i.id, "lifecycle": i.lifecycle, "health": i.health, "zone": i.zone,
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use gantry_aws::Asg;
+
+    fn asg(name: &str) -> Asg {
+        Asg {
+            name: name.into(),
+            group: "12_04-bee".into(),
+            status: None,
+            min: 1,
+            max: 1,
+            desired: 1,
+            launch_template: None,
+            created: String::new(),
+            instances: vec![],
+        }
+    }
+
+    #[test]
+    fn the_next_generation_is_past_every_numbered_one() {
+        assert_eq!(super::next_generation("12_04-bee", &[]), 1);
+        let asgs = [asg("12_04-bee-v2"), asg("12_04-bee-v10"), asg("12_04-bee-manual"), asg("12_04-bee-v3x")];
+        assert_eq!(super::next_generation("12_04-bee", &asgs), 11);
+        assert_eq!(super::next_generation("12_04", &asgs), 1, "another group's names do not count");
+    }
 }
