@@ -131,6 +131,7 @@ pub enum Command {
     /// dna/asg/<group>.json); refuses if the group has one.
     #[command(name = "autoscale:run")]
     AutoscaleRun {
+        /// The node group
         group: String,
         /// A private key file whose public key the nodes accept (imported as the
         /// key pair named after the file, or that key pair reused) [default: no key pair]
@@ -146,6 +147,7 @@ pub enum Command {
     /// nodes update, delete the old group; on failure delete the new one.
     #[command(name = "autoscale:update")]
     AutoscaleUpdate {
+        /// The node group
         group: String,
         /// A private key file, as for autoscale:run [default: no key pair]
         #[arg(long, value_name = "PATH")]
@@ -171,6 +173,7 @@ pub enum Command {
     /// and write its dna dna/instance/<group>-<instance-id>.json.
     #[command(name = "instance:create")]
     InstanceCreate {
+        /// The node group
         group: String,
         #[command(flatten)]
         create: CreateArgs,

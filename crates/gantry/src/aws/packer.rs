@@ -90,13 +90,12 @@ pub fn clean(opened: &Opened, group: &str, keep: usize, dry_run: bool, endpoint_
         if doomed.is_empty() {
             writeln!(out, "nothing to clean: group {group} has {} AMI(s) in {}, keeping up to {keep}", images.len(), aws.region())?;
         }
-        deregister_all(&aws, &doomed, dry_run, &mut out).await?;
+        deregister_all(&aws, (opened, group), &doomed, dry_run, &mut out).await?;
         anyhow::Ok((aws.region().to_string(), images, doomed))
     })?;
     if !doomed.is_empty() {
         writeln!(out, "kept the newest {} of {} AMI(s) of group {group}", images.len() - doomed.len(), images.len())?;
     }
-    forget(opened, group, &doomed, dry_run)?;
     if json {
         let kept: Vec<&str> = images[..images.len() - doomed.len()].iter().map(|i| i.id.as_str()).collect();
         return print_json(&json!({
@@ -118,10 +117,9 @@ pub fn delete(opened: &Opened, group: &str, dry_run: bool, endpoint_url: Option<
         if images.is_empty() {
             writeln!(out, "group {group} has no AMI in {}", aws.region())?;
         }
-        deregister_all(&aws, &images, dry_run, &mut out).await?;
+        deregister_all(&aws, (opened, group), &images, dry_run, &mut out).await?;
         anyhow::Ok((aws.region().to_string(), images))
     })?;
-    forget(opened, group, &images, dry_run)?;
     let template = opened.dir.join(packer_path(group));
     let had_template = template.is_file();
     if had_template {
@@ -148,13 +146,23 @@ fn lines_out(json: bool) -> Box<dyn Write> {
     if json { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) }
 }
 
-async fn deregister_all(aws: &Aws, images: &[Image], dry_run: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Deregisters `images` (or says it would), dropping each from the group's
+/// record as soon as it is gone, so the record lists what exists even when
+/// a later one fails.
+async fn deregister_all(
+    aws: &Aws,
+    (opened, group): (&Opened, &str),
+    images: &[Image],
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     for image in images {
         let what = format!("{} ({}, {})", image.id, image.name, image.creation_date);
         if dry_run {
             writeln!(out, "would deregister {what} and {} snapshot(s)", image.snapshot_ids.len())?;
         } else {
             aws.deregister(image).await?;
+            forget(opened, group, &image.id)?;
             writeln!(out, "deregistered {what} and {} snapshot(s)", image.snapshot_ids.len())?;
         }
     }
@@ -181,12 +189,12 @@ fn write_record(opened: &Opened, group: &str, record: &[BuiltImage]) -> anyhow::
     Ok(())
 }
 
-/// Drops deregistered AMIs from the record, so it lists what exists.
-fn forget(opened: &Opened, group: &str, gone: &[Image], dry_run: bool) -> anyhow::Result<()> {
+/// Drops a deregistered AMI from the record (if it is there).
+fn forget(opened: &Opened, group: &str, image_id: &str) -> anyhow::Result<()> {
     let mut record = read_record(opened, group)?;
     let before = record.len();
-    record.retain(|built| !gone.iter().any(|image| image.id == built.id));
-    if dry_run || record.len() == before {
+    record.retain(|built| built.id != image_id);
+    if record.len() == before {
         return Ok(());
     }
     write_record(opened, group, &record)
