@@ -41,6 +41,9 @@ struct Options {
     rounds: usize,
     /// Run only one part: `writes` or `fan-out`.
     only: Option<String>,
+    /// Print every fan-out round's time, in order, to stderr (periodic
+    /// stalls show there; a 50 ms one was Nagle against delayed ACKs).
+    print_rounds: bool,
 }
 
 /// The hidden argument that makes this binary serve instead of measure.
@@ -146,8 +149,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
     }
     println!();
     println!("writes: ratio of writes/s to etcd direct (higher is better); fan-out: ratio of p99 to etcd's (lower is better).");
-    println!("fan-out is timed from just before the write is sent until the last watcher has the event; every");
-    println!("network watcher has its own connection, as separate agents do; the store API row has no network.");
+    println!("fan-out is timed from just before the write is sent until the last watcher has the event. conns: the");
+    println!("watchers' connections: one each (as separate agents have), or {MUX_CONNECTIONS} carrying them as streams (HTTP/2, gRPC),");
+    println!("as etcd's own watch benchmark runs them; the store API row has no network. CPU: the serving processes'");
+    println!("user + system time (gantry server, etcd under it, or etcd) per write or per round.");
 
     drop((targets, embedded_process, etcd_process));
     let _ = std::fs::remove_dir_all(&dir);
@@ -250,7 +255,7 @@ fn print_fan_out(options: &Options, rows: &[(&str, usize, FanOut)]) {
 }
 
 fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
-    let mut options = Options { seconds: 3.0, watchers: 1000, rounds: 200, only: None };
+    let mut options = Options { seconds: 3.0, watchers: 1000, rounds: 200, only: None, print_rounds: false };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -258,12 +263,13 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
             "--seconds" => options.seconds = value("--seconds")?.parse().context("--seconds takes a number")?,
             "--watchers" => options.watchers = value("--watchers")?.parse().context("--watchers takes a number")?,
             "--rounds" => options.rounds = value("--rounds")?.parse().context("--rounds takes a number")?,
+            "--print-rounds" => options.print_rounds = true,
             "--only" => match value("--only")?.as_str() {
                 part @ ("writes" | "fan-out") => options.only = Some(part.to_string()),
                 other => bail!("--only takes writes or fan-out, not {other:?}"),
             },
             "--help" | "-h" => {
-                println!("usage: bench [--seconds N (3)] [--watchers N (1000)] [--rounds N (200)] [--only writes|fan-out]");
+                println!("usage: bench [--seconds N (3)] [--watchers N (1000)] [--rounds N (200)] [--only writes|fan-out] [--print-rounds]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}; see --help"),
@@ -438,9 +444,9 @@ where
         }
     }
     let cpu = cpu_time(serving)?.saturating_sub(cpu_before);
-    if std::env::var_os("BENCH_DEBUG").is_some() {
+    if options.print_rounds {
         let all: Vec<String> = times.iter().map(|t| format!("{:.1}", ms(*t))).collect();
-        eprintln!("rounds in order: {}", all.join(" "));
+        eprintln!("rounds in order (ms): {}", all.join(" "));
     }
     times.sort_unstable();
     Ok(FanOut {
