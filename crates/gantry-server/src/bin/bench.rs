@@ -152,7 +152,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     println!("fan-out is timed from just before the write is sent until the last watcher has the event. conns: the");
     println!("watchers' connections: one each (as separate agents have), or {MUX_CONNECTIONS} carrying them as streams (HTTP/2, gRPC),");
     println!("as etcd's own watch benchmark runs them; the store API row has no network. CPU: the serving processes'");
-    println!("user + system time (gantry server, etcd under it, or etcd) per write or per round.");
+    println!("user + system time (gantry server, etcd under it, or etcd) per write or per round; watchers': this");
+    println!("process's (the watchers' and the writer's) per round.");
 
     drop((targets, embedded_process, etcd_process));
     let _ = std::fs::remove_dir_all(&dir);
@@ -214,8 +215,8 @@ async fn fan_out_rows(options: &Options, t: &Targets) -> anyhow::Result<()> {
     let (embedded, on_etcd) = ([t.embedded_pid], [t.on_etcd_pid, t.etcd.pid()]);
     println!();
     println!(
-        "{:<36} {:>8} {:>6} {:>7} {:>8} {:>8} {:>9} {:>10}",
-        "watch fan-out (write to all notified)", "watchers", "conns", "rounds", "p50 ms", "p99 ms", "vs etcd", "CPU ms/rnd"
+        "{:<36} {:>8} {:>6} {:>7} {:>8} {:>8} {:>9} {:>10} {:>10}",
+        "watch fan-out (write to all notified)", "watchers", "conns", "rounds", "p50 ms", "p99 ms", "vs etcd", "CPU ms/rnd", "watchers'"
     );
     // A connection per watcher, as separate agents have.
     let own = vec![
@@ -241,7 +242,7 @@ fn print_fan_out(options: &Options, rows: &[(&str, usize, FanOut)]) {
     for (name, connections, m) in rows {
         let cpu = m.serving_cpu.map_or("-".to_string(), |cpu| format!("{:.1}", ms(cpu)));
         println!(
-            "{:<36} {:>8} {:>6} {:>7} {:>8.2} {:>8.2} {:>8.2}x {:>10}",
+            "{:<36} {:>8} {:>6} {:>7} {:>8.2} {:>8.2} {:>8.2}x {:>10} {:>10.1}",
             name,
             options.watchers,
             connections,
@@ -249,7 +250,8 @@ fn print_fan_out(options: &Options, rows: &[(&str, usize, FanOut)]) {
             ms(m.p50),
             ms(m.p99),
             m.p99.as_secs_f64() / etcd_p99.as_secs_f64().max(f64::EPSILON),
-            cpu
+            cpu,
+            ms(m.watchers_cpu)
         );
     }
 }
@@ -417,12 +419,14 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let mut times = Vec::with_capacity(options.rounds);
-    let mut cpu_before = Duration::ZERO;
+    let (mut cpu_before, mut watchers_before) = (Duration::ZERO, Duration::ZERO);
+    let this_process = [std::process::id()];
     // The first rounds wake a thousand fresh tasks and connections for the
     // first time; they are not timed.
     for round in 0..WARM_UP_ROUNDS + options.rounds {
         if round == WARM_UP_ROUNDS {
             cpu_before = cpu_time(serving)?;
+            watchers_before = cpu_time(&this_process)?;
         }
         let marker = format!("round-{round}");
         let sent = Instant::now();
@@ -444,6 +448,7 @@ where
         }
     }
     let cpu = cpu_time(serving)?.saturating_sub(cpu_before);
+    let watchers_cpu = cpu_time(&this_process)?.saturating_sub(watchers_before);
     if options.print_rounds {
         let all: Vec<String> = times.iter().map(|t| format!("{:.1}", ms(*t))).collect();
         eprintln!("rounds in order (ms): {}", all.join(" "));
@@ -453,6 +458,7 @@ where
         p50: percentile(&times, 0.50),
         p99: percentile(&times, 0.99),
         serving_cpu: (!serving.is_empty()).then(|| cpu / options.rounds as u32),
+        watchers_cpu: watchers_cpu / options.rounds as u32,
     })
 }
 
@@ -462,6 +468,8 @@ struct FanOut {
     p99: Duration,
     /// CPU time the serving processes spent per round (user + system).
     serving_cpu: Option<Duration>,
+    /// CPU time this process (the watchers and the writer) spent per round.
+    watchers_cpu: Duration,
 }
 
 /// User + system CPU time the processes `pids` have used so far.
