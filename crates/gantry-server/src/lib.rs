@@ -105,17 +105,93 @@ pub fn router(store: Store) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes; open watch
-/// streams end at shutdown.
+/// Serves the API on `listener`, on the caller's runtime, until `shutdown`
+/// completes: requests in flight get [`SHUTDOWN_GRACE`] to finish, then
+/// whatever is still open (watch streams) is cut when the caller's runtime
+/// ends.
 pub async fn serve(listener: TcpListener, store: Store, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    serve_router(listener, router(store), shutdown).await
+}
+
+/// Serves the API with `threads` event loops, each a single-threaded
+/// runtime on a thread of its own, sharing one router (one set of watch
+/// hubs, one set of metrics), until `shutdown` completes.
+///
+/// Why not one work-stealing runtime: a connection and all its HTTP/2
+/// streams stay on one thread here, so when an event goes out to many
+/// watches of one connection, every stream writes its frame before the
+/// connection task runs, and the frames leave in one write. On a
+/// work-stealing runtime the connection task, woken by the first stream,
+/// runs right after it (tokio's LIFO slot) and flushes nearly every frame
+/// on its own: measured on 2 cores, 1,000 watchers on 10 connections took
+/// 5.3 ms of server CPU per event instead of 1.4 ms, and the watchers three
+/// times as much to read them. Plain requests are no slower (64-client
+/// writes: 29 µs of server CPU each instead of 37).
+pub async fn serve_threaded(
+    listener: TcpListener,
+    store: Store,
+    threads: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let router = router(store);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut loops = Vec::with_capacity(threads);
+    for n in 0..threads.max(1) {
+        // Every loop accepts from the same socket; whichever is free wins.
+        let listener = listener.try_clone()?;
+        let (router, mut stopped) = (router.clone(), stopped.clone());
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new().name(format!("gantry-http-{n}")).spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|runtime| {
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    serve_router(listener, router, shutdown).await
+                })
+            });
+            let _ = done.send(served);
+        })?;
+        loops.push(finished);
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    for finished in loops {
+        finished.await.map_err(|_| std::io::Error::other("an HTTP event loop panicked"))??;
+    }
+    Ok(())
+}
+
+/// How long requests in flight may take to finish once shutdown began.
+/// Watch streams never finish by themselves: when this is over they are
+/// cut, and their clients resume elsewhere or later from the last event
+/// they saw.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn serve_router(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    use futures::FutureExt;
     // No Nagle: a watch writes each event as it happens, and a small write
     // behind an unacknowledged one would wait for the peer's delayed ACK
     // (40 ms on Linux); measured as 50 ms stalls in HTTP/2 fan-out.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(store)).with_graceful_shutdown(shutdown).await
+    let shutdown = shutdown.shared();
+    let grace_over = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::select! {
+        served = axum::serve(listener, router).with_graceful_shutdown(shutdown) => served,
+        // The connections' tasks end with the runtime they run on.
+        () = grace_over => Ok(()),
+    }
 }
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {

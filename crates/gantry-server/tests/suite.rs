@@ -435,3 +435,56 @@ async fn watches_are_streams_of_one_http2_connection() {
         assert!(text.contains("\"value\":\"over h2\""), "{text}");
     }
 }
+
+/// `gantry server`'s event loops (a thread each) share one router: one
+/// store watch per prefix whichever loop a watcher's connection landed on,
+/// and every loop serves reads and writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_loops_share_one_set_of_watches() {
+    let s = TestServer::embedded_threaded(3).await;
+    let mut watches = Vec::new();
+    for _ in 0..12 {
+        // A client each: a connection each, spread over the loops.
+        watches.push(Box::pin(Client::new(&s.url).watch("kv/loops/", 0, None).await.unwrap()));
+    }
+    assert_eq!(metric(&s.url, "gantry_store_watches").await, Some(1));
+    let mut written = Vec::new();
+    for i in 0..6 {
+        let writer = Client::new(&s.url);
+        written.push(writer.kv_put(&format!("loops/k{i}"), &i.to_string(), PutOptions::default()).await.unwrap().revision);
+    }
+    for watch in &mut watches {
+        let seen: Vec<u64> = next_events(watch, 6).await.iter().map(|e| e.revision).collect();
+        assert_eq!(seen, written);
+    }
+}
+
+/// Shutdown does not wait for watchers to hang up: requests in flight get a
+/// moment, then open watch streams are cut (their clients resume from the
+/// last event they saw), and the server's threads end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_watch_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = gantry_store::Store::open(gantry_store::StoreConfig::Embedded(gantry_store::EmbeddedConfig::in_dir(dir.path())))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(gantry_server::serve_threaded(listener, store, 2, async {
+        let _ = stopped.await;
+    }));
+    let client = Client::new(&url);
+    let watch = client.watch("kv/", 0, None).await.unwrap();
+    futures::pin_mut!(watch);
+    client.kv_put("before", "1", PutOptions::default()).await.unwrap();
+    assert_eq!(next_events(&mut watch, 1).await[0].key, "kv/before");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the server stops although a watch is open")
+        .unwrap()
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("the watch stream ends");
+    assert!(!matches!(ended, Some(Ok(WatchItem::Event { .. }))), "no event after shutdown: {ended:?}");
+}

@@ -35,32 +35,43 @@ impl TestServer {
     pub async fn embedded() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path()))).await.unwrap();
-        TestServer::start(store, Some(dir), None).await
+        TestServer::start(store, Some(dir), None, None).await
+    }
+
+    /// On the embedded engine, served as `gantry server` serves: several
+    /// event loops, each on a thread of its own.
+    pub async fn embedded_threaded(threads: usize) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path()))).await.unwrap();
+        TestServer::start(store, Some(dir), None, Some(threads)).await
     }
 
     pub async fn etcd() -> TestServer {
         let etcd = start_etcd().await;
         let store = Store::open(StoreConfig::Etcd(EtcdConfig::new([etcd.endpoint().to_string()]))).await.unwrap();
-        TestServer::start(store, None, Some(etcd)).await
+        TestServer::start(store, None, Some(etcd), None).await
     }
 
     /// Another server in front of the same etcd as `self`.
     pub async fn sharing_etcd_with(&self) -> TestServer {
         let endpoint = self._etcd.as_ref().expect("an etcd-backed server").endpoint().to_string();
         let store = Store::open(StoreConfig::Etcd(EtcdConfig::new([endpoint]))).await.unwrap();
-        TestServer::start(store, None, None).await
+        TestServer::start(store, None, None, None).await
     }
 
-    async fn start(store: Store, dir: Option<tempfile::TempDir>, etcd: Option<LocalEtcd>) -> TestServer {
+    async fn start(store: Store, dir: Option<tempfile::TempDir>, etcd: Option<LocalEtcd>, threads: Option<usize>) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = store.clone();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
         tokio::spawn(async move {
-            gantry_server::serve(listener, serving, async {
-                let _ = stopped.await;
-            })
-            .await
+            match threads {
+                Some(threads) => gantry_server::serve_threaded(listener, serving, threads, shutdown).await,
+                None => gantry_server::serve(listener, serving, shutdown).await,
+            }
             .unwrap();
         });
         TestServer { client: Client::new(&url), store, url, stop: Some(stop), _dir: dir, _etcd: etcd }

@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// `embedded` (one crash-safe file in --data-dir) or `etcd://HOST:PORT[,HOST:PORT...]`
     #[arg(long, default_value = "embedded", value_name = "STORE")]
     pub store: String,
+    /// HTTP event loops, each on a thread of its own [default: one per core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -72,7 +75,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Scripts and tests read this line to learn the port.
         println!("gantry server listening on http://{addr} (store: {described})");
         std::io::stdout().flush()?;
-        gantry_server::serve(listener, store.clone(), shutdown_signal()).await.context("serving")?;
+        let threads = args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+        gantry_server::serve_threaded(listener, store.clone(), threads, shutdown_signal()).await.context("serving")?;
         store.close().await.context("closing the store")?;
         Ok(())
     })
