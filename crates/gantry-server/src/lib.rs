@@ -113,6 +113,19 @@ pub async fn serve(listener: TcpListener, store: Store, shutdown: impl Future<Ou
     serve_router(listener, router(store), shutdown).await
 }
 
+/// How many event loops `gantry server` runs unless told otherwise.
+///
+/// One: on the 2-core development VM one loop (beside the store's writer
+/// thread) served as many 64-client writes as two (31k–35k/s, 29 µs of
+/// server CPU each), and fanned an event out to 1,000 watchers with far
+/// less work: when the hub and the watchers' connections share a loop,
+/// every stream has queued its frame before a connection flushes, while
+/// across loops the wake-ups trickle in and connections flush piecemeal
+/// (1,000 HTTP/2 watchers on 10 connections: 1.4 ms of server CPU per
+/// event with one loop, 5–8 ms with two; 1,000 HTTP/1.1 connections: 8.2
+/// against 11.2 ms). Raise it (`--threads`) when one loop's core is full.
+pub const DEFAULT_EVENT_LOOPS: usize = 1;
+
 /// Serves the API with `threads` event loops, each a single-threaded
 /// runtime on a thread of its own, sharing one router (one set of watch
 /// hubs, one set of metrics), until `shutdown` completes.
@@ -125,8 +138,7 @@ pub async fn serve(listener: TcpListener, store: Store, shutdown: impl Future<Ou
 /// runs right after it (tokio's LIFO slot) and flushes nearly every frame
 /// on its own: measured on 2 cores, 1,000 watchers on 10 connections took
 /// 5.3 ms of server CPU per event instead of 1.4 ms, and the watchers three
-/// times as much to read them. Plain requests are no slower (64-client
-/// writes: 29 µs of server CPU each instead of 37).
+/// times as much to read them. See [`DEFAULT_EVENT_LOOPS`] for how many.
 pub async fn serve_threaded(
     listener: TcpListener,
     store: Store,

@@ -68,9 +68,8 @@ async fn serve_child(args: &[String]) -> anyhow::Result<()> {
     let store = Store::open(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("http://{}", listener.local_addr()?);
-    // As `gantry server` serves: an event loop per core.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    gantry_server::serve_threaded(listener, store, threads, std::future::pending()).await?;
+    // As `gantry server` serves by default.
+    gantry_server::serve_threaded(listener, store, gantry_server::DEFAULT_EVENT_LOOPS, std::future::pending()).await?;
     Ok(())
 }
 
