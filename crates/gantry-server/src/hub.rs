@@ -279,7 +279,7 @@ impl Follower {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => self.fall_back().await,
                     Err(broadcast::error::RecvError::Closed) => {
-                        Err(self.hub.ended.get().map_or(StoreError::Closed, clone_error))
+                        Err(self.hub.ended.get().map_or(StoreError::Closed, StoreError::copy_for_another_caller))
                     }
                 },
             };
@@ -308,16 +308,6 @@ impl Follower {
             let watch = store.watch(&prefix, from).await?;
             Ok(CatchUp { watch, counter: Counter::default(), until })
         }
-    }
-}
-
-/// A hub's ending error, for each of its followers.
-fn clone_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Compacted { requested, oldest_available } => {
-            StoreError::Compacted { requested: *requested, oldest_available: *oldest_available }
-        }
-        _ => StoreError::Closed,
     }
 }
 

@@ -139,6 +139,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error for one more of the callers it reached (one failed
+    /// group commit fails every request in it; one ended watch ends every
+    /// watcher sharing it). Variants that carry plain data or a shared cause
+    /// are copied; one whose cause cannot be shared becomes
+    /// [`StoreError::Closed`], which is what the store is after such a
+    /// failure.
+    pub fn copy_for_another_caller(&self) -> StoreError {
+        match self {
+            StoreError::Compacted { requested, oldest_available } => {
+                StoreError::Compacted { requested: *requested, oldest_available: *oldest_available }
+            }
+            StoreError::Embedded { path, action, source } => {
+                StoreError::Embedded { path: path.clone(), action, source: Arc::clone(source) }
+            }
+            _ => StoreError::Closed,
+        }
+    }
+
     /// True when the caller sent something the store will never accept
     /// (an HTTP server answers 4xx), false for engine failures.
     pub fn is_bad_request(&self) -> bool {

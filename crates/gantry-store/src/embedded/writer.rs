@@ -413,18 +413,7 @@ fn fail_all(
     error: &StoreError,
 ) {
     for reply in replies.into_iter().flatten() {
-        let _ = reply.send(Err(match error {
-            StoreError::Embedded {
-                path,
-                action,
-                source,
-            } => StoreError::Embedded {
-                path: path.clone(),
-                action,
-                source: source.clone(),
-            },
-            _ => StoreError::Closed,
-        }));
+        let _ = reply.send(Err(error.copy_for_another_caller()));
     }
 }
 
