@@ -5,6 +5,7 @@ use std::io::Write;
 use gantry_spec::{Command, NodeGroup, Repo, Service};
 use serde_json::json;
 
+use crate::remote::print_json;
 use crate::repo::Opened;
 
 pub fn nodes_list(opened: &Opened, as_json: bool) -> anyhow::Result<()> {
@@ -190,13 +191,6 @@ pub fn check(opened: &Opened, as_json: bool) -> anyhow::Result<()> {
 fn join_or_dash<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let joined = items.collect::<Vec<_>>().join(",");
     if joined.is_empty() { "-".into() } else { joined }
-}
-
-fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
