@@ -7,12 +7,11 @@
 //! than its timeout; [`Checker`] is the tokio task that probes every
 //! interval and publishes a [`CheckStatus`] on a watch channel.
 
-
+use gantry_api::now_ms;
 use gantry_spec::Check;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
-use gantry_api::now_ms;
 
 mod probe;
 
@@ -152,8 +151,13 @@ impl CheckStatus {
 fn worth_waking(before: &CheckStatus, after: &CheckStatus, restart_after: u32) -> bool {
     let passing = |s: &CheckStatus| s.consecutive_passes > 0;
     let towards_flip = if after.healthy { after.consecutive_failures > 0 } else { after.consecutive_passes > 0 };
-    let restart_due = restart_after > 0 && after.consecutive_failures > 0 && after.consecutive_failures.is_multiple_of(restart_after);
-    before.checks == 0 || before.healthy != after.healthy || passing(before) != passing(after) || towards_flip || restart_due
+    let restart_due =
+        restart_after > 0 && after.consecutive_failures > 0 && after.consecutive_failures.is_multiple_of(restart_after);
+    before.checks == 0
+        || before.healthy != after.healthy
+        || passing(before) != passing(after)
+        || towards_flip
+        || restart_due
 }
 
 async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatus>) {

@@ -114,7 +114,8 @@ impl Balancer {
             })?,
         };
         // haproxy reads a relative socket path as host:port: give it an absolute one.
-        let dir = std::path::absolute(dir).map_err(|source| LbError::Io { what: format!("resolving {}", dir.display()), source })?;
+        let dir = std::path::absolute(dir)
+            .map_err(|source| LbError::Io { what: format!("resolving {}", dir.display()), source })?;
         let settings = haproxy::Settings::new(dir);
         Ok(Some(Balancer::Haproxy(Box::new(haproxy::Haproxy::start(binary, settings).await?))))
     }

@@ -248,7 +248,9 @@ pub fn frontend_provider<'s>(
     name: &str,
 ) -> Option<&'s Service> {
     let has = |id: &str, passing: bool| {
-        instances.iter().any(|i| i.service == id && i.federation == service.federation && (!passing || i.health == Health::Passing))
+        instances
+            .iter()
+            .any(|i| i.service == id && i.federation == service.federation && (!passing || i.health == Health::Passing))
     };
     let mut candidates: Vec<&Service> = services
         .values()
@@ -259,7 +261,12 @@ pub fn frontend_provider<'s>(
     candidates.into_iter().next()
 }
 
-fn through_frontend(service: &Service, instances: &[Instance], frontends: Frontends<'_>, name: &str) -> Option<(String, Origin)> {
+fn through_frontend(
+    service: &Service,
+    instances: &[Instance],
+    frontends: Frontends<'_>,
+    name: &str,
+) -> Option<(String, Origin)> {
     let provider = frontend_provider(service, instances, frontends.services, name)?;
     let port = provider.local_port?;
     let mut values = provider.environment.clone();
@@ -296,7 +303,9 @@ impl fmt::Display for Origin {
         match self {
             Origin::Instance { service, id, machine } => write!(f, "instance {service}/{id} on {machine}"),
             Origin::Datastore => f.write_str("datastore"),
-            Origin::Frontend { service, address } => write!(f, "the local load balancer's {service} frontend at {address}"),
+            Origin::Frontend { service, address } => {
+                write!(f, "the local load balancer's {service} frontend at {address}")
+            }
         }
     }
 }

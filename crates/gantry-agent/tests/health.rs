@@ -212,7 +212,14 @@ async fn a_checker_rises_and_falls_with_its_server() {
     // Scheduling jitter on a shared machine, beyond the probes' own timing.
     const SLACK: Duration = Duration::from_millis(500);
     let server = HttpServer::start(200).await;
-    let check = Check { kind: http_check((200, 299)), interval: INTERVAL, timeout: INTERVAL, rise: 2, fall: 2, restart_after: 0 };
+    let check = Check {
+        kind: http_check((200, 299)),
+        interval: INTERVAL,
+        timeout: INTERVAL,
+        rise: 2,
+        fall: 2,
+        restart_after: 0,
+    };
     let checker = Checker::start(check, target(server.address));
     let mut status = checker.subscribe();
 

@@ -251,10 +251,7 @@ impl Instance {
     /// `get_host('mysql', master=True)` reads as in seed 002.
     pub fn has_property(&self, name: &str, value: &str) -> bool {
         let qualified = format!("{}.{name}", self.service);
-        [name, qualified.as_str()]
-            .iter()
-            .filter_map(|k| self.properties.get(*k))
-            .any(|v| v.eq_ignore_ascii_case(value))
+        [name, qualified.as_str()].iter().filter_map(|k| self.properties.get(*k)).any(|v| v.eq_ignore_ascii_case(value))
     }
 }
 

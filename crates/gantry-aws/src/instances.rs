@@ -80,8 +80,12 @@ impl Aws {
         let mut ids = Vec::new();
         let mut missing = Vec::new();
         for name in names {
-            let found: Vec<&str> =
-                out.security_groups().iter().filter(|g| g.group_name() == Some(name)).filter_map(|g| g.group_id()).collect();
+            let found: Vec<&str> = out
+                .security_groups()
+                .iter()
+                .filter(|g| g.group_name() == Some(name))
+                .filter_map(|g| g.group_id())
+                .collect();
             match found.as_slice() {
                 [] => missing.push(name.clone()),
                 [id] => ids.push((*id).to_string()),
@@ -177,7 +181,11 @@ impl Aws {
         match out {
             Ok(out) => {
                 let same = out.key_pairs().iter().any(|k| k.public_key().is_some_and(|p| key.same_key_as(p)));
-                if same { Ok(KeyPair::Reused) } else { Err(Error::KeyPairMismatch { name: name.into(), region: self.region.clone() }) }
+                if same {
+                    Ok(KeyPair::Reused)
+                } else {
+                    Err(Error::KeyPairMismatch { name: name.into(), region: self.region.clone() })
+                }
             }
             Err(e) if e.code() == Some("InvalidKeyPair.NotFound") => {
                 self.ec2
@@ -195,7 +203,12 @@ impl Aws {
 
     /// Launches one instance with `spec` in `zone` (or the subnet's), tagged
     /// `tags` from the start; returns its id.
-    pub async fn run_instance(&self, spec: &LaunchSpec, zone: Option<&str>, tags: &[(String, String)]) -> Result<String, Error> {
+    pub async fn run_instance(
+        &self,
+        spec: &LaunchSpec,
+        zone: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<String, Error> {
         let out = self
             .ec2
             .run_instances()
@@ -212,7 +225,10 @@ impl Aws {
             .user_data(aws_smithy_types::base64::encode(&spec.user_data))
             .set_placement(zone.map(|z| Placement::builder().availability_zone(z).build()))
             .tag_specifications(
-                TagSpecification::builder().resource_type(ResourceType::Instance).set_tags(Some(ec2_tags(tags))).build(),
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(ec2_tags(tags)))
+                    .build(),
             )
             .send()
             .await

@@ -64,9 +64,7 @@ pub struct Connect {
 /// its source or contains a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "no AWS region: set AWS_REGION, a region in the AWS profile, or \"region\" in the node group"
-    )]
+    #[error("no AWS region: set AWS_REGION, a region in the AWS profile, or \"region\" in the node group")]
     NoRegion,
     #[error(
         "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile in ~/.aws/credentials"
@@ -79,7 +77,9 @@ pub enum Error {
     ImageNotFound { image_id: String, region: String },
     #[error("security group(s) {} not found in {region}{}: create them, or fix \"security_groups\" in nodes.json", names.join(", "), vpc.as_ref().map(|v| format!(" (VPC {v})")).unwrap_or_default())]
     SecurityGroupsNotFound { names: Vec<String>, region: String, vpc: Option<String> },
-    #[error("security group {name} is ambiguous in {region} (one in each of several VPCs): set \"vpc_id\" in nodes.json")]
+    #[error(
+        "security group {name} is ambiguous in {region} (one in each of several VPCs): set \"vpc_id\" in nodes.json"
+    )]
     SecurityGroupAmbiguous { name: String, region: String },
     #[error("key pair {name} exists in {region} with another public key: rename the key file, or delete the key pair")]
     KeyPairMismatch { name: String, region: String },
@@ -123,13 +123,10 @@ impl Aws {
             config = config.into_builder().region(aws_config::Region::new(fallback.clone())).build();
         }
         let region = config.region().ok_or(Error::NoRegion)?.to_string();
-        let credentials = config.credentials_provider().ok_or_else(|| Error::NoCredentials {
-            source: "the SDK has no credentials provider".into(),
-        })?;
-        credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| Error::NoCredentials { source: e.into() })?;
+        let credentials = config
+            .credentials_provider()
+            .ok_or_else(|| Error::NoCredentials { source: "the SDK has no credentials provider".into() })?;
+        credentials.provide_credentials().await.map_err(|e| Error::NoCredentials { source: e.into() })?;
         Ok(Aws {
             ec2: aws_sdk_ec2::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),

@@ -90,25 +90,30 @@ impl Client {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Connect { server: self.base.clone(), source })?;
+        let response =
+            request.send().await.map_err(|source| ClientError::Connect { server: self.base.clone(), source })?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
-            Err(_) => ClientError::Api { status: status.as_u16(), code: "http_error".into(), message: format!("HTTP {status}: {text}") },
+            Ok(body) => {
+                ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message }
+            }
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: "http_error".into(),
+                message: format!("HTTP {status}: {text}"),
+            },
         })
     }
 
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let response = self.send(request).await?;
         let url = response.url().to_string();
-        let bytes = response.bytes().await.map_err(|source| ClientError::Connect { server: self.base.clone(), source })?;
+        let bytes =
+            response.bytes().await.map_err(|source| ClientError::Connect { server: self.base.clone(), source })?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, source: Box::new(e) })
     }
 
@@ -144,7 +149,8 @@ impl Client {
 
     /// Deletes a key; returns how many keys went (0 or 1).
     pub async fn kv_delete(&self, key: &str) -> Result<u64, ClientError> {
-        let v: serde_json::Value = self.call(self.request(Method::DELETE, &format!("/v1/kv/{}", encode_path(key)))).await?;
+        let v: serde_json::Value =
+            self.call(self.request(Method::DELETE, &format!("/v1/kv/{}", encode_path(key)))).await?;
         Ok(v["deleted"].as_u64().unwrap_or(0))
     }
 
@@ -216,7 +222,11 @@ impl Client {
     }
 
     /// Hosts for `service`, filtered by properties (`("master", "true")`).
-    pub async fn service_instances(&self, service: &str, filters: &[(String, String)]) -> Result<Listing<Instance>, ClientError> {
+    pub async fn service_instances(
+        &self,
+        service: &str,
+        filters: &[(String, String)],
+    ) -> Result<Listing<Instance>, ClientError> {
         let path = format!("/v1/services/{}/instances", encode_path(service));
         self.call(self.request(Method::GET, &path).query(filters)).await
     }
@@ -258,7 +268,8 @@ impl Client {
         from: u64,
         resume_after: Option<&str>,
     ) -> Result<impl Stream<Item = Result<WatchItem, ClientError>> + use<>, ClientError> {
-        let mut request = self.request(Method::GET, "/v1/watch").query(&[("prefix", prefix), ("from", &from.to_string())]);
+        let mut request =
+            self.request(Method::GET, "/v1/watch").query(&[("prefix", prefix), ("from", &from.to_string())]);
         if let Some(id) = resume_after {
             request = request.header("last-event-id", id);
         }
@@ -291,7 +302,9 @@ impl Client {
         }
         let response = self.send(request).await?;
         let server = self.base.clone();
-        Ok(response.bytes_stream().map(move |chunk| chunk.map_err(|source| ClientError::Connect { server: server.clone(), source })))
+        Ok(response
+            .bytes_stream()
+            .map(move |chunk| chunk.map_err(|source| ClientError::Connect { server: server.clone(), source })))
     }
 }
 
@@ -331,7 +344,14 @@ fn sse_items(
         data: String,
         done: bool,
     }
-    let state = State { bytes: Box::pin(bytes), buffer: BytesMut::new(), id: String::new(), event: String::new(), data: String::new(), done: false };
+    let state = State {
+        bytes: Box::pin(bytes),
+        buffer: BytesMut::new(),
+        id: String::new(),
+        event: String::new(),
+        data: String::new(),
+        done: false,
+    };
     futures::stream::unfold(state, move |mut st| {
         let server = server.clone();
         let url = url.clone();
@@ -347,7 +367,8 @@ fn sse_items(
                         if st.data.is_empty() {
                             continue;
                         }
-                        let (event, data, id) = (std::mem::take(&mut st.event), std::mem::take(&mut st.data), std::mem::take(&mut st.id));
+                        let (event, data, id) =
+                            (std::mem::take(&mut st.event), std::mem::take(&mut st.data), std::mem::take(&mut st.id));
                         let item = if event == WATCH_RESET_EVENT {
                             serde_json::from_str(&data).map(WatchItem::Reset)
                         } else {

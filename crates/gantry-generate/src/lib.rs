@@ -97,12 +97,9 @@ pub fn packer_template(group: &NodeGroup) -> Result<Value, Vec<Diagnostic>> {
     let mut required = |key: &str, value: &Option<String>| -> String {
         value.clone().unwrap_or_else(|| {
             missing.push(
-                Diagnostic::new(format!(
-                    "group \"{}\" has no \"{key}\", which a packer template needs",
-                    group.name
-                ))
-                .at(group.span)
-                .help(format!("add \"{key}\" to the group, or to \"__base__\" for every group")),
+                Diagnostic::new(format!("group \"{}\" has no \"{key}\", which a packer template needs", group.name))
+                    .at(group.span)
+                    .help(format!("add \"{key}\" to the group, or to \"__base__\" for every group")),
             );
             String::new()
         })
@@ -137,8 +134,7 @@ pub fn packer_template(group: &NodeGroup) -> Result<Value, Vec<Diagnostic>> {
     set("source_ami", json!(source_ami));
     set("instance_type", json!(instance_type));
     set("ami_name", json!(format!("{} {{{{timestamp}}}}", group.name)));
-    let mut tags: BTreeMap<String, Value> =
-        group.tags.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let mut tags: BTreeMap<String, Value> = group.tags.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     tags.insert("group".to_string(), json!(group.name));
     set("tags", json!(tags));
     let communicator = group.communicator.as_deref().unwrap_or("ssh");
@@ -163,10 +159,8 @@ pub fn packer_template(group: &NodeGroup) -> Result<Value, Vec<Diagnostic>> {
     if !clashes.is_empty() {
         return Err(clashes);
     }
-    let variables: BTreeMap<&str, String> = PACKER_ENV_VARIABLES
-        .iter()
-        .map(|(var, env)| (*var, format!("{{{{env `{env}`}}}}")))
-        .collect();
+    let variables: BTreeMap<&str, String> =
+        PACKER_ENV_VARIABLES.iter().map(|(var, env)| (*var, format!("{{{{env `{env}`}}}}"))).collect();
     Ok(json!({ "variables": variables, "builders": [builder] }))
 }
 

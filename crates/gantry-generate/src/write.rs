@@ -60,10 +60,8 @@ pub fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> i
 fn tempfile_in(dir: &Path, name: &str) -> io::Result<(fs::File, std::path::PathBuf)> {
     let pid = std::process::id();
     for attempt in 0..1000u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let tmp = dir.join(format!(".{name}.{pid}.{nanos}.{attempt}.tmp"));
         match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
             Ok(f) => return Ok((f, tmp)),

@@ -72,7 +72,8 @@ fn packer_validate_rejects_what_it_should() {
     // Guards the test above: validate really checks amazon-ebs options.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.json");
-    std::fs::write(&path, r#"{"builders": [{"type": "amazon-ebs", "region": "us-east-1", "no_such_option": 1}]}"#).unwrap();
+    std::fs::write(&path, r#"{"builders": [{"type": "amazon-ebs", "region": "us-east-1", "no_such_option": 1}]}"#)
+        .unwrap();
     assert!(!packer_validate(&path).status.success());
 }
 

@@ -21,10 +21,13 @@ pub async fn logs(
     let Some(kv) = s.store.get(&key).await?.kv else {
         return Err(ApiError::not_found(format!("no agent {machine:?} is connected")));
     };
-    let status: AgentStatus = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "bad_agent_status", format!("agent {machine}'s status: {e}")))?;
+    let status: AgentStatus = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "bad_agent_status", format!("agent {machine}'s status: {e}"))
+    })?;
     let Some(api) = status.api else {
-        return Err(ApiError::not_found(format!("agent {machine} runs without its API, so its logs cannot be read remotely")));
+        return Err(ApiError::not_found(format!(
+            "agent {machine} runs without its API, so its logs cannot be read remotely"
+        )));
     };
     let query = raw.map(|q| format!("?{q}")).unwrap_or_default();
     let url = format!("{api}/v1/logs/{service}{query}");

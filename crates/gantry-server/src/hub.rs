@@ -365,7 +365,8 @@ mod tests {
         // Both are live again: the next write reaches them at once.
         let revision = store.put("kv/lag/after", "v").await.unwrap();
         for follower in [&mut reading, &mut slow] {
-            match tokio::time::timeout(Duration::from_secs(10), follower.next()).await.expect("the live event in time") {
+            match tokio::time::timeout(Duration::from_secs(10), follower.next()).await.expect("the live event in time")
+            {
                 Item::Frame(frame) => assert_eq!(revision_of(&frame), revision),
                 Item::End(error) => panic!("the watch ended: {error}"),
             }

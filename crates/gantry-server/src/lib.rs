@@ -73,18 +73,12 @@ pub fn router(store: Store) -> Router {
         .route("/v1/kv", get(routes::kv_list))
         .route("/v1/kv/{*key}", get(routes::kv_get).put(routes::kv_put).delete(routes::kv_delete))
         .route("/v1/machines", get(routes::machines_list))
-        .route(
-            "/v1/machines/{id}",
-            get(routes::machine_get).put(routes::machine_put).delete(routes::machine_delete),
-        )
+        .route("/v1/machines/{id}", get(routes::machine_get).put(routes::machine_put).delete(routes::machine_delete))
         .route("/v1/machines/{id}/instances", get(routes::machine_instances))
         .route("/v1/groups", get(routes::groups_list))
         .route("/v1/groups/{name}", get(routes::group_get).put(routes::group_put).delete(routes::group_delete))
         .route("/v1/services", get(routes::services_list))
-        .route(
-            "/v1/services/{id}",
-            get(routes::service_get).put(routes::service_put).delete(routes::service_delete),
-        )
+        .route("/v1/services/{id}", get(routes::service_get).put(routes::service_put).delete(routes::service_delete))
         .route("/v1/services/{service}/instances", get(routes::service_instances))
         .route(
             "/v1/services/{service}/instances/{id}",
@@ -109,7 +103,11 @@ pub fn router(store: Store) -> Router {
 /// completes: requests in flight get [`SHUTDOWN_GRACE`] to finish, then
 /// whatever is still open (watch streams) is cut when the caller's runtime
 /// ends.
-pub async fn serve(listener: TcpListener, store: Store, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     serve_router(listener, router(store), shutdown).await
 }
 
@@ -182,7 +180,11 @@ pub async fn serve_threaded(
 /// they saw.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn serve_router(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     use futures::FutureExt;
     // No Nagle: a watch writes each event as it happens, and a small write

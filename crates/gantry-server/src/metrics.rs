@@ -83,7 +83,11 @@ impl Metrics {
                     h.counts[i]
                 );
             }
-            let _ = writeln!(out, "gantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "gantry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
             let _ = writeln!(out, "gantry_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
             let _ = writeln!(out, "gantry_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
         }
@@ -91,7 +95,9 @@ impl Metrics {
         let _ = writeln!(out, "gantry_watchers {}", self.watchers.load(Ordering::Relaxed));
         out.push_str("# HELP gantry_store_watches Watches the server holds on the store: one per watched prefix, shared by its watchers.\n# TYPE gantry_store_watches gauge\n");
         let _ = writeln!(out, "gantry_store_watches {store_watches}");
-        out.push_str("# HELP gantry_store_revision The store's current revision.\n# TYPE gantry_store_revision gauge\n");
+        out.push_str(
+            "# HELP gantry_store_revision The store's current revision.\n# TYPE gantry_store_revision gauge\n",
+        );
         let _ = writeln!(out, "gantry_store_revision {revision}");
         out
     }

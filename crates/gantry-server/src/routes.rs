@@ -26,11 +26,14 @@ pub async fn health(State(s): State<AppState>) -> ApiResult<Json<HealthStatus>> 
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let revision = s.store.revision().await.unwrap_or(0);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(revision, s.hubs.running())).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(revision, s.hubs.running()))
+        .into_response()
 }
 
 pub async fn fallback() -> ApiError {
-    ApiError::not_found("no such API route; see the route list in the gantry-server crate docs (GET /v1/health, /v1/kv/KEY, ...)")
+    ApiError::not_found(
+        "no such API route; see the route list in the gantry-server crate docs (GET /v1/health, /v1/kv/KEY, ...)",
+    )
 }
 
 // ---- KV ----
@@ -44,7 +47,11 @@ pub async fn kv_list(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiR
     Ok(Json(KvList { revision: range.revision, entries, more: range.more }))
 }
 
-pub async fn kv_get(State(s): State<AppState>, Path(key): Path<String>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub async fn kv_get(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref())?;
     let got = s.store.get(&keys::kv(&key)).await?;
     let Some(kv) = got.kv else {
@@ -72,7 +79,11 @@ pub async fn kv_put(
     write(&s.store, &store_key, body, &q).await.map(Json)
 }
 
-pub async fn kv_delete(State(s): State<AppState>, Path(key): Path<String>, RawQuery(raw): RawQuery) -> ApiResult<Json<serde_json::Value>> {
+pub async fn kv_delete(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<serde_json::Value>> {
     let q = query::parse(raw.as_deref())?;
     let store_key = keys::kv(&key);
     if query::flag(&q, "prefix") {
@@ -92,8 +103,9 @@ pub async fn kv_delete(State(s): State<AppState>, Path(key): Path<String>, RawQu
 
 fn kv_entry(kv: KeyValue) -> ApiResult<KvEntry> {
     let key = kv.key.strip_prefix(keys::KV).unwrap_or(&kv.key).to_string();
-    let value = String::from_utf8(kv.value.to_vec())
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid_value", format!("value of {key:?} is not UTF-8")))?;
+    let value = String::from_utf8(kv.value.to_vec()).map_err(|_| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid_value", format!("value of {key:?} is not UTF-8"))
+    })?;
     Ok(KvEntry {
         key,
         value,
@@ -140,11 +152,9 @@ fn lease_param(q: &BTreeMap<String, String>) -> ApiResult<Option<LeaseId>> {
 }
 
 fn parse_lease(v: &str) -> ApiResult<LeaseId> {
-    i64::from_str_radix(v, 16)
-        .ok()
-        .filter(|id| *id > 0)
-        .map(LeaseId)
-        .ok_or_else(|| ApiError::bad_request("invalid_lease", format!("{v:?} is not a lease id (hex, as POST /v1/leases returns)")))
+    i64::from_str_radix(v, 16).ok().filter(|id| *id > 0).map(LeaseId).ok_or_else(|| {
+        ApiError::bad_request("invalid_lease", format!("{v:?} is not a lease id (hex, as POST /v1/leases returns)"))
+    })
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
@@ -171,7 +181,11 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiRes
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> ApiResult<T> {
     serde_json::from_slice(&kv.value).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_value", format!("stored value of {:?} does not decode: {e}", kv.key))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt_value",
+            format!("stored value of {:?} does not decode: {e}", kv.key),
+        )
     })
 }
 
@@ -223,7 +237,10 @@ pub async fn machine_put(
     let q = query::parse(raw.as_deref())?;
     let (machine, bytes): (Machine, Bytes) = json_body(body)?;
     if machine.id != id {
-        return Err(ApiError::bad_request("invalid_body", format!("body id {:?} does not match the path's {id:?}", machine.id)));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("body id {:?} does not match the path's {id:?}", machine.id),
+        ));
     }
     write(&s.store, &keys::machine(&id), bytes, &q).await.map(Json)
 }
@@ -234,7 +251,10 @@ pub async fn machine_delete(State(s): State<AppState>, Path(id): Path<String>) -
 }
 
 /// Services on host X: every instance whose machine is X.
-pub async fn machine_instances(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Listing<Instance>>> {
+pub async fn machine_instances(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Listing<Instance>>> {
     check_id("machine", &id)?;
     let mut all: Listing<Instance> = list(&s.store, keys::INSTANCES).await?;
     all.items.retain(|i| i.machine == id);
@@ -262,7 +282,10 @@ pub async fn group_put(
     let q = query::parse(raw.as_deref())?;
     let (group, bytes): (Group, Bytes) = json_body(body)?;
     if group.name != name {
-        return Err(ApiError::bad_request("invalid_body", format!("body name {:?} does not match the path's {name:?}", group.name)));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("body name {:?} does not match the path's {name:?}", group.name),
+        ));
     }
     write(&s.store, &keys::group(&name), bytes, &q).await.map(Json)
 }
@@ -293,7 +316,10 @@ pub async fn service_put(
     let q = query::parse(raw.as_deref())?;
     let (definition, bytes): (serde_json::Value, Bytes) = json_body(body)?;
     if definition.get("id").and_then(|v| v.as_str()) != Some(id.as_str()) {
-        return Err(ApiError::bad_request("invalid_body", format!("a service definition is an object whose \"id\" is {id:?}")));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("a service definition is an object whose \"id\" is {id:?}"),
+        ));
     }
     write(&s.store, &keys::service(&id), bytes, &q).await.map(Json)
 }
@@ -303,10 +329,15 @@ pub async fn service_delete(State(s): State<AppState>, Path(id): Path<String>) -
     delete_one(&s.store, &keys::service(&id)).await
 }
 
-pub async fn instance_get(State(s): State<AppState>, Path((service, id)): Path<(String, String)>) -> ApiResult<Json<Instance>> {
+pub async fn instance_get(
+    State(s): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> ApiResult<Json<Instance>> {
     check_id("service", &service)?;
     check_id("instance", &id)?;
-    get_one(&s.store, &keys::instance(&service, &id), &format!("instance {id:?} of service {service:?}")).await.map(Json)
+    get_one(&s.store, &keys::instance(&service, &id), &format!("instance {id:?} of service {service:?}"))
+        .await
+        .map(Json)
 }
 
 pub async fn instance_put(
@@ -328,7 +359,10 @@ pub async fn instance_put(
     write(&s.store, &keys::instance(&service, &id), bytes, &q).await.map(Json)
 }
 
-pub async fn instance_delete(State(s): State<AppState>, Path((service, id)): Path<(String, String)>) -> ApiResult<Json<WriteResult>> {
+pub async fn instance_delete(
+    State(s): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> ApiResult<Json<WriteResult>> {
     check_id("service", &service)?;
     check_id("instance", &id)?;
     delete_one(&s.store, &keys::instance(&service, &id)).await
@@ -363,7 +397,10 @@ pub async fn service_instances(
 }
 
 /// Hosts with property Y=X, across services.
-pub async fn instances_with_property(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Json<Listing<Instance>>> {
+pub async fn instances_with_property(
+    State(s): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Listing<Instance>>> {
     let q = query::parse(raw.as_deref())?;
     let mut all: Listing<Instance> = list(&s.store, keys::INSTANCES).await?;
     all.items.retain(|i| matches(i, &q));
@@ -372,7 +409,11 @@ pub async fn instances_with_property(State(s): State<AppState>, RawQuery(raw): R
 
 /// `get_host(service, prop=value, ...)`: one healthy matching instance,
 /// chosen at random so that callers spread over the instances.
-pub async fn lookup(State(s): State<AppState>, Path(service): Path<String>, RawQuery(raw): RawQuery) -> ApiResult<Json<Instance>> {
+pub async fn lookup(
+    State(s): State<AppState>,
+    Path(service): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Instance>> {
     check_id("service", &service)?;
     let mut q = query::parse(raw.as_deref())?;
     q.insert("healthy".into(), "true".into());
@@ -392,7 +433,10 @@ pub async fn lookup(State(s): State<AppState>, Path(service): Path<String>, RawQ
 
 // ---- Leases ----
 
-pub async fn lease_grant(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<LeaseGrant>> {
+pub async fn lease_grant(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<LeaseGrant>> {
     let (req, _): (LeaseRequest, Bytes) = json_body(body)?;
     let lease = s.store.grant_lease(std::time::Duration::from_secs(req.ttl_secs)).await?;
     Ok(Json(LeaseGrant { id: lease.id.to_string(), ttl_secs: lease.ttl.as_secs() }))

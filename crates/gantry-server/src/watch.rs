@@ -89,7 +89,8 @@ fn reset(e: StoreError) -> Bytes {
         StoreError::Compacted { oldest_available, .. } => *oldest_available,
         _ => 0,
     };
-    let body = ResetEvent { oldest_available, message: format!("{e}; re-read, then watch from the read's revision + 1") };
+    let body =
+        ResetEvent { oldest_available, message: format!("{e}; re-read, then watch from the read's revision + 1") };
     let data = serde_json::to_string(&body).expect("plain data");
     Bytes::from(format!("event: {WATCH_RESET_EVENT}\ndata: {data}\n\n"))
 }

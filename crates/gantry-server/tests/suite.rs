@@ -95,9 +95,35 @@ async fn inventory_queries() {
         let c = &s.client;
         c.put_machine(&machine("m1"), PutOptions::default()).await.unwrap();
         c.put_machine(&machine("m2"), PutOptions::default()).await.unwrap();
-        c.put_instance(&instance("mysql", "m1-mysql", "m1", 3306, Health::Passing, &[("mysql.master", "true"), ("environment", "production")]), PutOptions::default()).await.unwrap();
-        c.put_instance(&instance("mysql", "m2-mysql", "m2", 3306, Health::Passing, &[("mysql.master", "false"), ("environment", "production")]), PutOptions::default()).await.unwrap();
-        c.put_instance(&instance("api", "m2-api", "m2", 1100, Health::Failing, &[]), PutOptions::default()).await.unwrap();
+        c.put_instance(
+            &instance(
+                "mysql",
+                "m1-mysql",
+                "m1",
+                3306,
+                Health::Passing,
+                &[("mysql.master", "true"), ("environment", "production")],
+            ),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        c.put_instance(
+            &instance(
+                "mysql",
+                "m2-mysql",
+                "m2",
+                3306,
+                Health::Passing,
+                &[("mysql.master", "false"), ("environment", "production")],
+            ),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        c.put_instance(&instance("api", "m2-api", "m2", 1100, Health::Failing, &[]), PutOptions::default())
+            .await
+            .unwrap();
 
         let machines = c.machines().await.unwrap();
         assert_eq!(machines.items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
@@ -125,7 +151,11 @@ async fn inventory_queries() {
 async fn groups_round_trip_and_a_mismatched_name_is_refused() {
     both(|s| async move {
         let c = &s.client;
-        let www = Group { name: "12_04-www".into(), run_list: vec!["recipe[nginx::default]".into()], services: vec!["app-www".into()] };
+        let www = Group {
+            name: "12_04-www".into(),
+            run_list: vec!["recipe[nginx::default]".into()],
+            services: vec!["app-www".into()],
+        };
         c.put_group(&www).await.unwrap();
         assert_eq!(c.group("12_04-www").await.unwrap(), Some(www.clone()));
         assert_eq!(c.groups().await.unwrap().items, [www]);
@@ -151,9 +181,21 @@ async fn bad_input_is_a_4xx_with_a_json_error_and_stores_nothing() {
         let before = s.client.health().await.unwrap().revision;
         let cases: Vec<(reqwest::Method, String, Vec<u8>, u16, &str)> = vec![
             (reqwest::Method::PUT, "/v1/machines/m1".into(), b"{\"id\": \"m1\",".to_vec(), 400, "invalid_body"),
-            (reqwest::Method::PUT, "/v1/machines/m1".into(), br#"{"id": "m1", "hostnme": "x"}"#.to_vec(), 400, "invalid_body"),
+            (
+                reqwest::Method::PUT,
+                "/v1/machines/m1".into(),
+                br#"{"id": "m1", "hostnme": "x"}"#.to_vec(),
+                400,
+                "invalid_body",
+            ),
             (reqwest::Method::PUT, "/v1/machines/m1".into(), br#"{"id": "m2"}"#.to_vec(), 400, "invalid_body"),
-            (reqwest::Method::PUT, "/v1/services/api/instances/i".into(), br#"{"service": "api"}"#.to_vec(), 400, "invalid_body"),
+            (
+                reqwest::Method::PUT,
+                "/v1/services/api/instances/i".into(),
+                br#"{"service": "api"}"#.to_vec(),
+                400,
+                "invalid_body",
+            ),
             (reqwest::Method::PUT, "/v1/kv/a//b".into(), b"x".to_vec(), 400, "invalid_key"),
             (reqwest::Method::PUT, "/v1/kv/big".into(), vec![b'a'; 2 * 1024 * 1024], 413, "body_too_large"),
             (reqwest::Method::PUT, "/v1/kv/k?lease=zz".into(), b"x".to_vec(), 400, "invalid_lease"),
@@ -165,7 +207,8 @@ async fn bad_input_is_a_4xx_with_a_json_error_and_stores_nothing() {
         for (method, path, body, status, code) in cases {
             let response = http.request(method.clone(), format!("{}{path}", s.url)).body(body).send().await.unwrap();
             assert_eq!(response.status().as_u16(), status, "{method} {path}");
-            let error: gantry_api::ErrorBody = response.json().await.unwrap_or_else(|e| panic!("{method} {path}: not a JSON error: {e}"));
+            let error: gantry_api::ErrorBody =
+                response.json().await.unwrap_or_else(|e| panic!("{method} {path}: not a JSON error: {e}"));
             assert_eq!(error.error.code, code, "{method} {path}: {}", error.error.message);
             assert!(!error.error.message.is_empty());
         }
@@ -209,8 +252,14 @@ async fn a_lease_that_is_not_renewed_takes_its_instances_out_of_lookups() {
     .await;
 }
 
-async fn next(stream: &mut (impl futures::Stream<Item = Result<WatchItem, gantry_client::ClientError>> + Unpin)) -> WatchItem {
-    tokio::time::timeout(WAIT, stream.next()).await.expect("a watch item in time").expect("stream open").expect("no error")
+async fn next(
+    stream: &mut (impl futures::Stream<Item = Result<WatchItem, gantry_client::ClientError>> + Unpin),
+) -> WatchItem {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a watch item in time")
+        .expect("stream open")
+        .expect("no error")
 }
 
 #[tokio::test]
@@ -221,7 +270,9 @@ async fn watch_delivers_every_change_in_order_and_resumes_exactly() {
         // Three keys on one lease: its revocation is one revision with three events.
         let lease = c.grant_lease(Duration::from_secs(60)).await.unwrap();
         for i in 0..3 {
-            c.kv_put(&format!("w/leased-{i}"), "v", PutOptions { cas: None, lease: Some(lease.id.clone()) }).await.unwrap();
+            c.kv_put(&format!("w/leased-{i}"), "v", PutOptions { cas: None, lease: Some(lease.id.clone()) })
+                .await
+                .unwrap();
         }
         for i in 0..10 {
             c.kv_put(&format!("w/k{}", i % 4), &i.to_string(), PutOptions::default()).await.unwrap();
@@ -293,7 +344,10 @@ async fn metrics_report_requests_watchers_and_revision() {
     s.client.kv_put("m", "1", PutOptions::default()).await.unwrap();
     let stream = s.client.watch("kv/", 0, None).await.unwrap();
     let text = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
-    assert!(text.contains("gantry_http_requests_total{method=\"PUT\",route=\"/v1/kv/{*key}\",status=\"200\"} 1"), "{text}");
+    assert!(
+        text.contains("gantry_http_requests_total{method=\"PUT\",route=\"/v1/kv/{*key}\",status=\"200\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("gantry_watchers 1"), "{text}");
     assert!(text.contains("gantry_store_revision 1"), "{text}");
     assert!(text.contains("gantry_http_request_duration_seconds_count{route=\"/v1/kv/{*key}\"} 1"), "{text}");
@@ -355,7 +409,8 @@ async fn watchers_of_one_prefix_share_one_store_watch_and_each_sees_every_change
         assert_eq!(metric(&s.url, "gantry_store_watches").await, Some(2), "one store watch per prefix");
         let mut written = Vec::new();
         for i in 0..5 {
-            written.push(c.kv_put(&format!("share/k{i}"), &i.to_string(), PutOptions::default()).await.unwrap().revision);
+            written
+                .push(c.kv_put(&format!("share/k{i}"), &i.to_string(), PutOptions::default()).await.unwrap().revision);
         }
         for stream in &mut shared {
             let seen: Vec<u64> = next_events(stream, 5).await.iter().map(|e| e.revision).collect();
@@ -382,7 +437,11 @@ async fn a_watcher_starting_behind_a_busy_prefix_sees_every_change_once_in_order
             let c = c.clone();
             tokio::spawn(async move {
                 for i in 0..WRITES {
-                    let revision = c.kv_put(&format!("busy/k{}", i % 7), &i.to_string(), PutOptions::default()).await.unwrap().revision;
+                    let revision = c
+                        .kv_put(&format!("busy/k{}", i % 7), &i.to_string(), PutOptions::default())
+                        .await
+                        .unwrap()
+                        .revision;
                     revisions_tx.send(revision).unwrap();
                 }
             })
@@ -415,7 +474,9 @@ async fn watches_are_streams_of_one_http2_connection() {
     let s = TestServer::embedded().await;
     let tcp = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://")).await.unwrap();
     let (sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(connection);
     let mut bodies = Vec::new();
     for _ in 0..3 {
@@ -451,7 +512,8 @@ async fn event_loops_share_one_set_of_watches() {
     let mut written = Vec::new();
     for i in 0..6 {
         let writer = Client::new(&s.url);
-        written.push(writer.kv_put(&format!("loops/k{i}"), &i.to_string(), PutOptions::default()).await.unwrap().revision);
+        written
+            .push(writer.kv_put(&format!("loops/k{i}"), &i.to_string(), PutOptions::default()).await.unwrap().revision);
     }
     for watch in &mut watches {
         let seen: Vec<u64> = next_events(watch, 6).await.iter().map(|e| e.revision).collect();
@@ -465,9 +527,11 @@ async fn event_loops_share_one_set_of_watches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_watch_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let store = gantry_store::Store::open(gantry_store::StoreConfig::Embedded(gantry_store::EmbeddedConfig::in_dir(dir.path())))
-        .await
-        .unwrap();
+    let store = gantry_store::Store::open(gantry_store::StoreConfig::Embedded(gantry_store::EmbeddedConfig::in_dir(
+        dir.path(),
+    )))
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

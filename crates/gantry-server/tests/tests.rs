@@ -59,7 +59,12 @@ impl TestServer {
         TestServer::start(store, None, None, None).await
     }
 
-    async fn start(store: Store, dir: Option<tempfile::TempDir>, etcd: Option<LocalEtcd>, threads: Option<usize>) -> TestServer {
+    async fn start(
+        store: Store,
+        dir: Option<tempfile::TempDir>,
+        etcd: Option<LocalEtcd>,
+        threads: Option<usize>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

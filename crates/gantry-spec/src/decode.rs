@@ -16,9 +16,7 @@ pub(crate) fn check_keys(members: &[Member], known: &[&str], what: &str, sink: &
             Some(near) => format!("did you mean \"{near}\"?"),
             None => format!("known keys: {}", known.join(", ")),
         };
-        sink.push(
-            Diagnostic::new(format!("unknown key \"{}\" in {what}", m.key)).at(m.key_span).help(help),
-        );
+        sink.push(Diagnostic::new(format!("unknown key \"{}\" in {what}", m.key)).at(m.key_span).help(help));
     }
 }
 
@@ -41,12 +39,9 @@ pub(crate) fn type_error(key: &str, expected: &str, found: &Json) -> Diagnostic 
         ("a number", JsonKind::String(s)) => format!("remove the quotes: \"{key}\": {s}"),
         _ => format!("\"{key}\" must be {expected}"),
     };
-    Diagnostic::new(format!(
-        "wrong type for \"{key}\": expected {expected}, found {}",
-        found.type_name()
-    ))
-    .at(found.span)
-    .help(help)
+    Diagnostic::new(format!("wrong type for \"{key}\": expected {expected}, found {}", found.type_name()))
+        .at(found.span)
+        .help(help)
 }
 
 pub(crate) fn string(key: &str, value: &Json, sink: &mut Sink) -> Option<String> {
@@ -96,10 +91,7 @@ pub(crate) fn number(key: &str, value: &Json, sink: &mut Sink) -> Option<f64> {
         JsonKind::Number(n) => match n.as_f64() {
             Some(v) if v >= 0.0 => Some(v),
             _ => {
-                sink.push(
-                    Diagnostic::new(format!("\"{key}\" must not be negative, found {n}"))
-                        .at(value.span),
-                );
+                sink.push(Diagnostic::new(format!("\"{key}\" must not be negative, found {n}")).at(value.span));
                 None
             }
         },
@@ -111,11 +103,7 @@ pub(crate) fn number(key: &str, value: &Json, sink: &mut Sink) -> Option<f64> {
 }
 
 /// A list of strings, each with its span.
-pub(crate) fn string_list<'a>(
-    key: &str,
-    value: &'a Json,
-    sink: &mut Sink,
-) -> Option<Vec<(&'a str, &'a Json)>> {
+pub(crate) fn string_list<'a>(key: &str, value: &'a Json, sink: &mut Sink) -> Option<Vec<(&'a str, &'a Json)>> {
     let JsonKind::Array(items) = &value.kind else {
         sink.push(type_error(key, "a list of strings", value));
         return None;

@@ -111,11 +111,7 @@ impl SourceMap {
                 .count();
             let carets = span_chars.max(1);
             out.push_str(&format!("{gutter} |\n{line} | {}\n", text.replace('\t', " ")));
-            out.push_str(&format!(
-                "{gutter} | {}{}\n",
-                " ".repeat(column - 1),
-                "^".repeat(carets)
-            ));
+            out.push_str(&format!("{gutter} | {}{}\n", " ".repeat(column - 1), "^".repeat(carets)));
         }
         if let Some(help) = &d.help {
             let gutter = match d.span {

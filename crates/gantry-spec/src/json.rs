@@ -74,9 +74,9 @@ impl Json {
             JsonKind::Number(n) => Value::Number(n.clone()),
             JsonKind::String(s) => Value::String(s.clone()),
             JsonKind::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
-            JsonKind::Object(members) => Value::Object(
-                members.iter().map(|m| (m.key.clone(), m.value.to_value())).collect(),
-            ),
+            JsonKind::Object(members) => {
+                Value::Object(members.iter().map(|m| (m.key.clone(), m.value.to_value())).collect())
+            }
         }
     }
 }
@@ -115,18 +115,13 @@ fn convert(file: FileId, value: ast::Value<'_>, problems: &mut Vec<Diagnostic>) 
     match value {
         ast::Value::NullKeyword(n) => Json { span: span_of(n.range), kind: JsonKind::Null },
         ast::Value::BooleanLit(b) => Json { span: span_of(b.range), kind: JsonKind::Bool(b.value) },
-        ast::Value::StringLit(s) => {
-            Json { span: span_of(s.range), kind: JsonKind::String(s.value.into_owned()) }
-        }
+        ast::Value::StringLit(s) => Json { span: span_of(s.range), kind: JsonKind::String(s.value.into_owned()) },
         ast::Value::NumberLit(n) => {
             let span = span_of(n.range);
             // The parser has checked the literal's grammar; serde_json turns it
             // into a number (arbitrary precision is not needed for specs).
             let number = serde_json::from_str::<serde_json::Number>(n.value).unwrap_or_else(|_| {
-                problems.push(
-                    Diagnostic::new(format!("`{}` is not a number JSON can represent", n.value))
-                        .at(span),
-                );
+                problems.push(Diagnostic::new(format!("`{}` is not a number JSON can represent", n.value)).at(span));
                 serde_json::Number::from(0)
             });
             Json { span, kind: JsonKind::Number(number) }
@@ -170,8 +165,7 @@ fn syntax_error(file: FileId, text: &str, e: &jsonc_parser::errors::ParseError) 
         ),
         ParseErrorKind::ExpectedComma => (
             "missing comma".to_string(),
-            "add a `,` after the previous item: JSON needs a comma between items"
-                .to_string(),
+            "add a `,` after the previous item: JSON needs a comma between items".to_string(),
         ),
         ParseErrorKind::TrailingCommasNotAllowed => (
             "trailing comma".to_string(),
@@ -179,37 +173,25 @@ fn syntax_error(file: FileId, text: &str, e: &jsonc_parser::errors::ParseError) 
         ),
         ParseErrorKind::CommentsNotAllowed | ParseErrorKind::UnterminatedCommentBlock => (
             "comment".to_string(),
-            "JSON has no comments: remove it, or put the note in a \"description\" field"
-                .to_string(),
+            "JSON has no comments: remove it, or put the note in a \"description\" field".to_string(),
         ),
         ParseErrorKind::ExpectedStringObjectProperty => (
             "object key is not a double-quoted string".to_string(),
             "write keys in double quotes: \"key\": value".to_string(),
         ),
-        ParseErrorKind::ExpectedColonAfterObjectKey => (
-            "missing `:` after an object key".to_string(),
-            "write \"key\": value".to_string(),
-        ),
-        ParseErrorKind::UnterminatedObject => (
-            "unterminated object".to_string(),
-            "add the missing `}`".to_string(),
-        ),
-        ParseErrorKind::UnterminatedArray => (
-            "unterminated list".to_string(),
-            "add the missing `]`".to_string(),
-        ),
+        ParseErrorKind::ExpectedColonAfterObjectKey => {
+            ("missing `:` after an object key".to_string(), "write \"key\": value".to_string())
+        }
+        ParseErrorKind::UnterminatedObject => ("unterminated object".to_string(), "add the missing `}`".to_string()),
+        ParseErrorKind::UnterminatedArray => ("unterminated list".to_string(), "add the missing `]`".to_string()),
         ParseErrorKind::UnexpectedWord => {
             let word = text.get(range.start..range.end).unwrap_or("");
             (
                 format!("unexpected word `{word}`"),
-                "strings need double quotes; the only bare words in JSON are true, false and null"
-                    .to_string(),
+                "strings need double quotes; the only bare words in JSON are true, false and null".to_string(),
             )
         }
-        other => (
-            other.to_string().to_lowercase(),
-            "check the JSON syntax around this position".to_string(),
-        ),
+        other => (other.to_string().to_lowercase(), "check the JSON syntax around this position".to_string()),
     };
     Diagnostic::new(format!("invalid JSON: {what}")).at(span).help(help)
 }

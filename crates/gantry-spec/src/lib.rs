@@ -107,10 +107,16 @@ pub fn load(files: &RepoFiles) -> Result<Repo, LoadError> {
 
     let groups = match &files.nodes {
         None => {
-            sink.push(Diagnostic::new(format!("no {NODES_FILE} in {}", if files.root.is_empty() { "this directory or its parents" } else { files.root.as_str() })).help(
-                "run gantry inside a repository (or pass --repo DIR) that has a nodes.json \
+            sink.push(
+                Diagnostic::new(format!(
+                    "no {NODES_FILE} in {}",
+                    if files.root.is_empty() { "this directory or its parents" } else { files.root.as_str() }
+                ))
+                .help(
+                    "run gantry inside a repository (or pass --repo DIR) that has a nodes.json \
                  of node groups; see examples/seatgeek",
-            ));
+                ),
+            );
             BTreeMap::new()
         }
         Some(text) => {

@@ -65,11 +65,8 @@ mod tests {
 
     fn merged(base: &Value, group: &Value) -> Value {
         let m = merge_group(&parse_obj(base), &parse_obj(group));
-        Json {
-            span: crate::diagnostic::Span { file: m_file(), start: 0, end: 0 },
-            kind: JsonKind::Object(m),
-        }
-        .to_value()
+        Json { span: crate::diagnostic::Span { file: m_file(), start: 0, end: 0 }, kind: JsonKind::Object(m) }
+            .to_value()
     }
 
     fn m_file() -> crate::diagnostic::FileId {
@@ -108,10 +105,7 @@ mod tests {
     fn nested_objects_are_replaced_not_merged() {
         let base = json!({"default_attributes": {"db": {"host": "a", "port": 1}, "x": 1}});
         let group = json!({"default_attributes": {"db": {"host": "b"}}});
-        assert_eq!(
-            merged(&base, &group),
-            json!({"default_attributes": {"db": {"host": "b"}, "x": 1}})
-        );
+        assert_eq!(merged(&base, &group), json!({"default_attributes": {"db": {"host": "b"}, "x": 1}}));
     }
 
     fn leaf() -> impl Strategy<Value = Value> {
@@ -127,15 +121,13 @@ mod tests {
         leaf().prop_recursive(3, 16, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map("[a-e]", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map("[a-e]", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }
 
     fn object() -> impl Strategy<Value = Value> {
-        prop::collection::btree_map("[a-f]", value(), 0..6)
-            .prop_map(|m| Value::Object(m.into_iter().collect()))
+        prop::collection::btree_map("[a-f]", value(), 0..6).prop_map(|m| Value::Object(m.into_iter().collect()))
     }
 
     proptest! {

@@ -123,13 +123,9 @@ pub(crate) fn parse_nodes(root: &Json, sink: &mut Sink) -> BTreeMap<String, Node
     for m in top {
         let Some(members) = m.value.as_object() else {
             sink.push(
-                Diagnostic::new(format!(
-                    "node group \"{}\" must be an object, found {}",
-                    m.key,
-                    m.value.type_name()
-                ))
-                .at(m.value.span)
-                .help("a group is an object of settings: {\"instance_type\": \"m1.large\", ...}"),
+                Diagnostic::new(format!("node group \"{}\" must be an object, found {}", m.key, m.value.type_name()))
+                    .at(m.value.span)
+                    .help("a group is an object of settings: {\"instance_type\": \"m1.large\", ...}"),
             );
             continue;
         };
@@ -138,12 +134,10 @@ pub(crate) fn parse_nodes(root: &Json, sink: &mut Sink) -> BTreeMap<String, Node
         if m.key == BASE {
             base = members;
         } else if !is_group_name(&m.key) {
-            sink.push(
-                Diagnostic::new(format!("invalid group name \"{}\"", m.key)).at(m.key_span).help(
-                    "group names become Chef role names (role-<group>) and file names: \
+            sink.push(Diagnostic::new(format!("invalid group name \"{}\"", m.key)).at(m.key_span).help(
+                "group names become Chef role names (role-<group>) and file names: \
                      use letters, digits, `_` and `-`, up to 64 characters, not starting with `_` or `-`",
-                ),
-            );
+            ));
         } else {
             groups.push((m, members));
         }
@@ -160,9 +154,7 @@ pub(crate) fn parse_nodes(root: &Json, sink: &mut Sink) -> BTreeMap<String, Node
 
 /// Group names: Chef role-name characters, at most 64, starting with a letter or digit.
 pub fn is_group_name(name: &str) -> bool {
-    is_role_name(name)
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+    is_role_name(name) && name.len() <= 64 && name.starts_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn decode_group(name: &str, span: Span, members: &[Member], sink: &mut Sink) -> Option<NodeGroup> {
@@ -174,9 +166,8 @@ fn decode_group(name: &str, span: Span, members: &[Member], sink: &mut Sink) -> 
             .map(|ms| ms.iter().map(|m| (m.key.clone(), m.value.to_value())).collect())
             .unwrap_or_default()
     };
-    let run_list = |key: &str, sink: &mut Sink| {
-        get(members, key).map(|v| parse_run_list(key, v, sink)).unwrap_or_default()
-    };
+    let run_list =
+        |key: &str, sink: &mut Sink| get(members, key).map(|v| parse_run_list(key, v, sink)).unwrap_or_default();
     let group = NodeGroup {
         name: name.to_string(),
         description: string("description", sink),
@@ -202,9 +193,7 @@ fn decode_group(name: &str, span: Span, members: &[Member], sink: &mut Sink) -> 
         override_attributes: attributes("override_attributes", sink),
         env_run_lists: get(members, "env_run_lists")
             .and_then(|v| decode::object("env_run_lists", v, sink))
-            .map(|ms| {
-                ms.iter().map(|m| (m.key.clone(), parse_run_list(&m.key, &m.value, sink))).collect()
-            })
+            .map(|ms| ms.iter().map(|m| (m.key.clone(), parse_run_list(&m.key, &m.value, sink))).collect())
             .unwrap_or_default(),
         run_list: run_list("run_list", sink),
         post_run_list: run_list("post_run_list", sink),
@@ -252,9 +241,8 @@ fn parse_autoscale(value: &Json, sink: &mut Sink) -> Option<Autoscale> {
         }
     };
     decode::check_keys(members, AUTOSCALE_KEYS, "\"autoscale\"", sink);
-    let int = |key: &str, sink: &mut Sink| {
-        get(members, key).and_then(|v| decode::integer(key, v, u64::from(u32::MAX), sink))
-    };
+    let int =
+        |key: &str, sink: &mut Sink| get(members, key).and_then(|v| decode::integer(key, v, u64::from(u32::MAX), sink));
     let timeout = int("timeout", sink).unwrap_or(defaults.timeout);
     let node_min = int("node_min", sink).map(|v| v as u32).unwrap_or(defaults.node_min);
     let node_max = int("node_max", sink).map(|v| v as u32).unwrap_or(node_min.max(1));

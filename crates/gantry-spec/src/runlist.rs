@@ -27,9 +27,7 @@ pub enum RunListError {
     UnknownKind { kind: String },
     #[error("`{item}` is missing its closing `]`")]
     Unclosed { item: String },
-    #[error(
-        "invalid role name `{name}`: role names use letters, digits, `_` and `-` only{hint}"
-    )]
+    #[error("invalid role name `{name}`: role names use letters, digits, `_` and `-` only{hint}")]
     RoleName { name: String, hint: &'static str },
     #[error("invalid cookbook name `{name}`: use letters, digits, `_`, `-` and `.`")]
     CookbookName { name: String },
@@ -110,14 +108,12 @@ pub fn is_role_name(name: &str) -> bool {
 }
 
 fn is_cookbook_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 fn is_version(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
-    (2..=3).contains(&parts.len())
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 impl fmt::Display for RunListItem {
@@ -170,14 +166,19 @@ mod tests {
         check("", expect!["error: an empty run-list item; write `recipe[cookbook::recipe]` or `role[name]`"]);
         check(
             "role[seatgeek::server]",
-            expect!["error: invalid role name `seatgeek::server`: role names use letters, digits, `_` and `-` only (`::` separates a cookbook from a recipe: did you mean `recipe[...]`?)"],
+            expect![
+                "error: invalid role name `seatgeek::server`: role names use letters, digits, `_` and `-` only (`::` separates a cookbook from a recipe: did you mean `recipe[...]`?)"
+            ],
         );
         check("recipe[]", expect!["error: invalid cookbook name ``: use letters, digits, `_`, `-` and `.`"]);
         check("recipe[a::]", expect!["error: invalid recipe name ``: use letters, digits, `_`, `-` and `.`"]);
         check("recipe[a::b::c]", expect!["error: invalid recipe name `b::c`: use letters, digits, `_`, `-` and `.`"]);
         check("recipe[a@1]", expect!["error: invalid version `1`: Chef versions are `x.y` or `x.y.z` (digits)"]);
         check("recipe[a", expect!["error: `recipe[a` is missing its closing `]`"]);
-        check("cookbook[a]", expect!["error: unknown run-list item type `cookbook[...]`; Chef knows only `recipe[...]` and `role[...]`"]);
+        check(
+            "cookbook[a]",
+            expect!["error: unknown run-list item type `cookbook[...]`; Chef knows only `recipe[...]` and `role[...]`"],
+        );
         check("recipe[a b]", expect!["error: invalid cookbook name `a b`: use letters, digits, `_`, `-` and `.`"]);
     }
 }

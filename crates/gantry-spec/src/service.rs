@@ -183,12 +183,10 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         }
         Some(v) => decode::string("id", v, sink).and_then(|id| {
             if !is_group_name(&id) {
-                sink.push(
-                    Diagnostic::new(format!("invalid service id \"{id}\"")).at(v.span).help(
-                        "service ids name recipes and files: use letters, digits, `_` and `-`, \
+                sink.push(Diagnostic::new(format!("invalid service id \"{id}\"")).at(v.span).help(
+                    "service ids name recipes and files: use letters, digits, `_` and `-`, \
                          up to 64 characters, starting with a letter or digit",
-                    ),
-                );
+                ));
                 None
             } else if id != stem {
                 sink.push(
@@ -317,9 +315,7 @@ fn parse_command(value: &Json, sink: &mut Sink) -> Option<Command> {
 fn parse_port(key: &str, value: &Json, sink: &mut Sink) -> Option<u16> {
     let port = decode::integer(key, value, u64::from(u16::MAX), sink)?;
     if port == 0 {
-        sink.push(
-            Diagnostic::new(format!("\"{key}\" must be a port number from 1 to 65535, found 0")).at(value.span),
-        );
+        sink.push(Diagnostic::new(format!("\"{key}\" must be a port number from 1 to 65535, found 0")).at(value.span));
         return None;
     }
     Some(port as u16)

@@ -50,8 +50,7 @@ impl Template {
                     let Some(close) = rest.find('}') else {
                         return Err(TemplateError {
                             offset: i,
-                            message: "unclosed `{`: write `{NAME}`, or `{{` for a literal brace"
-                                .to_string(),
+                            message: "unclosed `{`: write `{NAME}`, or `{{` for a literal brace".to_string(),
                         });
                     };
                     let name = &rest[..close];
@@ -143,10 +142,8 @@ mod tests {
     fn parses_and_renders() {
         let t = Template::parse("http://{HOST}:{PORT}/m{{x}}").unwrap();
         assert_eq!(t.placeholders().collect::<Vec<_>>(), ["HOST", "PORT"]);
-        let values = BTreeMap::from([
-            ("HOST".to_string(), "10.0.0.1".to_string()),
-            ("PORT".to_string(), "1100".to_string()),
-        ]);
+        let values =
+            BTreeMap::from([("HOST".to_string(), "10.0.0.1".to_string()), ("PORT".to_string(), "1100".to_string())]);
         assert_eq!(t.render(&values).unwrap(), "http://10.0.0.1:1100/m{x}");
         assert_eq!(t.render(&BTreeMap::new()), Err("HOST".to_string()));
     }

@@ -70,7 +70,8 @@ fn seed_services_parse() {
     assert_eq!(www.requires["API_URL"].placeholders().collect::<Vec<_>>(), ["READONLY_API_URL"]);
 
     let api = &repo.services["api"];
-    let values = BTreeMap::from([("HOST".to_string(), "10.0.0.7".to_string()), ("PORT".to_string(), "1100".to_string())]);
+    let values =
+        BTreeMap::from([("HOST".to_string(), "10.0.0.7".to_string()), ("PORT".to_string(), "1100".to_string())]);
     assert_eq!(api.provides["READONLY_API_URL"].render(&values).unwrap(), "http://10.0.0.7:1100");
     assert_eq!(repo.datastores["PRIMARY_DATABASE_URL"], "mysql://user:password@host:3306/database");
 }

@@ -19,10 +19,7 @@ pub const MAX_TXN_OPS: usize = 128;
 pub fn validate_key(key: &str) -> Result<(), StoreError> {
     match key_problem(key) {
         None => Ok(()),
-        Some(reason) => Err(StoreError::InvalidKey {
-            key: shorten(key),
-            reason,
-        }),
+        Some(reason) => Err(StoreError::InvalidKey { key: shorten(key), reason }),
     }
 }
 
@@ -35,21 +32,14 @@ pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
     let body = prefix.strip_suffix('/').unwrap_or(prefix);
     match key_problem(body) {
         None => Ok(()),
-        Some(reason) => Err(StoreError::InvalidKey {
-            key: shorten(prefix),
-            reason,
-        }),
+        Some(reason) => Err(StoreError::InvalidKey { key: shorten(prefix), reason }),
     }
 }
 
 /// Checks a value's size.
 pub fn validate_value(key: &str, value: &[u8]) -> Result<(), StoreError> {
     if value.len() > MAX_VALUE_BYTES {
-        return Err(StoreError::ValueTooLarge {
-            key: shorten(key),
-            size: value.len(),
-            limit: MAX_VALUE_BYTES,
-        });
+        return Err(StoreError::ValueTooLarge { key: shorten(key), size: value.len(), limit: MAX_VALUE_BYTES });
     }
     Ok(())
 }
@@ -89,13 +79,7 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_keys() {
-        for key in [
-            "machines/web-1",
-            "a",
-            "kv/datastores/PRIMARY_DATABASE_URL",
-            "x.y/z..w",
-            "é/ü",
-        ] {
+        for key in ["machines/web-1", "a", "kv/datastores/PRIMARY_DATABASE_URL", "x.y/z..w", "é/ü"] {
             assert!(validate_key(key).is_ok(), "{key:?} should be valid");
         }
     }
@@ -103,39 +87,19 @@ mod tests {
     #[test]
     fn refuses_bad_keys() {
         let long = "k".repeat(MAX_KEY_BYTES + 1);
-        for key in [
-            "",
-            "/a",
-            "a/",
-            "a//b",
-            "a/./b",
-            "../a",
-            "a/..",
-            "a\0b",
-            "a\nb",
-            long.as_str(),
-        ] {
+        for key in ["", "/a", "a/", "a//b", "a/./b", "../a", "a/..", "a\0b", "a\nb", long.as_str()] {
             let err = validate_key(key).expect_err(key);
-            assert!(
-                matches!(err, StoreError::InvalidKey { .. }),
-                "{key:?}: {err}"
-            );
+            assert!(matches!(err, StoreError::InvalidKey { .. }), "{key:?}: {err}");
         }
     }
 
     #[test]
     fn prefixes_may_end_with_a_slash_or_be_empty() {
         for prefix in ["", "machines/", "machines", "instances/mysql/"] {
-            assert!(
-                validate_prefix(prefix).is_ok(),
-                "{prefix:?} should be valid"
-            );
+            assert!(validate_prefix(prefix).is_ok(), "{prefix:?} should be valid");
         }
         for prefix in ["/", "a//", "..", "a\tb/"] {
-            assert!(
-                validate_prefix(prefix).is_err(),
-                "{prefix:?} should be invalid"
-            );
+            assert!(validate_prefix(prefix).is_err(), "{prefix:?} should be invalid");
         }
     }
 
@@ -143,10 +107,7 @@ mod tests {
     fn values_over_the_limit_are_refused() {
         assert!(validate_value("k", &vec![0; MAX_VALUE_BYTES]).is_ok());
         let err = validate_value("k", &vec![0; MAX_VALUE_BYTES + 1]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "value for key \"k\" is 1048577 bytes, over the limit of 1048576 bytes"
-        );
+        assert_eq!(err.to_string(), "value for key \"k\" is 1048577 bytes, over the limit of 1048576 bytes");
     }
 
     #[test]

@@ -276,35 +276,19 @@ impl Txn {
 
     /// Requires `key`'s `mod_revision` to be `mod_revision` (`0`: absent).
     pub fn when_mod_revision(mut self, key: impl Into<String>, mod_revision: u64) -> Txn {
-        self.compares.push(Compare {
-            key: key.into(),
-            mod_revision,
-        });
+        self.compares.push(Compare { key: key.into(), mod_revision });
         self
     }
 
     /// Writes `key`.
     pub fn put(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Txn {
-        self.ops.push(TxnOp::Put {
-            key: key.into(),
-            value: value.into(),
-            lease: None,
-        });
+        self.ops.push(TxnOp::Put { key: key.into(), value: value.into(), lease: None });
         self
     }
 
     /// Writes `key` attached to `lease`.
-    pub fn put_with_lease(
-        mut self,
-        key: impl Into<String>,
-        value: impl Into<Bytes>,
-        lease: LeaseId,
-    ) -> Txn {
-        self.ops.push(TxnOp::Put {
-            key: key.into(),
-            value: value.into(),
-            lease: Some(lease),
-        });
+    pub fn put_with_lease(mut self, key: impl Into<String>, value: impl Into<Bytes>, lease: LeaseId) -> Txn {
+        self.ops.push(TxnOp::Put { key: key.into(), value: value.into(), lease: Some(lease) });
         self
     }
 
@@ -457,9 +441,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("engine", &self.backend.engine())
-            .finish()
+        f.debug_struct("Store").field("engine", &self.backend.engine()).finish()
     }
 }
 
@@ -478,18 +460,14 @@ impl Store {
     /// second open fails until this store is closed or dropped.
     pub async fn open_embedded(config: EmbeddedConfig) -> Result<Store, StoreError> {
         let backend = embedded::Embedded::open(config).await?;
-        Ok(Store {
-            backend: Arc::new(backend),
-        })
+        Ok(Store { backend: Arc::new(backend) })
     }
 
     /// Connects to an etcd cluster.
     #[cfg(feature = "etcd")]
     pub async fn connect_etcd(config: EtcdConfig) -> Result<Store, StoreError> {
         let backend = etcd::Etcd::connect(config).await?;
-        Ok(Store {
-            backend: Arc::new(backend),
-        })
+        Ok(Store { backend: Arc::new(backend) })
     }
 
     /// Which engine this store runs on.
@@ -510,11 +488,7 @@ impl Store {
 
     /// Reads the keys under `prefix` (`""`: every key), sorted by key, at
     /// most `limit` of them.
-    pub async fn range(
-        &self,
-        prefix: &str,
-        limit: Option<usize>,
-    ) -> Result<RangeResponse, StoreError> {
+    pub async fn range(&self, prefix: &str, limit: Option<usize>) -> Result<RangeResponse, StoreError> {
         validate_prefix(prefix)?;
         if limit == Some(0) {
             // etcd reads a limit of 0 as "no limit": ask for one key to learn `more`.
@@ -534,12 +508,7 @@ impl Store {
 
     /// Writes `key` attached to `lease`: the key is deleted when the lease
     /// ends. Fails with [`StoreError::LeaseNotFound`] if the lease is gone.
-    pub async fn put_with_lease(
-        &self,
-        key: &str,
-        value: impl Into<Bytes>,
-        lease: LeaseId,
-    ) -> Result<u64, StoreError> {
+    pub async fn put_with_lease(&self, key: &str, value: impl Into<Bytes>, lease: LeaseId) -> Result<u64, StoreError> {
         let txn = Txn::new().put_with_lease(key, value, lease);
         Ok(self.write_txn(txn).await?.revision)
     }
@@ -547,10 +516,7 @@ impl Store {
     /// Deletes `key`.
     pub async fn delete(&self, key: &str) -> Result<DeleteResponse, StoreError> {
         let written = self.write_txn(Txn::new().delete(key)).await?;
-        Ok(DeleteResponse {
-            deleted: written.deleted,
-            revision: written.revision,
-        })
+        Ok(DeleteResponse { deleted: written.deleted, revision: written.revision })
     }
 
     /// Deletes every key under `prefix` as one revision. The empty prefix is
@@ -563,14 +529,8 @@ impl Store {
                 reason: "deleting by the empty prefix would delete every key",
             });
         }
-        let written = self
-            .backend
-            .write(Write::DeletePrefix(prefix.to_owned()))
-            .await?;
-        Ok(DeleteResponse {
-            deleted: written.deleted,
-            revision: written.revision,
-        })
+        let written = self.backend.write(Write::DeletePrefix(prefix.to_owned())).await?;
+        Ok(DeleteResponse { deleted: written.deleted, revision: written.revision })
     }
 
     /// Writes `key` only if its `mod_revision` is `expected` (`0`: only if
@@ -581,27 +541,18 @@ impl Store {
         value: impl Into<Bytes>,
         expected: u64,
     ) -> Result<TxnResponse, StoreError> {
-        self.txn(Txn::new().when_mod_revision(key, expected).put(key, value))
-            .await
+        self.txn(Txn::new().when_mod_revision(key, expected).put(key, value)).await
     }
 
     /// Deletes `key` only if its `mod_revision` is `expected`.
-    pub async fn compare_and_delete(
-        &self,
-        key: &str,
-        expected: u64,
-    ) -> Result<TxnResponse, StoreError> {
-        self.txn(Txn::new().when_mod_revision(key, expected).delete(key))
-            .await
+    pub async fn compare_and_delete(&self, key: &str, expected: u64) -> Result<TxnResponse, StoreError> {
+        self.txn(Txn::new().when_mod_revision(key, expected).delete(key)).await
     }
 
     /// Applies a [`Txn`] atomically.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         let written = self.write_txn(txn).await?;
-        Ok(TxnResponse {
-            succeeded: written.succeeded,
-            revision: written.revision,
-        })
+        Ok(TxnResponse { succeeded: written.succeeded, revision: written.revision })
     }
 
     async fn write_txn(&self, txn: Txn) -> Result<backend::Written, StoreError> {
@@ -613,10 +564,7 @@ impl Store {
     pub async fn grant_lease(&self, ttl: Duration) -> Result<Lease, StoreError> {
         let ttl_secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         if ttl_secs == 0 || ttl_secs > MAX_LEASE_TTL.as_secs() {
-            return Err(StoreError::InvalidTtl {
-                ttl_secs,
-                max_secs: MAX_LEASE_TTL.as_secs(),
-            });
+            return Err(StoreError::InvalidTtl { ttl_secs, max_secs: MAX_LEASE_TTL.as_secs() });
         }
         self.backend.grant_lease(ttl_secs).await
     }

@@ -15,9 +15,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 #[non_exhaustive]
 pub enum LocalEtcdError {
     /// There is no `etcd` binary on `PATH`.
-    #[error(
-        "`etcd` is not installed (not found on PATH): install it with `apt-get install etcd-server`"
-    )]
+    #[error("`etcd` is not installed (not found on PATH): install it with `apt-get install etcd-server`")]
     NotInstalled,
     /// Something on this machine failed (temp dir, ports, spawning).
     #[error("cannot start etcd: {action} failed")]
@@ -101,11 +99,7 @@ impl LocalEtcd {
             }
             Err(error) => return Err(io("spawn etcd")(error)),
         };
-        let mut etcd = LocalEtcd {
-            child,
-            dir,
-            endpoint,
-        };
+        let mut etcd = LocalEtcd { child, dir, endpoint };
         etcd.wait_healthy().await?;
         Ok(etcd)
     }
@@ -119,9 +113,7 @@ impl LocalEtcd {
             let options = etcd_client::ConnectOptions::new()
                 .with_connect_timeout(Duration::from_millis(500))
                 .with_timeout(Duration::from_secs(2));
-            if let Ok(mut client) =
-                etcd_client::Client::connect([&self.endpoint], Some(options)).await
-            {
+            if let Ok(mut client) = etcd_client::Client::connect([&self.endpoint], Some(options)).await {
                 // A write goes through raft: it succeeds once there is a leader.
                 if client.put("gantry-health", "ok", None).await.is_ok() {
                     return Ok(());
@@ -132,10 +124,7 @@ impl LocalEtcd {
         let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         let log_tail = lines[lines.len().saturating_sub(15)..].join("\n");
-        Err(LocalEtcdError::Unhealthy {
-            timeout: START_TIMEOUT,
-            log_tail,
-        })
+        Err(LocalEtcdError::Unhealthy { timeout: START_TIMEOUT, log_tail })
     }
 }
 
@@ -149,9 +138,8 @@ impl Drop for LocalEtcd {
 
 fn unique_dir() -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     std::env::temp_dir().join(format!("gantry-etcd-{}-{n}-{nanos}", std::process::id()))
 }

@@ -24,12 +24,8 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
-    pub(crate) fn new(
-        stream: impl Stream<Item = Result<Event, StoreError>> + Send + 'static,
-    ) -> Watch {
-        Watch {
-            inner: Box::pin(stream),
-        }
+    pub(crate) fn new(stream: impl Stream<Item = Result<Event, StoreError>> + Send + 'static) -> Watch {
+        Watch { inner: Box::pin(stream) }
     }
 
     /// The next event; `None` once the stream has ended.

@@ -20,11 +20,7 @@ const CHECKPOINT_BYTES: u64 = 256 << 10;
 fn acknowledged_writes_survive_sigkill() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("store.log");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut total = 0;
     for run in 0..RUNS {
         let mut command = Command::new(env!("CARGO_BIN_EXE_gantry-store-crash-writer"));
@@ -32,11 +28,7 @@ fn acknowledged_writes_survive_sigkill() {
         if run % 2 == 1 {
             command.arg(CHECKPOINT_BYTES.to_string());
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut ready = String::new();
         stdout.read_line(&mut ready).unwrap();
@@ -50,8 +42,7 @@ fn acknowledged_writes_survive_sigkill() {
                     Ok(0) | Err(_) => break,
                     // A line cut by the kill has no newline: not acknowledged.
                     Ok(_) if line.ends_with(b"\n") => {
-                        acknowledged
-                            .push(String::from_utf8(line[..line.len() - 1].to_vec()).unwrap());
+                        acknowledged.push(String::from_utf8(line[..line.len() - 1].to_vec()).unwrap());
                     }
                     Ok(_) => break,
                 }
@@ -65,17 +56,11 @@ fn acknowledged_writes_survive_sigkill() {
         total += acknowledged.len();
 
         runtime.block_on(async {
-            let store = Store::open_embedded(EmbeddedConfig::new(&path))
-                .await
-                .unwrap();
+            let store = Store::open_embedded(EmbeddedConfig::new(&path)).await.unwrap();
             for key in &acknowledged {
                 let kv = store.get(key).await.unwrap().kv;
                 let kv = kv.unwrap_or_else(|| panic!("run {run}: acknowledged {key} is missing"));
-                assert_eq!(
-                    kv.value,
-                    key.as_bytes(),
-                    "run {run}: {key} has the wrong value"
-                );
+                assert_eq!(kv.value, key.as_bytes(), "run {run}: {key} has the wrong value");
             }
             let prefix = format!("crash/{run}/");
             let stored = store.range(&prefix, None).await.unwrap().kvs.len();
@@ -83,18 +68,12 @@ fn acknowledged_writes_survive_sigkill() {
             store.close().await.unwrap();
         });
     }
-    assert!(
-        total > 0,
-        "the writer acknowledged nothing before being killed"
-    );
+    assert!(total > 0, "the writer acknowledged nothing before being killed");
 }
 
 /// 50 to 400 ms, different every run.
 fn random_delay(run: u32) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let spread = (u64::from(nanos) ^ u64::from(run).wrapping_mul(0x9e37_79b9)) % 350;
     Duration::from_millis(50 + spread)
 }

@@ -16,9 +16,7 @@ pub struct Fixture {
 
 pub async fn fixture() -> Fixture {
     let dir = TempDir::new().unwrap();
-    let store = Store::open_embedded(EmbeddedConfig::in_dir(dir.path()))
-        .await
-        .unwrap();
+    let store = Store::open_embedded(EmbeddedConfig::in_dir(dir.path())).await.unwrap();
     Fixture { store, _dir: dir }
 }
 
@@ -37,10 +35,7 @@ async fn a_stored_value_does_not_keep_the_callers_buffer() {
     let stored = f.store.get("kv/one").await.unwrap().kv.unwrap().value;
     assert_eq!(stored, value);
     let inside = buffer.as_ptr_range();
-    assert!(
-        !inside.contains(&stored.as_ptr()),
-        "the stored value points into the caller's 8 KiB buffer"
-    );
+    assert!(!inside.contains(&stored.as_ptr()), "the stored value points into the caller's 8 KiB buffer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,16 +52,10 @@ async fn reopening_keeps_data_revision_and_history() {
     let store = Store::open_embedded(config).await.unwrap();
     assert_eq!(store.revision().await.unwrap(), last);
     assert!(store.get("machines/a").await.unwrap().kv.is_none());
-    assert_eq!(
-        &store.get("machines/b").await.unwrap().kv.unwrap().value[..],
-        b"2"
-    );
+    assert_eq!(&store.get("machines/b").await.unwrap().kv.unwrap().value[..], b"2");
     let mut watch = store.watch("machines/", first).await.unwrap();
-    let kinds: Vec<(String, EventKind)> = next_events(&mut watch, 3)
-        .await
-        .into_iter()
-        .map(|event| (event.key, event.kind))
-        .collect();
+    let kinds: Vec<(String, EventKind)> =
+        next_events(&mut watch, 3).await.into_iter().map(|event| (event.key, event.kind)).collect();
     assert_eq!(
         kinds,
         [
@@ -84,34 +73,22 @@ async fn a_reopened_store_restarts_lease_ttls_then_expires_them() {
     let config = EmbeddedConfig::in_dir(dir.path());
     let store = Store::open_embedded(config.clone()).await.unwrap();
     let lease = store.grant_lease(Duration::from_secs(1)).await.unwrap();
-    store
-        .put_with_lease("machines/m", "x", lease.id)
-        .await
-        .unwrap();
+    store.put_with_lease("machines/m", "x", lease.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     store.close().await.unwrap();
 
     let store = Store::open_embedded(config).await.unwrap();
     let reopened = tokio::time::Instant::now();
     // Less than a full TTL after the restart the lease is still alive...
-    assert_eq!(
-        store.keep_alive(lease.id).await.unwrap(),
-        Duration::from_secs(1)
-    );
+    assert_eq!(store.keep_alive(lease.id).await.unwrap(), Duration::from_secs(1));
     assert!(store.get("machines/m").await.unwrap().kv.is_some());
     let mut watch = store.watch("machines/", 0).await.unwrap();
     // ...and without keep-alives it ends one TTL later.
     let event = next_event(&mut watch).await;
-    assert_eq!(
-        (event.key.as_str(), event.kind),
-        ("machines/m", EventKind::Delete)
-    );
+    assert_eq!((event.key.as_str(), event.kind), ("machines/m", EventKind::Delete));
     assert!(reopened.elapsed() >= Duration::from_millis(900));
     // A new lease does not reuse the old id.
-    assert_ne!(
-        store.grant_lease(Duration::from_secs(5)).await.unwrap().id,
-        lease.id
-    );
+    assert_ne!(store.grant_lease(Duration::from_secs(5)).await.unwrap().id, lease.id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,10 +99,7 @@ async fn a_slow_watcher_catches_up_from_the_history() {
     let store = Store::open_embedded(config).await.unwrap();
     let mut watch = store.watch("slow/", 0).await.unwrap();
     for i in 0..50 {
-        store
-            .put(&format!("slow/{i}"), i.to_string())
-            .await
-            .unwrap();
+        store.put(&format!("slow/{i}"), i.to_string()).await.unwrap();
     }
     // The broadcast buffer overflowed long ago; the history has it all.
     let events = next_events(&mut watch, 50).await;
@@ -148,10 +122,7 @@ async fn a_watcher_behind_the_history_is_told_to_re_read() {
     }
     let last = store.revision().await.unwrap();
     match next_error(&mut watch).await {
-        StoreError::Compacted {
-            requested,
-            oldest_available,
-        } => {
+        StoreError::Compacted { requested, oldest_available } => {
             assert_eq!((requested, oldest_available), (start, last - 9));
         }
         other => panic!("expected Compacted, got {other}"),
@@ -172,10 +143,7 @@ async fn the_file_is_locked_while_open() {
     let config = EmbeddedConfig::in_dir(dir.path());
     let store = Store::open_embedded(config.clone()).await.unwrap();
     let error = Store::open_embedded(config.clone()).await.unwrap_err();
-    assert!(
-        matches!(error, StoreError::Embedded { action: "open", .. }),
-        "{error}"
-    );
+    assert!(matches!(error, StoreError::Embedded { action: "open", .. }), "{error}");
     assert!(error.to_string().contains("store.log"), "{error}");
     store.close().await.unwrap();
     Store::open_embedded(config).await.unwrap();
@@ -186,10 +154,7 @@ async fn a_closed_store_refuses_writes() {
     let fixture = fixture().await;
     let clone = fixture.store.clone();
     fixture.store.close().await.unwrap();
-    assert!(matches!(
-        clone.put("k", "v").await.unwrap_err(),
-        StoreError::Closed
-    ));
+    assert!(matches!(clone.put("k", "v").await.unwrap_err(), StoreError::Closed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,10 +165,7 @@ async fn concurrent_writers_share_commits_and_lose_nothing() {
         let store = fixture.store.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..20 {
-                store
-                    .put(&format!("group/{task}/{i}"), vec![7u8; 256])
-                    .await
-                    .unwrap();
+                store.put(&format!("group/{task}/{i}"), vec![7u8; 256]).await.unwrap();
             }
         }));
     }

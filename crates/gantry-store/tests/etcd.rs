@@ -10,9 +10,7 @@ pub struct Fixture {
 }
 
 pub async fn fixture() -> Fixture {
-    let etcd = LocalEtcd::start()
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
+    let etcd = LocalEtcd::start().await.unwrap_or_else(|error| panic!("{error}"));
     let mut config = EtcdConfig::new([etcd.endpoint()]);
     // A namespace, as a shared cluster would use: keys outside it (the
     // health check's) must stay invisible.
@@ -26,10 +24,7 @@ crate::all_cases!(fixture);
 #[tokio::test]
 async fn store_urls_parse() {
     let config = EtcdConfig::from_url("etcd://10.0.0.1:2379, 10.0.0.2:2379").unwrap();
-    assert_eq!(
-        config.endpoints,
-        ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
-    );
+    assert_eq!(config.endpoints, ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
     assert!(EtcdConfig::from_url("http://x").is_none());
     assert!(EtcdConfig::from_url("etcd://").is_none());
 }
@@ -39,9 +34,6 @@ async fn an_unreachable_cluster_is_an_etcd_error() {
     let mut config = EtcdConfig::new(["http://127.0.0.1:1"]);
     config.connect_timeout = std::time::Duration::from_millis(200);
     let error = Store::connect_etcd(config).await.unwrap_err();
-    assert!(
-        matches!(error, gantry_store::StoreError::Etcd { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, gantry_store::StoreError::Etcd { .. }), "{error}");
     assert!(error.to_string().contains("127.0.0.1:1"), "{error}");
 }

@@ -67,19 +67,12 @@ async fn damage_before_intact_records_is_corrupt_and_changes_nothing() {
     let error = Store::open_embedded(config.clone()).await.unwrap_err();
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
     assert!(error.to_string().contains("record at byte 16"), "{error}");
-    assert_eq!(
-        std::fs::read(&config.path).unwrap(),
-        data,
-        "the file was changed"
-    );
+    assert_eq!(std::fs::read(&config.path).unwrap(), data, "the file was changed");
 
     // Not a Gantry log at all.
     std::fs::write(&config.path, b"SQLite format 3\0 and more").unwrap();
     let error = Store::open_embedded(config).await.unwrap_err();
-    assert!(
-        matches!(&error, StoreError::Corrupt { what, .. } if what.contains("not a Gantry store log")),
-        "{error}"
-    );
+    assert!(matches!(&error, StoreError::Corrupt { what, .. } if what.contains("not a Gantry store log")), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,10 +83,7 @@ async fn checkpoints_keep_keys_leases_history_and_the_lock() {
     config.history_revisions = 100;
     let store = Store::open_embedded(config.clone()).await.unwrap();
     let lease = store.grant_lease(Duration::from_secs(60)).await.unwrap();
-    store
-        .put_with_lease("cp/leased", "l", lease.id)
-        .await
-        .unwrap();
+    store.put_with_lease("cp/leased", "l", lease.id).await.unwrap();
     store.put("cp/deleted", "d").await.unwrap();
     store.delete("cp/deleted").await.unwrap();
 
@@ -104,10 +94,7 @@ async fn checkpoints_keep_keys_leases_history_and_the_lock() {
     let mut writes = 0;
     while files.len() < 3 {
         assert!(writes < 20_000, "no checkpoint after {writes} writes");
-        store
-            .put(&format!("cp/{}", writes % 10), vec![b'v'; 200])
-            .await
-            .unwrap();
+        store.put(&format!("cp/{}", writes % 10), vec![b'v'; 200]).await.unwrap();
         writes += 1;
         let file = std::fs::metadata(&config.path).unwrap().ino();
         if files.last() != Some(&file) {
@@ -116,10 +103,7 @@ async fn checkpoints_keep_keys_leases_history_and_the_lock() {
     }
     // The replaced file is locked as the original was.
     let error = Store::open_embedded(config.clone()).await.unwrap_err();
-    assert!(
-        matches!(error, StoreError::Embedded { action: "open", .. }),
-        "{error}"
-    );
+    assert!(matches!(error, StoreError::Embedded { action: "open", .. }), "{error}");
     let revision = store.revision().await.unwrap();
     let before = store.range("", None).await.unwrap();
     store.close().await.unwrap();
@@ -130,10 +114,7 @@ async fn checkpoints_keep_keys_leases_history_and_the_lock() {
     assert_eq!(before.kvs.len(), 11);
     assert!(store.get("cp/deleted").await.unwrap().kv.is_none());
     // The lease is alive (with a fresh TTL) and still owns its key.
-    assert_eq!(
-        store.keep_alive(lease.id).await.unwrap(),
-        Duration::from_secs(60)
-    );
+    assert_eq!(store.keep_alive(lease.id).await.unwrap(), Duration::from_secs(60));
     // The last 100 revisions of history are there, and no more.
     let mut watch = store.watch("cp/", revision - 99).await.unwrap();
     let events = next_events(&mut watch, 100).await;

@@ -17,24 +17,13 @@ pub async fn crud(store: &Store) {
     let got = store.get("kv/a").await.unwrap();
     let kv = got.kv.unwrap();
     assert_eq!((kv.key.as_str(), &kv.value[..]), ("kv/a", &b"one"[..]));
-    assert_eq!(
-        (kv.create_revision, kv.mod_revision, kv.version, kv.lease),
-        (first, first, 1, None)
-    );
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version, kv.lease), (first, first, 1, None));
     assert!(got.revision >= first);
 
     let second = store.put("kv/a", "two").await.unwrap();
     assert!(second > first);
     let kv = store.get("kv/a").await.unwrap().kv.unwrap();
-    assert_eq!(
-        (
-            &kv.value[..],
-            kv.create_revision,
-            kv.mod_revision,
-            kv.version
-        ),
-        (&b"two"[..], first, second, 2)
-    );
+    assert_eq!((&kv.value[..], kv.create_revision, kv.mod_revision, kv.version), (&b"two"[..], first, second, 2));
 
     let deleted = store.delete("kv/a").await.unwrap();
     assert_eq!(deleted.deleted, 1);
@@ -76,12 +65,7 @@ pub async fn range_is_sorted_by_key_and_limited(store: &Store) {
 
     let everything = store.range("", None).await.unwrap();
     assert_eq!(everything.kvs.len(), 6);
-    assert!(
-        everything
-            .kvs
-            .windows(2)
-            .all(|pair| pair[0].key < pair[1].key)
-    );
+    assert!(everything.kvs.windows(2).all(|pair| pair[0].key < pair[1].key));
 
     assert!(store.range("nothing/", None).await.unwrap().kvs.is_empty());
 }
@@ -102,10 +86,7 @@ pub async fn revisions_only_grow(store: &Store) {
     let mut all = Vec::new();
     for task in tasks {
         let revisions = task.await.unwrap();
-        assert!(
-            revisions.windows(2).all(|pair| pair[0] < pair[1]),
-            "{revisions:?}"
-        );
+        assert!(revisions.windows(2).all(|pair| pair[0] < pair[1]), "{revisions:?}");
         all.extend(revisions);
     }
     // Concurrent writes may share a revision (the etcd engine commits
@@ -128,11 +109,7 @@ pub async fn delete_prefix_is_one_revision(store: &Store) {
     let events = next_events(&mut watch, 3).await;
     let keys: Vec<&str> = events.iter().map(|event| event.key.as_str()).collect();
     assert_eq!(keys, ["p/a", "p/b", "p/c/d"]);
-    assert!(
-        events
-            .iter()
-            .all(|event| event.kind == EventKind::Delete && event.mod_revision == before + 1)
-    );
+    assert!(events.iter().all(|event| event.kind == EventKind::Delete && event.mod_revision == before + 1));
     let left: Vec<String> = keys_under(store, "").await;
     assert_eq!(left, ["other", "pq"]);
 
@@ -155,17 +132,11 @@ pub async fn compare_and_set_race_has_exactly_one_winner(store: &Store) {
     assert_eq!(updated.version, 2);
 
     // A stale compare-and-delete fails and leaves the key; a fresh one wins.
-    let stale = store
-        .compare_and_delete("cas/leader", current.mod_revision)
-        .await
-        .unwrap();
+    let stale = store.compare_and_delete("cas/leader", current.mod_revision).await.unwrap();
     assert!(!stale.succeeded);
     assert_eq!(stale.revision, updated.mod_revision);
     assert!(store.get("cas/leader").await.unwrap().kv.is_some());
-    let fresh = store
-        .compare_and_delete("cas/leader", updated.mod_revision)
-        .await
-        .unwrap();
+    let fresh = store.compare_and_delete("cas/leader", updated.mod_revision).await.unwrap();
     assert!(fresh.succeeded);
     assert!(store.get("cas/leader").await.unwrap().kv.is_none());
 }
@@ -179,10 +150,7 @@ async fn race(store: &Store, expected: u64) -> Vec<usize> {
         let (store, barrier) = (store.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let response = store
-                .compare_and_put("cas/leader", contender.to_string(), expected)
-                .await
-                .unwrap();
+            let response = store.compare_and_put("cas/leader", contender.to_string(), expected).await.unwrap();
             response.succeeded.then_some(contender)
         }));
     }
@@ -195,15 +163,8 @@ async fn race(store: &Store, expected: u64) -> Vec<usize> {
 
 pub async fn txn_applies_all_or_nothing(store: &Store) {
     let base = store.put("t/a", "1").await.unwrap();
-    let failed = store
-        .txn(
-            Txn::new()
-                .when_mod_revision("t/a", base + 100)
-                .put("t/b", "2")
-                .delete("t/a"),
-        )
-        .await
-        .unwrap();
+    let failed =
+        store.txn(Txn::new().when_mod_revision("t/a", base + 100).put("t/b", "2").delete("t/a")).await.unwrap();
     assert!(!failed.succeeded);
     assert_eq!(failed.revision, base);
     assert!(store.get("t/b").await.unwrap().kv.is_none());
@@ -221,51 +182,29 @@ pub async fn txn_applies_all_or_nothing(store: &Store) {
         .await
         .unwrap();
     assert!(applied.succeeded);
-    assert_eq!(
-        applied.revision,
-        base + 1,
-        "one transaction is one revision"
-    );
+    assert_eq!(applied.revision, base + 1, "one transaction is one revision");
     let b = store.get("t/b").await.unwrap().kv.unwrap();
     let new = store.get("t/new").await.unwrap().kv.unwrap();
-    assert_eq!(
-        (b.mod_revision, new.mod_revision),
-        (applied.revision, applied.revision)
-    );
+    assert_eq!((b.mod_revision, new.mod_revision), (applied.revision, applied.revision));
     assert!(store.get("t/a").await.unwrap().kv.is_none());
 
-    let twice = store
-        .txn(Txn::new().put("t/x", "1").delete("t/x"))
-        .await
-        .unwrap_err();
+    let twice = store.txn(Txn::new().put("t/x", "1").delete("t/x")).await.unwrap_err();
     assert!(matches!(twice, StoreError::InvalidTxn { .. }), "{twice}");
     let mut huge = Txn::new();
     for i in 0..=gantry_store::MAX_TXN_OPS {
         huge = huge.put(format!("t/many/{i}"), "x");
     }
-    assert!(matches!(
-        store.txn(huge).await.unwrap_err(),
-        StoreError::InvalidTxn { .. }
-    ));
+    assert!(matches!(store.txn(huge).await.unwrap_err(), StoreError::InvalidTxn { .. }));
     assert_eq!(store.revision().await.unwrap(), applied.revision);
 }
 
 pub async fn lease_expiry_deletes_keys_with_events(store: &Store) {
     let lease = store.grant_lease(Duration::from_secs(1)).await.unwrap();
     assert!(lease.ttl >= Duration::from_secs(1));
-    let first = store
-        .put_with_lease("machines/m1", "facts", lease.id)
-        .await
-        .unwrap();
-    store
-        .put_with_lease("instances/web/m1", "up", lease.id)
-        .await
-        .unwrap();
+    let first = store.put_with_lease("machines/m1", "facts", lease.id).await.unwrap();
+    store.put_with_lease("instances/web/m1", "up", lease.id).await.unwrap();
     store.put("machines/m2", "no lease").await.unwrap();
-    assert_eq!(
-        store.get("machines/m1").await.unwrap().kv.unwrap().lease,
-        Some(lease.id)
-    );
+    assert_eq!(store.get("machines/m1").await.unwrap().kv.unwrap().lease, Some(lease.id));
 
     let mut watch = store.watch("", first).await.unwrap();
     let events = next_events(&mut watch, 3).await;
@@ -275,20 +214,14 @@ pub async fn lease_expiry_deletes_keys_with_events(store: &Store) {
     let keys: BTreeSet<&str> = deletes.iter().map(|event| event.key.as_str()).collect();
     assert_eq!(keys, BTreeSet::from(["instances/web/m1", "machines/m1"]));
     assert!(deletes.iter().all(|event| event.kind == EventKind::Delete));
-    assert_eq!(
-        deletes[0].mod_revision, deletes[1].mod_revision,
-        "a lease ends in one revision"
-    );
+    assert_eq!(deletes[0].mod_revision, deletes[1].mod_revision, "a lease ends in one revision");
 
     assert!(store.get("machines/m1").await.unwrap().kv.is_none());
     assert!(store.get("machines/m2").await.unwrap().kv.is_some());
     let err = store.keep_alive(lease.id).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseNotFound { .. }), "{err}");
     let before = store.revision().await.unwrap();
-    let err = store
-        .put_with_lease("machines/m3", "late", lease.id)
-        .await
-        .unwrap_err();
+    let err = store.put_with_lease("machines/m3", "late", lease.id).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseNotFound { .. }), "{err}");
     assert!(store.get("machines/m3").await.unwrap().kv.is_none());
     assert_eq!(store.revision().await.unwrap(), before);
@@ -296,10 +229,7 @@ pub async fn lease_expiry_deletes_keys_with_events(store: &Store) {
 
 pub async fn keep_alive_keeps_keys(store: &Store) {
     let lease = store.grant_lease(Duration::from_secs(2)).await.unwrap();
-    store
-        .put_with_lease("machines/alive", "x", lease.id)
-        .await
-        .unwrap();
+    store.put_with_lease("machines/alive", "x", lease.id).await.unwrap();
     // Keep it alive for twice its TTL, renewing ten times per TTL so that a
     // loaded test machine cannot make a renewal late.
     let until = tokio::time::Instant::now() + lease.ttl * 2;
@@ -372,16 +302,9 @@ pub async fn watch_delivers_every_event_in_order_exactly_once(store: &Store) {
 
     let events = next_events(&mut watch, expected.len()).await;
     assert_quiet(&mut watch).await;
-    assert!(
-        events
-            .windows(2)
-            .all(|pair| pair[0].mod_revision <= pair[1].mod_revision),
-        "events out of revision order"
-    );
-    let mut seen: Vec<(String, u64, EventKind)> = events
-        .iter()
-        .map(|event| (event.key.clone(), event.mod_revision, event.kind))
-        .collect();
+    assert!(events.windows(2).all(|pair| pair[0].mod_revision <= pair[1].mod_revision), "events out of revision order");
+    let mut seen: Vec<(String, u64, EventKind)> =
+        events.iter().map(|event| (event.key.clone(), event.mod_revision, event.kind)).collect();
     seen.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     assert_eq!(seen, expected);
 }
@@ -389,10 +312,7 @@ pub async fn watch_delivers_every_event_in_order_exactly_once(store: &Store) {
 pub async fn watch_resumes_from_a_revision_after_a_disconnect(store: &Store) {
     let start = store.put("resume/0", "0").await.unwrap();
     for i in 1..10 {
-        store
-            .put(&format!("resume/{i}"), i.to_string())
-            .await
-            .unwrap();
+        store.put(&format!("resume/{i}"), i.to_string()).await.unwrap();
     }
     // Watch from before the first write: history first.
     let mut watch = store.watch("resume/", start).await.unwrap();
@@ -401,10 +321,7 @@ pub async fn watch_resumes_from_a_revision_after_a_disconnect(store: &Store) {
     drop(watch); // the client disconnects...
 
     for i in 10..20 {
-        store
-            .put(&format!("resume/{i}"), i.to_string())
-            .await
-            .unwrap();
+        store.put(&format!("resume/{i}"), i.to_string()).await.unwrap();
     }
     // ...and comes back from the revision after the last one it saw.
     let mut watch = store.watch("resume/", last_seen + 1).await.unwrap();
@@ -412,21 +329,15 @@ pub async fn watch_resumes_from_a_revision_after_a_disconnect(store: &Store) {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 20..30 {
-                store
-                    .put(&format!("resume/{i}"), i.to_string())
-                    .await
-                    .unwrap();
+                store.put(&format!("resume/{i}"), i.to_string()).await.unwrap();
             }
         })
     };
     let rest = next_events(&mut watch, 25).await;
     writer.await.unwrap();
     assert_quiet(&mut watch).await;
-    let values: Vec<String> = first_half
-        .iter()
-        .chain(&rest)
-        .map(|event| String::from_utf8(event.value.to_vec()).unwrap())
-        .collect();
+    let values: Vec<String> =
+        first_half.iter().chain(&rest).map(|event| String::from_utf8(event.value.to_vec()).unwrap()).collect();
     let expected: Vec<String> = (0..30).map(|i| i.to_string()).collect();
     assert_eq!(values, expected);
 }
@@ -436,10 +347,7 @@ pub async fn watch_from_zero_sees_only_new_changes(store: &Store) {
     let mut watch = store.watch("now/", 0).await.unwrap();
     let revision = store.put("now/new", "new").await.unwrap();
     let event = next_event(&mut watch).await;
-    assert_eq!(
-        (event.key.as_str(), event.mod_revision, event.kind),
-        ("now/new", revision, EventKind::Put)
-    );
+    assert_eq!((event.key.as_str(), event.mod_revision, event.kind), ("now/new", revision, EventKind::Put));
     assert_eq!(&event.value[..], b"new");
     assert_quiet(&mut watch).await;
 }
@@ -454,25 +362,16 @@ pub async fn watch_from_a_compacted_revision_fails_with_compacted(store: &Store)
     // Compacting again, or lower, is harmless.
     store.compact(first).await.unwrap();
     let future = store.revision().await.unwrap() + 10;
-    assert!(matches!(
-        store.compact(future).await.unwrap_err(),
-        StoreError::FutureRevision { .. }
-    ));
+    assert!(matches!(store.compact(future).await.unwrap_err(), StoreError::FutureRevision { .. }));
 
     let mut watch = store.watch("c/", first).await.unwrap();
     match next_error(&mut watch).await {
-        StoreError::Compacted {
-            requested,
-            oldest_available,
-        } => {
+        StoreError::Compacted { requested, oldest_available } => {
             assert_eq!((requested, oldest_available), (first, compact_at));
         }
         other => panic!("expected Compacted, got {other}"),
     }
-    assert!(
-        watch.next_event().await.is_none(),
-        "the stream ends after the error"
-    );
+    assert!(watch.next_event().await.is_none(), "the stream ends after the error");
 
     // From the oldest available revision on, the history is complete.
     let mut watch = store.watch("c/", compact_at).await.unwrap();
@@ -493,75 +392,36 @@ pub async fn many_watchers_of_one_prefix_all_see_a_write(store: &Store) {
     }
     for check in checks {
         let event: Event = check.await.unwrap();
-        assert_eq!(
-            (event.key.as_str(), event.mod_revision),
-            ("fan/x", revision)
-        );
+        assert_eq!((event.key.as_str(), event.mod_revision), ("fan/x", revision));
     }
 }
 
 pub async fn invalid_input_is_rejected_and_nothing_is_stored(store: &Store) {
     let before = store.revision().await.unwrap();
-    for key in [
-        "",
-        "/lead",
-        "trail/",
-        "a//b",
-        "a/../b",
-        "nul\0",
-        "tab\tkey",
-        &"k".repeat(1025),
-    ] {
+    for key in ["", "/lead", "trail/", "a//b", "a/../b", "nul\0", "tab\tkey", &"k".repeat(1025)] {
         let err = store.put(key, "x").await.unwrap_err();
-        assert!(
-            matches!(err, StoreError::InvalidKey { .. }),
-            "{key:?}: {err}"
-        );
+        assert!(matches!(err, StoreError::InvalidKey { .. }), "{key:?}: {err}");
         assert!(err.is_bad_request());
-        assert!(matches!(
-            store.get(key).await.unwrap_err(),
-            StoreError::InvalidKey { .. }
-        ));
+        assert!(matches!(store.get(key).await.unwrap_err(), StoreError::InvalidKey { .. }));
     }
     let huge = vec![b'x'; MAX_VALUE_BYTES + 1];
     let err = store.put("big", huge.clone()).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::ValueTooLarge { size, .. } if size == MAX_VALUE_BYTES + 1),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::ValueTooLarge { size, .. } if size == MAX_VALUE_BYTES + 1), "{err}");
     // One bad operation spoils the whole transaction.
-    let err = store
-        .txn(Txn::new().put("fine", "x").put("bad//key", "x"))
-        .await
-        .unwrap_err();
+    let err = store.txn(Txn::new().put("fine", "x").put("bad//key", "x")).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidKey { .. }), "{err}");
-    let err = store
-        .txn(Txn::new().put("fine", "x").put("big", huge))
-        .await
-        .unwrap_err();
+    let err = store.txn(Txn::new().put("fine", "x").put("big", huge)).await.unwrap_err();
     assert!(matches!(err, StoreError::ValueTooLarge { .. }), "{err}");
-    assert!(matches!(
-        store.range("a//", None).await.unwrap_err(),
-        StoreError::InvalidKey { .. }
-    ));
-    assert!(matches!(
-        store.watch("../", 0).await.unwrap_err(),
-        StoreError::InvalidKey { .. }
-    ));
-    assert!(matches!(
-        store.grant_lease(Duration::ZERO).await.unwrap_err(),
-        StoreError::InvalidTtl { .. }
-    ));
+    assert!(matches!(store.range("a//", None).await.unwrap_err(), StoreError::InvalidKey { .. }));
+    assert!(matches!(store.watch("../", 0).await.unwrap_err(), StoreError::InvalidKey { .. }));
+    assert!(matches!(store.grant_lease(Duration::ZERO).await.unwrap_err(), StoreError::InvalidTtl { .. }));
 
     assert_eq!(store.revision().await.unwrap(), before);
     assert!(store.range("", None).await.unwrap().kvs.is_empty());
     // The largest value allowed is stored whole.
     let max = vec![b'y'; MAX_VALUE_BYTES];
     store.put("big", max.clone()).await.unwrap();
-    assert_eq!(
-        store.get("big").await.unwrap().kv.unwrap().value.len(),
-        max.len()
-    );
+    assert_eq!(store.get("big").await.unwrap().kv.unwrap().value.len(), max.len());
     let keys: HashSet<String> = keys_under(store, "").await.into_iter().collect();
     assert_eq!(keys, HashSet::from(["big".to_owned()]));
 }

@@ -128,7 +128,12 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
 
 /// `gantry resolve SERVICE`: what the service's requirements resolve to,
 /// as an agent on `machine` would see them.
-pub fn resolve_cmd(server: &ServerArgs, service: &str, machine: Option<&str>, show_secrets: bool) -> anyhow::Result<()> {
+pub fn resolve_cmd(
+    server: &ServerArgs,
+    service: &str,
+    machine: Option<&str>,
+    show_secrets: bool,
+) -> anyhow::Result<()> {
     let client = Client::new(&server.url);
     let rt = runtime()?;
     let (definition, instances, datastores) = rt
@@ -140,9 +145,14 @@ pub fn resolve_cmd(server: &ServerArgs, service: &str, machine: Option<&str>, sh
         })
         .map_err(explain)?;
     let Some(definition) = definition else {
-        return Err(BadInput(format!("error: no service {service:?} on {}\n = help: run `gantry apply` in the repository", server.url)).into());
+        return Err(BadInput(format!(
+            "error: no service {service:?} on {}\n = help: run `gantry apply` in the repository",
+            server.url
+        ))
+        .into());
     };
-    let parsed = gantry_spec::parse_service_json(service, &definition.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let parsed =
+        gantry_spec::parse_service_json(service, &definition.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let datastores: BTreeMap<String, String> = datastores
         .entries
         .into_iter()
@@ -154,14 +164,18 @@ pub fn resolve_cmd(server: &ServerArgs, service: &str, machine: Option<&str>, sh
         Ok(resolution) => {
             if server.json {
                 let values: BTreeMap<&String, String> = resolution.values.iter().map(|(k, v)| (k, shown(v))).collect();
-                return print_json(&serde_json::json!({"service": service, "values": values, "sources": resolution.sources}));
+                return print_json(
+                    &serde_json::json!({"service": service, "values": values, "sources": resolution.sources}),
+                );
             }
             let mut out = std::io::stdout().lock();
             for (key, value) in &resolution.values {
                 let from: Vec<String> = resolution.sources[key]
                     .iter()
                     .map(|s| match &s.origin {
-                        resolve::Origin::Instance { service, id, .. } => format!("{} from {service}/{id}", s.placeholder),
+                        resolve::Origin::Instance { service, id, .. } => {
+                            format!("{} from {service}/{id}", s.placeholder)
+                        }
                         resolve::Origin::Datastore => format!("{} from datastore", s.placeholder),
                         resolve::Origin::Frontend { service, address } => {
                             format!("{} from the {service} frontend at {address}", s.placeholder)
@@ -170,7 +184,9 @@ pub fn resolve_cmd(server: &ServerArgs, service: &str, machine: Option<&str>, sh
                     .collect();
                 writeln!(out, "{key}={}\t# {}", shown(value), from.join(", "))?;
             }
-            if machine.is_none() && resolution.sources.values().flatten().any(|s| matches!(s.origin, resolve::Origin::Instance { .. })) {
+            if machine.is_none()
+                && resolution.sources.values().flatten().any(|s| matches!(s.origin, resolve::Origin::Instance { .. }))
+            {
                 writeln!(out, "# with several providers each machine gets its own: --machine ID shows one machine's")?;
             }
             Ok(())
@@ -269,8 +285,14 @@ pub fn listener_switch(server: &ServerArgs, machine: Option<&str>, all: bool, en
     let client = Client::new(&server.url);
     let machines: Vec<String> = match (machine, all) {
         (Some(m), false) => vec![m.to_owned()],
-        (None, true) => runtime()?.block_on(client.machines()).map_err(explain)?.items.into_iter().map(|m| m.id).collect(),
-        _ => return Err(BadInput("error: name one machine with --machine ID, or every machine with --all".into()).into()),
+        (None, true) => {
+            runtime()?.block_on(client.machines()).map_err(explain)?.items.into_iter().map(|m| m.id).collect()
+        }
+        _ => {
+            return Err(
+                BadInput("error: name one machine with --machine ID, or every machine with --all".into()).into()
+            );
+        }
     };
     let body = serde_json::json!({ "enabled": enabled }).to_string();
     runtime()?
@@ -292,7 +314,12 @@ pub fn listener_switch(server: &ServerArgs, machine: Option<&str>, all: bool, en
 
 /// `gantry instance:deploy [GROUP] [-n N]`: every agent of the group (or
 /// every agent) re-runs provisioning, at most N at a time.
-pub fn instance_deploy(server: &ServerArgs, group: Option<&str>, batch: usize, timeout: Duration) -> anyhow::Result<()> {
+pub fn instance_deploy(
+    server: &ServerArgs,
+    group: Option<&str>,
+    batch: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let client = Client::new(&server.url);
     let rt = runtime()?;
     let machines: Vec<String> = rt
@@ -304,7 +331,8 @@ pub fn instance_deploy(server: &ServerArgs, group: Option<&str>, batch: usize, t
         .map(|m| m.id)
         .collect();
     if machines.is_empty() {
-        let what = group.map_or("no agents are registered".to_owned(), |g| format!("no agent of group {g:?} is registered"));
+        let what =
+            group.map_or("no agents are registered".to_owned(), |g| format!("no agent of group {g:?} is registered"));
         return Err(BadInput(format!("error: {what}\n = help: start agents with `gantry agent --group GROUP`")).into());
     }
     let id = format!("{:x}", now_ms());
@@ -340,7 +368,8 @@ async fn deploy_batch(
     id: &str,
     timeout: Duration,
 ) -> Result<Vec<(String, Option<gantry_api::DeployOutcome>)>, gantry_client::ClientError> {
-    let request = serde_json::to_string(&DeployRequest { id: id.to_owned(), requested_at_ms: now_ms() }).unwrap_or_default();
+    let request =
+        serde_json::to_string(&DeployRequest { id: id.to_owned(), requested_at_ms: now_ms() }).unwrap_or_default();
     for m in machines {
         client.kv_put(&keys::agent_kv(m, "deploy"), &request, PutOptions::default()).await?;
     }

@@ -104,13 +104,8 @@ async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<C
 
     // Services before groups: an agent that sees its group's new list finds
     // every service it names.
-    let current: BTreeMap<String, serde_json::Value> = client
-        .services()
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|v| Some((v["id"].as_str()?.to_owned(), v)))
-        .collect();
+    let current: BTreeMap<String, serde_json::Value> =
+        client.services().await?.items.into_iter().filter_map(|v| Some((v["id"].as_str()?.to_owned(), v))).collect();
     let stored_services: Vec<String> = current.keys().cloned().collect();
     for (id, definition) in &desired.services {
         let Some(action) = action(current.get(id), definition) else { continue };
@@ -134,7 +129,8 @@ async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<C
         changes.push(change(action, "datastore", name));
     }
 
-    let current: BTreeMap<String, Group> = client.groups().await?.items.into_iter().map(|g| (g.name.clone(), g)).collect();
+    let current: BTreeMap<String, Group> =
+        client.groups().await?.items.into_iter().map(|g| (g.name.clone(), g)).collect();
     for (name, group) in &desired.groups {
         let Some(action) = action(current.get(name), group) else { continue };
         if !dry_run {

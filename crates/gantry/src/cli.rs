@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::remote::{ServeArgs, ServerArgs};
 use crate::agents::AgentArgs;
 use crate::aws::{CreateArgs, LaunchArgs, UpdateArgs};
+use crate::remote::{ServeArgs, ServerArgs};
 use crate::{agents, apply, aws, generate, remote, repo, running, show, up};
 
 /// Gantry: one declarative repository becomes running infrastructure.
@@ -493,9 +493,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::NodesList { repo } => show::nodes_list(&repo::open(&repo)?, repo.json),
         Command::NodesShow { group, repo } => show::nodes_show(&repo::open(&repo)?, &group, repo.json),
         Command::ServicesList { repo } => show::services_list(&repo::open(&repo)?, repo.json),
-        Command::ServicesShow { service, repo } => {
-            show::services_show(&repo::open(&repo)?, &service, repo.json)
-        }
+        Command::ServicesShow { service, repo } => show::services_show(&repo::open(&repo)?, &service, repo.json),
         Command::RepoCheck { repo } => show::check(&repo::open(&repo)?, repo.json),
         Command::Up { dir, detach, timeout } => up::up(dir, detach, timeout),
         Command::Status { dir, json } => up::status(dir, json),
@@ -510,8 +508,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             agents::resolve_cmd(&server, &service, machine.as_deref(), show_secrets)
         }
         Command::ListenerStatus { machine, server } => agents::listener_status(&server, machine.as_deref()),
-        Command::ListenerOn { target, server } => agents::listener_switch(&server, target.machine.as_deref(), target.all, true),
-        Command::ListenerOff { target, server } => agents::listener_switch(&server, target.machine.as_deref(), target.all, false),
+        Command::ListenerOn { target, server } => {
+            agents::listener_switch(&server, target.machine.as_deref(), target.all, true)
+        }
+        Command::ListenerOff { target, server } => {
+            agents::listener_switch(&server, target.machine.as_deref(), target.all, false)
+        }
         Command::InstanceDeploy { group, batch, timeout, server } => {
             agents::instance_deploy(&server, group.as_deref(), batch, timeout)
         }

@@ -66,7 +66,10 @@ pub fn run(opened: &Opened, kind: Kind, group: Option<&str>, json: bool) -> anyh
         return Ok(());
     }
     if written.is_empty() {
-        writeln!(stdout, "no roles to update: roles/ has no role of a group in nodes.json (create one with `gantry role:create GROUP`)")?;
+        writeln!(
+            stdout,
+            "no roles to update: roles/ has no role of a group in nodes.json (create one with `gantry role:create GROUP`)"
+        )?;
         return Ok(());
     }
     for w in &written {

@@ -76,7 +76,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Scripts and tests read this line to learn the port.
         println!("gantry server listening on http://{addr} (store: {described})");
         std::io::stdout().flush()?;
-        gantry_server::serve_threaded(listener, store.clone(), usize::from(args.threads), shutdown_signal()).await.context("serving")?;
+        gantry_server::serve_threaded(listener, store.clone(), usize::from(args.threads), shutdown_signal())
+            .await
+            .context("serving")?;
         store.close().await.context("closing the store")?;
         Ok(())
     })
@@ -115,13 +117,17 @@ fn filters(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// `KEY=VALUE` arguments; one without `=` is bad input showing `example`.
-pub(crate) fn key_values<C: FromIterator<(String, String)>>(items: &[String], form: &str, example: &str) -> anyhow::Result<C> {
+pub(crate) fn key_values<C: FromIterator<(String, String)>>(
+    items: &[String],
+    form: &str,
+    example: &str,
+) -> anyhow::Result<C> {
     items
         .iter()
         .map(|p| {
-            p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
-                BadInput(format!("error: {p:?} is not {form}\n = help: write {example}")).into()
-            })
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| BadInput(format!("error: {p:?} is not {form}\n = help: write {example}")).into())
         })
         .collect()
 }
@@ -154,7 +160,10 @@ pub fn machine_show(server: &ServerArgs, id: &str) -> anyhow::Result<()> {
     let client = Client::new(&server.url);
     match runtime()?.block_on(client.machine(id)) {
         Ok(m) => print_json(&m),
-        Err(e) if e.is_not_found() => Err(BadInput(format!("error: no machine {id:?}\n = help: `gantry machine:list` shows the known ones")).into()),
+        Err(e) if e.is_not_found() => {
+            Err(BadInput(format!("error: no machine {id:?}\n = help: `gantry machine:list` shows the known ones"))
+                .into())
+        }
         Err(e) => Err(explain(e)),
     }
 }
@@ -164,7 +173,11 @@ fn print_instances(server: &ServerArgs, instances: &[Instance]) -> anyhow::Resul
         return print_json(instances);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<12} {:<24} {:<20} {:<22} {:<8} {:<12} PROPERTIES", "SERVICE", "INSTANCE", "MACHINE", "ADDRESS", "HEALTH", "FEDERATION")?;
+    writeln!(
+        out,
+        "{:<12} {:<24} {:<20} {:<22} {:<8} {:<12} PROPERTIES",
+        "SERVICE", "INSTANCE", "MACHINE", "ADDRESS", "HEALTH", "FEDERATION"
+    )?;
     for i in instances {
         let props: Vec<String> = i.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let health = serde_json::to_value(i.health)?.as_str().unwrap_or("").to_string();
@@ -232,14 +245,15 @@ pub fn kv_get(server: &ServerArgs, key: &str) -> anyhow::Result<()> {
 
 pub fn kv_put(server: &ServerArgs, key: &str, value: &str, cas: Option<u64>) -> anyhow::Result<()> {
     let client = Client::new(&server.url);
-    let result = runtime()?
-        .block_on(client.kv_put(key, value, PutOptions { cas, lease: None }))
-        .map_err(|e| match e.code() {
-            Some("cas_failed") => {
-                eprintln!("error: {e}");
-                std::process::exit(1);
+    let result =
+        runtime()?.block_on(client.kv_put(key, value, PutOptions { cas, lease: None })).map_err(|e| {
+            match e.code() {
+                Some("cas_failed") => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+                _ => explain(e),
             }
-            _ => explain(e),
         })?;
     if server.json {
         print_json(&result)?;

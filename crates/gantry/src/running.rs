@@ -12,8 +12,8 @@ use gantry_client::{Client, PutOptions};
 
 use crate::BadInput;
 use crate::agents::statuses;
-use gantry_api::now_ms;
 use crate::remote::{ServerArgs, explain, print_json, runtime};
+use gantry_api::now_ms;
 
 /// What `service:*` asks of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,22 +76,33 @@ pub fn control(server: &ServerArgs, service: &str, machine: Option<&str>, action
         writeln!(out, "{machine:<28} {word:<14} {state}")?;
     }
     if late > 0 {
-        anyhow::bail!("{late} of {} node(s) did not confirm within {CONFIRM:?}: see `gantry logs {service}`", results.len());
+        anyhow::bail!(
+            "{late} of {} node(s) did not confirm within {CONFIRM:?}: see `gantry logs {service}`",
+            results.len()
+        );
     }
     Ok(())
 }
 
 /// Waits until each agent's status shows `action` carried out: a new pid or
 /// more restarts (restart), state stopped (stop), running (start).
-async fn confirm(client: &Client, service: &str, before: &[AgentStatus], action: Action) -> Vec<(String, bool, String)> {
+async fn confirm(
+    client: &Client,
+    service: &str,
+    before: &[AgentStatus],
+    action: Action,
+) -> Vec<(String, bool, String)> {
     let process = |s: &AgentStatus| s.processes.get(service).map(|p| p.process.clone()).unwrap_or_default();
     let done = |old: &serde_json::Value, new: &serde_json::Value| match action {
-        Action::Restart => new["state"] == "running" && (new["pid"] != old["pid"] || new["restarts"] != old["restarts"]),
+        Action::Restart => {
+            new["state"] == "running" && (new["pid"] != old["pid"] || new["restarts"] != old["restarts"])
+        }
         Action::Stop => new["state"] == "stopped",
         Action::Start => new["state"] == "running",
     };
     let deadline = Instant::now() + CONFIRM;
-    let mut results: Vec<(String, bool, String)> = before.iter().map(|s| (s.machine.clone(), false, String::new())).collect();
+    let mut results: Vec<(String, bool, String)> =
+        before.iter().map(|s| (s.machine.clone(), false, String::new())).collect();
     loop {
         let now = statuses(client).await.unwrap_or_default();
         for (machine, ok, state) in &mut results {
@@ -162,7 +173,8 @@ pub fn lb_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Result<(
     // Every instance of the fronted services, to show the ones out of rotation too.
     let instances = rt.block_on(client.instances_with(&[])).map_err(explain)?.items;
     if server.json {
-        let view: Vec<serde_json::Value> = all.iter().map(|s| serde_json::json!({"machine": s.machine, "lb": s.lb})).collect();
+        let view: Vec<serde_json::Value> =
+            all.iter().map(|s| serde_json::json!({"machine": s.machine, "lb": s.lb})).collect();
         return print_json(&view);
     }
     let mut out = std::io::stdout().lock();

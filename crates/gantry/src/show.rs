@@ -125,10 +125,7 @@ pub fn services_show(opened: &Opened, id: &str, as_json: bool) -> anyhow::Result
     field(&mut out, "public", if s.public { "yes" } else { "no" })?;
     field(&mut out, "port", &s.port().map_or_else(|| "assigned by the agent".into(), |p| p.to_string()))?;
     field(&mut out, "local_port", &s.local_port.map_or_else(|| "-".into(), |p| p.to_string()))?;
-    let check = s.check.as_ref().map_or_else(
-        || "none".to_string(),
-        |c| serde_json::to_string(c).expect("plain data"),
-    );
+    let check = s.check.as_ref().map_or_else(|| "none".to_string(), |c| serde_json::to_string(c).expect("plain data"));
     field(&mut out, "check", &check)?;
     let groups: Vec<&str> = repo
         .groups
@@ -156,10 +153,8 @@ pub fn services_show(opened: &Opened, id: &str, as_json: bool) -> anyhow::Result
 /// Where a placeholder in `s`'s requires is looked up: a live provider first,
 /// datastores second (seed 001).
 fn source_of(repo: &Repo, s: &Service, placeholder: &str) -> String {
-    let provider = repo
-        .services
-        .values()
-        .find(|p| p.federation == s.federation && p.provides.contains_key(placeholder));
+    let provider =
+        repo.services.values().find(|p| p.federation == s.federation && p.provides.contains_key(placeholder));
     match (provider, repo.datastores.contains_key(placeholder)) {
         (Some(p), true) => format!("{placeholder} from service {} (datastore as fallback)", p.id),
         (Some(p), false) => format!("{placeholder} from service {}", p.id),

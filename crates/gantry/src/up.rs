@@ -14,8 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,8 @@ use gantry_client::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::agents::statuses;
-use crate::remote::{explain, print_json, runtime};
 use crate::cli::RepoArgs;
+use crate::remote::{explain, print_json, runtime};
 use crate::repo::{self, Opened};
 
 pub const STATE_DIR: &str = ".gantry";
@@ -83,16 +83,33 @@ fn plan_nodes(opened: &Opened) -> Vec<Node> {
     for group in opened.repo.groups.values() {
         let count = group.autoscale.as_ref().map_or(1, |a| a.node_min.max(1));
         for n in 1..=count {
-            nodes.push(Node { name: format!("{}-{n}", group.name), group: Some(group.name.clone()), address: String::new(), external: None, process: None });
+            nodes.push(Node {
+                name: format!("{}-{n}", group.name),
+                group: Some(group.name.clone()),
+                address: String::new(),
+                external: None,
+                process: None,
+            });
         }
     }
-    let mut federations: Vec<&str> =
-        opened.repo.services.values().filter(|s| s.public && s.local_port.is_some()).map(|s| s.federation.as_str()).collect();
+    let mut federations: Vec<&str> = opened
+        .repo
+        .services
+        .values()
+        .filter(|s| s.public && s.local_port.is_some())
+        .map(|s| s.federation.as_str())
+        .collect();
     federations.dedup();
     federations.sort_unstable();
     federations.dedup();
     for federation in federations {
-        nodes.push(Node { name: format!("lb-{federation}"), group: None, address: String::new(), external: Some(federation.to_owned()), process: None });
+        nodes.push(Node {
+            name: format!("lb-{federation}"),
+            group: None,
+            address: String::new(),
+            external: Some(federation.to_owned()),
+            process: None,
+        });
     }
     for (i, node) in nodes.iter_mut().enumerate() {
         node.address = format!("127.{net}.{}.{}", (i + 1) / 250, (i + 1) % 250 + 1);
@@ -194,7 +211,11 @@ fn say(began: Instant, line: &str) {
 
 fn gantry_command(log: &Path) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("finding the gantry binary")?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
     let mut command = Command::new(exe);
     command
         .stdin(Stdio::null())
@@ -231,7 +252,19 @@ fn start_agent(opened: &Opened, state: &Path, url: &str, node: &Node) -> anyhow:
     let data_dir = state.join("nodes").join(&node.name);
     let mut command = gantry_command(&state.join("logs").join(format!("{}.log", node.name)))?;
     command
-        .args(["agent", "--server", url, "--machine-id", &node.name, "--address", &node.address, "--lb", "auto", "--restart-delay", "500ms"])
+        .args([
+            "agent",
+            "--server",
+            url,
+            "--machine-id",
+            &node.name,
+            "--address",
+            &node.address,
+            "--lb",
+            "auto",
+            "--restart-delay",
+            "500ms",
+        ])
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--workdir")
@@ -283,7 +316,11 @@ async fn look(client: &Client, stack: &Stack) -> Look {
                     Ok(stream) => {
                         use futures::StreamExt;
                         let chunks: Vec<_> = stream.collect().await;
-                        chunks.into_iter().filter_map(Result::ok).map(|b| String::from_utf8_lossy(&b).into_owned()).collect::<String>()
+                        chunks
+                            .into_iter()
+                            .filter_map(Result::ok)
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .collect::<String>()
                     }
                     Err(_) => String::new(),
                 };

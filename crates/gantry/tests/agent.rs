@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gantry_api::{Health, Instance};
 use gantry_client::{Client, PutOptions};
 
-use super::{AgentProcess, ServerProcess, Scratch, block_on, eventually, gantry, run_in, runs_total, status_of};
+use super::{AgentProcess, Scratch, ServerProcess, block_on, eventually, gantry, run_in, runs_total, status_of};
 
 const FEDERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/federations");
 
@@ -21,7 +21,11 @@ fn www_resolves_api_and_follows_it_when_it_moves() {
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
 
-    let mut api = AgentProcess::start(&server.url, &work.path().join("api1"), &["--group", "12_04-api", "--address", "127.0.0.2"]);
+    let mut api = AgentProcess::start(
+        &server.url,
+        &work.path().join("api1"),
+        &["--group", "12_04-api", "--address", "127.0.0.2"],
+    );
     let seen = work.path().join("seen.conf");
     let provision = format!("cp env/app-www.conf {}; echo run >> runs.log", seen.display());
     let www_dir = work.path().join("www");
@@ -44,10 +48,13 @@ fn www_resolves_api_and_follows_it_when_it_moves() {
     assert!(conf.contains("export HOST='127.0.0.3'") && conf.contains("export PORT='8080'"), "{conf}");
     let mode = std::fs::metadata(www_dir.join("env/app-www.conf")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "env files hold secrets");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(www_dir.join("env/app-www.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(www_dir.join("env/app-www.json")).unwrap()).unwrap();
     assert_eq!(json["API_URL"], "http://127.0.0.2:1100");
     let www_id = www.machine_id();
-    let first = eventually("www's first provision run", Duration::from_secs(10), || status_of(&server, &www_id).filter(|s| runs_total(s) >= 1));
+    let first = eventually("www's first provision run", Duration::from_secs(10), || {
+        status_of(&server, &www_id).filter(|s| runs_total(s) >= 1)
+    });
     assert_eq!(first.group.as_deref(), Some("12_04-www"));
     assert!(std::fs::read_to_string(&seen).unwrap().contains("127.0.0.2"), "the run saw the env file");
 
@@ -67,7 +74,11 @@ fn www_resolves_api_and_follows_it_when_it_moves() {
     assert!(www.env_file("app-www").contains("127.0.0.2"), "the previous env file is kept");
 
     // The api comes back elsewhere: www re-provisions with the new address.
-    let _api2 = AgentProcess::start(&server.url, &work.path().join("api2"), &["--group", "12_04-api", "--address", "127.0.0.4"]);
+    let _api2 = AgentProcess::start(
+        &server.url,
+        &work.path().join("api2"),
+        &["--group", "12_04-api", "--address", "127.0.0.4"],
+    );
     eventually("www's env file follows the api", Duration::from_secs(20), || {
         Some(()).filter(|()| www.env_file("app-www").contains("API_URL='http://127.0.0.4:1100'"))
     });
@@ -156,8 +167,11 @@ fn a_killed_agent_leaves_lookups_within_its_lease_and_comes_back_without_duplica
     let args = ["--group", "12_04-api", "--address", "127.0.0.2", "--lease-ttl", "2s"];
     let mut api = AgentProcess::start(&server.url, &work.path().join("api"), &args);
     let id = api.machine_id();
-    eventually("the api is looked up", Duration::from_secs(10), || gantry(&server, &["lookup", "api", "--json"]).stdout.contains(&id).then_some(()));
-    let machine: serde_json::Value = serde_json::from_str(&gantry(&server, &["machine:show", &id, "--json"]).ok()).unwrap();
+    eventually("the api is looked up", Duration::from_secs(10), || {
+        gantry(&server, &["lookup", "api", "--json"]).stdout.contains(&id).then_some(())
+    });
+    let machine: serde_json::Value =
+        serde_json::from_str(&gantry(&server, &["machine:show", &id, "--json"]).ok()).unwrap();
     assert!(machine["facts"]["cpu_count"].as_u64().unwrap() >= 1, "{machine}");
     assert!(machine["facts"]["memory_bytes"].as_u64().unwrap() > 0, "{machine}");
     assert_eq!(machine["labels"]["group"], "12_04-api");
@@ -173,8 +187,11 @@ fn a_killed_agent_leaves_lookups_within_its_lease_and_comes_back_without_duplica
     assert!(gantry(&server, &["machine:show", &id]).code != 0, "the machine left too");
 
     let _again = AgentProcess::start(&server.url, &work.path().join("api"), &args);
-    eventually("the restarted agent is back", Duration::from_secs(10), || gantry(&server, &["lookup", "api", "--json"]).stdout.contains(&id).then_some(()));
-    let hosts: Vec<Instance> = serde_json::from_str(&gantry(&server, &["service:hosts", "api", "--json"]).ok()).unwrap();
+    eventually("the restarted agent is back", Duration::from_secs(10), || {
+        gantry(&server, &["lookup", "api", "--json"]).stdout.contains(&id).then_some(())
+    });
+    let hosts: Vec<Instance> =
+        serde_json::from_str(&gantry(&server, &["service:hosts", "api", "--json"]).ok()).unwrap();
     assert_eq!(hosts.len(), 1, "{hosts:?}");
     assert_eq!(hosts[0].id, id, "the same machine id, from its data dir");
 }
@@ -184,11 +201,15 @@ fn a_federation_never_resolves_another_federations_provider() {
     let work = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", FEDERATIONS]).ok();
-    let _blue = AgentProcess::start(&server.url, &work.path().join("blue"), &["--group", "blue-db", "--address", "127.0.0.2"]);
+    let _blue =
+        AgentProcess::start(&server.url, &work.path().join("blue"), &["--group", "blue-db", "--address", "127.0.0.2"]);
     // blue-db is registered before green-app starts: green-app sees it in its
     // first read and still does not take it.
-    eventually("blue-db is registered", Duration::from_secs(10), || gantry(&server, &["lookup", "blue-db"]).stdout.contains("5432").then_some(()));
-    let app = AgentProcess::start(&server.url, &work.path().join("app"), &["--group", "green-app", "--address", "127.0.0.3"]);
+    eventually("blue-db is registered", Duration::from_secs(10), || {
+        gantry(&server, &["lookup", "blue-db"]).stdout.contains("5432").then_some(())
+    });
+    let app =
+        AgentProcess::start(&server.url, &work.path().join("app"), &["--group", "green-app", "--address", "127.0.0.3"]);
     let id = app.machine_id();
     let status = eventually("green-app reports DB_URL unresolved", Duration::from_secs(10), || {
         status_of(&server, &id).filter(|s| s.problems.iter().any(|p| p.contains("DB_URL")))
@@ -199,7 +220,11 @@ fn a_federation_never_resolves_another_federations_provider() {
     assert!(!app.env_file("green-app").contains("blue"), "{}", app.env_file("green-app"));
     assert!(gantry(&server, &["resolve", "green-app"]).code != 0);
 
-    let _green = AgentProcess::start(&server.url, &work.path().join("green"), &["--group", "green-db", "--address", "127.0.0.4"]);
+    let _green = AgentProcess::start(
+        &server.url,
+        &work.path().join("green"),
+        &["--group", "green-db", "--address", "127.0.0.4"],
+    );
     let conf = eventually("green-app gets green's database", Duration::from_secs(10), || {
         Some(app.env_file("green-app")).filter(|c| c.contains("DATABASE_URL="))
     });
@@ -213,10 +238,21 @@ fn deploys_report_each_node_and_failures_say_why() {
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
     let flag = work.path().join("fail");
-    let cmd = format!("echo provisioning; if [ -f {0} ]; then echo broken >&2; exit 3; fi; if [ -f {0}.hang ]; then sleep 30; fi", flag.display());
+    let cmd = format!(
+        "echo provisioning; if [ -f {0} ]; then echo broken >&2; exit 3; fi; if [ -f {0}.hang ]; then sleep 30; fi",
+        flag.display()
+    );
     let common = ["--provision-cmd", cmd.as_str(), "--min-interval", "100ms", "--provision-timeout", "1s"];
-    let a = AgentProcess::start(&server.url, &work.path().join("a"), &[&["--group", "12_04-bee", "--address", "127.0.0.2"][..], &common].concat());
-    let b = AgentProcess::start(&server.url, &work.path().join("b"), &[&["--group", "12_04-bee", "--address", "127.0.0.3"][..], &common].concat());
+    let a = AgentProcess::start(
+        &server.url,
+        &work.path().join("a"),
+        &[&["--group", "12_04-bee", "--address", "127.0.0.2"][..], &common].concat(),
+    );
+    let b = AgentProcess::start(
+        &server.url,
+        &work.path().join("b"),
+        &[&["--group", "12_04-bee", "--address", "127.0.0.3"][..], &common].concat(),
+    );
     let (a_id, b_id) = (a.machine_id(), b.machine_id());
     for id in [&a_id, &b_id] {
         eventually("the agents registered", Duration::from_secs(10), || status_of(&server, id));
@@ -271,7 +307,18 @@ fn an_agent_waits_for_a_server_that_is_down_and_an_unwritable_env_dir_is_an_erro
 
     let file = work.path().join("a-file");
     std::fs::write(&file, "").unwrap();
-    let bad = run_in(Path::new("."), &["agent", "--server", &server.url, "--data-dir", work.path().join("b").to_str().unwrap(), "--env-dir", file.join("env").to_str().unwrap()]);
+    let bad = run_in(
+        Path::new("."),
+        &[
+            "agent",
+            "--server",
+            &server.url,
+            "--data-dir",
+            work.path().join("b").to_str().unwrap(),
+            "--env-dir",
+            file.join("env").to_str().unwrap(),
+        ],
+    );
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("creating the env dir") && bad.stderr.contains("a-file/env"), "{}", bad.stderr);
 }
@@ -290,13 +337,20 @@ fn a_service_leaving_a_node_is_withdrawn_first_then_deleted_after_the_drain() {
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     let repo = scratch.dir.path().to_str().unwrap().to_owned();
     gantry(&server, &["apply", "--repo", &repo]).ok();
-    let bee = AgentProcess::start(&server.url, &work.path().join("bee"), &["--group", "12_04-bee", "--address", "127.0.0.5", "--drain", "700ms"]);
+    let bee = AgentProcess::start(
+        &server.url,
+        &work.path().join("bee"),
+        &["--group", "12_04-bee", "--address", "127.0.0.5", "--drain", "700ms"],
+    );
     let hosts: Vec<Instance> = eventually("djjob is registered", Duration::from_secs(10), || {
-        let hosts: Vec<Instance> = serde_json::from_str(&gantry(&server, &["service:hosts", "djjob", "--json"]).ok()).unwrap();
+        let hosts: Vec<Instance> =
+            serde_json::from_str(&gantry(&server, &["service:hosts", "djjob", "--json"]).ok()).unwrap();
         (!hosts.is_empty()).then_some(hosts)
     });
     assert!(gantry_agent::agent::PORT_RANGE.contains(&hosts[0].port), "{hosts:?}");
-    eventually("djjob's env file", Duration::from_secs(10), || Some(()).filter(|()| bee.env_file("djjob").contains("export PORT=")));
+    eventually("djjob's env file", Duration::from_secs(10), || {
+        Some(()).filter(|()| bee.env_file("djjob").contains("export PORT="))
+    });
 
     scratch.edit("nodes.json", "\"recipe[seatgeek-service::djjob]\"", "\"recipe[seatgeek-service::cronq-workers]\"");
     let applied = gantry(&server, &["apply", "--repo", &repo]).ok();
@@ -308,6 +362,12 @@ fn a_service_leaving_a_node_is_withdrawn_first_then_deleted_after_the_drain() {
     assert!(!deleted.exists(), "the hook waits for the drain");
     eventually("the on_delete hook ran", Duration::from_secs(10), || std::fs::read_to_string(&deleted).ok());
     assert!(withdrawn.elapsed() >= Duration::from_millis(500), "{:?}", withdrawn.elapsed());
-    assert_eq!(std::fs::read_to_string(&deleted).unwrap().trim(), "127.0.0.5", "the hook ran with the service's environment");
-    eventually("its env files are removed", Duration::from_secs(5), || Some(()).filter(|()| bee.env_file("djjob").is_empty()));
+    assert_eq!(
+        std::fs::read_to_string(&deleted).unwrap().trim(),
+        "127.0.0.5",
+        "the hook ran with the service's environment"
+    );
+    eventually("its env files are removed", Duration::from_secs(5), || {
+        Some(()).filter(|()| bee.env_file("djjob").is_empty())
+    });
 }

@@ -9,7 +9,10 @@ fn role_create_writes_the_seed_role() {
     let s = Scratch::example();
     let out = s.gantry(&["role:create", "12_04-bee"]).ok();
     expect!["written   roles/12_04-bee.json\n"].assert_eq(&out);
-    assert_eq!(s.read("roles/12_04-bee.json"), std::fs::read_to_string(format!("{EXAMPLE}/roles/12_04-bee.json")).unwrap());
+    assert_eq!(
+        s.read("roles/12_04-bee.json"),
+        std::fs::read_to_string(format!("{EXAMPLE}/roles/12_04-bee.json")).unwrap()
+    );
     // Only that file.
     assert!(!s.path("roles/12_04-www.json").exists());
 }

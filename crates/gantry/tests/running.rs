@@ -104,15 +104,21 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     let mut agent = AgentProcess::start(&server.url, &work.path().join("a"), &args);
     let machine = agent.machine_id();
 
-    eventually("api passes its check", Duration::from_secs(15), || (health_of(&server, &machine) == Some(Health::Passing)).then_some(()));
+    eventually("api passes its check", Duration::from_secs(15), || {
+        (health_of(&server, &machine) == Some(Health::Passing)).then_some(())
+    });
     let pid = eventually("api runs", Duration::from_secs(5), || running_pid(&server, &machine));
 
     // Killed: back after the 300 ms restart delay.
     let killed = Instant::now();
     Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
-    let again = eventually("api runs again", Duration::from_secs(5), || running_pid(&server, &machine).filter(|p| *p != pid));
+    let again =
+        eventually("api runs again", Duration::from_secs(5), || running_pid(&server, &machine).filter(|p| *p != pid));
     let took = killed.elapsed();
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "restarted after {took:?} (delay 300 ms)");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "restarted after {took:?} (delay 300 ms)"
+    );
     assert_ne!(again, pid);
 
     // Failing twice (fall 2, every 200 ms): out of rotation; then back after one pass (rise 1).
@@ -124,7 +130,10 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     assert!(gantry(&server, &["lookup", "api"]).code != 0, "a failing instance is not looked up");
     std::fs::remove_file(fail_dir.join("127.0.0.2")).unwrap();
     eventually("api is back", Duration::from_secs(3), || checked(&server, &machine, Health::Passing, "200"));
-    assert_eq!(gantry(&server, &["lookup", "api"]).ok().trim(), format!("127.0.0.2:{}", api_instances(&server)[0].port));
+    assert_eq!(
+        gantry(&server, &["lookup", "api"]).ok().trim(),
+        format!("127.0.0.2:{}", api_instances(&server)[0].port)
+    );
 
     // A check that keeps failing (restart_after 8: 1.6 s of failures) restarts the process.
     let before = eventually("api runs", Duration::from_secs(5), || running_pid(&server, &machine));
@@ -133,7 +142,9 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
         running_pid(&server, &machine).filter(|p| *p != before)
     });
     std::fs::remove_file(fail_dir.join("127.0.0.2")).unwrap();
-    eventually("api passes after its restart", Duration::from_secs(5), || checked(&server, &machine, Health::Passing, "200"));
+    eventually("api passes after its restart", Duration::from_secs(5), || {
+        checked(&server, &machine, Health::Passing, "200")
+    });
 
     // Its output and its restarts, through the server.
     let logs = gantry(&server, &["logs", "api"]).ok();
@@ -143,7 +154,9 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     // service:stop holds it (and it leaves rotation), service:start brings it back, service:restart gives a new process.
     let stopped = gantry(&server, &["service:stop", "api"]).ok();
     assert!(stopped.contains("done") && stopped.contains("stopped"), "{stopped}");
-    eventually("a stopped api is withdrawn", Duration::from_secs(3), || (health_of(&server, &machine) != Some(Health::Passing)).then_some(()));
+    eventually("a stopped api is withdrawn", Duration::from_secs(3), || {
+        (health_of(&server, &machine) != Some(Health::Passing)).then_some(())
+    });
     gantry(&server, &["service:start", "api"]).ok();
     let started = eventually("api runs after service:start", Duration::from_secs(5), || running_pid(&server, &machine));
     let restarted = gantry(&server, &["service:restart", "api", "--machine", &machine]).ok();
@@ -161,9 +174,10 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     assert!(alive(orphan), "the service outlives a SIGKILLed agent");
     let _again = AgentProcess::start(&server.url, &work.path().join("a"), &args);
     eventually("the leftover process is stopped", Duration::from_secs(10), || (!alive(orphan)).then_some(()));
-    eventually("api runs under the new agent", Duration::from_secs(10), || running_pid(&server, &machine).filter(|p| *p != orphan));
+    eventually("api runs under the new agent", Duration::from_secs(10), || {
+        running_pid(&server, &machine).filter(|p| *p != orphan)
+    });
 }
-
 
 #[test]
 fn haproxy_fronts_a_required_service_and_keeps_routing_while_the_server_is_down() {
@@ -176,7 +190,11 @@ fn haproxy_fronts_a_required_service_and_keeps_routing_while_the_server_is_down(
     gantry(&server, &["apply", "--repo", work.path().join("repo").to_str().unwrap()]).ok();
     let _a = AgentProcess::start(&server.url, &work.path().join("a"), &["--group", "api", "--address", "127.0.0.2"]);
     let _b = AgentProcess::start(&server.url, &work.path().join("b"), &["--group", "api", "--address", "127.0.0.3"]);
-    let www = AgentProcess::start(&server.url, &work.path().join("w"), &["--group", "www", "--address", "127.0.0.4", "--lb", "haproxy"]);
+    let www = AgentProcess::start(
+        &server.url,
+        &work.path().join("w"),
+        &["--group", "www", "--address", "127.0.0.4", "--lb", "haproxy"],
+    );
     let www_id = www.machine_id();
 
     // www's requirement resolves to its own frontend, which stays put while api's instances move.
@@ -186,7 +204,8 @@ fn haproxy_fronts_a_required_service_and_keeps_routing_while_the_server_is_down(
     let frontend = "127.0.0.4:18500";
     let seen = eventually("both api instances answer through haproxy", Duration::from_secs(15), || {
         let bodies: Vec<String> = (0..10).filter_map(|_| get(frontend)).collect();
-        (bodies.iter().any(|b| b.starts_with("127.0.0.2:")) && bodies.iter().any(|b| b.starts_with("127.0.0.3:"))).then_some(bodies)
+        (bodies.iter().any(|b| b.starts_with("127.0.0.2:")) && bodies.iter().any(|b| b.starts_with("127.0.0.3:")))
+            .then_some(bodies)
     });
     // haproxy gave every request an id the service could log.
     assert!(seen.iter().all(|b| !b.contains("request-id=-")), "{seen:?}");
@@ -220,7 +239,8 @@ fn haproxy_fronts_a_required_service_and_keeps_routing_while_the_server_is_down(
     let server = ServerProcess::start(&server_dir, &format!("127.0.0.1:{port}"));
     eventually("the agents are back and the frontend still routes", Duration::from_secs(20), || {
         let status = status_of(&server, &www_id)?;
-        (status.lb["frontends"][0]["backends"].as_array().map(Vec::len) == Some(2) && get(frontend).is_some()).then_some(())
+        (status.lb["frontends"][0]["backends"].as_array().map(Vec::len) == Some(2) && get(frontend).is_some())
+            .then_some(())
     });
     // Each api node logged the ids haproxy gave its requests.
     let api_machine = api_instances(&server)[0].machine.clone();

@@ -130,7 +130,8 @@ fn watch_streams_json_lines_and_resumes_across_a_server_restart() {
     let _ = watch.kill();
     let _ = watch.wait();
     let events: Vec<serde_json::Value> = seen.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let keys: Vec<String> = events.iter().map(|e| format!("{} {}", e["kind"].as_str().unwrap(), e["key"].as_str().unwrap())).collect();
+    let keys: Vec<String> =
+        events.iter().map(|e| format!("{} {}", e["kind"].as_str().unwrap(), e["key"].as_str().unwrap())).collect();
     let mut expected: Vec<String> = (0..10).map(|i| format!("put kv/app/k{i}")).collect();
     expected.push("delete kv/app/k0".into());
     assert_eq!(keys, expected, "every change exactly once, in order");
@@ -189,9 +190,9 @@ fn acknowledged_writes_survive_sigkill() {
 #[test]
 fn server_on_etcd_from_the_command_line() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let etcd = rt.block_on(gantry_store::local_etcd::LocalEtcd::start()).unwrap_or_else(|e| {
-        panic!("{e} (install etcd with `apt-get install etcd-server`, or run scripts/test)")
-    });
+    let etcd = rt
+        .block_on(gantry_store::local_etcd::LocalEtcd::start())
+        .unwrap_or_else(|e| panic!("{e} (install etcd with `apt-get install etcd-server`, or run scripts/test)"));
     let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
     let dir = tempfile::tempdir().unwrap();
     let a = ServerProcess::start_with(dir.path(), "127.0.0.1:0", &store);

@@ -50,7 +50,8 @@ impl Scratch {
         let scratch = Scratch::example();
         for id in ["api", "app-www"] {
             let path = scratch.path(&format!("data_bags/service/{id}.json"));
-            let mut definition: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let mut definition: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             definition["command"] = true.into();
             definition.as_object_mut().unwrap().remove("check");
             std::fs::write(&path, serde_json::to_string_pretty(&definition).unwrap()).unwrap();

@@ -32,7 +32,11 @@ fn every_file_starts_with_a_doc_line() {
         .filter(|p| !std::fs::read_to_string(p).unwrap().starts_with("//!"))
         .map(|p| p.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "these files need a `//!` first line saying what they are for:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "these files need a `//!` first line saying what they are for:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]

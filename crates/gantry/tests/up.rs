@@ -51,7 +51,8 @@ fn processes_in(dir: &Path) -> Vec<String> {
         }
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let cwd = std::fs::read_link(entry.path().join("cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let cwd =
+            std::fs::read_link(entry.path().join("cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         if alive(pid.parse().unwrap_or(0)) && (cmdline.contains(&dir) || cwd.starts_with(&dir)) {
             found.push(format!("{pid}: {cmdline}"));
         }
@@ -79,7 +80,11 @@ fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_not
     let up = gantry(dir, &["up", "--detach", "--timeout", "60s"]);
     assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
     let url = up.stdout.lines().last().unwrap().trim().to_owned();
-    assert!(url.starts_with("http://127.") && url.ends_with(":8080/"), "the last line is the public URL: {}", up.stdout);
+    assert!(
+        url.starts_with("http://127.") && url.ends_with(":8080/"),
+        "the last line is the public URL: {}",
+        up.stdout
+    );
 
     let body = page(&url).expect("the public URL answers");
     assert!(body.contains("Upcoming events") && body.contains("Mets at Yankees"), "{body}");
@@ -89,7 +94,9 @@ fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_not
     let pid = api_pid(dir).expect("api runs");
     std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
     eventually("api runs again", Duration::from_secs(10), || api_pid(dir).filter(|p| *p != pid));
-    eventually("the page is served again", Duration::from_secs(10), || page(&url).filter(|b| b.contains("Mets at Yankees")));
+    eventually("the page is served again", Duration::from_secs(10), || {
+        page(&url).filter(|b| b.contains("Mets at Yankees"))
+    });
 
     let status = gantry(dir, &["status"]).ok();
     assert!(status.contains("external load balancer") && status.contains("passing"), "{status}");
@@ -143,7 +150,12 @@ fn broken_repositories_fail_before_anything_starts() {
 #[test]
 fn two_federations_never_see_each_other() {
     let work = tempfile::tempdir().unwrap();
-    for rel in ["nodes.json", "data_bags/service/blue-db.json", "data_bags/service/green-db.json", "data_bags/service/green-app.json"] {
+    for rel in [
+        "nodes.json",
+        "data_bags/service/blue-db.json",
+        "data_bags/service/green-db.json",
+        "data_bags/service/green-app.json",
+    ] {
         let to = work.path().join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(Path::new(FEDERATIONS).join(rel), to).unwrap();

@@ -35,7 +35,9 @@ impl LogQuery {
         for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
             match key {
-                "tail" => query.tail = Some(value.parse().map_err(|_| format!("tail={value} is not a number of bytes"))?),
+                "tail" => {
+                    query.tail = Some(value.parse().map_err(|_| format!("tail={value} is not a number of bytes"))?)
+                }
                 "follow" => query.follow = matches!(value, "true" | "1" | ""),
                 _ => {}
             }

@@ -167,7 +167,10 @@ mod tests {
 
     fn world() -> BTreeMap<String, Service> {
         [
-            service("api", r#"{"local_port": 8500, "provides": {"API_URL": "http://{HOST}:{PORT}"}, "check": {"type": "http"}}"#),
+            service(
+                "api",
+                r#"{"local_port": 8500, "provides": {"API_URL": "http://{HOST}:{PORT}"}, "check": {"type": "http"}}"#,
+            ),
             service("www", r#"{"local_port": 8600, "public": true, "requires": {"API": "{API_URL}"}}"#),
             service("cache", r#"{"local_port": 8500, "provides": {"CACHE_URL": "{HOST}:{PORT}"}}"#),
         ]
@@ -189,7 +192,10 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(plan.frontends.len(), 1);
         let api = &plan.frontends[0];
-        assert_eq!((api.service.as_str(), api.bind.to_string().as_str(), api.mode, api.public), ("api", "127.0.0.2:8500", Mode::Http, false));
+        assert_eq!(
+            (api.service.as_str(), api.bind.to_string().as_str(), api.mode, api.public),
+            ("api", "127.0.0.2:8500", Mode::Http, false)
+        );
         let ids: Vec<&str> = api.backends.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
     }
@@ -211,7 +217,13 @@ mod tests {
     fn last_good_backends_survive_a_reconnect_but_not_a_real_outage() {
         let backend = Backend { id: "a".into(), address: "10.0.0.1:9000".parse().unwrap() };
         let frontend = |backends: Vec<Backend>| Plan {
-            frontends: vec![Frontend { service: "api".into(), bind: "127.0.0.1:8500".parse().unwrap(), mode: Mode::Tcp, public: false, backends }],
+            frontends: vec![Frontend {
+                service: "api".into(),
+                bind: "127.0.0.1:8500".parse().unwrap(),
+                mode: Mode::Tcp,
+                public: false,
+                backends,
+            }],
         };
         let mut last = LastGood::default();
         let gone = &BTreeSet::new();

@@ -41,10 +41,8 @@ pub fn machine_id(data_dir: &Path, wanted: Option<&str>, hostname: &str) -> io::
 /// of [`PORT_RANGE`] on `address`, saved.
 pub fn assigned_port(data_dir: &Path, service: &str, address: IpAddr) -> io::Result<u16> {
     let path = data_dir.join(PORTS_FILE);
-    let mut ports: BTreeMap<String, u16> = std::fs::read(&path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default();
+    let mut ports: BTreeMap<String, u16> =
+        std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
     if let Some(port) = ports.get(service) {
         return Ok(*port);
     }
@@ -54,7 +52,9 @@ pub fn assigned_port(data_dir: &Path, service: &str, address: IpAddr) -> io::Res
     let port = (0..span)
         .map(|i| PORT_RANGE.start() + ((start + i) % span) as u16)
         .find(|p| !taken.contains(p) && TcpListener::bind((address, *p)).is_ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, format!("no free port in {PORT_RANGE:?} on {address}")))?;
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::AddrInUse, format!("no free port in {PORT_RANGE:?} on {address}"))
+        })?;
     ports.insert(service.to_owned(), port);
     write_atomic(&path, &serde_json::to_vec_pretty(&ports).map_err(io::Error::other)?)?;
     Ok(port)
@@ -108,7 +108,8 @@ fn stat(pid: u32) -> Option<(char, u64)> {
 }
 
 pub fn save_processes(data_dir: &Path, processes: &BTreeMap<String, Started>) -> io::Result<()> {
-    write_atomic(&data_dir.join(PROCESSES_FILE), &serde_json::to_vec_pretty(processes).map_err(io::Error::other)?).map(drop)
+    write_atomic(&data_dir.join(PROCESSES_FILE), &serde_json::to_vec_pretty(processes).map_err(io::Error::other)?)
+        .map(drop)
 }
 
 /// Kills (with their process groups) the service processes a previous run

@@ -34,12 +34,12 @@ use tokio::task::JoinHandle;
 pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE, Started};
 use world::{Touched, World};
 
+use crate::facts;
 use crate::lb::{Balancer, LbKind};
 use crate::listener::{Listener, ListenerConfig, RunRecord, Throttle};
 use crate::supervise::RestartPolicy;
-use crate::facts;
-pub use runtime::RunSettings;
 use runtime::Local;
+pub use runtime::RunSettings;
 
 /// How an agent runs. [`AgentConfig::new`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -141,7 +141,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 
 /// The merged watches: each item tagged with its prefix; `None` when that
 /// prefix's stream ended.
-type Watches = futures::stream::SelectAll<Pin<Box<dyn Stream<Item = (String, Option<Result<WatchItem, ClientError>>)> + Send>>>;
+type Watches =
+    futures::stream::SelectAll<Pin<Box<dyn Stream<Item = (String, Option<Result<WatchItem, ClientError>>)> + Send>>>;
 
 /// Runs the agent until `shutdown` completes; then revokes its lease, so
 /// its machine and instances leave the inventory at once.
@@ -219,7 +220,8 @@ struct Agent {
 impl Agent {
     async fn start(config: AgentConfig, wake: tokio::sync::mpsc::UnboundedSender<String>) -> Result<Agent, AgentError> {
         let fail = |what: &str, e: std::io::Error| AgentError(format!("{what}: {e}"));
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| fail(&format!("creating {}", config.data_dir.display()), e))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| fail(&format!("creating {}", config.data_dir.display()), e))?;
         let collected = facts::collect();
         let id = local::machine_id(&config.data_dir, config.machine_id.as_deref(), &collected.hostname)
             .map_err(|e| fail("saving the machine id", e))?;
@@ -241,7 +243,8 @@ impl Agent {
             eprintln!("gantry agent {id}: stopped what an earlier run left running: {}", leftovers.join(", "));
         }
         let env_dir = config.env_dir.clone().unwrap_or_else(|| config.data_dir.join("env"));
-        std::fs::create_dir_all(&env_dir).map_err(|e| fail(&format!("creating the env dir {}", env_dir.display()), e))?;
+        std::fs::create_dir_all(&env_dir)
+            .map_err(|e| fail(&format!("creating the env dir {}", env_dir.display()), e))?;
         let listener = match &config.provision_command {
             Some(command) => {
                 let mut listener_config = ListenerConfig::new(command.clone(), config.data_dir.clone());
@@ -251,10 +254,13 @@ impl Agent {
             }
             None => None,
         };
-        let balancer = Balancer::start(config.lb, &config.data_dir.join("lb")).await.map_err(|e| AgentError(e.to_string()))?;
+        let balancer =
+            Balancer::start(config.lb, &config.data_dir.join("lb")).await.map_err(|e| AgentError(e.to_string()))?;
         if let (Some(balancer), true) = (&balancer, config.log) {
             let why = match (config.lb, balancer) {
-                (LbKind::Auto, Balancer::Builtin(_)) => " (haproxy is not installed; `apt-get install haproxy` for the production balancer)",
+                (LbKind::Auto, Balancer::Builtin(_)) => {
+                    " (haproxy is not installed; `apt-get install haproxy` for the production balancer)"
+                }
                 _ => "",
             };
             eprintln!("gantry agent {id}: local load balancer: {}{why}", balancer.name());
@@ -345,7 +351,11 @@ impl Agent {
         let mut resume: BTreeMap<String, String> = BTreeMap::new();
         let mut wanted = self.watch_prefixes();
         let mut watch = self.open_watches(&wanted, base, &resume).await.map_err(unreachable)?;
-        self.log(&format!("registered at {} (group {}), watching from revision {base}", self.machine.address, self.config.group.as_deref().unwrap_or("-")));
+        self.log(&format!(
+            "registered at {} (group {}), watching from revision {base}",
+            self.machine.address,
+            self.config.group.as_deref().unwrap_or("-")
+        ));
         self.session_was_healthy = true;
         self.reconcile(Touched::ALL).await;
 
@@ -464,7 +474,12 @@ impl Agent {
     }
 
     /// One watch per prefix, merged; each from its last event, else from `base`.
-    async fn open_watches(&self, prefixes: &BTreeSet<String>, base: u64, resume: &BTreeMap<String, String>) -> Result<Watches, ClientError> {
+    async fn open_watches(
+        &self,
+        prefixes: &BTreeSet<String>,
+        base: u64,
+        resume: &BTreeMap<String, String>,
+    ) -> Result<Watches, ClientError> {
         let mut all = Vec::with_capacity(prefixes.len());
         for prefix in prefixes {
             let last = resume.get(prefix).map(String::as_str);
@@ -537,7 +552,10 @@ impl Agent {
     /// Acts on a deploy request it has not acted on yet.
     fn start_deploy(&mut self) {
         let Some(request) = self.world.deploy.clone() else { return };
-        let seen = |id: &str| self.deploy_started.as_ref().is_some_and(|(d, _)| d == id) || self.last_deploy.as_ref().is_some_and(|d| d.id == id);
+        let seen = |id: &str| {
+            self.deploy_started.as_ref().is_some_and(|(d, _)| d == id)
+                || self.last_deploy.as_ref().is_some_and(|d| d.id == id)
+        };
         if seen(&request.id) {
             return;
         }
@@ -563,7 +581,9 @@ impl Agent {
         let (Some((id, before)), Some(listener)) = (&self.deploy_started, &self.listener) else { return };
         let status = listener.status();
         let reason = format!("deploy {id}");
-        if let Some(run) = status.last_run.as_ref().filter(|r| status.runs_total > *before && r.reasons.contains(&reason)) {
+        if let Some(run) =
+            status.last_run.as_ref().filter(|r| status.runs_total > *before && r.reasons.contains(&reason))
+        {
             self.last_deploy = Some(outcome(id, run));
             self.deploy_started = None;
         }

@@ -77,10 +77,16 @@ impl Local {
             process: match &self.supervisor {
                 Some(s) => serde_json::to_value(s.status()).unwrap_or_default(),
                 None if self.runs_command() && self.env.is_some() => serde_json::json!({"state": "stopped"}),
-                None if self.runs_command() => serde_json::json!({"state": "waiting", "problem": "its requirements are not resolved yet"}),
+                None if self.runs_command() => {
+                    serde_json::json!({"state": "waiting", "problem": "its requirements are not resolved yet"})
+                }
                 None => serde_json::Value::Null,
             },
-            check: self.checker.as_ref().map(|c| serde_json::to_value(c.status()).unwrap_or_default()).unwrap_or_default(),
+            check: self
+                .checker
+                .as_ref()
+                .map(|c| serde_json::to_value(c.status()).unwrap_or_default())
+                .unwrap_or_default(),
         }
     }
 
@@ -141,14 +147,19 @@ impl Local {
     /// Restarts the process when its check has failed `restart_after` times
     /// in a row (again at every further multiple). Returns a note when it did.
     pub fn restart_if_failing(&mut self) -> Option<String> {
-        let (Some(check), Some(checker), Some(supervisor)) = (&self.service.check, &self.checker, &self.supervisor) else {
+        let (Some(check), Some(checker), Some(supervisor)) = (&self.service.check, &self.checker, &self.supervisor)
+        else {
             return None;
         };
         let failures = checker.status().consecutive_failures;
         if failures < self.restarted_at_failures {
             self.restarted_at_failures = 0;
         }
-        if check.restart_after == 0 || failures == 0 || !failures.is_multiple_of(check.restart_after) || failures == self.restarted_at_failures {
+        if check.restart_after == 0
+            || failures == 0
+            || !failures.is_multiple_of(check.restart_after)
+            || failures == self.restarted_at_failures
+        {
             return None;
         }
         self.restarted_at_failures = failures;
@@ -194,7 +205,11 @@ impl Local {
 }
 
 /// Wakes the agent (with the service id) whenever `rx` changes, until its sender goes.
-fn forward<T: Send + Sync + 'static>(id: &str, mut rx: tokio::sync::watch::Receiver<T>, wake: &UnboundedSender<String>) {
+fn forward<T: Send + Sync + 'static>(
+    id: &str,
+    mut rx: tokio::sync::watch::Receiver<T>,
+    wake: &UnboundedSender<String>,
+) {
     let (id, wake) = (id.to_owned(), wake.clone());
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {

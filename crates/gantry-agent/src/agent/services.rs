@@ -21,7 +21,8 @@ impl Agent {
         let services: Vec<Service> = services.into_iter().cloned().collect();
 
         // Withdraw what left first (seed 004: tell everyone before taking it away).
-        let leaving: Vec<String> = self.locals.keys().filter(|id| !services.iter().any(|s| &s.id == *id)).cloned().collect();
+        let leaving: Vec<String> =
+            self.locals.keys().filter(|id| !services.iter().any(|s| &s.id == *id)).cloned().collect();
         for id in leaving {
             if let Some(local) = self.locals.remove(&id) {
                 self.decommission(local).await;
@@ -56,8 +57,10 @@ impl Agent {
                 self.log(&format!("{}: its definition changed, starting it again", service.id));
                 old.shutdown().await;
             }
-            let local = self.locals.entry(service.id.clone()).or_insert_with(|| Local::new(service.clone(), port, control));
-            let frontends = lb_on.then_some(resolve::Frontends { address: &self.machine.address, services: &self.world.services });
+            let local =
+                self.locals.entry(service.id.clone()).or_insert_with(|| Local::new(service.clone(), port, control));
+            let frontends =
+                lb_on.then_some(resolve::Frontends { address: &self.machine.address, services: &self.world.services });
             match resolve::resolve_via(service, &self.machine.id, &instances, &self.world.datastores, frontends) {
                 Ok(resolution) => {
                     let env = resolve::env_for(service, &self.machine.address, port, &resolution);
@@ -66,7 +69,10 @@ impl Agent {
                         Ok(Ok(true)) => {
                             reasons.push(format!("{} environment changed", service.id));
                             if let Some(events) = &self.config.events {
-                                let _ = events.send(AgentEvent::EnvWritten { machine: self.machine.id.clone(), service: service.id.clone() });
+                                let _ = events.send(AgentEvent::EnvWritten {
+                                    machine: self.machine.id.clone(),
+                                    service: service.id.clone(),
+                                });
                             }
                         }
                         Ok(Ok(false)) => {}
@@ -110,7 +116,12 @@ impl Agent {
         self.prefixes
             .iter()
             .filter(|p| p.starts_with(keys::INSTANCES))
-            .flat_map(|prefix| self.world.instances.range::<String, _>(prefix.clone()..).take_while(move |(k, _)| k.starts_with(prefix.as_str())))
+            .flat_map(|prefix| {
+                self.world
+                    .instances
+                    .range::<String, _>(prefix.clone()..)
+                    .take_while(move |(k, _)| k.starts_with(prefix.as_str()))
+            })
             .map(|(_, instance)| instance.clone())
             .collect()
     }
@@ -189,7 +200,11 @@ impl Agent {
                 if applied.changed {
                     status["last_apply"] = serde_json::json!({"at_ms": now_ms(), "check_us": applied.check_us, "reload_us": applied.reload_us});
                     if let Some(events) = &self.config.events {
-                        let _ = events.send(AgentEvent::LbApplied { machine: self.machine.id.clone(), plan: plan.clone(), applied });
+                        let _ = events.send(AgentEvent::LbApplied {
+                            machine: self.machine.id.clone(),
+                            plan: plan.clone(),
+                            applied,
+                        });
                     }
                 }
             }
@@ -240,7 +255,10 @@ impl Agent {
     /// its env files.
     pub(super) async fn decommission(&mut self, mut local: Local) {
         let id = local.service.id.clone();
-        self.log(&format!("{id} no longer runs here: withdrawing its instance, stopping it in {:?}", self.config.drain));
+        self.log(&format!(
+            "{id} no longer runs here: withdrawing its instance, stopping it in {:?}",
+            self.config.drain
+        ));
         if let Err(e) = self.client.delete_instance(&id, &self.machine.id).await {
             self.log(&format!("withdrawing {id}: {e} (its lease will)"));
         }
@@ -274,7 +292,8 @@ impl Agent {
         // Departing services stop now rather than after their drain.
         self.hurry.notify_waiters();
         futures::future::join_all(std::mem::take(&mut self.draining).into_values()).await;
-        let stops = std::mem::take(&mut self.locals).into_values().map(|mut local| async move { local.shutdown().await });
+        let stops =
+            std::mem::take(&mut self.locals).into_values().map(|mut local| async move { local.shutdown().await });
         futures::future::join_all(stops).await;
         if let Some(balancer) = self.balancer.take() {
             balancer.stop().await;

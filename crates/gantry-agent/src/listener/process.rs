@@ -12,7 +12,6 @@ use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep_until};
 
-
 use super::state::{RunRecord, RunRequest};
 use crate::process_group::{drain, signal_group, spawn_in_group};
 

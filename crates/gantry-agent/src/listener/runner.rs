@@ -273,4 +273,3 @@ fn load(path: &Path) -> (SavedState, Option<String>) {
         Err(e) => unreadable(&e),
     }
 }
-

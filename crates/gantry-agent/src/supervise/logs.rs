@@ -83,7 +83,11 @@ fn tail_of(path: &Path, n: u64) -> io::Result<Vec<u8>> {
 /// its end) is read again from its start. A follower slower than two whole
 /// rotations misses the files in between. Never ends on its own; an error is
 /// an item, and following goes on after it.
-pub fn follow(log_dir: &Path, service: &str, from_offset: u64) -> impl Stream<Item = io::Result<Vec<u8>>> + Send + use<> {
+pub fn follow(
+    log_dir: &Path,
+    service: &str,
+    from_offset: u64,
+) -> impl Stream<Item = io::Result<Vec<u8>>> + Send + use<> {
     let follower = Follower::new(log_path(log_dir, service), from_offset);
     futures::stream::unfold(Some(follower), |follower| async move {
         let mut follower = follower?;

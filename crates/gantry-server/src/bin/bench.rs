@@ -138,7 +138,12 @@ async fn run(options: Options) -> anyhow::Result<()> {
         options.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("etcd {} | gantry server (embedded) {} | gantry server (on etcd) {}", etcd.endpoint(), server_embedded, server_etcd);
+    println!(
+        "etcd {} | gantry server (embedded) {} | gantry server (on etcd) {}",
+        etcd.endpoint(),
+        server_embedded,
+        server_etcd
+    );
     println!();
     let (embedded_pid, on_etcd_pid) = (embedded_process.child.id(), etcd_process.child.id());
     let targets = Targets { etcd, server_embedded, server_etcd, embedded_pid, on_etcd_pid, embedded, on_etcd, direct };
@@ -149,9 +154,13 @@ async fn run(options: Options) -> anyhow::Result<()> {
         fan_out_rows(&options, &targets).await?;
     }
     println!();
-    println!("writes: ratio of writes/s to etcd direct (higher is better); fan-out: ratio of p99 to etcd's (lower is better).");
+    println!(
+        "writes: ratio of writes/s to etcd direct (higher is better); fan-out: ratio of p99 to etcd's (lower is better)."
+    );
     println!("fan-out is timed from just before the write is sent until the last watcher has the event. conns: the");
-    println!("watchers' connections: one each (as separate agents have), or {MUX_CONNECTIONS} carrying them as streams (HTTP/2, gRPC),");
+    println!(
+        "watchers' connections: one each (as separate agents have), or {MUX_CONNECTIONS} carrying them as streams (HTTP/2, gRPC),"
+    );
     println!("as etcd's own watch benchmark runs them; the store API row has no network. CPU: the serving processes'");
     println!("user + system time (gantry server, etcd under it, or etcd) per write or per round; watchers': this");
     println!("process's (the watchers' and the writer's) per round.");
@@ -181,7 +190,8 @@ async fn write_rows(options: &Options, t: &Targets) -> anyhow::Result<()> {
         ];
         let mut results = Vec::new();
         // The API's own cost: a request that writes nothing.
-        let health = measure(clients, duration, &embedded, http_get(&http, &format!("{}/v1/health", t.server_embedded))).await?;
+        let health =
+            measure(clients, duration, &embedded, http_get(&http, &format!("{}/v1/health", t.server_embedded))).await?;
         for (name, serving, op) in rows {
             results.push((name, measure(clients, duration, serving, op).await.with_context(|| name.to_string())?));
         }
@@ -217,7 +227,15 @@ async fn fan_out_rows(options: &Options, t: &Targets) -> anyhow::Result<()> {
     println!();
     println!(
         "{:<36} {:>8} {:>6} {:>7} {:>8} {:>8} {:>9} {:>10} {:>10}",
-        "watch fan-out (write to all notified)", "watchers", "conns", "rounds", "p50 ms", "p99 ms", "vs etcd", "CPU ms/rnd", "watchers'"
+        "watch fan-out (write to all notified)",
+        "watchers",
+        "conns",
+        "rounds",
+        "p50 ms",
+        "p99 ms",
+        "vs etcd",
+        "CPU ms/rnd",
+        "watchers'"
     );
     // A connection per watcher, as separate agents have.
     let own = vec![
@@ -229,8 +247,16 @@ async fn fan_out_rows(options: &Options, t: &Targets) -> anyhow::Result<()> {
     print_fan_out(options, &own);
     // Watchers as streams multiplexed over a few connections.
     let mux = vec![
-        ("gantry server, embedded (HTTP/2 SSE)", MUX_CONNECTIONS, http2_fan_out(&t.server_embedded, &embedded, options, MUX_CONNECTIONS).await?),
-        ("gantry server, on etcd (HTTP/2 SSE)", MUX_CONNECTIONS, http2_fan_out(&t.server_etcd, &on_etcd, options, MUX_CONNECTIONS).await?),
+        (
+            "gantry server, embedded (HTTP/2 SSE)",
+            MUX_CONNECTIONS,
+            http2_fan_out(&t.server_embedded, &embedded, options, MUX_CONNECTIONS).await?,
+        ),
+        (
+            "gantry server, on etcd (HTTP/2 SSE)",
+            MUX_CONNECTIONS,
+            http2_fan_out(&t.server_etcd, &on_etcd, options, MUX_CONNECTIONS).await?,
+        ),
         ("etcd direct (gRPC watch streams)", MUX_CONNECTIONS, etcd_fan_out(t, options, MUX_CONNECTIONS).await?),
     ];
     print_fan_out(options, &mux);
@@ -272,13 +298,20 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
                 other => bail!("--only takes writes or fan-out, not {other:?}"),
             },
             "--help" | "-h" => {
-                println!("usage: bench [--seconds N (3)] [--watchers N (1000)] [--rounds N (200)] [--only writes|fan-out] [--print-rounds]");
+                println!(
+                    "usage: bench [--seconds N (3)] [--watchers N (1000)] [--rounds N (200)] [--only writes|fan-out] [--print-rounds]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}; see --help"),
         }
     }
-    if !(0.1..=600.0).contains(&options.seconds) || options.watchers == 0 || options.watchers > 10_000 || options.rounds == 0 || options.rounds > 10_000 {
+    if !(0.1..=600.0).contains(&options.seconds)
+        || options.watchers == 0
+        || options.watchers > 10_000
+        || options.rounds == 0
+        || options.rounds > 10_000
+    {
         bail!("--seconds 0.1..600, --watchers 1..10000, --rounds 1..10000");
     }
     Ok(options)
@@ -290,8 +323,11 @@ type Http2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<
 async fn http2_connect(server: &str) -> anyhow::Result<Http2Sender> {
     let stream = tokio::net::TcpStream::connect(server.trim_start_matches("http://")).await?;
     stream.set_nodelay(true)?;
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await?;
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await?;
     tokio::spawn(connection);
     Ok(sender)
 }
@@ -554,15 +590,15 @@ async fn etcd_fan_out(t: &Targets, options: &Options, connections: usize) -> any
     let mut tasks = Vec::with_capacity(options.watchers);
     for w in 0..options.watchers {
         let mut watch_client = clients[w % clients.len()].watch_client();
-        let mut stream = watch_client
-            .watch(prefix.clone(), Some(etcd_client::WatchOptions::new().with_prefix()))
-            .await?;
+        let mut stream =
+            watch_client.watch(prefix.clone(), Some(etcd_client::WatchOptions::new().with_prefix())).await?;
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             let _keep = watch_client;
             while let Some(Ok(response)) = stream.next().await {
                 for event in response.events() {
-                    let value = event.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).unwrap_or_default();
+                    let value =
+                        event.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).unwrap_or_default();
                     if tx.send((value, Instant::now())).is_err() {
                         return;
                     }

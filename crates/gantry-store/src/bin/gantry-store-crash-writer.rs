@@ -28,18 +28,14 @@ async fn main() -> anyhow::Result<()> {
     let (Some(path), Some(run)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: gantry-store-crash-writer STORE_FILE RUN_ID [CHECKPOINT_BYTES]");
     };
-    let checkpoint_bytes: Option<u64> = args
-        .next()
-        .map(|bytes| bytes.parse().context("CHECKPOINT_BYTES must be a number"))
-        .transpose()?;
+    let checkpoint_bytes: Option<u64> =
+        args.next().map(|bytes| bytes.parse().context("CHECKPOINT_BYTES must be a number")).transpose()?;
     let mut config = EmbeddedConfig::new(&path);
     if let Some(bytes) = checkpoint_bytes {
         config.checkpoint_bytes = bytes;
         config.history_revisions = CHURN_HISTORY_REVISIONS;
     }
-    let store = Store::open_embedded(config)
-        .await
-        .with_context(|| format!("opening {path}"))?;
+    let store = Store::open_embedded(config).await.with_context(|| format!("opening {path}"))?;
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
     println!("ready");
     let mut tasks = Vec::new();
@@ -51,9 +47,7 @@ async fn main() -> anyhow::Result<()> {
                 store.put(&key, key.clone().into_bytes()).await?;
                 // Only now is the write acknowledged: print it.
                 {
-                    let mut out = stdout
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut out = stdout.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     writeln!(out, "{key}")?;
                     out.flush()?;
                 }

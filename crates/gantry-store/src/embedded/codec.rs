@@ -33,10 +33,7 @@ pub(crate) enum Mutation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Entry {
     /// A new revision: these keys were written or deleted.
-    Revision {
-        revision: u64,
-        mutations: Vec<Mutation>,
-    },
+    Revision { revision: u64, mutations: Vec<Mutation> },
     /// A lease was granted (or, in a checkpoint, is alive).
     Lease { id: i64, ttl_secs: u64 },
     /// A lease ended; its keys' deletes are the revision before.
@@ -44,11 +41,7 @@ pub(crate) enum Entry {
     /// Watch history before this revision was discarded.
     Compact { oldest: u64 },
     /// Starts a checkpoint: forget everything, these are the counters.
-    Checkpoint {
-        revision: u64,
-        oldest: u64,
-        next_lease: i64,
-    },
+    Checkpoint { revision: u64, oldest: u64, next_lease: i64 },
     /// A key that exists at the checkpoint.
     Key { key: String, stored: Stored },
     /// The events of one past revision, kept for watchers.
@@ -69,10 +62,7 @@ const DELETE: u8 = 2;
 /// Appends `entry` to `out`.
 pub(crate) fn encode(entry: &Entry, out: &mut Vec<u8>) {
     match entry {
-        Entry::Revision {
-            revision,
-            mutations,
-        } => {
+        Entry::Revision { revision, mutations } => {
             out.push(REVISION);
             put_u64(out, *revision);
             put_u32(out, mutations.len());
@@ -103,11 +93,7 @@ pub(crate) fn encode(entry: &Entry, out: &mut Vec<u8>) {
             out.push(COMPACT);
             put_u64(out, *oldest);
         }
-        Entry::Checkpoint {
-            revision,
-            oldest,
-            next_lease,
-        } => {
+        Entry::Checkpoint { revision, oldest, next_lease } => {
             out.push(CHECKPOINT);
             put_u64(out, *revision);
             put_u64(out, *oldest);
@@ -153,11 +139,7 @@ pub(crate) fn stored_size(key: &str, stored: &Stored) -> usize {
 fn put_u32(out: &mut Vec<u8>, n: usize) {
     // Keys, values and counts are bounded far below 4 GiB by the store's
     // limits, checked before anything reaches the writer.
-    out.extend_from_slice(
-        &u32::try_from(n)
-            .expect("bounded by the limits")
-            .to_le_bytes(),
-    );
+    out.extend_from_slice(&u32::try_from(n).expect("bounded by the limits").to_le_bytes());
 }
 
 fn put_u64(out: &mut Vec<u8>, n: u64) {
@@ -241,40 +223,20 @@ impl<'a> Reader<'a> {
                 let mut mutations = Vec::with_capacity(count);
                 for _ in 0..count {
                     mutations.push(match self.u8()? {
-                        PUT => Mutation::Put {
-                            key: self.string()?,
-                            stored: self.stored()?,
-                        },
-                        DELETE => Mutation::Delete {
-                            key: self.string()?,
-                        },
+                        PUT => Mutation::Put { key: self.string()?, stored: self.stored()? },
+                        DELETE => Mutation::Delete { key: self.string()? },
                         _ => return None,
                     });
                 }
-                Entry::Revision {
-                    revision,
-                    mutations,
-                }
+                Entry::Revision { revision, mutations }
             }
-            LEASE => Entry::Lease {
-                id: self.u64()? as i64,
-                ttl_secs: self.u64()?,
-            },
-            END_LEASE => Entry::EndLease {
-                id: self.u64()? as i64,
-            },
-            COMPACT => Entry::Compact {
-                oldest: self.u64()?,
-            },
-            CHECKPOINT => Entry::Checkpoint {
-                revision: self.u64()?,
-                oldest: self.u64()?,
-                next_lease: self.u64()? as i64,
-            },
-            KEY => Entry::Key {
-                key: self.string()?,
-                stored: self.stored()?,
-            },
+            LEASE => Entry::Lease { id: self.u64()? as i64, ttl_secs: self.u64()? },
+            END_LEASE => Entry::EndLease { id: self.u64()? as i64 },
+            COMPACT => Entry::Compact { oldest: self.u64()? },
+            CHECKPOINT => {
+                Entry::Checkpoint { revision: self.u64()?, oldest: self.u64()?, next_lease: self.u64()? as i64 }
+            }
+            KEY => Entry::Key { key: self.string()?, stored: self.stored()? },
             HISTORY => {
                 let revision = self.u64()?;
                 let count = self.count()?;
@@ -285,12 +247,7 @@ impl<'a> Reader<'a> {
                         DELETE => EventKind::Delete,
                         _ => return None,
                     };
-                    events.push(Event {
-                        kind,
-                        key: self.string()?,
-                        value: self.bytes()?,
-                        mod_revision: revision,
-                    });
+                    events.push(Event { kind, key: self.string()?, value: self.bytes()?, mod_revision: revision });
                 }
                 Entry::History { revision, events }
             }
@@ -304,13 +261,7 @@ mod tests {
     use super::*;
 
     fn stored(value: &'static [u8], lease: i64) -> Stored {
-        Stored {
-            value: Bytes::from_static(value),
-            create_revision: 3,
-            mod_revision: 9,
-            version: 4,
-            lease,
-        }
+        Stored { value: Bytes::from_static(value), create_revision: 3, mod_revision: 9, version: 4, lease }
     }
 
     #[test]
@@ -319,30 +270,15 @@ mod tests {
             Entry::Revision {
                 revision: 9,
                 mutations: vec![
-                    Mutation::Put {
-                        key: "machines/a".into(),
-                        stored: stored(b"{\"a\":1}", 77),
-                    },
-                    Mutation::Delete {
-                        key: "machines/b".into(),
-                    },
+                    Mutation::Put { key: "machines/a".into(), stored: stored(b"{\"a\":1}", 77) },
+                    Mutation::Delete { key: "machines/b".into() },
                 ],
             },
-            Entry::Lease {
-                id: 77,
-                ttl_secs: 10,
-            },
+            Entry::Lease { id: 77, ttl_secs: 10 },
             Entry::EndLease { id: 77 },
             Entry::Compact { oldest: 5 },
-            Entry::Checkpoint {
-                revision: 9,
-                oldest: 5,
-                next_lease: 78,
-            },
-            Entry::Key {
-                key: "k".into(),
-                stored: stored(b"", 0),
-            },
+            Entry::Checkpoint { revision: 9, oldest: 5, next_lease: 78 },
+            Entry::Key { key: "k".into(), stored: stored(b"", 0) },
             Entry::History {
                 revision: 8,
                 events: vec![Event {

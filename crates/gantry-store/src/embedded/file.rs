@@ -61,17 +61,11 @@ pub(crate) fn open(path: &Path, limits: HistoryLimits) -> Result<(LogFile, State
         // New, or created by a crash before its header was synced: nothing
         // in it was ever acknowledged.
         file.set_len(0).map_err(fail("create"))?;
-        file.write_all_at(&log::file_header(), 0)
-            .map_err(fail("create"))?;
+        file.write_all_at(&log::file_header(), 0).map_err(fail("create"))?;
         file.sync_all().map_err(fail("create"))?;
         sync_dir(path).map_err(fail("create"))?;
         let end = log::FILE_HEADER_BYTES as u64;
-        let log = LogFile {
-            path: path.to_owned(),
-            file,
-            end,
-            allocated: end,
-        };
+        let log = LogFile { path: path.to_owned(), file, end, allocated: end };
         return Ok((log, state));
     }
 
@@ -81,22 +75,14 @@ pub(crate) fn open(path: &Path, limits: HistoryLimits) -> Result<(LogFile, State
         }
         Ok(())
     })
-    .map_err(|damage| StoreError::Corrupt {
-        path: path.to_owned(),
-        what: damage.to_string(),
-    })?;
+    .map_err(|damage| StoreError::Corrupt { path: path.to_owned(), what: damage.to_string() })?;
     let (end, mut allocated) = (end as u64, data.len() as u64);
     if tail == Tail::Torn {
         file.set_len(end).map_err(fail("cut off a torn record"))?;
         file.sync_all().map_err(fail("cut off a torn record"))?;
         allocated = end;
     }
-    let log = LogFile {
-        path: path.to_owned(),
-        file,
-        end,
-        allocated,
-    };
+    let log = LogFile { path: path.to_owned(), file, end, allocated };
     Ok((log, state))
 }
 
@@ -143,22 +129,14 @@ impl LogFile {
 pub(crate) fn write_checkpoint(path: &Path, records: &[u8]) -> io::Result<Checkpoint> {
     let temporary = checkpoint_path(path);
     let result = (|| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temporary)?;
         // Locked before it becomes the log, so it is never unlocked there.
         lock(&file)?;
         let header = log::file_header();
         file.write_all_at(&header, 0)?;
         file.write_all_at(records, header.len() as u64)?;
         file.sync_all()?;
-        Ok(Checkpoint {
-            file,
-            end: (header.len() + records.len()) as u64,
-        })
+        Ok(Checkpoint { file, end: (header.len() + records.len()) as u64 })
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temporary);
@@ -179,13 +157,7 @@ pub(crate) fn checkpoint_path(path: &Path) -> PathBuf {
 fn open_locked(path: &Path) -> Result<File, StoreError> {
     let fail = |source| io_error(path, "open", source);
     for _ in 0..OPEN_ATTEMPTS {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(fail)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(fail)?;
         lock(&file).map_err(fail)?;
         let locked = file.metadata().map_err(fail)?;
         match std::fs::metadata(path) {
@@ -197,9 +169,7 @@ fn open_locked(path: &Path) -> Result<File, StoreError> {
             Err(error) => return Err(fail(error)),
         }
     }
-    Err(fail(io::Error::other(
-        "the file kept being replaced while opening it",
-    )))
+    Err(fail(io::Error::other("the file kept being replaced while opening it")))
 }
 
 fn lock(file: &File) -> io::Result<()> {
@@ -222,9 +192,5 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 }
 
 pub(crate) fn io_error(path: &Path, action: &'static str, source: io::Error) -> StoreError {
-    StoreError::Embedded {
-        path: path.to_owned(),
-        action,
-        source: std::sync::Arc::new(source),
-    }
+    StoreError::Embedded { path: path.to_owned(), action, source: std::sync::Arc::new(source) }
 }

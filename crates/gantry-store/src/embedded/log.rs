@@ -76,10 +76,9 @@ impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Damage::Header(reason) => write!(f, "file header: {reason}"),
-            Damage::Record { offset } => write!(
-                f,
-                "record at byte {offset} fails its checksum but later records are intact"
-            ),
+            Damage::Record { offset } => {
+                write!(f, "record at byte {offset} fails its checksum but later records are intact")
+            }
             Damage::Content { offset, reason } => write!(f, "record at byte {offset}: {reason}"),
         }
     }
@@ -88,10 +87,7 @@ impl std::fmt::Display for Damage {
 /// Reads every record of `data` (a whole log file) in order, handing each
 /// payload to `apply`. Returns the logical end of the log (where the next
 /// record goes) and whether a torn last record lies beyond it.
-pub(crate) fn read(
-    data: &[u8],
-    mut apply: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<(usize, Tail), Damage> {
+pub(crate) fn read(data: &[u8], mut apply: impl FnMut(&[u8]) -> Result<(), String>) -> Result<(usize, Tail), Damage> {
     check_header(data)?;
     let mut offset = FILE_HEADER_BYTES;
     while offset < data.len() {
@@ -105,17 +101,14 @@ pub(crate) fn read(
 }
 
 fn check_header(data: &[u8]) -> Result<(), Damage> {
-    let header = data
-        .get(..FILE_HEADER_BYTES)
-        .ok_or_else(|| Damage::Header(format!("only {} bytes long", data.len())))?;
+    let header =
+        data.get(..FILE_HEADER_BYTES).ok_or_else(|| Damage::Header(format!("only {} bytes long", data.len())))?;
     if &header[..8] != MAGIC {
         return Err(Damage::Header("not a Gantry store log".into()));
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
-        return Err(Damage::Header(format!(
-            "format version {version}, this Gantry reads version {FORMAT_VERSION}"
-        )));
+        return Err(Damage::Header(format!("format version {version}, this Gantry reads version {FORMAT_VERSION}")));
     }
     Ok(())
 }
@@ -148,18 +141,14 @@ fn record_at(data: &[u8], offset: usize) -> Option<Range<usize>> {
 /// could be one record and none of them starts an intact record, it is a
 /// torn append; anything else is damage.
 fn classify_bad_record(data: &[u8], offset: usize) -> Result<Tail, Damage> {
-    let written_end = data
-        .iter()
-        .rposition(|&byte| byte != 0)
-        .map_or(0, |i| i + 1);
+    let written_end = data.iter().rposition(|&byte| byte != 0).map_or(0, |i| i + 1);
     if written_end <= offset {
         return Ok(Tail::Clean);
     }
     if written_end - offset > RECORD_HEADER_BYTES + MAX_PAYLOAD_BYTES {
         return Err(Damage::Record { offset });
     }
-    let intact_later =
-        (offset + 1..written_end).any(|candidate| record_at(data, candidate).is_some());
+    let intact_later = (offset + 1..written_end).any(|candidate| record_at(data, candidate).is_some());
     if intact_later {
         return Err(Damage::Record { offset });
     }
@@ -208,11 +197,7 @@ mod tests {
         // leave zeros where its pages never reached the disk.
         for cut in second + 1..data.len() {
             let (seen, end, tail) = payloads(&data[..cut]).unwrap();
-            assert_eq!(
-                (seen.len(), end, tail),
-                (1, second, Tail::Torn),
-                "cut {cut}"
-            );
+            assert_eq!((seen.len(), end, tail), (1, second, Tail::Torn), "cut {cut}");
         }
         let mut garbled = data.clone();
         *garbled.last_mut().unwrap() ^= 0xff;
@@ -230,11 +215,7 @@ mod tests {
         for flip in [second, second + 5, second + RECORD_HEADER_BYTES + 1] {
             let mut damaged = data.clone();
             damaged[flip] ^= 0x01;
-            assert_eq!(
-                payloads(&damaged).unwrap_err(),
-                Damage::Record { offset: second },
-                "flipped byte {flip}"
-            );
+            assert_eq!(payloads(&damaged).unwrap_err(), Damage::Record { offset: second }, "flipped byte {flip}");
         }
     }
 
@@ -247,9 +228,7 @@ mod tests {
         ));
         let mut future = log(&[]);
         future[8] = 9;
-        assert!(
-            matches!(payloads(&future), Err(Damage::Header(reason)) if reason.contains("version 9"))
-        );
+        assert!(matches!(payloads(&future), Err(Damage::Header(reason)) if reason.contains("version 9")));
         let error = read(&log(&[b"x"]), |_| Err("nonsense".into())).unwrap_err();
         assert_eq!(error.to_string(), "record at byte 16: nonsense");
     }

@@ -21,10 +21,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::backend::{Backend, Write, Written};
-use crate::{
-    EmbeddedConfig, Engine, Event, GetResponse, KeyValue, Lease, LeaseId, RangeResponse,
-    StoreError, Watch,
-};
+use crate::{EmbeddedConfig, Engine, Event, GetResponse, KeyValue, Lease, LeaseId, RangeResponse, StoreError, Watch};
 use codec::Stored;
 use state::{HistoryLimits, State};
 
@@ -81,27 +78,19 @@ impl Inner {
     // entry, and the lease clocks by single inserts and removes. So
     // poisoning is ignored.
     fn state(&self) -> RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
-        self.state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<i64, LeaseClock>> {
-        self.leases
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lease_expired(&self, id: i64, now: Instant) -> bool {
-        self.leases()
-            .get(&id)
-            .is_none_or(|clock| clock.deadline <= now)
+        self.leases().get(&id).is_none_or(|clock| clock.deadline <= now)
     }
 }
 
@@ -115,14 +104,10 @@ impl Embedded {
                 source,
             })?;
         }
-        let limits = HistoryLimits {
-            revisions: config.history_revisions.max(1),
-            bytes: config.history_bytes,
-        };
+        let limits = HistoryLimits { revisions: config.history_revisions.max(1), bytes: config.history_bytes };
         // Replaying reads the whole log: off the async threads.
-        let (log, state) = tokio::task::spawn_blocking(move || file::open(&path, limits))
-            .await
-            .map_err(|_| StoreError::Closed)??;
+        let (log, state) =
+            tokio::task::spawn_blocking(move || file::open(&path, limits)).await.map_err(|_| StoreError::Closed)??;
 
         let now = Instant::now();
         let leases = state
@@ -130,13 +115,7 @@ impl Embedded {
             .iter()
             .map(|(&id, &ttl_secs)| {
                 let ttl = Duration::from_secs(ttl_secs);
-                (
-                    id,
-                    LeaseClock {
-                        ttl,
-                        deadline: now + ttl,
-                    },
-                )
+                (id, LeaseClock { ttl, deadline: now + ttl })
             })
             .collect();
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
@@ -148,9 +127,7 @@ impl Embedded {
             leases: Mutex::new(leases),
         });
         let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
-        let writer_config = writer::WriterConfig {
-            checkpoint_bytes: config.checkpoint_bytes,
-        };
+        let writer_config = writer::WriterConfig { checkpoint_bytes: config.checkpoint_bytes };
         writer::spawn(inner.clone(), queue, log, writer_config)?;
         tokio::spawn(expire_leases(Arc::downgrade(&inner), requests.downgrade()));
         Ok(Embedded { inner, requests })
@@ -158,13 +135,7 @@ impl Embedded {
 
     async fn request(&self, op: writer::Op) -> Result<writer::Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(writer::Request {
-                op,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.requests.send(writer::Request { op, reply: Some(reply) }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -194,32 +165,19 @@ impl Backend for Embedded {
     // durable write up to the revision they return, and none after it.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<GetResponse, StoreError>> {
         let state = self.inner.state();
-        let response = GetResponse {
-            kv: state.kv.get(key).map(|stored| key_value(key, stored)),
-            revision: state.revision,
-        };
+        let response =
+            GetResponse { kv: state.kv.get(key).map(|stored| key_value(key, stored)), revision: state.revision };
         drop(state);
         async move { Ok(response) }.boxed()
     }
 
-    fn range<'a>(
-        &'a self,
-        prefix: &'a str,
-        limit: Option<usize>,
-    ) -> BoxFuture<'a, Result<RangeResponse, StoreError>> {
+    fn range<'a>(&'a self, prefix: &'a str, limit: Option<usize>) -> BoxFuture<'a, Result<RangeResponse, StoreError>> {
         let response = {
             let state = self.inner.state();
             let mut keys = state.range(prefix);
-            let kvs: Vec<KeyValue> = keys
-                .by_ref()
-                .take(limit.unwrap_or(usize::MAX))
-                .map(|(key, stored)| key_value(key, stored))
-                .collect();
-            RangeResponse {
-                more: keys.next().is_some(),
-                kvs,
-                revision: state.revision,
-            }
+            let kvs: Vec<KeyValue> =
+                keys.by_ref().take(limit.unwrap_or(usize::MAX)).map(|(key, stored)| key_value(key, stored)).collect();
+            RangeResponse { more: keys.next().is_some(), kvs, revision: state.revision }
         };
         async move { Ok(response) }.boxed()
     }
@@ -260,11 +218,7 @@ impl Backend for Embedded {
         async move { self.request(writer::Op::Revoke(lease)).await.map(drop) }.boxed()
     }
 
-    fn watch<'a>(
-        &'a self,
-        prefix: &'a str,
-        from_revision: u64,
-    ) -> BoxFuture<'a, Result<Watch, StoreError>> {
+    fn watch<'a>(&'a self, prefix: &'a str, from_revision: u64) -> BoxFuture<'a, Result<Watch, StoreError>> {
         let watch = watcher::watch(&self.inner, prefix.to_owned(), from_revision);
         async move { Ok(watch) }.boxed()
     }
@@ -292,12 +246,8 @@ async fn expire_leases(inner: Weak<Inner>, requests: mpsc::WeakSender<writer::Re
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
-        let expired: Vec<i64> = inner
-            .leases()
-            .iter()
-            .filter(|(_, clock)| clock.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
+        let expired: Vec<i64> =
+            inner.leases().iter().filter(|(_, clock)| clock.deadline <= now).map(|(&id, _)| id).collect();
         drop(inner);
         if expired.is_empty() {
             continue;
@@ -306,10 +256,7 @@ async fn expire_leases(inner: Weak<Inner>, requests: mpsc::WeakSender<writer::Re
             return;
         };
         let (reply, answer) = oneshot::channel();
-        let request = writer::Request {
-            op: writer::Op::Expire(expired),
-            reply: Some(reply),
-        };
+        let request = writer::Request { op: writer::Op::Expire(expired), reply: Some(reply) };
         if requests.send(request).await.is_err() {
             return;
         }

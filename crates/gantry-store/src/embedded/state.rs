@@ -72,21 +72,11 @@ impl State {
     /// Applies one entry, adding the events of a new revision to `emitted`
     /// when given. Refuses an entry that cannot follow the state (a replayed
     /// log with a gap).
-    pub(crate) fn apply(
-        &mut self,
-        entry: Entry,
-        emitted: Option<&mut Vec<Event>>,
-    ) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, entry: Entry, emitted: Option<&mut Vec<Event>>) -> Result<(), String> {
         match entry {
-            Entry::Revision {
-                revision,
-                mutations,
-            } => {
+            Entry::Revision { revision, mutations } => {
                 if revision != self.revision + 1 {
-                    return Err(format!(
-                        "revision {revision} follows revision {}",
-                        self.revision
-                    ));
+                    return Err(format!("revision {revision} follows revision {}", self.revision));
                 }
                 let mut events = Vec::with_capacity(mutations.len());
                 for mutation in mutations {
@@ -103,12 +93,7 @@ impl State {
                         }
                         Mutation::Delete { key } => {
                             self.remove(&key);
-                            Event {
-                                kind: EventKind::Delete,
-                                key,
-                                value: Bytes::new(),
-                                mod_revision: revision,
-                            }
+                            Event { kind: EventKind::Delete, key, value: Bytes::new(), mod_revision: revision }
                         }
                     });
                 }
@@ -128,33 +113,19 @@ impl State {
             }
             Entry::Compact { oldest } => {
                 if oldest > self.revision + 1 {
-                    return Err(format!(
-                        "compaction to {oldest} beyond revision {}",
-                        self.revision
-                    ));
+                    return Err(format!("compaction to {oldest} beyond revision {}", self.revision));
                 }
                 self.oldest = self.oldest.max(oldest);
                 self.trim_history();
             }
-            Entry::Checkpoint {
-                revision,
-                oldest,
-                next_lease,
-            } => {
-                *self = State {
-                    revision,
-                    oldest,
-                    next_lease,
-                    ..State::new(self.limits)
-                };
+            Entry::Checkpoint { revision, oldest, next_lease } => {
+                *self = State { revision, oldest, next_lease, ..State::new(self.limits) };
             }
             Entry::Key { key, stored } => self.insert(key, stored),
             Entry::History { revision, events } => {
                 let expected = self.history.back().map_or(self.oldest, |p| p.revision + 1);
                 if revision != expected || revision > self.revision {
-                    return Err(format!(
-                        "history of revision {revision} where {expected} was expected"
-                    ));
+                    return Err(format!("history of revision {revision} where {expected} was expected"));
                 }
                 self.remember(revision, events);
                 self.trim_history();
@@ -166,34 +137,16 @@ impl State {
     /// The entries of a checkpoint: everything [`State::apply`] needs to
     /// rebuild this state from nothing, in order.
     pub(crate) fn checkpoint(&self) -> impl Iterator<Item = Entry> + '_ {
-        let counters = Entry::Checkpoint {
-            revision: self.revision,
-            oldest: self.oldest,
-            next_lease: self.next_lease,
-        };
-        let leases = self
-            .leases
-            .iter()
-            .map(|(&id, &ttl_secs)| Entry::Lease { id, ttl_secs });
-        let keys = self.kv.iter().map(|(key, stored)| Entry::Key {
-            key: key.clone(),
-            stored: stored.clone(),
-        });
-        let history = self.history.iter().map(|past| Entry::History {
-            revision: past.revision,
-            events: past.events.clone(),
-        });
-        std::iter::once(counters)
-            .chain(leases)
-            .chain(keys)
-            .chain(history)
+        let counters = Entry::Checkpoint { revision: self.revision, oldest: self.oldest, next_lease: self.next_lease };
+        let leases = self.leases.iter().map(|(&id, &ttl_secs)| Entry::Lease { id, ttl_secs });
+        let keys = self.kv.iter().map(|(key, stored)| Entry::Key { key: key.clone(), stored: stored.clone() });
+        let history =
+            self.history.iter().map(|past| Entry::History { revision: past.revision, events: past.events.clone() });
+        std::iter::once(counters).chain(leases).chain(keys).chain(history)
     }
 
     /// The keys under `prefix`, in order.
-    pub(crate) fn range<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
+    pub(crate) fn range<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
         self.kv
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(key, _)| key.starts_with(prefix))
@@ -235,16 +188,9 @@ impl State {
     }
 
     fn remember(&mut self, revision: u64, events: Vec<Event>) {
-        let bytes = events
-            .iter()
-            .map(|event| event.key.len() + event.value.len() + EVENT_OVERHEAD)
-            .sum();
+        let bytes = events.iter().map(|event| event.key.len() + event.value.len() + EVENT_OVERHEAD).sum();
         self.history_bytes += bytes;
-        self.history.push_back(PastRevision {
-            revision,
-            events,
-            bytes,
-        });
+        self.history.push_back(PastRevision { revision, events, bytes });
     }
 
     /// Drops history older than the limits or the last compaction.
@@ -279,34 +225,21 @@ mod tests {
     fn put(revision: u64, key: &str, lease: i64) -> Entry {
         Entry::Revision {
             revision,
-            mutations: vec![Mutation::Put {
-                key: key.into(),
-                stored: stored("v", revision, lease),
-            }],
+            mutations: vec![Mutation::Put { key: key.into(), stored: stored("v", revision, lease) }],
         }
     }
 
     #[test]
     fn a_checkpoint_rebuilds_the_same_state() {
-        let limits = HistoryLimits {
-            revisions: 3,
-            bytes: 1 << 20,
-        };
+        let limits = HistoryLimits { revisions: 3, bytes: 1 << 20 };
         let mut state = State::new(limits);
-        state
-            .apply(Entry::Lease { id: 7, ttl_secs: 5 }, None)
-            .unwrap();
+        state.apply(Entry::Lease { id: 7, ttl_secs: 5 }, None).unwrap();
         for revision in 1..=5 {
-            state
-                .apply(put(revision, &format!("k/{revision}"), 7), None)
-                .unwrap();
+            state.apply(put(revision, &format!("k/{revision}"), 7), None).unwrap();
         }
         state.apply(put(6, "k/1", 0), None).unwrap();
         assert_eq!((state.oldest, state.history.len()), (4, 3));
-        assert_eq!(
-            state.keys_of_lease(7).collect::<Vec<_>>(),
-            ["k/2", "k/3", "k/4", "k/5"]
-        );
+        assert_eq!(state.keys_of_lease(7).collect::<Vec<_>>(), ["k/2", "k/3", "k/4", "k/5"]);
 
         let mut rebuilt = State::new(limits);
         for entry in state.checkpoint() {
@@ -315,24 +248,15 @@ mod tests {
         assert_eq!(rebuilt.kv, state.kv);
         assert_eq!(rebuilt.leases, state.leases);
         assert_eq!(rebuilt.lease_keys, state.lease_keys);
-        assert_eq!(
-            (rebuilt.revision, rebuilt.oldest, rebuilt.next_lease),
-            (6, 4, 8)
-        );
-        assert_eq!(
-            (rebuilt.kv_bytes, rebuilt.history_bytes),
-            (state.kv_bytes, state.history_bytes)
-        );
+        assert_eq!((rebuilt.revision, rebuilt.oldest, rebuilt.next_lease), (6, 4, 8));
+        assert_eq!((rebuilt.kv_bytes, rebuilt.history_bytes), (state.kv_bytes, state.history_bytes));
         let revisions: Vec<u64> = rebuilt.history.iter().map(|p| p.revision).collect();
         assert_eq!(revisions, [4, 5, 6]);
     }
 
     #[test]
     fn gaps_are_refused_and_the_byte_budget_trims_history() {
-        let mut state = State::new(HistoryLimits {
-            revisions: 100,
-            bytes: 2 * (3 + 1 + EVENT_OVERHEAD),
-        });
+        let mut state = State::new(HistoryLimits { revisions: 100, bytes: 2 * (3 + 1 + EVENT_OVERHEAD) });
         assert!(state.apply(put(2, "k/a", 0), None).is_err());
         for revision in 1..=4 {
             state.apply(put(revision, "k/a", 0), None).unwrap();

@@ -92,10 +92,7 @@ impl Follower {
         let chunk = read_history(&inner, &self.prefix, from);
         drop(inner);
         if from < chunk.oldest {
-            return Err(StoreError::Compacted {
-                requested: from,
-                oldest_available: chunk.oldest,
-            });
+            return Err(StoreError::Compacted { requested: from, oldest_available: chunk.oldest });
         }
         self.pending.extend(chunk.events);
         self.next = chunk.next;
@@ -132,12 +129,7 @@ impl Follower {
 
 fn read_history(inner: &Inner, prefix: &str, from: u64) -> Chunk {
     let state = inner.state();
-    let mut chunk = Chunk {
-        events: Vec::new(),
-        next: from,
-        oldest: state.oldest,
-        revision: state.revision,
-    };
+    let mut chunk = Chunk { events: Vec::new(), next: from, oldest: state.oldest, revision: state.revision };
     if from < state.oldest || from > state.revision {
         chunk.next = chunk.next.max(state.revision + 1);
         return chunk;

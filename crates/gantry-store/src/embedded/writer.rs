@@ -113,19 +113,16 @@ pub(crate) fn spawn(
         last_sync: Duration::ZERO,
         next_checkpoint: 0,
         checkpoint: None,
-        timer: tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|source| {
-            StoreError::Io { path: path.clone(), action: "start the writer's timer", source }
-        })?,
+        timer: tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|source| StoreError::Io { path: path.clone(), action: "start the writer's timer", source })?,
     };
     std::thread::Builder::new()
         .name("gantry-store-writer".into())
         .spawn(move || writer.run())
         .map(drop)
-        .map_err(|source| StoreError::Io {
-            path,
-            action: "start the writer thread",
-            source,
-        })
+        .map_err(|source| StoreError::Io { path, action: "start the writer thread", source })
 }
 
 struct Writer {
@@ -165,9 +162,7 @@ impl Writer {
         let mut close_reply = None;
         while let Some(first) = self.queue.blocking_recv() {
             let mut batch = self.gather(first);
-            let close_at = batch
-                .iter()
-                .position(|request| matches!(request.op, Op::Close));
+            let close_at = batch.iter().position(|request| matches!(request.op, Op::Close));
             let rest = close_at.map(|at| batch.split_off(at));
             let stop = self.commit(batch).is_err() || self.checkpoint_step().is_err();
             if let Some(rest) = rest {
@@ -256,10 +251,7 @@ impl Writer {
         if requests.is_empty() {
             return Ok(());
         }
-        let (ops, replies): (Vec<Op>, Vec<_>) = requests
-            .into_iter()
-            .map(|request| (request.op, request.reply))
-            .unzip();
+        let (ops, replies): (Vec<Op>, Vec<_>) = requests.into_iter().map(|request| (request.op, request.reply)).unzip();
         let (outcomes, changes) = {
             let state = self.inner.state();
             let mut pending = Pending::new(&state, &self.inner);
@@ -314,13 +306,7 @@ impl Writer {
             let now = Instant::now();
             let mut leases = self.inner.leases();
             for (id, ttl) in changes.granted {
-                leases.insert(
-                    id,
-                    LeaseClock {
-                        ttl,
-                        deadline: now + ttl,
-                    },
-                );
+                leases.insert(id, LeaseClock { ttl, deadline: now + ttl });
             }
             for id in changes.ended {
                 leases.remove(&id);
@@ -337,9 +323,10 @@ impl Writer {
         match &self.checkpoint {
             Some(in_progress) if in_progress.thread.is_finished() => {
                 let in_progress = self.checkpoint.take().expect("just matched");
-                let written = in_progress.thread.join().unwrap_or_else(|_| {
-                    Err(std::io::Error::other("the checkpoint thread panicked"))
-                });
+                let written = in_progress
+                    .thread
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the checkpoint thread panicked")));
                 match written {
                     Ok(checkpoint) => {
                         if self.log.install(checkpoint, &in_progress.tail).is_err() {
@@ -379,10 +366,7 @@ impl Writer {
             .spawn(move || file::write_checkpoint(&path, &records));
         match spawned {
             Ok(thread) => {
-                self.checkpoint = Some(InProgress {
-                    thread,
-                    tail: Vec::new(),
-                });
+                self.checkpoint = Some(InProgress { thread, tail: Vec::new() });
             }
             Err(_) => self.next_checkpoint = self.log.len() + self.config.checkpoint_bytes,
         }
@@ -408,10 +392,7 @@ fn encode_checkpoint(state: &State) -> Vec<u8> {
 
 /// One failed append fails every request in it; each gets its own error
 /// sharing the cause.
-fn fail_all(
-    replies: Vec<Option<oneshot::Sender<Result<Outcome, StoreError>>>>,
-    error: &StoreError,
-) {
+fn fail_all(replies: Vec<Option<oneshot::Sender<Result<Outcome, StoreError>>>>, error: &StoreError) {
     for reply in replies.into_iter().flatten() {
         let _ = reply.send(Err(error.copy_for_another_caller()));
     }
@@ -493,12 +474,8 @@ impl<'a> Pending<'a> {
 
     /// The existing keys attached to lease `id`, in order.
     fn keys_of_lease(&self, id: i64) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .state
-            .keys_of_lease(id)
-            .filter(|key| !self.keys.contains_key(*key))
-            .map(str::to_owned)
-            .collect();
+        let mut keys: Vec<String> =
+            self.state.keys_of_lease(id).filter(|key| !self.keys.contains_key(*key)).map(str::to_owned).collect();
         keys.extend(
             self.keys
                 .iter()
@@ -518,17 +495,11 @@ impl<'a> Pending<'a> {
                 for compare in &txn.compares {
                     let current = self.get(&compare.key).map_or(0, |s| s.mod_revision);
                     if current != compare.mod_revision {
-                        return Ok(Outcome::Written(Written {
-                            succeeded: false,
-                            revision: self.revision,
-                            deleted: 0,
-                        }));
+                        return Ok(Outcome::Written(Written { succeeded: false, revision: self.revision, deleted: 0 }));
                     }
                 }
                 for op in &txn.ops {
-                    if let TxnOp::Put {
-                        lease: Some(lease), ..
-                    } = op
+                    if let TxnOp::Put { lease: Some(lease), .. } = op
                         && !self.lease_alive(lease.0)
                     {
                         return Err(StoreError::LeaseNotFound { lease: *lease });
@@ -565,21 +536,13 @@ impl<'a> Pending<'a> {
                     }
                 }
                 self.record(mutations);
-                Ok(Outcome::Written(Written {
-                    succeeded: true,
-                    revision: self.revision,
-                    deleted,
-                }))
+                Ok(Outcome::Written(Written { succeeded: true, revision: self.revision, deleted }))
             }
             Op::Write(Write::DeletePrefix(prefix)) => {
                 let keys = self.keys_under(&prefix);
                 let deleted = keys.len() as u64;
                 self.delete_all(keys);
-                Ok(Outcome::Written(Written {
-                    succeeded: true,
-                    revision: self.revision,
-                    deleted,
-                }))
+                Ok(Outcome::Written(Written { succeeded: true, revision: self.revision, deleted }))
             }
             Op::Grant(ttl_secs) => {
                 let id = self.next_lease;
@@ -588,10 +551,7 @@ impl<'a> Pending<'a> {
                 self.changes.entries.push(Entry::Lease { id, ttl_secs });
                 let ttl = Duration::from_secs(ttl_secs);
                 self.changes.granted.push((id, ttl));
-                Ok(Outcome::Lease(Lease {
-                    id: LeaseId(id),
-                    ttl,
-                }))
+                Ok(Outcome::Lease(Lease { id: LeaseId(id), ttl }))
             }
             Op::Revoke(lease) => {
                 if !self.lease_alive(lease.0) {
@@ -611,15 +571,11 @@ impl<'a> Pending<'a> {
             }
             Op::Compact(revision) => {
                 if revision > self.revision {
-                    return Err(StoreError::FutureRevision {
-                        requested: revision,
-                    });
+                    return Err(StoreError::FutureRevision { requested: revision });
                 }
                 if revision > self.oldest {
                     self.oldest = revision;
-                    self.changes
-                        .entries
-                        .push(Entry::Compact { oldest: revision });
+                    self.changes.entries.push(Entry::Compact { oldest: revision });
                 }
                 Ok(Outcome::Done)
             }
@@ -653,9 +609,6 @@ impl<'a> Pending<'a> {
             return;
         }
         self.revision += 1;
-        self.changes.entries.push(Entry::Revision {
-            revision: self.revision,
-            mutations,
-        });
+        self.changes.entries.push(Entry::Revision { revision: self.revision, mutations });
     }
 }

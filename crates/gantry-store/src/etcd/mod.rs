@@ -15,8 +15,8 @@ mod batch;
 
 use crate::backend::{Backend, Write, Written};
 use crate::{
-    Engine, EtcdConfig, Event, EventKind, GetResponse, KeyValue, Lease, LeaseId, RangeResponse,
-    StoreError, TxnOp, Watch,
+    Engine, EtcdConfig, Event, EventKind, GetResponse, KeyValue, Lease, LeaseId, RangeResponse, StoreError, TxnOp,
+    Watch,
 };
 
 pub(crate) struct Etcd {
@@ -37,12 +37,8 @@ impl Etcd {
         let client = etcd::Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|source| etcd_error(&endpoints, "connect", source))?;
-        let etcd = Etcd {
-            batcher: batch::Batcher::start(client.kv_client()),
-            client,
-            namespace: config.namespace,
-            endpoints,
-        };
+        let etcd =
+            Etcd { batcher: batch::Batcher::start(client.kv_client()), client, namespace: config.namespace, endpoints };
         // Fail now, not on the first request, when nothing answers.
         etcd.revision().await?;
         Ok(etcd)
@@ -80,9 +76,7 @@ impl Etcd {
     async fn write_txn(&self, txn: crate::Txn) -> Result<Written, StoreError> {
         let mut kv = self.client.kv_client();
         let lease = txn.ops.iter().find_map(|op| match op {
-            TxnOp::Put {
-                lease: Some(lease), ..
-            } => Some(*lease),
+            TxnOp::Put { lease: Some(lease), .. } => Some(*lease),
             _ => None,
         });
         let fail = |source| self.write_error(source, lease);
@@ -97,24 +91,13 @@ impl Etcd {
                 }
                 Some(TxnOp::Put { key, value, lease }) => {
                     let options = lease.map(|lease| etcd::PutOptions::new().with_lease(lease.0));
-                    let response = kv
-                        .put(self.full_key(&key), value.to_vec(), options)
-                        .await
-                        .map_err(fail)?;
-                    return Ok(Written {
-                        succeeded: true,
-                        revision: header_revision(response.header()),
-                        deleted: 0,
-                    });
+                    let response = kv.put(self.full_key(&key), value.to_vec(), options).await.map_err(fail)?;
+                    return Ok(Written { succeeded: true, revision: header_revision(response.header()), deleted: 0 });
                 }
                 Some(TxnOp::Delete { key }) => {
                     let response = kv.delete(self.full_key(&key), None).await.map_err(fail)?;
                     let revision = header_revision(response.header());
-                    return Ok(Written {
-                        succeeded: true,
-                        revision,
-                        deleted: response.deleted() as u64,
-                    });
+                    return Ok(Written { succeeded: true, revision, deleted: response.deleted() as u64 });
                 }
                 None => unreachable!("one operation was checked above"),
             }
@@ -126,9 +109,7 @@ impl Etcd {
                 let key = self.full_key(&compare.key);
                 match compare.mod_revision {
                     0 => etcd::Compare::create_revision(key, etcd::CompareOp::Equal, 0),
-                    revision => {
-                        etcd::Compare::mod_revision(key, etcd::CompareOp::Equal, revision as i64)
-                    }
+                    revision => etcd::Compare::mod_revision(key, etcd::CompareOp::Equal, revision as i64),
                 }
             })
             .collect();
@@ -144,10 +125,7 @@ impl Etcd {
                 TxnOp::Delete { key } => etcd::TxnOp::delete(self.full_key(&key), None),
             })
             .collect();
-        let response = kv
-            .txn(etcd::Txn::new().when(compares).and_then(ops))
-            .await
-            .map_err(fail)?;
+        let response = kv.txn(etcd::Txn::new().when(compares).and_then(ops)).await.map_err(fail)?;
         let deleted = response
             .op_responses()
             .iter()
@@ -156,11 +134,7 @@ impl Etcd {
                 _ => 0,
             })
             .sum();
-        Ok(Written {
-            succeeded: response.succeeded(),
-            revision: header_revision(response.header()),
-            deleted,
-        })
+        Ok(Written { succeeded: response.succeeded(), revision: header_revision(response.header()), deleted })
     }
 
     fn write_error(&self, source: etcd::Error, lease: Option<LeaseId>) -> StoreError {
@@ -172,11 +146,7 @@ impl Etcd {
 }
 
 fn etcd_error(endpoints: &str, action: &'static str, source: etcd::Error) -> StoreError {
-    StoreError::Etcd {
-        endpoints: endpoints.to_owned(),
-        action,
-        source: Box::new(source),
-    }
+    StoreError::Etcd { endpoints: endpoints.to_owned(), action, source: Box::new(source) }
 }
 
 fn header_revision(header: Option<&etcd::ResponseHeader>) -> u64 {
@@ -230,19 +200,12 @@ impl Backend for Etcd {
                 .await
                 .map_err(|source| self.error("get", source))?;
             let kv = response.kvs().first().map(|kv| self.key_value(kv));
-            Ok(GetResponse {
-                kv,
-                revision: header_revision(response.header()),
-            })
+            Ok(GetResponse { kv, revision: header_revision(response.header()) })
         }
         .boxed()
     }
 
-    fn range<'a>(
-        &'a self,
-        prefix: &'a str,
-        limit: Option<usize>,
-    ) -> BoxFuture<'a, Result<RangeResponse, StoreError>> {
+    fn range<'a>(&'a self, prefix: &'a str, limit: Option<usize>) -> BoxFuture<'a, Result<RangeResponse, StoreError>> {
         async move {
             let limit = limit.map_or(0, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
             // Keys come back sorted by key: etcd's default order.
@@ -293,10 +256,7 @@ impl Backend for Etcd {
                 .grant(ttl_secs as i64, None)
                 .await
                 .map_err(|source| self.error("grant a lease", source))?;
-            Ok(Lease {
-                id: LeaseId(response.id()),
-                ttl: Duration::from_secs(response.ttl() as u64),
-            })
+            Ok(Lease { id: LeaseId(response.id()), ttl: Duration::from_secs(response.ttl() as u64) })
         }
         .boxed()
     }
@@ -312,17 +272,10 @@ impl Backend for Etcd {
             };
             // Opening the keep-alive stream renews the lease once and checks
             // it exists; one more round trip learns the TTL it was renewed to.
-            let (mut keeper, mut responses) = self
-                .client
-                .lease_client()
-                .keep_alive(lease.0)
-                .await
-                .map_err(fail)?;
+            let (mut keeper, mut responses) = self.client.lease_client().keep_alive(lease.0).await.map_err(fail)?;
             keeper.keep_alive().await.map_err(fail)?;
             match responses.message().await.map_err(fail)? {
-                Some(response) if response.ttl() > 0 => {
-                    Ok(Duration::from_secs(response.ttl() as u64))
-                }
+                Some(response) if response.ttl() > 0 => Ok(Duration::from_secs(response.ttl() as u64)),
                 _ => Err(StoreError::LeaseNotFound { lease }),
             }
         }
@@ -333,20 +286,14 @@ impl Backend for Etcd {
         async move {
             match self.client.lease_client().revoke(lease.0).await {
                 Ok(_) => Ok(()),
-                Err(source) if is_lease_not_found(&source) => {
-                    Err(StoreError::LeaseNotFound { lease })
-                }
+                Err(source) if is_lease_not_found(&source) => Err(StoreError::LeaseNotFound { lease }),
                 Err(source) => Err(self.error("revoke a lease", source)),
             }
         }
         .boxed()
     }
 
-    fn watch<'a>(
-        &'a self,
-        prefix: &'a str,
-        from_revision: u64,
-    ) -> BoxFuture<'a, Result<Watch, StoreError>> {
+    fn watch<'a>(&'a self, prefix: &'a str, from_revision: u64) -> BoxFuture<'a, Result<Watch, StoreError>> {
         async move {
             let key = self.full_key(prefix);
             let options = if key.is_empty() {
@@ -375,13 +322,10 @@ impl Backend for Etcd {
             while !state.created && state.ended.is_none() {
                 state.receive().await;
             }
-            Ok(Watch::new(futures::stream::unfold(
-                state,
-                |mut state| async move {
-                    let item = state.next_event().await?;
-                    Some((item, state))
-                },
-            )))
+            Ok(Watch::new(futures::stream::unfold(state, |mut state| async move {
+                let item = state.next_event().await?;
+                Some((item, state))
+            })))
         }
         .boxed()
     }
@@ -393,9 +337,7 @@ impl Backend for Etcd {
                 Err(source) => match status_message(&source) {
                     message if message.contains("has been compacted") => Ok(()),
                     message if message.contains("future revision") => {
-                        Err(StoreError::FutureRevision {
-                            requested: revision,
-                        })
+                        Err(StoreError::FutureRevision { requested: revision })
                     }
                     _ => Err(self.error("compact", source)),
                 },
@@ -465,10 +407,7 @@ impl Follower {
         }
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
-            let key = kv
-                .key()
-                .strip_prefix(self.namespace.as_bytes())
-                .unwrap_or(kv.key());
+            let key = kv.key().strip_prefix(self.namespace.as_bytes()).unwrap_or(kv.key());
             let (kind, value) = match event.event_type() {
                 etcd::EventType::Put => (EventKind::Put, Bytes::copy_from_slice(kv.value())),
                 etcd::EventType::Delete => (EventKind::Delete, Bytes::new()),

@@ -111,7 +111,13 @@ pub fn run(opened: &Opened, group: &str, launch: &LaunchArgs, key: Option<&Path>
             image.id,
             template_label(&template)
         );
-        Ok(Report { group: group.to_string(), asg: new.name, template: template_label(&template), image_id: image.id, deleted: vec![] })
+        Ok(Report {
+            group: group.to_string(),
+            asg: new.name,
+            template: template_label(&template),
+            image_id: image.id,
+            deleted: vec![],
+        })
     })?;
     report.print(json)
 }
@@ -131,7 +137,9 @@ pub fn update(
         let aws = Aws::connect(&connect).await?;
         let (old, generation) = live_asgs(&aws, group).await?;
         if old.is_empty() {
-            anyhow::bail!("group {group} has no autoscaling group to update: create one with `gantry autoscale:run {group}`");
+            anyhow::bail!(
+                "group {group} has no autoscaling group to update: create one with `gantry autoscale:run {group}`"
+            );
         }
         let update = Update { aws: &aws, plan: &plan, autoscale, old: &old, generation, launch, args };
         match args.strategy {
@@ -200,7 +208,12 @@ impl Report {
 
 /// The local checks of `run` and `update`: the group is autoscaled and
 /// `autoscale:create` wrote its dna, which the nodes get.
-fn plan_for<'a>(opened: &'a Opened, group: &str, launch: &LaunchArgs, key: Option<&Path>) -> anyhow::Result<(Plan<'a>, Autoscale)> {
+fn plan_for<'a>(
+    opened: &'a Opened,
+    group: &str,
+    launch: &LaunchArgs,
+    key: Option<&Path>,
+) -> anyhow::Result<(Plan<'a>, Autoscale)> {
     let spec = opened.repo.group(group).map_err(|d| opened.bad_input(vec![d]))?;
     let Some(autoscale) = spec.autoscale else {
         return Err(BadInput(format!(
@@ -226,10 +239,17 @@ fn plan_for<'a>(opened: &'a Opened, group: &str, launch: &LaunchArgs, key: Optio
 /// The autoscaling group for `template`: sizes and health-check grace from
 /// nodes.json, spread over every zone (or in the group's subnet), tagged
 /// with the group (and named after it) down to its instances.
-async fn new_asg(aws: &Aws, plan: &Plan<'_>, autoscale: Autoscale, name: &str, template: &TemplateVersion) -> anyhow::Result<NewAsg> {
+async fn new_asg(
+    aws: &Aws,
+    plan: &Plan<'_>,
+    autoscale: Autoscale,
+    name: &str,
+    template: &TemplateVersion,
+) -> anyhow::Result<NewAsg> {
     let group = plan.group;
     let zones = if group.subnet_id.is_some() { Vec::new() } else { aws.zones().await? };
-    let mut tags = vec![(gantry_aws::GROUP_TAG.to_string(), group.name.clone()), (NAME_TAG.to_string(), group.name.clone())];
+    let mut tags =
+        vec![(gantry_aws::GROUP_TAG.to_string(), group.name.clone()), (NAME_TAG.to_string(), group.name.clone())];
     tags.extend(group.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
     Ok(NewAsg {
         name: name.to_string(),
@@ -289,7 +309,13 @@ impl<'a> Update<'a> {
             eprintln!("deleted the old autoscaling group {} (its instances are terminating)", old.name);
             deleted.push(old.name.clone());
         }
-        Ok(Report { group: group.to_string(), asg: name, template: template_label(&template), image_id: image.id, deleted })
+        Ok(Report {
+            group: group.to_string(),
+            asg: name,
+            template: template_label(&template),
+            image_id: image.id,
+            deleted,
+        })
     }
 
     /// Waits until the new group serves, then lets other nodes update, then
@@ -314,11 +340,18 @@ impl<'a> Update<'a> {
     async fn abandon(&self, new: &str, why: &str) -> anyhow::Error {
         let template = template_name(new);
         let cleanup = match self.aws.asg(new).await {
-            Ok(Some(asg)) => delete_generation(self.aws, &asg).await.map(|()| format!("deleted the new autoscaling group {new}")),
-            Ok(None) => self.aws.delete_launch_template(&template).await.map(|()| format!("deleted the launch template {template}")),
+            Ok(Some(asg)) => {
+                delete_generation(self.aws, &asg).await.map(|()| format!("deleted the new autoscaling group {new}"))
+            }
+            Ok(None) => self
+                .aws
+                .delete_launch_template(&template)
+                .await
+                .map(|()| format!("deleted the launch template {template}")),
             Err(e) => Err(e),
         };
-        let cleanup = cleanup.unwrap_or_else(|e| format!("cleaning up {new} failed too ({e}): delete it and {template} by hand"));
+        let cleanup =
+            cleanup.unwrap_or_else(|e| format!("cleaning up {new} failed too ({e}): delete it and {template} by hand"));
         anyhow!("autoscale:update of {} failed: {why}\n{cleanup}; {} keeps serving", self.group(), names(self.old))
     }
 
@@ -342,7 +375,12 @@ impl<'a> Update<'a> {
         let (spec, image) = launch_spec(aws, self.plan, self.launch.ami.as_deref()).await?;
         let template = aws.put_launch_template(&template_name(&asg.name), &spec).await?;
         let refresh = aws.start_instance_refresh(&asg.name, &template, self.autoscale.timeout).await?;
-        eprintln!("started instance refresh {} of {} onto launch template {}", refresh.id, asg.name, template_label(&template));
+        eprintln!(
+            "started instance refresh {} of {} onto launch template {}",
+            refresh.id,
+            asg.name,
+            template_label(&template)
+        );
         if let Err((why, finished)) = wait_refresh(aws, &refresh, self.args.wait, self.args.poll).await {
             let rollback = match (finished, aws.rollback_instance_refresh(&refresh).await) {
                 (true, _) => "AWS rolled it back".to_string(),
@@ -352,7 +390,13 @@ impl<'a> Update<'a> {
             anyhow::bail!("autoscale:update of {group} failed: {why}\n{rollback}");
         }
         aws.set_default_version(&template).await?;
-        Ok(Report { group: group.to_string(), asg: asg.name.clone(), template: template_label(&template), image_id: image.id, deleted: vec![] })
+        Ok(Report {
+            group: group.to_string(),
+            asg: asg.name.clone(),
+            template: template_label(&template),
+            image_id: image.id,
+            deleted: vec![],
+        })
     }
 }
 
@@ -403,7 +447,10 @@ async fn wait_refresh(aws: &Aws, refresh: &Refresh, wait: Duration, poll: Durati
                 return Err((format!("the instance refresh ended {}: {reason}", state.status), true));
             }
             _ if Instant::now() >= deadline => {
-                return Err((format!("the instance refresh had not finished after {}", humantime::format_duration(wait)), false));
+                return Err((
+                    format!("the instance refresh had not finished after {}", humantime::format_duration(wait)),
+                    false,
+                ));
             }
             _ => {}
         }
@@ -429,8 +476,12 @@ async fn describe(aws: &Aws, name: &str) -> Result<Asg, String> {
 
 /// `12_04-bee-v2: 1/2 in service (i-0a Pending/Healthy)`.
 fn progress(asg: &Asg) -> String {
-    let waiting: Vec<String> =
-        asg.instances.iter().filter(|i| !i.is_in_service()).map(|i| format!("{} {}/{}", i.id, i.lifecycle, i.health)).collect();
+    let waiting: Vec<String> = asg
+        .instances
+        .iter()
+        .filter(|i| !i.is_in_service())
+        .map(|i| format!("{} {}/{}", i.id, i.lifecycle, i.health))
+        .collect();
     let mut line = format!("{}: {}/{} in service", asg.name, asg.in_service(), asg.desired);
     if !waiting.is_empty() {
         line.push_str(&format!(" ({})", waiting.join(", ")));

@@ -75,7 +75,8 @@ pub fn create(opened: &Opened, group: &str, args: &CreateArgs, launch: &LaunchAr
 /// group), autoscaled or not.
 pub fn list(opened: &Opened, group: Option<&str>, aws: &AwsArgs, json: bool) -> anyhow::Result<()> {
     let connect = super::connect_for(opened, group, aws.endpoint_url.as_deref());
-    let instances = runtime()?.block_on(async { anyhow::Ok(Aws::connect(&connect).await?.group_instances(group).await?) })?;
+    let instances =
+        runtime()?.block_on(async { anyhow::Ok(Aws::connect(&connect).await?.group_instances(group).await?) })?;
     let header = ["GROUP", "INSTANCE", "NAME", "STATE", "TYPE", "ZONE", "AMI", "PRIVATE IP", "AUTOSCALING GROUP"];
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let row = |i: &Instance| {

@@ -42,7 +42,13 @@ pub struct Plan<'a> {
 
 /// Checks the request against the repository and reads the key file: bad
 /// input is found before anything is asked of AWS.
-pub fn plan<'a>(opened: &'a Opened, group: &str, launch: &LaunchArgs, key: Option<&Path>, dna: &[u8]) -> anyhow::Result<Plan<'a>> {
+pub fn plan<'a>(
+    opened: &'a Opened,
+    group: &str,
+    launch: &LaunchArgs,
+    key: Option<&Path>,
+    dna: &[u8],
+) -> anyhow::Result<Plan<'a>> {
     let group = opened.repo.group(group).map_err(|d| opened.bad_input(vec![d]))?;
     let Some(instance_type) = group.instance_type.clone() else {
         return Err(BadInput(format!(
@@ -69,7 +75,12 @@ pub async fn launch_spec(aws: &Aws, plan: &Plan<'_>, ami: Option<&str>) -> anyho
     let image = match ami {
         Some(id) => aws.image(id).await?,
         None => aws.group_images(&group.name).await?.into_iter().next().with_context(|| {
-            format!("group {} has no AMI in {}: build one with `gantry packer:run {}`", group.name, aws.region(), group.name)
+            format!(
+                "group {} has no AMI in {}: build one with `gantry packer:run {}`",
+                group.name,
+                aws.region(),
+                group.name
+            )
         })?,
     };
     if let Some((name, public_key)) = &plan.key {
@@ -97,7 +108,11 @@ pub async fn launch_spec(aws: &Aws, plan: &Plan<'_>, ami: Option<&str>) -> anyho
 fn key_pair_of(path: &Path) -> anyhow::Result<(String, PublicKey)> {
     let name = path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty());
     let Some(name) = name else {
-        return Err(BadInput(format!("error: --key {}: the file name names the key pair, and this one has none", path.display())).into());
+        return Err(BadInput(format!(
+            "error: --key {}: the file name names the key pair, and this one has none",
+            path.display()
+        ))
+        .into());
     };
     let public_key = gantry_aws::public_key_of(path).map_err(|e| BadInput(format!("error: --key {e}")))?;
     Ok((name.to_string(), public_key))

@@ -51,7 +51,11 @@ pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>, json: bool)
         .into());
     }
     let log_path = opened.dir.join(packer_log_path(group));
-    eprintln!("building {} with packer (full output: {})", opened.show_path(&template), opened.show_path(&packer_log_path(group)));
+    eprintln!(
+        "building {} with packer (full output: {})",
+        opened.show_path(&template),
+        opened.show_path(&packer_log_path(group))
+    );
     let artifacts = packer_build(&opened.dir, &template, endpoint_url, &log_path)?;
     let (region, image_id) = artifacts
         .first()
@@ -63,7 +67,8 @@ pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>, json: bool)
     if let Some(commit) = &git_commit {
         tags.push((GIT_COMMIT_TAG.to_string(), commit.clone()));
     }
-    let connect = Connect { endpoint_url: endpoint_url.map(str::to_string), region: Some(region.clone()), ..Connect::default() };
+    let connect =
+        Connect { endpoint_url: endpoint_url.map(str::to_string), region: Some(region.clone()), ..Connect::default() };
     runtime()?.block_on(async { Aws::connect(&connect).await?.tag_image(&image_id, &tags).await })?;
 
     let mut record = read_record(opened, group)?;
@@ -80,7 +85,14 @@ pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>, json: bool)
 }
 
 /// `packer:clean GROUP -n KEEP`: deregister all but the newest KEEP AMIs.
-pub fn clean(opened: &Opened, group: &str, keep: usize, dry_run: bool, endpoint_url: Option<&str>, json: bool) -> anyhow::Result<()> {
+pub fn clean(
+    opened: &Opened,
+    group: &str,
+    keep: usize,
+    dry_run: bool,
+    endpoint_url: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     let connect = super::connect_for(opened, Some(group), endpoint_url);
     let mut out = lines_out(json);
     let (region, images, doomed) = runtime()?.block_on(async {
@@ -88,7 +100,12 @@ pub fn clean(opened: &Opened, group: &str, keep: usize, dry_run: bool, endpoint_
         let images = aws.group_images(group).await?;
         let doomed = gantry_aws::beyond_newest(&images, keep).to_vec();
         if doomed.is_empty() {
-            writeln!(out, "nothing to clean: group {group} has {} AMI(s) in {}, keeping up to {keep}", images.len(), aws.region())?;
+            writeln!(
+                out,
+                "nothing to clean: group {group} has {} AMI(s) in {}, keeping up to {keep}",
+                images.len(),
+                aws.region()
+            )?;
         }
         deregister_all(&aws, (opened, group), &doomed, dry_run, &mut out).await?;
         anyhow::Ok((aws.region().to_string(), images, doomed))
@@ -108,7 +125,13 @@ pub fn clean(opened: &Opened, group: &str, keep: usize, dry_run: bool, endpoint_
 
 /// `packer:delete GROUP`: deregister every AMI of the group and remove its
 /// template; nothing else (no autoscaling group) is touched.
-pub fn delete(opened: &Opened, group: &str, dry_run: bool, endpoint_url: Option<&str>, json: bool) -> anyhow::Result<()> {
+pub fn delete(
+    opened: &Opened,
+    group: &str,
+    dry_run: bool,
+    endpoint_url: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     let connect = super::connect_for(opened, Some(group), endpoint_url);
     let mut out = lines_out(json);
     let (region, images) = runtime()?.block_on(async {
@@ -185,7 +208,8 @@ fn read_record(opened: &Opened, group: &str) -> anyhow::Result<Vec<BuiltImage>> 
 
 fn write_record(opened: &Opened, group: &str, record: &[BuiltImage]) -> anyhow::Result<()> {
     let path = opened.dir.join(amis_record_path(group));
-    write_atomic(&path, &gantry_generate::to_json_bytes(&record)).with_context(|| format!("writing {}", path.display()))?;
+    write_atomic(&path, &gantry_generate::to_json_bytes(&record))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -203,7 +227,12 @@ fn forget(opened: &Opened, group: &str, image_id: &str) -> anyhow::Result<()> {
 /// Runs `packer build -machine-readable`, showing its steps on stderr and
 /// keeping every line in `log_path`; returns the (region, AMI id) pairs of
 /// its artifact.
-fn packer_build(dir: &Path, template: &str, endpoint_url: Option<&str>, log_path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+fn packer_build(
+    dir: &Path,
+    template: &str,
+    endpoint_url: Option<&str>,
+    log_path: &Path,
+) -> anyhow::Result<Vec<(String, String)>> {
     if let Some(parent) = log_path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
@@ -216,7 +245,9 @@ fn packer_build(dir: &Path, template: &str, endpoint_url: Option<&str>, log_path
     command.arg(template).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!("packer is not installed: install it (Debian: `apt-get install packer`, or scripts/install-test-deps)")
+            anyhow::anyhow!(
+                "packer is not installed: install it (Debian: `apt-get install packer`, or scripts/install-test-deps)"
+            )
         } else {
             anyhow::Error::from(e).context("starting packer")
         }
@@ -307,7 +338,10 @@ mod tests {
         );
         assert_eq!(
             MachineLine::parse("1,amazon-ebs,artifact,0,id,us-east-1:ami-a%!(PACKER_COMMA)eu-west-1:ami-b"),
-            Some(MachineLine::ArtifactId(vec![("us-east-1".into(), "ami-a".into()), ("eu-west-1".into(), "ami-b".into())]))
+            Some(MachineLine::ArtifactId(vec![
+                ("us-east-1".into(), "ami-a".into()),
+                ("eu-west-1".into(), "ami-b".into())
+            ]))
         );
         assert_eq!(
             MachineLine::parse("1,,ui,say,==> amazon-ebs: No volumes to clean up%!(PACKER_COMMA) skipping"),

@@ -47,7 +47,10 @@ fn main() -> anyhow::Result<()> {
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> anyhow::Result<usize> {
-            it.next().with_context(|| format!("{name} needs a number"))?.parse().with_context(|| format!("{name} takes a number"))
+            it.next()
+                .with_context(|| format!("{name} needs a number"))?
+                .parse()
+                .with_context(|| format!("{name} takes a number"))
         };
         match arg.as_str() {
             "--agents" => agents = value("--agents")?,
@@ -103,7 +106,9 @@ async fn bench(agents: usize, rounds: usize) -> anyhow::Result<()> {
         });
     }
     wait_for_all(&mut events, agents).await.context("agents starting")?;
-    println!("gantry bench-agents: {agents} agents for app-www in one process, 1 api provider; {rounds} rounds (+{WARM_UP_ROUNDS} warm-up)");
+    println!(
+        "gantry bench-agents: {agents} agents for app-www in one process, 1 api provider; {rounds} rounds (+{WARM_UP_ROUNDS} warm-up)"
+    );
     println!("all {agents} agents registered and wrote their first env file in {:.0} ms", ms(started.elapsed()));
 
     let mut all_times = Vec::new();
@@ -138,7 +143,10 @@ async fn bench(agents: usize, rounds: usize) -> anyhow::Result<()> {
         "-"
     );
     match memory {
-        Ok(kib) => println!("\nidle agent process (app-www, registered, watching): RSS {:.1} MiB (target < 20 MiB)", kib as f64 / 1024.0),
+        Ok(kib) => println!(
+            "\nidle agent process (app-www, registered, watching): RSS {:.1} MiB (target < 20 MiB)",
+            kib as f64 / 1024.0
+        ),
         Err(e) => println!("\nidle agent RSS: not measured ({e:#})"),
     }
     Ok(())
@@ -167,7 +175,9 @@ async fn wait_for_all(events: &mut mpsc::UnboundedReceiver<AgentEvent>, agents: 
     while seen.len() < agents {
         let event = tokio::time::timeout(ROUND_TIMEOUT, events.recv())
             .await
-            .with_context(|| format!("only {} of {agents} agents rewrote their env file within {ROUND_TIMEOUT:?}", seen.len()))?
+            .with_context(|| {
+                format!("only {} of {agents} agents rewrote their env file within {ROUND_TIMEOUT:?}", seen.len())
+            })?
             .context("the agents stopped")?;
         let AgentEvent::EnvWritten { machine, .. } = event else { continue };
         if seen.insert(machine) {

@@ -32,8 +32,8 @@ use gantry_agent::lb::LbKind;
 use gantry_api::{Health, Instance, WatchKind, keys};
 use gantry_client::{Client, WatchItem};
 use gantry_store::{EmbeddedConfig, Store, StoreConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use stats::{ms, percentile};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const API_PORT: u16 = 18701;
@@ -45,7 +45,9 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--trials" => trials = args.next().context("--trials needs a number")?.parse().context("--trials takes a number")?,
+            "--trials" => {
+                trials = args.next().context("--trials needs a number")?.parse().context("--trials takes a number")?
+            }
             "--help" | "-h" => {
                 println!("usage: bench-routing [--trials N (100)]");
                 return Ok(());
@@ -79,11 +81,14 @@ async fn bench(trials: usize) -> anyhow::Result<()> {
     client.put_service(&serde_json::json!({"id": "www", "command": true, "environment": {"PORT": 18702}, "requires": {"API": "{API_URL}"}})).await?;
 
     let healthy = Arc::new(AtomicBool::new(true));
-    let backend = tokio::net::TcpListener::bind(("127.0.0.2", API_PORT)).await.context("binding the api backend on 127.0.0.2")?;
+    let backend =
+        tokio::net::TcpListener::bind(("127.0.0.2", API_PORT)).await.context("binding the api backend on 127.0.0.2")?;
     tokio::spawn(serve_backend(backend, healthy.clone()));
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    for (name, address, service, lb) in [("api-node", [127, 0, 0, 2], "api", LbKind::Off), ("www-node", [127, 0, 0, 3], "www", LbKind::Haproxy)] {
+    for (name, address, service, lb) in
+        [("api-node", [127, 0, 0, 2], "api", LbKind::Off), ("www-node", [127, 0, 0, 3], "www", LbKind::Haproxy)]
+    {
         let mut config = AgentConfig::new(url.clone(), dir.path().join(name));
         config.machine_id = Some(name.into());
         config.services = vec![service.into()];
@@ -99,18 +104,27 @@ async fn bench(trials: usize) -> anyhow::Result<()> {
     }
     let mut passing = health_watch(&client).await?;
     wait_until("the frontend reaches api", || async { reaches_api().await }).await?;
-    println!("gantry bench-routing: api on 127.0.0.2 (check: http, interval 1s, timeout 500ms, rise 2, fall 1), www on 127.0.0.3 with haproxy; {trials} trials");
+    println!(
+        "gantry bench-routing: api on 127.0.0.2 (check: http, interval 1s, timeout 500ms, rise 2, fall 1), www on 127.0.0.3 with haproxy; {trials} trials"
+    );
 
     let (mut published, mut routed, mut haproxy) = (Vec::new(), Vec::new(), Vec::new());
     for trial in 0..trials {
         healthy.store(false, Ordering::SeqCst);
-        wait_until("api leaves the backend", || async { !reaches_api().await }).await.with_context(|| format!("trial {trial}"))?;
+        wait_until("api leaves the backend", || async { !reaches_api().await })
+            .await
+            .with_context(|| format!("trial {trial}"))?;
         while events.try_recv().is_ok() {}
         while passing.try_recv().is_ok() {}
         let ready = Instant::now();
         healthy.store(true, Ordering::SeqCst);
-        let published_at = tokio::time::timeout(TRIAL_TIMEOUT, passing.recv()).await.context("api never published as passing")?.context("watch ended")?;
-        wait_until("api is reached through haproxy", || async { reaches_api().await }).await.with_context(|| format!("trial {trial}"))?;
+        let published_at = tokio::time::timeout(TRIAL_TIMEOUT, passing.recv())
+            .await
+            .context("api never published as passing")?
+            .context("watch ended")?;
+        wait_until("api is reached through haproxy", || async { reaches_api().await })
+            .await
+            .with_context(|| format!("trial {trial}"))?;
         let routed_at = Instant::now();
         // The new worker serves before the agent has confirmed the reload:
         // B's report of this apply may come a little after the first request.
@@ -148,7 +162,8 @@ async fn bench(trials: usize) -> anyhow::Result<()> {
         t
     };
     row("check passes -> first request through haproxy (total)", &total, "-");
-    let share = haproxy.iter().sum::<Duration>().as_secs_f64() / routed.iter().sum::<Duration>().as_secs_f64().max(1e-9);
+    let share =
+        haproxy.iter().sum::<Duration>().as_secs_f64() / routed.iter().sum::<Duration>().as_secs_f64().max(1e-9);
     println!(
         "\nhaproxy -c + confirmed reload, summed, is {:.0}% of published -> routed (the confirmation ends after the new worker already serves)",
         share * 100.0
@@ -164,7 +179,8 @@ async fn health_watch(client: &Client) -> anyhow::Result<mpsc::UnboundedReceiver
         let mut was = Health::Unknown;
         while let Some(Ok(item)) = stream.next().await {
             let WatchItem::Event { event, .. } = item else { continue };
-            let now = match (event.kind, event.value.as_deref().and_then(|v| serde_json::from_str::<Instance>(v).ok())) {
+            let now = match (event.kind, event.value.as_deref().and_then(|v| serde_json::from_str::<Instance>(v).ok()))
+            {
                 (WatchKind::Put, Some(instance)) => instance.health,
                 _ => Health::Unknown,
             };

@@ -54,11 +54,17 @@ fn autoscale_run_launches_the_group_from_its_newest_ami() {
     let s = example_for_moto(&moto);
     let dir = s.dir.path();
     let err = moto.gantry(dir, &["autoscale:run", GROUP]).bad_input();
-    assert!(err.contains("dna/asg/12_04-bee.json does not exist") && err.contains("`gantry autoscale:create 12_04-bee`"), "{err}");
+    assert!(
+        err.contains("dna/asg/12_04-bee.json does not exist") && err.contains("`gantry autoscale:create 12_04-bee`"),
+        "{err}"
+    );
     moto.gantry(dir, &["autoscale:create", GROUP]).ok();
     let run = moto.gantry(dir, &["autoscale:run", GROUP]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("group 12_04-bee has no AMI in us-east-1: build one with `gantry packer:run 12_04-bee`"), "{run:?}");
+    assert!(
+        run.stderr.contains("group 12_04-bee has no AMI in us-east-1: build one with `gantry packer:run 12_04-bee`"),
+        "{run:?}"
+    );
     let err = moto.gantry(dir, &["autoscale:run", "12_04-api"]).bad_input();
     assert!(err.contains("group \"12_04-api\" is not autoscaled"), "{err}");
     assert!(moto.asgs().is_empty());
@@ -87,7 +93,10 @@ fn autoscale_run_launches_the_group_from_its_newest_ami() {
         assert_eq!(instance.image_id(), Some(ami.as_str()));
         assert_eq!(instance.instance_type().map(|t| t.as_str()), Some("m1.large"));
         let tags = tags(instance.tags());
-        assert!(tags.contains(&("group".into(), GROUP.into())) && tags.contains(&("Name".into(), GROUP.into())), "{tags:?}");
+        assert!(
+            tags.contains(&("group".into(), GROUP.into())) && tags.contains(&("Name".into(), GROUP.into())),
+            "{tags:?}"
+        );
         let mut groups: Vec<&str> = instance.security_groups().iter().filter_map(|g| g.group_id()).collect();
         groups.sort();
         let mut expected: Vec<&str> = security_groups.iter().map(String::as_str).collect();
@@ -96,7 +105,9 @@ fn autoscale_run_launches_the_group_from_its_newest_ami() {
     }
 
     // The user data writes the dna autoscale:create wrote and starts the agent.
-    let versions = block_on(moto.ec2().describe_launch_template_versions().launch_template_name("gantry-12_04-bee-v1").send()).unwrap();
+    let versions =
+        block_on(moto.ec2().describe_launch_template_versions().launch_template_name("gantry-12_04-bee-v1").send())
+            .unwrap();
     let data = versions.launch_template_versions()[0].launch_template_data().unwrap();
     let user_data = String::from_utf8(aws_smithy_types::base64::decode(data.user_data().unwrap()).unwrap()).unwrap();
     assert!(user_data.contains(&s.read("dna/asg/12_04-bee.json")), "{user_data}");
@@ -112,14 +123,16 @@ fn autoscale_run_launches_the_group_from_its_newest_ami() {
     assert_eq!(moto.asg_names(), ["12_04-bee-v1"]);
 
     // What exists, for people and for scripts.
-    let status: serde_json::Value = serde_json::from_str(&moto.gantry(dir, &["autoscale:status", "--json"]).ok()).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&moto.gantry(dir, &["autoscale:status", "--json"]).ok()).unwrap();
     assert_eq!(status.as_array().unwrap().len(), 1, "{status}");
     assert_eq!((&status[0]["name"], &status[0]["in_service"]), (&"12_04-bee-v1".into(), &2.into()), "{status}");
     assert_eq!(status[0]["launch_template"], "gantry-12_04-bee-v1:1");
     let table = moto.gantry(dir, &["autoscale:status"]).ok();
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row, ["12_04-bee", "12_04-bee-v1", "active", "2..2", "2", "2", "gantry-12_04-bee-v1:1"], "{table}");
-    let listed: serde_json::Value = serde_json::from_str(&moto.gantry(dir, &["instance:list", GROUP, "--json"]).ok()).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&moto.gantry(dir, &["instance:list", GROUP, "--json"]).ok()).unwrap();
     let listed: Vec<(&str, &str)> = listed
         .as_array()
         .unwrap()
@@ -137,7 +150,9 @@ fn autoscale_update_replaces_the_group_then_deletes_the_old_one() {
     let dir = s.dir.path();
     let run = moto.gantry(dir, &["autoscale:update", GROUP]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("group 12_04-bee has no autoscaling group to update: create one with `gantry autoscale:run 12_04-bee`"));
+    assert!(run.stderr.contains(
+        "group 12_04-bee has no autoscaling group to update: create one with `gantry autoscale:run 12_04-bee`"
+    ));
     moto.gantry(dir, &["autoscale:run", GROUP]).ok();
     let old_ids = instance_ids(&moto.asgs()[0]);
     for instance in moto.instances(&old_ids) {
@@ -146,9 +161,14 @@ fn autoscale_update_replaces_the_group_then_deletes_the_old_one() {
 
     // A new AMI and a bigger instance type.
     let ami = packer_run(&moto, &s, GROUP);
-    s.edit("nodes.json", "\"instance_type\": \"m1.large\",\n    \"security_groups\": [\"bee\"]", "\"instance_type\": \"m3.large\",\n    \"security_groups\": [\"bee\"]");
+    s.edit(
+        "nodes.json",
+        "\"instance_type\": \"m1.large\",\n    \"security_groups\": [\"bee\"]",
+        "\"instance_type\": \"m3.large\",\n    \"security_groups\": [\"bee\"]",
+    );
     let started = Instant::now();
-    let run = moto.gantry(dir, &["autoscale:update", GROUP, "--poll", "200ms", "--settle", "2s", "--wait", "60s", "--json"]);
+    let run =
+        moto.gantry(dir, &["autoscale:update", GROUP, "--poll", "200ms", "--settle", "2s", "--wait", "60s", "--json"]);
     let took = started.elapsed();
     for step in [
         "created autoscaling group 12_04-bee-v2 (2 node(s) of m3.large",
@@ -178,7 +198,11 @@ fn autoscale_update_replaces_the_group_then_deletes_the_old_one() {
     for instance in moto.instances(&old_ids) {
         assert_eq!(instance.state().and_then(|s| s.name()).map(|n| n.as_str()), Some("terminated"));
     }
-    assert_eq!(templates(&moto), [("gantry-12_04-bee-v2".to_string(), 1)], "the old generation's launch template went with it");
+    assert_eq!(
+        templates(&moto),
+        [("gantry-12_04-bee-v2".to_string(), 1)],
+        "the old generation's launch template went with it"
+    );
 }
 
 #[test]
@@ -209,7 +233,9 @@ fn autoscale_update_failures_leave_the_old_group_serving() {
         .unwrap();
     let autoscaling = moto.autoscaling();
     let new_group = eventually("the new autoscaling group has its instances", Duration::from_secs(20), || {
-        moto.asgs().into_iter().find(|g| g.auto_scaling_group_name() != Some("12_04-bee-v1") && g.instances().len() == 2)
+        moto.asgs()
+            .into_iter()
+            .find(|g| g.auto_scaling_group_name() != Some("12_04-bee-v1") && g.instances().len() == 2)
     });
     for id in instance_ids(&new_group) {
         block_on(autoscaling.set_instance_health().instance_id(id).health_status("Unhealthy").send()).unwrap();
@@ -218,7 +244,9 @@ fn autoscale_update_failures_leave_the_old_group_serving() {
     assert_eq!(run.code, 1, "{run:?}");
     let new_name = new_group.auto_scaling_group_name().unwrap();
     for said in [
-        format!("autoscale:update of 12_04-bee failed: not every node was in service after 5s: {new_name}: 0/2 in service"),
+        format!(
+            "autoscale:update of 12_04-bee failed: not every node was in service after 5s: {new_name}: 0/2 in service"
+        ),
         "InService/Unhealthy".to_string(),
         format!("deleted the new autoscaling group {new_name}; 12_04-bee-v1 keeps serving"),
     ] {

@@ -27,17 +27,32 @@ fn instance_create_imports_the_key_tags_the_node_and_writes_its_dna() {
     assert!(err.starts_with("error: --key missing.pem: cannot read it"), "{err}");
     let run = moto.gantry(dir, &["instance:create", WWW, "--key", deploy, "--name", "www-1"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("group 12_04-www has no AMI in us-east-1: build one with `gantry packer:run 12_04-www`"), "{run:?}");
+    assert!(
+        run.stderr.contains("group 12_04-www has no AMI in us-east-1: build one with `gantry packer:run 12_04-www`"),
+        "{run:?}"
+    );
     let ami = packer_run(&moto, &s, WWW);
-    let err = moto.gantry(dir, &["instance:create", WWW, "--key", deploy, "--name", "www-1", "--zone", "mars-1a"]).bad_input();
-    assert!(err.contains("--zone mars-1a is not an available zone of us-east-1") && err.contains("us-east-1b"), "{err}");
-    assert!(block_on(moto.ec2().describe_key_pairs().send()).unwrap().key_pairs().is_empty(), "bad input imports nothing");
+    let err = moto
+        .gantry(dir, &["instance:create", WWW, "--key", deploy, "--name", "www-1", "--zone", "mars-1a"])
+        .bad_input();
+    assert!(
+        err.contains("--zone mars-1a is not an available zone of us-east-1") && err.contains("us-east-1b"),
+        "{err}"
+    );
+    assert!(
+        block_on(moto.ec2().describe_key_pairs().send()).unwrap().key_pairs().is_empty(),
+        "bad input imports nothing"
+    );
 
     let run = moto.gantry(dir, &["instance:create", WWW, "--key", deploy, "--name", "www-1", "--zone", "us-east-1b"]);
     assert!(run.stderr.contains("imported the public key as key pair deploy in us-east-1"), "{run:?}");
     let id = run.ok().trim().to_string();
     assert!(id.starts_with("i-"), "{id}");
-    assert_eq!(imported_key(&moto, "deploy"), deploy_public, "the public key derived from the PEM, as ssh-keygen derives it");
+    assert_eq!(
+        imported_key(&moto, "deploy"),
+        deploy_public,
+        "the public key derived from the PEM, as ssh-keygen derives it"
+    );
 
     let instance = moto.instances(std::slice::from_ref(&id)).remove(0);
     assert_eq!(instance.image_id(), Some(ami.as_str()));

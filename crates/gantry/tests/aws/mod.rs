@@ -88,7 +88,9 @@ impl Moto {
             .http_client(gantry_aws::http_client())
             .behavior_version(aws_sdk_autoscaling::config::BehaviorVersion::latest())
             .region(aws_sdk_autoscaling::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_autoscaling::config::Credentials::new("testing", "testing", None, None, "tests"))
+            .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
             .endpoint_url(&self.url)
             .build();
         aws_sdk_autoscaling::Client::from_conf(config)
@@ -97,7 +99,8 @@ impl Moto {
     /// (id, tags) of the AMIs this account owns, sorted by id.
     fn own_images(&self) -> Vec<(String, Vec<(String, String)>)> {
         let out = block_on(self.ec2().describe_images().owners("self").send()).unwrap();
-        let mut images: Vec<_> = out.images().iter().map(|i| (i.image_id().unwrap().to_string(), tags(i.tags()))).collect();
+        let mut images: Vec<_> =
+            out.images().iter().map(|i| (i.image_id().unwrap().to_string(), tags(i.tags()))).collect();
         images.sort();
         images
     }
@@ -150,8 +153,10 @@ impl Drop for Moto {
 
 /// EC2 tags as sorted pairs.
 fn tags(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
-    let mut pairs: Vec<_> =
-        tags.iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect();
+    let mut pairs: Vec<_> = tags
+        .iter()
+        .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+        .collect();
     pairs.sort();
     pairs
 }
@@ -183,11 +188,16 @@ fn aws_command(dir: &Path, args: &[&str]) -> Command {
 /// in the user's account).
 fn example_for_moto(moto: &Moto) -> Scratch {
     let s = Scratch::example();
-    s.edit("nodes.json", "\"source_ami\": \"ami-1ebb2077\"", &format!("\"source_ami\": \"{MOTO_SOURCE_AMI}\", \"communicator\": \"none\""));
+    s.edit(
+        "nodes.json",
+        "\"source_ami\": \"ami-1ebb2077\"",
+        &format!("\"source_ami\": \"{MOTO_SOURCE_AMI}\", \"communicator\": \"none\""),
+    );
     moto.gantry(s.dir.path(), &["packer:create"]).ok();
     let ec2 = moto.ec2();
     for name in ["external", "internal", "bee", "api", "www"] {
-        block_on(ec2.create_security_group().group_name(name).description(format!("the example's {name}")).send()).unwrap();
+        block_on(ec2.create_security_group().group_name(name).description(format!("the example's {name}")).send())
+            .unwrap();
     }
     s
 }
@@ -197,7 +207,9 @@ fn example_for_moto(moto: &Moto) -> Scratch {
 /// takes well under a second): the AMI id, the last line of stdout.
 fn packer_run(moto: &Moto, s: &Scratch, group: &str) -> String {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - since_epoch.subsec_nanos())) + Duration::from_millis(20));
+    std::thread::sleep(
+        Duration::from_nanos(u64::from(1_000_000_000 - since_epoch.subsec_nanos())) + Duration::from_millis(20),
+    );
     let out = moto.gantry(s.dir.path(), &["packer:run", group]).ok();
     let id = out.lines().last().unwrap_or_default().to_string();
     assert!(id.starts_with("ami-"), "packer:run printed no AMI id last: {out:?}");

@@ -13,7 +13,10 @@ fn packer_run_builds_tags_records_and_prints_the_ami() {
     let s = Scratch::example();
     // No template yet: bad input, with the command that writes it.
     let err = moto.gantry(s.dir.path(), &["packer:run", GROUP]).bad_input();
-    assert!(err.contains("packer/12_04-bee.json does not exist") && err.contains("gantry packer:create 12_04-bee"), "{err}");
+    assert!(
+        err.contains("packer/12_04-bee.json does not exist") && err.contains("gantry packer:create 12_04-bee"),
+        "{err}"
+    );
 
     let s = example_for_moto(&moto);
     let git = |args: &[&str]| {
@@ -22,16 +25,22 @@ fn packer_run_builds_tags_records_and_prints_the_ami() {
     };
     git(&["init", "-q"]);
     git(&["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "x"]);
-    let head = String::from_utf8(Command::new("git").arg("-C").arg(s.dir.path()).args(["rev-parse", "HEAD"]).output().unwrap().stdout).unwrap();
+    let head = String::from_utf8(
+        Command::new("git").arg("-C").arg(s.dir.path()).args(["rev-parse", "HEAD"]).output().unwrap().stdout,
+    )
+    .unwrap();
 
     let run = moto.gantry(s.dir.path(), &["packer:run", GROUP]);
     assert!(run.stderr.contains("Creating AMI"), "packer's steps are shown: {}", run.stderr);
     let id = run.ok();
     let id = id.trim();
-    assert_eq!(moto.own_images(), vec![(
-        id.to_string(),
-        vec![("git_commit".to_string(), head.trim().to_string()), ("group".to_string(), GROUP.to_string())]
-    )]);
+    assert_eq!(
+        moto.own_images(),
+        vec![(
+            id.to_string(),
+            vec![("git_commit".to_string(), head.trim().to_string()), ("group".to_string(), GROUP.to_string())]
+        )]
+    );
     let record: serde_json::Value = serde_json::from_str(&s.read(".gantry/amis/12_04-bee.json")).unwrap();
     assert_eq!(record[0]["id"], id);
     assert_eq!(record[0]["region"], "us-east-1");
@@ -75,7 +84,10 @@ fn packer_clean_keeps_the_newest_amis() {
         .iter()
         .filter_map(|snap| snap.snapshot_id().map(str::to_string))
         .collect();
-    assert!(!snapshots.iter().any(|snap| doomed_snapshots.contains(snap)), "the deregistered AMI's snapshots are deleted");
+    assert!(
+        !snapshots.iter().any(|snap| doomed_snapshots.contains(snap)),
+        "the deregistered AMI's snapshots are deleted"
+    );
 
     let out = moto.gantry(s.dir.path(), &["packer:clean", GROUP, "-n", "2"]).ok();
     assert!(out.starts_with("nothing to clean: group 12_04-bee has 2 AMI(s)"), "{out}");
@@ -91,7 +103,8 @@ fn packer_delete_removes_the_groups_amis_and_template_only() {
     let instance_id = instance.instances()[0].instance_id().unwrap().to_string();
     let other = block_on(ec2.create_image().instance_id(&instance_id).name("other").send()).unwrap();
     let other = other.image_id().unwrap().to_string();
-    block_on(ec2.create_tags().resources(&other).tags(Tag::builder().key("group").value("12_04-api").build()).send()).unwrap();
+    block_on(ec2.create_tags().resources(&other).tags(Tag::builder().key("group").value("12_04-api").build()).send())
+        .unwrap();
     let untagged = block_on(ec2.create_image().instance_id(&instance_id).name("untagged").send()).unwrap();
     let untagged = untagged.image_id().unwrap().to_string();
     let built = packer_run(&moto, &s, GROUP);
@@ -121,7 +134,8 @@ fn packer_delete_removes_the_groups_amis_and_template_only() {
             .send(),
     )
     .unwrap();
-    let mut running: Vec<_> = running.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id()).collect();
+    let mut running: Vec<_> =
+        running.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id()).collect();
     running.sort();
     let asg = &moto.asgs()[0];
     assert_eq!(asg.auto_scaling_group_name(), Some("12_04-bee-v1"), "the autoscaling group is left alone");
