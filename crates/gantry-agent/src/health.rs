@@ -71,19 +71,9 @@ impl Thresholds {
     }
 }
 
-/// What a [`Checker`] knows of its instance, as the agent publishes it.
-#[derive(serde::Serialize, Clone, Debug, PartialEq, Default)]
-pub struct CheckStatus {
-    pub healthy: bool,
-    pub consecutive_failures: u32,
-    pub consecutive_passes: u32,
-    /// The last probe's short outcome ("HTTP 200", "connection refused").
-    pub last_output: Option<String>,
-    /// When the last probe finished, in milliseconds since the Unix epoch.
-    pub last_checked_ms: Option<u64>,
-    /// Probes run since the checker started.
-    pub checks: u64,
-}
+/// What a [`Checker`] knows of its instance, as the agent publishes it
+/// (a wire type, defined with the other agent documents).
+pub use gantry_api::CheckStatus;
 
 /// A service instance's health check, running: probes at once, then every
 /// `interval`. Dropping it (or [`Checker::stop`]) stops the probes.
@@ -127,17 +117,15 @@ impl Drop for Checker {
     }
 }
 
-impl CheckStatus {
-    /// The status after one more probe, whose result `thresholds` has counted.
-    fn after(&self, thresholds: &Thresholds, output: String, at_ms: u64) -> CheckStatus {
-        CheckStatus {
-            healthy: thresholds.healthy(),
-            consecutive_failures: thresholds.consecutive_failures(),
-            consecutive_passes: thresholds.consecutive_passes(),
-            last_output: Some(output),
-            last_checked_ms: Some(at_ms),
-            checks: self.checks.saturating_add(1),
-        }
+/// The status after one more probe, whose result `thresholds` has counted.
+fn after(before: &CheckStatus, thresholds: &Thresholds, output: String, at_ms: u64) -> CheckStatus {
+    CheckStatus {
+        healthy: thresholds.healthy(),
+        consecutive_failures: thresholds.consecutive_failures(),
+        consecutive_passes: thresholds.consecutive_passes(),
+        last_output: Some(output),
+        last_checked_ms: Some(at_ms),
+        checks: before.checks.saturating_add(1),
     }
 }
 
@@ -170,7 +158,7 @@ async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatu
         let result = probe(&check.kind, &target, check.timeout).await;
         thresholds.record(result.passed);
         status.send_if_modified(|current| {
-            let next = current.after(&thresholds, result.output, now_ms());
+            let next = after(current, &thresholds, result.output, now_ms());
             let wake = worth_waking(current, &next, check.restart_after);
             *current = next;
             wake
@@ -231,7 +219,7 @@ mod tests {
             .iter()
             .map(|&passed| {
                 t.record(passed);
-                let next = status.after(&t, if passed { "ok" } else { "bad" }.into(), 1);
+                let next = after(&status, &t, if passed { "ok" } else { "bad" }.into(), 1);
                 let woke = worth_waking(&status, &next, restart_after);
                 status = next;
                 (status.healthy, status.consecutive_passes, status.consecutive_failures, woke)

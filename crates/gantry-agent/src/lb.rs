@@ -7,8 +7,6 @@
 //! makes it so. A plan is only ever applied whole: a balancer that cannot
 //! apply one keeps serving the last plan it applied.
 
-use std::net::SocketAddr;
-
 pub mod builtin;
 pub mod haproxy;
 
@@ -18,38 +16,10 @@ pub struct Plan {
     pub frontends: Vec<Frontend>,
 }
 
-/// One listening address routing to one service's instances.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Frontend {
-    /// The service id; also the haproxy frontend and backend name.
-    pub service: String,
-    /// Where the balancer listens: the node's address and the service's `local_port`.
-    pub bind: SocketAddr,
-    pub mode: Mode,
-    /// Whether this frontend is here because the service is public and this
-    /// node is an external balancer (otherwise: a local service requires it).
-    pub public: bool,
-    /// Healthy instances, sorted by id; may be empty (connections are then refused or answered 503).
-    pub backends: Vec<Backend>,
-}
-
-/// How the balancer speaks to clients and backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// HTTP/1.1: haproxy adds an `X-Request-ID` header (seed 002 "Trace-ID").
-    Http,
-    /// Plain TCP: bytes both ways.
-    Tcp,
-}
-
-/// One healthy instance.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Backend {
-    /// The instance id (the machine it runs on).
-    pub id: String,
-    pub address: SocketAddr,
-}
+/// A frontend, its mode and its backends are what a node reports in its
+/// status (`gantry lb:status`): wire types, defined with the other agent
+/// documents.
+pub use gantry_api::{Backend, Frontend, LbMode as Mode};
 
 /// What applying a plan took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -121,9 +91,14 @@ impl Balancer {
     }
 
     pub fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Which kind it is, as its node reports it.
+    pub fn kind(&self) -> gantry_api::LbKind {
         match self {
-            Balancer::Haproxy(_) => "haproxy",
-            Balancer::Builtin(_) => "builtin",
+            Balancer::Haproxy(_) => gantry_api::LbKind::Haproxy,
+            Balancer::Builtin(_) => gantry_api::LbKind::Builtin,
         }
     }
 

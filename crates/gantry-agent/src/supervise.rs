@@ -29,7 +29,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 pub use backoff::{Backoff, RestartPolicy};
@@ -99,47 +98,9 @@ impl SupervisorConfig {
     }
 }
 
-/// Where a supervised process is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProcState {
-    /// About to start (a new supervisor's status until its task runs).
-    Starting,
-    Running,
-    /// It exited unasked; it starts again in `next_start_in_ms`.
-    Backoff,
-    /// It was sent SIGTERM (SIGKILL after the grace period), to stop or
-    /// to restart.
-    Stopping,
-    /// Stopped as asked; it stays stopped until started again.
-    Stopped,
-    /// It could not be started (missing program, unknown user, no right to
-    /// switch user): `problem` says why. Retried with backoff like a crash,
-    /// since the program or user may appear later (a provision run).
-    Failed,
-}
-
-/// What the agent reports about a supervised process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessStatus {
-    pub state: ProcState,
-    /// While running or stopping: the process's pid, which is also its
-    /// process group's id.
-    pub pid: Option<u32>,
-    /// Starts after the first: after exits, [`Supervisor::restart`] and
-    /// [`Supervisor::start_again`].
-    pub restarts: u64,
-    /// How the last run ended: `exit code 3`, `killed by signal 9`.
-    pub last_exit: Option<String>,
-    /// Unix ms of the latest start.
-    pub started_at_ms: Option<u64>,
-    /// In `backoff` and `failed`: how long, as of this status, until the
-    /// next start.
-    pub next_start_in_ms: Option<u64>,
-    /// Why it cannot start (state `failed`), or why its log cannot be
-    /// written (the process keeps running).
-    pub problem: Option<String>,
-}
+/// Where a supervised process is in its life, and what the agent reports
+/// about it: wire types, defined with the other agent documents.
+pub use gantry_api::{ProcState, ProcessStatus};
 
 /// A handle to the task that supervises one process. Clones share it; when
 /// the last clone is dropped the process is stopped (as by

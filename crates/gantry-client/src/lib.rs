@@ -8,8 +8,9 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures::{Stream, StreamExt};
 use gantry_api::{
-    ErrorBody, Group, HealthStatus, Instance, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, Machine, ResetEvent,
-    WATCH_RESET_EVENT, WatchEvent, WriteResult,
+    AgentControl, AgentStatus, DeleteResult, DeployRequest, ErrorBody, ErrorCode, Group, HealthStatus, Instance,
+    KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, ResetEvent, ServiceControl,
+    ServiceDefinition, WATCH_RESET_EVENT, WatchEvent, WriteResult,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
@@ -26,7 +27,7 @@ pub enum ClientError {
     },
     /// The server answered with an error.
     #[error("{message}")]
-    Api { status: u16, code: String, message: String },
+    Api { status: u16, code: ErrorCode, message: String },
     /// The answer was not what the API promises.
     #[error("unexpected answer from {url}")]
     Decode {
@@ -42,10 +43,10 @@ impl ClientError {
         matches!(self, ClientError::Api { status: 404, .. })
     }
 
-    /// The API error code (`cas_failed`, `invalid_key`, ...), if the server answered.
-    pub fn code(&self) -> Option<&str> {
+    /// The API error code, if the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Api { code, .. } => Some(code),
+            ClientError::Api { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -101,9 +102,10 @@ impl Client {
             Ok(body) => {
                 ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message }
             }
+            // Not Gantry's error body (a proxy in between, another server).
             Err(_) => ClientError::Api {
                 status: status.as_u16(),
-                code: "http_error".into(),
+                code: ErrorCode::Unknown,
                 message: format!("HTTP {status}: {text}"),
             },
         })
@@ -141,17 +143,15 @@ impl Client {
     }
 
     /// Writes `value`; with `cas`, only if the key's mod revision is that
-    /// (`Some(0)`: only if it does not exist), else `code() == Some("cas_failed")`.
+    /// (`Some(0)`: only if it does not exist), else `code() == Some(ErrorCode::CasFailed)`.
     pub async fn kv_put(&self, key: &str, value: &str, options: PutOptions) -> Result<WriteResult, ClientError> {
         let request = self.request(Method::PUT, &format!("/v1/kv/{}", encode_path(key))).body(value.to_string());
         self.call(options.apply(request)).await
     }
 
-    /// Deletes a key; returns how many keys went (0 or 1).
-    pub async fn kv_delete(&self, key: &str) -> Result<u64, ClientError> {
-        let v: serde_json::Value =
-            self.call(self.request(Method::DELETE, &format!("/v1/kv/{}", encode_path(key)))).await?;
-        Ok(v["deleted"].as_u64().unwrap_or(0))
+    /// Deletes a key; says how many keys went (0 or 1).
+    pub async fn kv_delete(&self, key: &str) -> Result<DeleteResult, ClientError> {
+        self.call(self.request(Method::DELETE, &format!("/v1/kv/{}", encode_path(key)))).await
     }
 
     // ---- Machines ----
@@ -197,8 +197,8 @@ impl Client {
         self.call(self.request(Method::DELETE, &format!("/v1/groups/{}", encode_path(name)))).await
     }
 
-    /// Every service definition, as stored.
-    pub async fn services(&self) -> Result<Listing<serde_json::Value>, ClientError> {
+    /// Every service definition.
+    pub async fn services(&self) -> Result<Listing<ServiceDefinition>, ClientError> {
         self.call(self.request(Method::GET, "/v1/services")).await
     }
 
@@ -206,9 +206,9 @@ impl Client {
         self.call(self.request(Method::DELETE, &format!("/v1/services/{}", encode_path(id)))).await
     }
 
-    pub async fn put_service(&self, definition: &serde_json::Value) -> Result<WriteResult, ClientError> {
-        let id = definition["id"].as_str().unwrap_or_default();
-        self.call(self.request(Method::PUT, &format!("/v1/services/{}", encode_path(id))).json(definition)).await
+    pub async fn put_service(&self, definition: &ServiceDefinition) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/services/{}", encode_path(&definition.id));
+        self.call(self.request(Method::PUT, &path).json(definition)).await
     }
 
     pub async fn put_instance(&self, instance: &Instance, options: PutOptions) -> Result<WriteResult, ClientError> {
@@ -281,6 +281,68 @@ impl Client {
     }
 
     // ---- Agents ----
+
+    /// Every connected agent's published status.
+    pub async fn agent_statuses(&self) -> Result<Listing<AgentStatus>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/agents")).await
+    }
+
+    /// Machine `machine`'s agent's status, or `None` when no agent of that machine is connected.
+    pub async fn agent_status(&self, machine: &str) -> Result<Option<AgentStatus>, ClientError> {
+        match self.call(self.request(Method::GET, &format!("/v1/agents/{}", encode_path(machine)))).await {
+            Ok(status) => Ok(Some(status)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes an agent's status (under its lease, so it leaves with the agent).
+    pub async fn put_agent_status(
+        &self,
+        status: &AgentStatus,
+        options: PutOptions,
+    ) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/agents/{}/status", encode_path(&status.machine));
+        self.call(options.apply(self.request(Method::PUT, &path).json(status))).await
+    }
+
+    /// Every control document of machine `machine`'s agent.
+    pub async fn agent_control(&self, machine: &str) -> Result<AgentControl, ClientError> {
+        self.call(self.request(Method::GET, &format!("/v1/agents/{}/control", encode_path(machine)))).await
+    }
+
+    /// Turns machine `machine`'s listener on or off.
+    pub async fn set_listener(&self, machine: &str, switch: ListenerSwitch) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/agents/{}/listener", encode_path(machine));
+        self.call(self.request(Method::PUT, &path).json(&switch)).await
+    }
+
+    /// Asks machine `machine`'s agent to re-run provisioning.
+    pub async fn request_deploy(&self, machine: &str, request: &DeployRequest) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/agents/{}/deploy", encode_path(machine));
+        self.call(self.request(Method::PUT, &path).json(request)).await
+    }
+
+    /// What was last asked of `service` on `machine`, if anything.
+    pub async fn service_control(&self, machine: &str, service: &str) -> Result<Option<ServiceControl>, ClientError> {
+        let path = format!("/v1/agents/{}/services/{}", encode_path(machine), encode_path(service));
+        match self.call(self.request(Method::GET, &path)).await {
+            Ok(control) => Ok(Some(control)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks `machine`'s agent to stop, start or restart `service`.
+    pub async fn put_service_control(
+        &self,
+        machine: &str,
+        service: &str,
+        control: &ServiceControl,
+    ) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/agents/{}/services/{}", encode_path(machine), encode_path(service));
+        self.call(self.request(Method::PUT, &path).json(control)).await
+    }
 
     /// Service `service`'s log on machine `machine` (through the server,
     /// which asks that machine's agent): the last `tail` bytes, then with

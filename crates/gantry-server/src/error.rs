@@ -3,42 +3,42 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gantry_api::{ErrorBody, ErrorDetail};
+use gantry_api::{ErrorBody, ErrorCode};
 use gantry_store::StoreError;
 
-/// An error answer: status, stable code, message for people.
+/// An error answer: a stable code (which carries its HTTP status) and a
+/// message for people.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
-    }
-
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        let (status, code) = match &e {
-            StoreError::InvalidKey { .. } => (StatusCode::BAD_REQUEST, "invalid_key"),
-            StoreError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
-            StoreError::InvalidTxn { .. } => (StatusCode::BAD_REQUEST, "invalid_txn"),
-            StoreError::InvalidTtl { .. } => (StatusCode::BAD_REQUEST, "invalid_ttl"),
-            StoreError::LeaseNotFound { .. } => (StatusCode::NOT_FOUND, "lease_not_found"),
-            StoreError::Compacted { .. } => (StatusCode::GONE, "compacted"),
-            StoreError::FutureRevision { .. } => (StatusCode::BAD_REQUEST, "future_revision"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        let code = match &e {
+            StoreError::InvalidKey { .. } => ErrorCode::InvalidKey,
+            StoreError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
+            StoreError::InvalidTxn { .. } => ErrorCode::InvalidTxn,
+            StoreError::InvalidTtl { .. } => ErrorCode::InvalidTtl,
+            StoreError::LeaseNotFound { .. } => ErrorCode::LeaseNotFound,
+            StoreError::Compacted { .. } => ErrorCode::Compacted,
+            StoreError::FutureRevision { .. } => ErrorCode::FutureRevision,
+            _ => ErrorCode::Unavailable,
         };
         // The full chain, for people reading the answer; store errors keep
         // their causes as sources.
@@ -49,14 +49,13 @@ impl From<StoreError> for ApiError {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        ApiError::new(status, code, message)
+        ApiError::new(code, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
-        (self.status, Json(body)).into_response()
+        (self.status(), Json(ErrorBody::new(self.code, self.message))).into_response()
     }
 }
 

@@ -24,6 +24,11 @@
 //! GET    /v1/lookup/S[?PROP=V...][&federation=F]   one healthy instance (get_host)
 //! POST   /v1/leases {"ttl_secs": N} ;  PUT /v1/leases/ID/keepalive ;  DELETE /v1/leases/ID
 //! GET    /v1/watch?prefix=P[&from=REV]       Server-Sent Events, resumable
+//! GET    /v1/agents | /v1/agents/M         agents' published statuses
+//! PUT    /v1/agents/M/status[?lease=ID]      AgentStatus (the agent's own)
+//! GET    /v1/agents/M/control                AgentControl: every control document of M
+//! GET|PUT /v1/agents/M/listener | /v1/agents/M/deploy    ListenerSwitch | DeployRequest
+//! GET|PUT|DELETE /v1/agents/M/services/S     ServiceControl
 //! GET    /v1/agents/M/logs/S[?tail=B&follow=true]  service S's log on machine M (proxied to M's agent)
 //! ```
 //!
@@ -90,6 +95,16 @@ pub fn router(store: Store) -> Router {
         .route("/v1/leases/{id}/keepalive", put(routes::lease_keepalive))
         .route("/v1/leases/{id}", axum::routing::delete(routes::lease_revoke))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/agents", get(agents::statuses))
+        .route("/v1/agents/{machine}", get(agents::status))
+        .route("/v1/agents/{machine}/status", put(agents::put_status))
+        .route("/v1/agents/{machine}/control", get(agents::control))
+        .route("/v1/agents/{machine}/listener", get(agents::listener_get).put(agents::listener_put))
+        .route("/v1/agents/{machine}/deploy", get(agents::deploy_get).put(agents::deploy_put))
+        .route(
+            "/v1/agents/{machine}/services/{service}",
+            get(agents::service_control_get).put(agents::service_control_put).delete(agents::service_control_delete),
+        )
         .route("/v1/agents/{machine}/logs/{service}", get(agents::logs))
         .fallback(routes::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))

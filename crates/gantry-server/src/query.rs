@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use gantry_api::ErrorCode;
+
 use crate::error::{ApiError, ApiResult};
 
 /// `a=1&b=x%20y` as an ordered map; repeated keys keep the last value.
@@ -26,7 +28,7 @@ pub fn decode(s: &str) -> ApiResult<String> {
             b'%' => {
                 let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
                 let Some(b) = hex else {
-                    return Err(ApiError::bad_request("invalid_query", format!("bad percent-encoding in {s:?}")));
+                    return Err(ApiError::new(ErrorCode::InvalidQuery, format!("bad percent-encoding in {s:?}")));
                 };
                 out.push(b);
                 i += 3;
@@ -41,7 +43,7 @@ pub fn decode(s: &str) -> ApiResult<String> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request("invalid_query", format!("{s:?} is not UTF-8")))
+    String::from_utf8(out).map_err(|_| ApiError::new(ErrorCode::InvalidQuery, format!("{s:?} is not UTF-8")))
 }
 
 /// A whole number from the query, or a 400 naming the parameter.
@@ -50,7 +52,7 @@ pub fn number(query: &BTreeMap<String, String>, name: &str) -> ApiResult<Option<
         .get(name)
         .map(|v| {
             v.parse::<u64>().map_err(|_| {
-                ApiError::bad_request("invalid_query", format!("?{name}= must be a whole number, found {v:?}"))
+                ApiError::new(ErrorCode::InvalidQuery, format!("?{name}= must be a whole number, found {v:?}"))
             })
         })
         .transpose()

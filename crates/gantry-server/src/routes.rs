@@ -10,7 +10,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gantry_api::{
-    Group, HealthStatus, Instance, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, Machine, WriteResult, keys,
+    DeleteResult, Group, HealthStatus, Instance, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, Machine,
+    ServiceDefinition, WriteResult, keys,
 };
 use gantry_store::{KeyValue, LeaseId, Store};
 use serde::de::DeserializeOwned;
@@ -18,6 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::query;
+use gantry_api::ErrorCode;
 
 pub async fn health(State(s): State<AppState>) -> ApiResult<Json<HealthStatus>> {
     let revision = s.store.revision().await?;
@@ -73,7 +75,7 @@ pub async fn kv_put(
     let q = query::parse(raw.as_deref())?;
     let body = body_bytes(body)?;
     if std::str::from_utf8(&body).is_err() {
-        return Err(ApiError::bad_request("invalid_body", "KV values are UTF-8 text"));
+        return Err(ApiError::new(ErrorCode::InvalidBody, "KV values are UTF-8 text"));
     }
     let store_key = keys::kv(&key);
     write(&s.store, &store_key, body, &q).await.map(Json)
@@ -83,29 +85,28 @@ pub async fn kv_delete(
     State(s): State<AppState>,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<DeleteResult>> {
     let q = query::parse(raw.as_deref())?;
     let store_key = keys::kv(&key);
     if query::flag(&q, "prefix") {
         let d = s.store.delete_prefix(&store_key).await?;
-        return Ok(Json(serde_json::json!({"revision": d.revision, "deleted": d.deleted})));
+        return Ok(Json(DeleteResult { revision: d.revision, deleted: d.deleted }));
     }
     if let Some(expected) = query::number(&q, "cas")? {
         let t = s.store.compare_and_delete(&store_key, expected).await?;
         if !t.succeeded {
             return Err(cas_failed(&key, expected));
         }
-        return Ok(Json(serde_json::json!({"revision": t.revision, "deleted": 1})));
+        return Ok(Json(DeleteResult { revision: t.revision, deleted: 1 }));
     }
     let d = s.store.delete(&store_key).await?;
-    Ok(Json(serde_json::json!({"revision": d.revision, "deleted": d.deleted})))
+    Ok(Json(DeleteResult { revision: d.revision, deleted: d.deleted }))
 }
 
 fn kv_entry(kv: KeyValue) -> ApiResult<KvEntry> {
     let key = kv.key.strip_prefix(keys::KV).unwrap_or(&kv.key).to_string();
-    let value = String::from_utf8(kv.value.to_vec()).map_err(|_| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid_value", format!("value of {key:?} is not UTF-8"))
-    })?;
+    let value = String::from_utf8(kv.value.to_vec())
+        .map_err(|_| ApiError::new(ErrorCode::InvalidValue, format!("value of {key:?} is not UTF-8")))?;
     Ok(KvEntry {
         key,
         value,
@@ -117,7 +118,12 @@ fn kv_entry(kv: KeyValue) -> ApiResult<KvEntry> {
 }
 
 /// A put with the query's `cas` and `lease` options.
-async fn write(store: &Store, key: &str, value: Bytes, q: &BTreeMap<String, String>) -> ApiResult<WriteResult> {
+pub(crate) async fn write(
+    store: &Store,
+    key: &str,
+    value: Bytes,
+    q: &BTreeMap<String, String>,
+) -> ApiResult<WriteResult> {
     let lease = lease_param(q)?;
     if let Some(expected) = query::number(q, "cas")? {
         let mut txn = gantry_store::Txn::new().when_mod_revision(key, expected);
@@ -141,63 +147,54 @@ async fn write(store: &Store, key: &str, value: Bytes, q: &BTreeMap<String, Stri
 fn cas_failed(key: &str, expected: u64) -> ApiError {
     let wanted = if expected == 0 { "not to exist".to_string() } else { format!("to be at revision {expected}") };
     ApiError::new(
-        StatusCode::CONFLICT,
-        "cas_failed",
+        ErrorCode::CasFailed,
         format!("compare-and-set failed: expected {key:?} {wanted}; read it again and retry"),
     )
 }
 
-fn lease_param(q: &BTreeMap<String, String>) -> ApiResult<Option<LeaseId>> {
+pub(crate) fn lease_param(q: &BTreeMap<String, String>) -> ApiResult<Option<LeaseId>> {
     q.get("lease").map(|v| parse_lease(v)).transpose()
 }
 
-fn parse_lease(v: &str) -> ApiResult<LeaseId> {
+pub(crate) fn parse_lease(v: &str) -> ApiResult<LeaseId> {
     i64::from_str_radix(v, 16).ok().filter(|id| *id > 0).map(LeaseId).ok_or_else(|| {
-        ApiError::bad_request("invalid_lease", format!("{v:?} is not a lease id (hex, as POST /v1/leases returns)"))
+        ApiError::new(ErrorCode::InvalidLease, format!("{v:?} is not a lease id (hex, as POST /v1/leases returns)"))
     })
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body over {} bytes", gantry_api::MAX_BODY_BYTES),
-            )
+            ApiError::new(ErrorCode::BodyTooLarge, format!("request body over {} bytes", gantry_api::MAX_BODY_BYTES))
         } else {
-            ApiError::bad_request("invalid_body", e.body_text())
+            ApiError::new(ErrorCode::InvalidBody, e.body_text())
         }
     })
 }
 
 /// Parses a JSON body into `T`, with serde's message (line, column, unknown field) on failure.
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<(T, Bytes)> {
+pub(crate) fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<(T, Bytes)> {
     let bytes = body_bytes(body)?;
     let value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("invalid JSON body: {e}")))?;
     Ok((value, bytes))
 }
 
-fn decode<T: DeserializeOwned>(kv: &KeyValue) -> ApiResult<T> {
+pub(crate) fn decode<T: DeserializeOwned>(kv: &KeyValue) -> ApiResult<T> {
     serde_json::from_slice(&kv.value).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "corrupt_value",
-            format!("stored value of {:?} does not decode: {e}", kv.key),
-        )
+        ApiError::new(ErrorCode::CorruptValue, format!("stored value of {:?} does not decode: {e}", kv.key))
     })
 }
 
 /// Ids in paths are one key segment.
-fn check_id(what: &str, id: &str) -> ApiResult<()> {
+pub(crate) fn check_id(what: &str, id: &str) -> ApiResult<()> {
     if id.is_empty() || id.contains('/') || id == "." || id == ".." || id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_id", format!("invalid {what} id {id:?}")));
+        return Err(ApiError::new(ErrorCode::InvalidId, format!("invalid {what} id {id:?}")));
     }
     Ok(())
 }
 
-async fn get_one<T: DeserializeOwned>(store: &Store, key: &str, what: &str) -> ApiResult<T> {
+pub(crate) async fn get_one<T: DeserializeOwned>(store: &Store, key: &str, what: &str) -> ApiResult<T> {
     match store.get(key).await?.kv {
         Some(kv) => decode(&kv),
         None => Err(ApiError::not_found(format!("no {what}"))),
@@ -205,14 +202,23 @@ async fn get_one<T: DeserializeOwned>(store: &Store, key: &str, what: &str) -> A
 }
 
 /// Deletes one key; deleting what is not there is not an error (idempotent).
-async fn delete_one(store: &Store, key: &str) -> ApiResult<Json<WriteResult>> {
+pub(crate) async fn delete_one(store: &Store, key: &str) -> ApiResult<Json<WriteResult>> {
     let d = store.delete(key).await?;
     Ok(Json(WriteResult { revision: d.revision }))
 }
 
-async fn list<T: DeserializeOwned>(store: &Store, prefix: &str) -> ApiResult<Listing<T>> {
+pub(crate) async fn list<T: DeserializeOwned>(store: &Store, prefix: &str) -> ApiResult<Listing<T>> {
+    list_where(store, prefix, |_| true).await
+}
+
+/// The documents under `prefix` whose keys `wanted` takes.
+pub(crate) async fn list_where<T: DeserializeOwned>(
+    store: &Store,
+    prefix: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> ApiResult<Listing<T>> {
     let range = store.range(prefix, None).await?;
-    let items = range.kvs.iter().map(decode).collect::<ApiResult<Vec<T>>>()?;
+    let items = range.kvs.iter().filter(|kv| wanted(&kv.key)).map(decode).collect::<ApiResult<Vec<T>>>()?;
     Ok(Listing { revision: range.revision, items })
 }
 
@@ -237,8 +243,8 @@ pub async fn machine_put(
     let q = query::parse(raw.as_deref())?;
     let (machine, bytes): (Machine, Bytes) = json_body(body)?;
     if machine.id != id {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
             format!("body id {:?} does not match the path's {id:?}", machine.id),
         ));
     }
@@ -282,8 +288,8 @@ pub async fn group_put(
     let q = query::parse(raw.as_deref())?;
     let (group, bytes): (Group, Bytes) = json_body(body)?;
     if group.name != name {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
             format!("body name {:?} does not match the path's {name:?}", group.name),
         ));
     }
@@ -297,11 +303,11 @@ pub async fn group_delete(State(s): State<AppState>, Path(name): Path<String>) -
 
 // ---- Services and instances ----
 
-pub async fn services_list(State(s): State<AppState>) -> ApiResult<Json<Listing<serde_json::Value>>> {
+pub async fn services_list(State(s): State<AppState>) -> ApiResult<Json<Listing<ServiceDefinition>>> {
     list(&s.store, keys::SERVICES).await.map(Json)
 }
 
-pub async fn service_get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn service_get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ServiceDefinition>> {
     check_id("service", &id)?;
     get_one(&s.store, &keys::service(&id), &format!("service {id:?}")).await.map(Json)
 }
@@ -314,12 +320,18 @@ pub async fn service_put(
 ) -> ApiResult<Json<WriteResult>> {
     check_id("service", &id)?;
     let q = query::parse(raw.as_deref())?;
-    let (definition, bytes): (serde_json::Value, Bytes) = json_body(body)?;
-    if definition.get("id").and_then(|v| v.as_str()) != Some(id.as_str()) {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            format!("a service definition is an object whose \"id\" is {id:?}"),
+    let (definition, bytes): (ServiceDefinition, Bytes) = json_body(body)?;
+    if definition.id != id {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("body id {:?} does not match the path's {id:?}", definition.id),
         ));
+    }
+    // The shape is right; now its meaning (placeholders, ports, names), as
+    // `gantry repo:check` would judge the file.
+    let text = std::str::from_utf8(&bytes).unwrap_or_default();
+    if let Err(e) = gantry_spec::parse_service_json(&id, text) {
+        return Err(ApiError::new(ErrorCode::InvalidBody, format!("invalid service definition: {e}")));
     }
     write(&s.store, &keys::service(&id), bytes, &q).await.map(Json)
 }
@@ -351,8 +363,8 @@ pub async fn instance_put(
     let q = query::parse(raw.as_deref())?;
     let (instance, bytes): (Instance, Bytes) = json_body(body)?;
     if instance.service != service || instance.id != id {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
             format!("body names {}/{}, the path {service}/{id}", instance.service, instance.id),
         ));
     }

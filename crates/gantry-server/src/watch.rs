@@ -26,6 +26,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::hub::{Follower, Item, KEEP_ALIVE, Position};
 use crate::metrics::Metrics;
 use crate::query;
+use gantry_api::ErrorCode;
 
 pub async fn watch(State(s): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref())?;
@@ -97,7 +98,7 @@ fn reset(e: StoreError) -> Bytes {
 
 /// `REVISION.INDEX` of the last event seen.
 fn parse_event_id(id: &str) -> ApiResult<Position> {
-    let bad = || ApiError::bad_request("invalid_event_id", format!("Last-Event-ID {id:?} is not REVISION.INDEX"));
+    let bad = || ApiError::new(ErrorCode::InvalidEventId, format!("Last-Event-ID {id:?} is not REVISION.INDEX"));
     let (rev, index) = id.split_once('.').ok_or_else(bad)?;
     let revision = rev.parse::<u64>().map_err(|_| bad())?;
     let index = index.parse::<u64>().map_err(|_| bad())?;

@@ -54,9 +54,9 @@ async fn kv_crud_list_and_revisions() {
         assert_eq!((db.value.as_str(), db.mod_revision, db.version), ("mysql://a", r1, 1));
         let list = c.kv_list("datastores/").await.unwrap();
         assert_eq!(list.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["datastores/DB", "datastores/ES"]);
-        assert_eq!(c.kv_delete("datastores/DB").await.unwrap(), 1);
+        assert_eq!(c.kv_delete("datastores/DB").await.unwrap().deleted, 1);
         assert_eq!(c.kv_get("datastores/DB").await.unwrap(), None);
-        assert_eq!(c.kv_delete("datastores/DB").await.unwrap(), 0);
+        assert_eq!(c.kv_delete("datastores/DB").await.unwrap().deleted, 0);
     })
     .await;
 }
@@ -76,7 +76,7 @@ async fn compare_and_set_race_has_exactly_one_winner() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(_) => winners += 1,
-                Err(e) => assert_eq!(e.code(), Some("cas_failed"), "{e}"),
+                Err(e) => assert_eq!(e.code(), Some(gantry_api::ErrorCode::CasFailed), "{e}"),
             }
         }
         assert_eq!(winners, 1);
@@ -84,7 +84,7 @@ async fn compare_and_set_race_has_exactly_one_winner() {
         let cur = s.client.kv_get("leader").await.unwrap().unwrap();
         s.client.kv_put("leader", "x", PutOptions { cas: Some(cur.mod_revision), lease: None }).await.unwrap();
         let stale = s.client.kv_put("leader", "y", PutOptions { cas: Some(cur.mod_revision), lease: None }).await;
-        assert_eq!(stale.unwrap_err().code(), Some("cas_failed"));
+        assert_eq!(stale.unwrap_err().code(), Some(gantry_api::ErrorCode::CasFailed));
     })
     .await;
 }
@@ -209,7 +209,7 @@ async fn bad_input_is_a_4xx_with_a_json_error_and_stores_nothing() {
             assert_eq!(response.status().as_u16(), status, "{method} {path}");
             let error: gantry_api::ErrorBody =
                 response.json().await.unwrap_or_else(|e| panic!("{method} {path}: not a JSON error: {e}"));
-            assert_eq!(error.error.code, code, "{method} {path}: {}", error.error.message);
+            assert_eq!(error.error.code.as_str(), code, "{method} {path}: {}", error.error.message);
             assert!(!error.error.message.is_empty());
         }
         assert_eq!(s.client.health().await.unwrap().revision, before, "nothing was stored");
@@ -247,7 +247,7 @@ async fn a_lease_that_is_not_renewed_takes_its_instances_out_of_lookups() {
         keeper.abort();
         c.revoke_lease(&kept.id).await.unwrap();
         assert!(c.lookup("web", &[]).await.unwrap_err().is_not_found());
-        assert_eq!(c.keep_alive(&kept.id).await.unwrap_err().code(), Some("lease_not_found"));
+        assert_eq!(c.keep_alive(&kept.id).await.unwrap_err().code(), Some(gantry_api::ErrorCode::LeaseNotFound));
     })
     .await;
 }

@@ -12,8 +12,8 @@ use gantry_agent::agent::{AgentConfig, run};
 use gantry_agent::lb::LbKind;
 use gantry_agent::listener::Throttle;
 use gantry_agent::resolve;
-use gantry_api::{AgentStatus, DeployRequest, keys, now_ms};
-use gantry_client::{Client, PutOptions};
+use gantry_api::{AgentStatus, DeployRequest, ListenerSwitch, keys, now_ms};
+use gantry_client::Client;
 
 use crate::BadInput;
 use crate::remote::{ServerArgs, explain, key_values, print_json, runtime, shutdown_signal};
@@ -138,7 +138,7 @@ pub fn resolve_cmd(
     let rt = runtime()?;
     let (definition, instances, datastores) = rt
         .block_on(async {
-            let definition = client.services().await?.items.into_iter().find(|d| d["id"] == service);
+            let definition = client.services().await?.items.into_iter().find(|d| d.id == service);
             let instances = client.instances_with(&[]).await?.items;
             let datastores = client.kv_list(keys::DATASTORES_KV).await?;
             Ok::<_, gantry_client::ClientError>((definition, instances, datastores))
@@ -151,8 +151,8 @@ pub fn resolve_cmd(
         ))
         .into());
     };
-    let parsed =
-        gantry_spec::parse_service_json(service, &definition.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let parsed = gantry_spec::parse_service_json(service, &serde_json::to_string(&definition)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let datastores: BTreeMap<String, String> = datastores
         .entries
         .into_iter()
@@ -218,13 +218,7 @@ pub fn mask_secret(value: &str) -> String {
 
 /// Every agent's published status.
 pub(crate) async fn statuses(client: &Client) -> Result<Vec<AgentStatus>, gantry_client::ClientError> {
-    let list = client.kv_list(keys::AGENTS_KV).await?;
-    Ok(list
-        .entries
-        .iter()
-        .filter(|e| e.key.ends_with("/status"))
-        .filter_map(|e| serde_json::from_str(&e.value).ok())
-        .collect())
+    Ok(client.agent_statuses().await?.items)
 }
 
 pub fn listener_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Result<()> {
@@ -237,20 +231,19 @@ pub fn listener_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Re
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<28} {:<12} {:<8} {:<10} {:<28} PROBLEMS", "MACHINE", "GROUP", "LISTENER", "STATE", "LAST RUN")?;
     for s in &all {
-        let l = &s.listener;
-        let switch = match l["enabled"].as_bool() {
-            Some(true) => "on",
-            Some(false) if l["state"] == "none" => "-",
-            _ => "off",
+        let switch = match &s.listener {
+            Some(l) if l.enabled => "on",
+            Some(_) => "off",
+            None => "-",
         };
-        let last = match l.get("last_run").filter(|r| !r.is_null()) {
+        let last = match s.listener.as_ref().and_then(|l| l.last_run.as_ref()) {
             Some(run) => {
-                let outcome = match (run["exit_code"].as_i64(), run["timed_out"].as_bool()) {
-                    (_, Some(true)) => "timed out".to_owned(),
+                let outcome = match (run.exit_code, run.timed_out) {
+                    (_, true) => "timed out".to_owned(),
                     (Some(code), _) => format!("exit {code}"),
                     _ => "failed".to_owned(),
                 };
-                format!("{outcome}, {} ms, {}", run["duration_ms"], ago(run["started_at_ms"].as_u64().unwrap_or(0)))
+                format!("{outcome}, {} ms, {}", run.duration_ms, ago(run.started_at_ms))
             }
             None => "never".to_owned(),
         };
@@ -260,7 +253,7 @@ pub fn listener_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Re
             s.machine,
             s.group.as_deref().unwrap_or("-"),
             switch,
-            l["state"].as_str().unwrap_or("-"),
+            s.listener.as_ref().map_or("-", |l| l.state.as_str()),
             last,
             s.problems.len()
         )?;
@@ -294,11 +287,10 @@ pub fn listener_switch(server: &ServerArgs, machine: Option<&str>, all: bool, en
             );
         }
     };
-    let body = serde_json::json!({ "enabled": enabled }).to_string();
     runtime()?
         .block_on(async {
             for m in &machines {
-                client.kv_put(&keys::agent_kv(m, "listener"), &body, PutOptions::default()).await?;
+                client.set_listener(m, ListenerSwitch { enabled }).await?;
             }
             Ok::<_, gantry_client::ClientError>(())
         })
@@ -368,10 +360,9 @@ async fn deploy_batch(
     id: &str,
     timeout: Duration,
 ) -> Result<Vec<(String, Option<gantry_api::DeployOutcome>)>, gantry_client::ClientError> {
-    let request =
-        serde_json::to_string(&DeployRequest { id: id.to_owned(), requested_at_ms: now_ms() }).unwrap_or_default();
+    let request = DeployRequest { id: id.to_owned(), requested_at_ms: now_ms() };
     for m in machines {
-        client.kv_put(&keys::agent_kv(m, "deploy"), &request, PutOptions::default()).await?;
+        client.request_deploy(m, &request).await?;
     }
     let deadline = Instant::now() + timeout;
     let mut done: BTreeMap<String, gantry_api::DeployOutcome> = BTreeMap::new();

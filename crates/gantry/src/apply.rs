@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context;
-use gantry_api::{Group, keys};
+use gantry_api::{Group, ServiceDefinition, keys};
 use gantry_client::{Client, PutOptions};
 use serde::Serialize;
 
@@ -29,7 +29,7 @@ pub struct Change {
 /// What the server should hold for this repository.
 struct Desired {
     groups: BTreeMap<String, Group>,
-    services: BTreeMap<String, serde_json::Value>,
+    services: BTreeMap<String, ServiceDefinition>,
     datastores: BTreeMap<String, String>,
 }
 
@@ -51,9 +51,11 @@ fn desired(opened: &Opened) -> anyhow::Result<Desired> {
     for id in repo.services.keys() {
         let path = opened.dir.join(gantry_spec::SERVICES_DIR).join(format!("{id}.json"));
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let value: serde_json::Value =
+        // The spec crate checked this file already: a failure here means it
+        // changed while gantry read it.
+        let definition: ServiceDefinition =
             serde_json::from_str(&text).with_context(|| format!("{} changed while gantry read it", path.display()))?;
-        services.insert(id.clone(), value);
+        services.insert(id.clone(), definition);
     }
     Ok(Desired { groups, services, datastores: repo.datastores.clone() })
 }
@@ -104,8 +106,8 @@ async fn sync(client: &Client, desired: &Desired, dry_run: bool) -> Result<Vec<C
 
     // Services before groups: an agent that sees its group's new list finds
     // every service it names.
-    let current: BTreeMap<String, serde_json::Value> =
-        client.services().await?.items.into_iter().filter_map(|v| Some((v["id"].as_str()?.to_owned(), v))).collect();
+    let current: BTreeMap<String, ServiceDefinition> =
+        client.services().await?.items.into_iter().map(|d| (d.id.clone(), d)).collect();
     let stored_services: Vec<String> = current.keys().cloned().collect();
     for (id, definition) in &desired.services {
         let Some(action) = action(current.get(id), definition) else { continue };

@@ -248,7 +248,7 @@ pub fn kv_put(server: &ServerArgs, key: &str, value: &str, cas: Option<u64>) -> 
     let result =
         runtime()?.block_on(client.kv_put(key, value, PutOptions { cas, lease: None })).map_err(|e| {
             match e.code() {
-                Some("cas_failed") => {
+                Some(gantry_api::ErrorCode::CasFailed) => {
                     eprintln!("error: {e}");
                     std::process::exit(1);
                 }
@@ -265,7 +265,7 @@ pub fn kv_del(server: &ServerArgs, key: &str) -> anyhow::Result<()> {
     let client = Client::new(&server.url);
     let deleted = runtime()?.block_on(client.kv_delete(key)).map_err(explain)?;
     if server.json {
-        print_json(&serde_json::json!({ "deleted": deleted }))?;
+        print_json(&deleted)?;
     }
     Ok(())
 }

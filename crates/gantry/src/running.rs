@@ -7,8 +7,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gantry_api::{AgentStatus, ServiceControl, keys};
-use gantry_client::{Client, PutOptions};
+use gantry_api::{AgentStatus, ProcState, ProcessStatus, ServiceControl};
+use gantry_client::Client;
 
 use crate::BadInput;
 use crate::agents::statuses;
@@ -50,17 +50,14 @@ pub fn control(server: &ServerArgs, service: &str, machine: Option<&str>, action
     let request_id = format!("{:x}", now_ms());
     let results = rt.block_on(async {
         for agent in &agents {
-            let key = keys::agent_kv(&agent.machine, &format!("service/{service}"));
-            let current: Option<ServiceControl> =
-                client.kv_get(&key).await?.and_then(|e| serde_json::from_str(&e.value).ok());
+            let current = client.service_control(&agent.machine, service).await?;
             let restart = current.and_then(|c| c.restart);
             let control = match action {
                 Action::Restart => ServiceControl { running: true, restart: Some(request_id.clone()) },
                 Action::Stop => ServiceControl { running: false, restart },
                 Action::Start => ServiceControl { running: true, restart },
             };
-            let body = serde_json::to_string(&control).unwrap_or_default();
-            client.kv_put(&key, &body, PutOptions::default()).await?;
+            client.put_service_control(&agent.machine, service, &control).await?;
         }
         Ok::<_, gantry_client::ClientError>(confirm(&client, service, &agents, action).await)
     });
@@ -92,13 +89,13 @@ async fn confirm(
     before: &[AgentStatus],
     action: Action,
 ) -> Vec<(String, bool, String)> {
-    let process = |s: &AgentStatus| s.processes.get(service).map(|p| p.process.clone()).unwrap_or_default();
-    let done = |old: &serde_json::Value, new: &serde_json::Value| match action {
+    let process = |s: &AgentStatus| s.processes.get(service).and_then(|p| p.process.clone());
+    let done = |old: Option<&ProcessStatus>, new: &ProcessStatus| match action {
         Action::Restart => {
-            new["state"] == "running" && (new["pid"] != old["pid"] || new["restarts"] != old["restarts"])
+            new.state == ProcState::Running && old.is_none_or(|old| new.pid != old.pid || new.restarts != old.restarts)
         }
-        Action::Stop => new["state"] == "stopped",
-        Action::Start => new["state"] == "running",
+        Action::Stop => new.state == ProcState::Stopped,
+        Action::Start => new.state == ProcState::Running,
     };
     let deadline = Instant::now() + CONFIRM;
     let mut results: Vec<(String, bool, String)> =
@@ -106,9 +103,9 @@ async fn confirm(
     loop {
         let now = statuses(client).await.unwrap_or_default();
         for (machine, ok, state) in &mut results {
-            let old = before.iter().find(|s| &s.machine == machine).map(process).unwrap_or_default();
-            if let Some(new) = now.iter().find(|s| &s.machine == machine).map(process) {
-                *ok = done(&old, &new);
+            let old = before.iter().find(|s| &s.machine == machine).and_then(process);
+            if let Some(new) = now.iter().find(|s| &s.machine == machine).and_then(process) {
+                *ok = done(old.as_ref(), &new);
                 *state = describe(&new);
             }
         }
@@ -119,13 +116,13 @@ async fn confirm(
     }
 }
 
-fn describe(process: &serde_json::Value) -> String {
-    let mut text = process["state"].as_str().unwrap_or("-").to_owned();
-    if let Some(pid) = process["pid"].as_u64() {
+fn describe(process: &ProcessStatus) -> String {
+    let mut text = process.state.as_str().to_owned();
+    if let Some(pid) = process.pid {
         text.push_str(&format!(", pid {pid}"));
     }
-    if let Some(n) = process["restarts"].as_u64().filter(|n| *n > 0) {
-        text.push_str(&format!(", {n} restart(s)"));
+    if process.restarts > 0 {
+        text.push_str(&format!(", {} restart(s)", process.restarts));
     }
     text
 }
@@ -163,6 +160,13 @@ pub fn logs(server: &ServerArgs, service: &str, machine: Option<&str>, follow: b
     })
 }
 
+/// One node's balancer, as `lb:status --json` prints it.
+#[derive(serde::Serialize)]
+struct MachineLb<'a> {
+    machine: &'a str,
+    lb: Option<&'a gantry_api::LbStatus>,
+}
+
 /// `gantry lb:status [--machine M]`: each node's balancer, its frontends
 /// and their backends.
 pub fn lb_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Result<()> {
@@ -173,48 +177,41 @@ pub fn lb_status(server: &ServerArgs, machine: Option<&str>) -> anyhow::Result<(
     // Every instance of the fronted services, to show the ones out of rotation too.
     let instances = rt.block_on(client.instances_with(&[])).map_err(explain)?.items;
     if server.json {
-        let view: Vec<serde_json::Value> =
-            all.iter().map(|s| serde_json::json!({"machine": s.machine, "lb": s.lb})).collect();
+        let view: Vec<MachineLb> = all.iter().map(|s| MachineLb { machine: &s.machine, lb: s.lb.as_ref() }).collect();
         return print_json(&view);
     }
     let mut out = std::io::stdout().lock();
     for s in &all {
-        let lb = &s.lb;
-        if lb.is_null() {
+        let Some(lb) = &s.lb else {
             writeln!(out, "{}: no load balancer (agent runs with --lb off)", s.machine)?;
             continue;
-        }
-        writeln!(out, "{}: {}", s.machine, lb["kind"].as_str().unwrap_or("-"))?;
-        for frontend in lb["frontends"].as_array().into_iter().flatten() {
-            let backends: Vec<String> = frontend["backends"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|b| format!("{} {}", b["id"].as_str().unwrap_or("-"), b["address"].as_str().unwrap_or("-")))
-                .collect();
-            let kind = if frontend["public"] == true { "public" } else { "internal" };
+        };
+        writeln!(out, "{}: {}", s.machine, lb.kind.as_str())?;
+        for frontend in &lb.frontends {
+            let backends: Vec<String> = frontend.backends.iter().map(|b| format!("{} {}", b.id, b.address)).collect();
+            let kind = if frontend.public { "public" } else { "internal" };
             writeln!(
                 out,
                 "  {:<16} {:<22} {:<4} {:<8} {}",
-                frontend["service"].as_str().unwrap_or("-"),
-                frontend["bind"].as_str().unwrap_or("-"),
-                frontend["mode"].as_str().unwrap_or("-"),
+                frontend.service,
+                frontend.bind.to_string(),
+                frontend.mode.as_str(),
                 kind,
                 if backends.is_empty() { "no healthy backend".to_owned() } else { backends.join(", ") }
             )?;
             let out_of_rotation: Vec<String> = instances
                 .iter()
-                .filter(|i| frontend["service"] == i.service.as_str() && i.health != gantry_api::Health::Passing)
+                .filter(|i| frontend.service == i.service && i.health != gantry_api::Health::Passing)
                 .map(|i| format!("{} {}:{} ({})", i.id, i.address, i.port, i.health.word()))
                 .collect();
             if !out_of_rotation.is_empty() {
                 writeln!(out, "  {:<16} out of rotation: {}", "", out_of_rotation.join(", "))?;
             }
         }
-        for note in lb["notes"].as_array().into_iter().flatten() {
-            writeln!(out, "  note: {}", note.as_str().unwrap_or_default())?;
+        for note in &lb.notes {
+            writeln!(out, "  note: {note}")?;
         }
-        if let Some(error) = lb["error"].as_str() {
+        if let Some(error) = &lb.error {
             writeln!(out, "  error: {error}")?;
         }
     }

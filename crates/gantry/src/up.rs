@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gantry_agent::agent::Started;
-use gantry_api::{AgentStatus, Health, Instance};
+use gantry_api::{AgentStatus, Health, Instance, ProcState};
 use gantry_client::Client;
 use serde::{Deserialize, Serialize};
 
@@ -298,19 +298,20 @@ async fn look(client: &Client, stack: &Stack) -> Look {
         for problem in &status.problems {
             look.waiting.push(format!("node {}: {problem}", node.name));
         }
-        if let Some(error) = status.lb["error"].as_str() {
+        if let Some(error) = status.lb.as_ref().and_then(|lb| lb.error.as_ref()) {
             look.failed = Some(format!("node {}: {error}", node.name));
         }
         for (service, state) in &status.processes {
-            let p = &state.process;
-            let mut line = format!("{:<10} {}", p["state"].as_str().unwrap_or("-"), state.health.word());
-            if let Some(pid) = p["pid"].as_u64() {
+            let p = state.process.as_ref();
+            let mut line = format!("{:<10} {}", p.map_or("-", |p| p.state.as_str()), state.health.word());
+            if let Some(pid) = p.and_then(|p| p.pid) {
                 line.push_str(&format!(" pid {pid}"));
             }
             look.lines.insert(format!("{:<16} {service}", node.name), line);
-            let restarts = p["restarts"].as_u64().unwrap_or(0);
-            if p["state"] == "failed" || (restarts >= 3 && state.health != Health::Passing) {
-                let why = p["problem"].as_str().or(p["last_exit"].as_str()).unwrap_or("it keeps exiting");
+            let restarts = p.map_or(0, |p| p.restarts);
+            let failed = p.is_some_and(|p| p.state == ProcState::Failed);
+            if failed || (restarts >= 3 && state.health != Health::Passing) {
+                let why = p.and_then(|p| p.problem.as_deref().or(p.last_exit.as_deref())).unwrap_or("it keeps exiting");
                 let tail = client.agent_logs(&node.name, service, Some(600), false).await;
                 let tail = match tail {
                     Ok(stream) => {
@@ -472,27 +473,27 @@ pub fn status(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         writeln!(out, "node    {:<18} {:<14} {alive:<5} {role}", node.name, node.address)?;
         let Some(status) = agents.iter().find(|s| s.machine == node.name) else { continue };
         for (service, state) in &status.processes {
-            let p = &state.process;
+            let p = state.process.as_ref();
             writeln!(
                 out,
                 "  service {:<12} :{:<6} {:<9} {:<8} restarts {}",
                 service,
                 state.port,
-                p["state"].as_str().unwrap_or("-"),
+                p.map_or("-", |p| p.state.as_str()),
                 state.health.word(),
-                p["restarts"].as_u64().unwrap_or(0)
+                p.map_or(0, |p| p.restarts)
             )?;
         }
-        writeln!(out, "  listener {}", status.listener["state"].as_str().unwrap_or("-"))?;
-        for frontend in status.lb["frontends"].as_array().into_iter().flatten() {
-            let backends = frontend["backends"].as_array().map_or(0, Vec::len);
+        // "none": the agent runs no provision command.
+        writeln!(out, "  listener {}", status.listener.as_ref().map_or("none", |l| l.state.as_str()))?;
+        for (lb, frontend) in status.lb.iter().flat_map(|lb| lb.frontends.iter().map(move |f| (lb, f))) {
             writeln!(
                 out,
                 "  lb      {:<12} {:<22} {} backend(s) ({})",
-                frontend["service"].as_str().unwrap_or("-"),
-                frontend["bind"].as_str().unwrap_or("-"),
-                backends,
-                status.lb["kind"].as_str().unwrap_or("-")
+                frontend.service,
+                frontend.bind.to_string(),
+                frontend.backends.len(),
+                lb.kind.as_str()
             )?;
         }
         for problem in &status.problems {

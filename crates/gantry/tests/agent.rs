@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gantry_api::{Health, Instance};
+use gantry_api::{Health, Instance, RunState};
 use gantry_client::{Client, PutOptions};
 
 use super::{AgentProcess, Scratch, ServerProcess, block_on, eventually, gantry, run_in, runs_total, status_of};
@@ -120,7 +120,8 @@ fn a_burst_of_a_hundred_provider_changes_makes_at_most_two_runs_that_never_overl
     );
     let id = www.machine_id();
     let before = eventually("the first run ends", Duration::from_secs(20), || {
-        status_of(&server, &id).filter(|s| runs_total(s) >= 1 && s.listener["state"] == "idle")
+        status_of(&server, &id)
+            .filter(|s| runs_total(s) >= 1 && s.listener.as_ref().is_some_and(|l| l.state == RunState::Idle))
     });
 
     let started = Instant::now();
@@ -139,7 +140,7 @@ fn a_burst_of_a_hundred_provider_changes_makes_at_most_two_runs_that_never_overl
     // Let any queued run start and finish.
     std::thread::sleep(Duration::from_millis(2500));
     let after = eventually("the listener is idle", Duration::from_secs(20), || {
-        status_of(&server, &id).filter(|s| s.listener["state"] == "idle")
+        status_of(&server, &id).filter(|s| s.listener.as_ref().is_some_and(|l| l.state == RunState::Idle))
     });
     let runs = runs_total(&after) - runs_total(&before);
     assert!((1..=2).contains(&runs), "{runs} runs for 100 changes");
@@ -267,7 +268,10 @@ fn deploys_report_each_node_and_failures_say_why() {
     assert_eq!(failed.code, 1, "{failed:?}");
     assert!(failed.stdout.contains("FAILED") && failed.stdout.contains("exit code 3"), "{failed:?}");
     let status = status_of(&server, &a_id).unwrap();
-    assert!(status.listener["last_run"]["output_tail"].as_str().unwrap().contains("broken"), "{status:?}");
+    assert!(
+        status.listener.as_ref().and_then(|l| l.last_run.as_ref()).unwrap().output_tail.contains("broken"),
+        "{status:?}"
+    );
     let table = gantry(&server, &["listener:status"]).ok();
     assert!(table.contains("exit 3"), "{table}");
 
@@ -280,12 +284,12 @@ fn deploys_report_each_node_and_failures_say_why() {
     std::fs::remove_file(flag.with_extension("hang")).unwrap();
     gantry(&server, &["listener:off", "--all"]).ok();
     eventually("the listener is off", Duration::from_secs(10), || {
-        status_of(&server, &a_id).filter(|s| s.listener["enabled"] == false)
+        status_of(&server, &a_id).filter(|s| s.listener.as_ref().is_some_and(|l| !l.enabled))
     });
     let runs = runs_total(&status_of(&server, &a_id).unwrap());
     gantry(&server, &["listener:on", "--machine", &a_id]).ok();
     eventually("turning it on runs it", Duration::from_secs(10), || {
-        status_of(&server, &a_id).filter(|s| runs_total(s) > runs && s.listener["enabled"] == true)
+        status_of(&server, &a_id).filter(|s| runs_total(s) > runs && s.listener.as_ref().is_some_and(|l| l.enabled))
     });
     assert!(gantry(&server, &["listener:on"]).bad_input().contains("--machine ID"));
 }

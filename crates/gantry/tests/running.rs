@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gantry_api::{AgentStatus, Health, Instance};
+use gantry_api::{AgentStatus, Health, Instance, ProcState, ProcessStatus};
 use gantry_client::Client;
 
 use super::{AgentProcess, ServerProcess, alive, block_on, eventually, gantry, status_of};
@@ -60,8 +60,8 @@ fn health_of(server: &ServerProcess, machine: &str) -> Option<Health> {
     api_instances(server).into_iter().find(|i| i.machine == machine).map(|i| i.health)
 }
 
-fn process(status: &AgentStatus) -> serde_json::Value {
-    status.processes.get("api").map(|p| p.process.clone()).unwrap_or_default()
+fn process(status: &AgentStatus) -> Option<ProcessStatus> {
+    status.processes.get("api").and_then(|p| p.process.clone())
 }
 
 /// Whether `api` on `machine` is published with `health` and its check's
@@ -70,14 +70,14 @@ fn process(status: &AgentStatus) -> serde_json::Value {
 fn checked(server: &ServerProcess, machine: &str, health: Health, output: &str) -> Option<()> {
     let status = status_of(server, machine)?;
     let api = status.processes.get("api")?;
-    let last = api.check["last_output"].as_str().unwrap_or_default();
+    let last = api.check.as_ref().and_then(|c| c.last_output.as_deref()).unwrap_or_default();
     (health_of(server, machine) == Some(health) && api.health == health && last.contains(output)).then_some(())
 }
 
 /// The pid of `api` on `machine` once it runs.
 fn running_pid(server: &ServerProcess, machine: &str) -> Option<u64> {
-    let p = process(&status_of(server, machine)?);
-    (p["state"] == "running").then(|| p["pid"].as_u64()).flatten()
+    let p = process(&status_of(server, machine)?)?;
+    (p.state == ProcState::Running).then_some(p.pid.map(u64::from)).flatten()
 }
 
 /// One HTTP/1.0 GET; the body, or None when anything failed.
@@ -239,8 +239,7 @@ fn haproxy_fronts_a_required_service_and_keeps_routing_while_the_server_is_down(
     let server = ServerProcess::start(&server_dir, &format!("127.0.0.1:{port}"));
     eventually("the agents are back and the frontend still routes", Duration::from_secs(20), || {
         let status = status_of(&server, &www_id)?;
-        (status.lb["frontends"][0]["backends"].as_array().map(Vec::len) == Some(2) && get(frontend).is_some())
-            .then_some(())
+        (status.lb?.frontends.first().map(|f| f.backends.len()) == Some(2) && get(frontend).is_some()).then_some(())
     });
     // Each api node logged the ids haproxy gave its requests.
     let api_machine = api_instances(&server)[0].machine.clone();

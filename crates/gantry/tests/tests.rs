@@ -274,7 +274,7 @@ pub(crate) fn status_of(server: &ServerProcess, machine: &str) -> Option<AgentSt
 }
 
 pub(crate) fn runs_total(status: &AgentStatus) -> u64 {
-    status.listener["runs_total"].as_u64().unwrap_or(0)
+    status.listener.as_ref().map_or(0, |l| l.runs_total)
 }
 
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -16,6 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
+use gantry_api::{ErrorBody, ErrorCode};
 
 use crate::supervise;
 
@@ -64,18 +65,18 @@ pub async fn serve(listen: SocketAddr, log_dir: PathBuf) -> std::io::Result<(Str
 async fn logs(State(log_dir): State<PathBuf>, Path(service): Path<String>, RawQuery(raw): RawQuery) -> Response {
     let query = match LogQuery::parse(raw.as_deref()) {
         Ok(query) => query,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_query", e),
+        Err(e) => return error(ErrorCode::InvalidQuery, e),
     };
     if service.is_empty() || service.contains(['/', '\\']) || service.starts_with('.') {
-        return error(StatusCode::BAD_REQUEST, "invalid_service", format!("{service:?} is not a service id"));
+        return error(ErrorCode::InvalidId, format!("{service:?} is not a service id"));
     }
     let live = supervise::log_path(&log_dir, &service);
     let Ok(meta) = std::fs::metadata(&live) else {
-        return error(StatusCode::NOT_FOUND, "not_found", format!("service {service} has no log on this node"));
+        return error(ErrorCode::NotFound, format!("service {service} has no log on this node"));
     };
     let tail = match supervise::read_tail(&log_dir, &service, query.tail.unwrap_or(DEFAULT_TAIL)) {
         Ok(bytes) => bytes,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "io", format!("reading {}: {e}", live.display())),
+        Err(e) => return error(ErrorCode::Internal, format!("reading {}: {e}", live.display())),
     };
     let head = futures::stream::once(async move { Ok::<_, std::io::Error>(tail) });
     let body = if query.follow {
@@ -87,6 +88,7 @@ async fn logs(State(log_dir): State<PathBuf>, Path(service): Path<String>, RawQu
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (status, axum::Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+fn error(code: ErrorCode, message: String) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(ErrorBody::new(code, message))).into_response()
 }

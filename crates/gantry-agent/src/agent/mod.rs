@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use gantry_api::{AgentStatus, DeployOutcome, Instance, Machine, WatchKind, keys, now_ms};
+use gantry_api::{AgentStatus, DeployOutcome, Instance, LbStatus, Machine, WatchKind, keys, now_ms};
 use gantry_client::{Client, ClientError, PutOptions, WatchItem};
 use tokio::task::JoinHandle;
 
@@ -198,7 +198,7 @@ struct Agent {
     balancer: Option<Balancer>,
     last_good: balance::LastGood,
     /// The balancer's state for `gantry lb:status`.
-    lb_status: serde_json::Value,
+    lb_status: Option<LbStatus>,
     /// When the current session registered (backends do not empty while it settles).
     session_started: tokio::time::Instant,
     /// The service processes last saved to [`local::PROCESSES_FILE`].
@@ -212,7 +212,7 @@ struct Agent {
     /// The deploy request last acted on, and the run count before it.
     deploy_started: Option<(String, u64)>,
     last_deploy: Option<DeployOutcome>,
-    published_status: Option<serde_json::Value>,
+    published_status: Option<AgentStatus>,
     /// Whether the current session got as far as watching.
     session_was_healthy: bool,
 }
@@ -303,10 +303,13 @@ impl Agent {
             hurry: std::sync::Arc::default(),
             wake,
             run_settings,
-            lb_status: match &balancer {
-                Some(b) => serde_json::json!({"kind": b.name(), "frontends": []}),
-                None => serde_json::Value::Null,
-            },
+            lb_status: balancer.as_ref().map(|b| LbStatus {
+                kind: b.kind(),
+                frontends: Vec::new(),
+                notes: Vec::new(),
+                last_apply: None,
+                error: None,
+            }),
             balancer,
             last_good: balance::LastGood::default(),
             session_started: tokio::time::Instant::now(),
@@ -451,7 +454,7 @@ impl Agent {
             keys::GROUPS.to_owned(),
             keys::SERVICES.to_owned(),
             keys::kv(keys::DATASTORES_KV),
-            keys::kv(&keys::agent_kv(&self.machine.id, "")),
+            keys::agent(&self.machine.id),
         ]
         .into();
         let (local, _) = self.world.local_services(self.config.group.as_deref(), &self.config.services);
@@ -502,20 +505,23 @@ impl Agent {
         let services = self.client.services().await?;
         let instances = self.client.instances_with(&[]).await?;
         let datastores = self.client.kv_list(keys::DATASTORES_KV).await?;
-        let control = self.client.kv_list(&keys::agent_kv(&self.machine.id, "")).await?;
+        let control = self.client.agent_control(&self.machine.id).await?;
         for group in groups.items {
             world.groups.insert(group.name.clone(), group);
         }
         for definition in services.items {
-            let id = definition["id"].as_str().unwrap_or_default().to_owned();
-            world.apply(&keys::service(&id), Some(&definition.to_string()));
+            let text = serde_json::to_string(&definition).unwrap_or_default();
+            world.apply(&keys::service(&definition.id), Some(&text));
         }
         for instance in instances.items {
             world.instances.insert(keys::instance(&instance.service, &instance.id), instance);
         }
-        for entry in datastores.entries.iter().chain(&control.entries) {
+        for entry in &datastores.entries {
             world.apply(&keys::kv(&entry.key), Some(&entry.value));
         }
+        world.listener_enabled = control.listener.map(|s| s.enabled);
+        world.deploy = control.deploy;
+        world.service_control = control.services;
         self.world = world;
         Ok([groups.revision, services.revision, instances.revision, datastores.revision, control.revision]
             .into_iter()
@@ -596,10 +602,7 @@ impl Agent {
             machine: self.machine.id.clone(),
             group: self.config.group.clone(),
             services: self.locals.keys().cloned().collect(),
-            listener: match &self.listener {
-                Some(l) => serde_json::to_value(l.status()).unwrap_or_default(),
-                None => serde_json::json!({"enabled": false, "state": "none", "problem": "no provision command"}),
-            },
+            listener: self.listener.as_ref().map(Listener::status),
             problems: self.problems.clone(),
             last_deploy: self.last_deploy.clone(),
             api: self.api_url.clone(),
@@ -607,16 +610,13 @@ impl Agent {
             lb: self.lb_status.clone(),
             updated_at_ms: 0,
         };
-        let comparable = serde_json::to_value(&status).unwrap_or_default();
-        if self.published_status.as_ref() == Some(&comparable) {
+        // Compared without its time stamp: only a change is published.
+        if self.published_status.as_ref() == Some(&status) {
             return;
         }
-        let mut stamped = status;
-        stamped.updated_at_ms = now_ms();
-        let body = serde_json::to_string(&stamped).unwrap_or_default();
-        let key = keys::agent_kv(&self.machine.id, "status");
-        match self.client.kv_put(&key, &body, PutOptions { lease: Some(lease), ..PutOptions::default() }).await {
-            Ok(_) => self.published_status = Some(comparable),
+        let stamped = AgentStatus { updated_at_ms: now_ms(), ..status.clone() };
+        match self.client.put_agent_status(&stamped, PutOptions { lease: Some(lease), ..PutOptions::default() }).await {
+            Ok(_) => self.published_status = Some(status),
             Err(e) => self.log(&format!("publishing status: {e}")),
         }
     }

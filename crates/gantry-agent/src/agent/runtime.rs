@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use gantry_api::{Health, ServiceControl, ServiceState};
+use gantry_api::{Health, ProcessStatus, ServiceControl, ServiceState};
 use gantry_spec::{Command, Service};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -75,18 +75,17 @@ impl Local {
             port: self.port,
             health: self.health(),
             process: match &self.supervisor {
-                Some(s) => serde_json::to_value(s.status()).unwrap_or_default(),
-                None if self.runs_command() && self.env.is_some() => serde_json::json!({"state": "stopped"}),
-                None if self.runs_command() => {
-                    serde_json::json!({"state": "waiting", "problem": "its requirements are not resolved yet"})
+                Some(s) => Some(s.status()),
+                None if self.runs_command() && self.env.is_some() => {
+                    Some(ProcessStatus::not_running(ProcState::Stopped, None))
                 }
-                None => serde_json::Value::Null,
+                None if self.runs_command() => Some(ProcessStatus::not_running(
+                    ProcState::Waiting,
+                    Some("its requirements are not resolved yet".to_owned()),
+                )),
+                None => None,
             },
-            check: self
-                .checker
-                .as_ref()
-                .map(|c| serde_json::to_value(c.status()).unwrap_or_default())
-                .unwrap_or_default(),
+            check: self.checker.as_ref().map(|c| c.status()),
         }
     }
 

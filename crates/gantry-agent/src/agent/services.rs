@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use gantry_api::{Health, Instance, keys};
+use gantry_api::{Health, Instance, LbApply, LbStatus, keys};
 use gantry_client::{ClientError, PutOptions};
 use gantry_spec::Service;
 
@@ -181,24 +181,25 @@ impl Agent {
         let registered = instances.iter().map(|i| i.service.clone()).collect();
         let notes = self.last_good.guard(&mut plan, settling, &registered);
         // A node that fronts nothing (and never did) runs no haproxy at all.
-        if plan.frontends.is_empty() && self.lb_status["frontends"].as_array().is_none_or(Vec::is_empty) {
+        if plan.frontends.is_empty() && self.lb_status.as_ref().is_none_or(|lb| lb.frontends.is_empty()) {
             return problems;
         }
         let result = balancer.apply(&plan).await;
         let name = balancer.name();
         let previous = self.lb_status.take();
-        let mut status = serde_json::json!({
-            "kind": name,
-            "frontends": previous.get("frontends").cloned().unwrap_or_default(),
-            "notes": notes,
-            "last_apply": previous.get("last_apply").cloned().unwrap_or_default(),
-            "error": null,
-        });
+        let mut status = LbStatus {
+            kind: balancer.kind(),
+            frontends: previous.as_ref().map(|p| p.frontends.clone()).unwrap_or_default(),
+            notes,
+            last_apply: previous.and_then(|p| p.last_apply),
+            error: None,
+        };
         match result {
             Ok(applied) => {
-                status["frontends"] = serde_json::to_value(&plan.frontends).unwrap_or_default();
+                status.frontends = plan.frontends.clone();
                 if applied.changed {
-                    status["last_apply"] = serde_json::json!({"at_ms": now_ms(), "check_us": applied.check_us, "reload_us": applied.reload_us});
+                    status.last_apply =
+                        Some(LbApply { at_ms: now_ms(), check_us: applied.check_us, reload_us: applied.reload_us });
                     if let Some(events) = &self.config.events {
                         let _ = events.send(AgentEvent::LbApplied {
                             machine: self.machine.id.clone(),
@@ -210,11 +211,11 @@ impl Agent {
             }
             Err(e) => {
                 let problem = format!("load balancer ({name}): {e}; the previous configuration keeps serving");
-                status["error"] = serde_json::Value::String(problem.clone());
+                status.error = Some(problem.clone());
                 problems.push(problem);
             }
         }
-        self.lb_status = status;
+        self.lb_status = Some(status);
         problems
     }
 

@@ -9,7 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use gantry_api::{DeployRequest, Group, Instance, ServiceControl, keys};
+use gantry_api::keys::{AgentKeyRef, StoreKey};
+use gantry_api::{DeployRequest, Group, Instance, ListenerSwitch, ServiceControl};
 use gantry_spec::Service;
 
 /// What a change touched, to know what to redo.
@@ -65,68 +66,72 @@ impl World {
     /// Keys the agent does not follow are ignored.
     pub fn apply(&mut self, key: &str, value: Option<&str>) -> Touched {
         let world = Touched { world: true, ..Touched::default() };
-        let control = Touched { control: true, ..Touched::default() };
-        if let Some(name) = key.strip_prefix(keys::GROUPS) {
-            match value.and_then(|v| serde_json::from_str::<Group>(v).ok()) {
-                Some(group) => self.groups.insert(name.to_owned(), group),
-                None => self.groups.remove(name),
-            };
-            return world;
-        }
-        if let Some(id) = key.strip_prefix(keys::SERVICES) {
-            self.services.remove(id);
-            self.broken_services.remove(id);
-            if let Some(text) = value {
-                match gantry_spec::parse_service_json(id, text) {
-                    Ok(service) => {
-                        self.services.insert(id.to_owned(), service);
-                    }
-                    Err(e) => {
-                        self.broken_services.insert(id.to_owned(), e.to_string());
+        let Some(parsed) = StoreKey::parse(key) else { return Touched::default() };
+        match parsed {
+            StoreKey::Group(name) => {
+                match value.and_then(|v| serde_json::from_str::<Group>(v).ok()) {
+                    Some(group) => self.groups.insert(name.to_owned(), group),
+                    None => self.groups.remove(name),
+                };
+                world
+            }
+            StoreKey::Service(id) => {
+                self.services.remove(id);
+                self.broken_services.remove(id);
+                if let Some(text) = value {
+                    match gantry_spec::parse_service_json(id, text) {
+                        Ok(service) => {
+                            self.services.insert(id.to_owned(), service);
+                        }
+                        Err(e) => {
+                            self.broken_services.insert(id.to_owned(), e.to_string());
+                        }
                     }
                 }
+                world
             }
-            return world;
+            StoreKey::Instance { .. } => {
+                match value.and_then(|v| serde_json::from_str::<Instance>(v).ok()) {
+                    Some(instance) => self.instances.insert(key.to_owned(), instance),
+                    None => self.instances.remove(key),
+                };
+                world
+            }
+            StoreKey::Datastore(name) => {
+                match value {
+                    Some(v) => self.datastores.insert(name.to_owned(), v.to_owned()),
+                    None => self.datastores.remove(name),
+                };
+                world
+            }
+            StoreKey::Agent { machine, key } if machine == self.machine => self.apply_control(key, value),
+            StoreKey::Agent { .. } | StoreKey::Machine(_) | StoreKey::Kv(_) => Touched::default(),
         }
-        if key.starts_with(keys::INSTANCES) {
-            match value.and_then(|v| serde_json::from_str::<Instance>(v).ok()) {
-                Some(instance) => self.instances.insert(key.to_owned(), instance),
-                None => self.instances.remove(key),
-            };
-            return world;
-        }
-        let Some(kv) = key.strip_prefix(keys::KV) else { return Touched::default() };
-        if let Some(name) = kv.strip_prefix(keys::DATASTORES_KV) {
-            match value {
-                Some(v) => self.datastores.insert(name.to_owned(), v.to_owned()),
-                None => self.datastores.remove(name),
-            };
-            return world;
-        }
-        let own = keys::agent_kv(&self.machine, "");
-        match kv.strip_prefix(own.as_str()) {
-            Some("listener") => {
-                self.listener_enabled = value
-                    .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
-                    .and_then(|v| v["enabled"].as_bool());
+    }
+
+    /// One of this agent's own control documents.
+    fn apply_control(&mut self, key: AgentKeyRef<'_>, value: Option<&str>) -> Touched {
+        let control = Touched { control: true, ..Touched::default() };
+        match key {
+            AgentKeyRef::Listener => {
+                self.listener_enabled =
+                    value.and_then(|v| serde_json::from_str::<ListenerSwitch>(v).ok()).map(|s| s.enabled);
                 control
             }
-            Some("deploy") => {
+            AgentKeyRef::Deploy => {
                 self.deploy = value.and_then(|v| serde_json::from_str(v).ok());
                 control
             }
-            Some(other) => match other.strip_prefix("service/") {
-                Some(id) => {
-                    match value.and_then(|v| serde_json::from_str::<ServiceControl>(v).ok()) {
-                        Some(c) => self.service_control.insert(id.to_owned(), c),
-                        None => self.service_control.remove(id),
-                    };
-                    // Starting a held service needs its environment: redo the services too.
-                    Touched { world: true, control: true, health: false }
-                }
-                None => Touched::default(),
-            },
-            None => Touched::default(),
+            AgentKeyRef::Service(id) => {
+                match value.and_then(|v| serde_json::from_str::<ServiceControl>(v).ok()) {
+                    Some(c) => self.service_control.insert(id.to_owned(), c),
+                    None => self.service_control.remove(id),
+                };
+                // Starting a held service needs its environment: redo the services too.
+                Touched { world: true, control: true, health: false }
+            }
+            // Its own status is what it publishes, not an input.
+            AgentKeyRef::Status => Touched::default(),
         }
     }
 

@@ -51,51 +51,9 @@ impl Default for SavedState {
     }
 }
 
-/// One finished provision run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// Why it ran: the latest [`MAX_REASONS`] trigger reasons folded into it.
-    pub reasons: Vec<String>,
-    /// How many triggers it answers (reasons beyond the cap are only counted).
-    pub triggers: u64,
-    /// The number of the last trigger it answers: it answers every trigger
-    /// up to this one that an earlier run did not.
-    #[serde(default)]
-    pub last_trigger: u64,
-    /// Unix ms.
-    pub started_at_ms: u64,
-    pub duration_ms: u64,
-    /// The exit code, when the command exited.
-    pub exit_code: Option<i32>,
-    /// The signal that ended the command, when one did.
-    pub signal: Option<i32>,
-    /// The command outlived its timeout and its process group was killed.
-    pub timed_out: bool,
-    /// Why the command could not run at all (`sh` missing, no pipe).
-    pub error: Option<String>,
-    /// The last 4 KiB of stdout and stderr, interleaved as written.
-    pub output_tail: String,
-}
-
-impl RunRecord {
-    /// Whether the provision succeeded: exit code 0 within the timeout.
-    pub fn succeeded(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out
-    }
-
-    /// How it ended, in a few words: `exit code 3`, `killed by signal 9`,
-    /// `timed out after 1800000 ms (killed by signal 9)`, or why it could
-    /// not run.
-    pub fn outcome(&self) -> String {
-        let ended = match (&self.error, self.exit_code, self.signal) {
-            (Some(error), _, _) => return error.clone(),
-            (None, Some(code), _) => format!("exit code {code}"),
-            (None, None, Some(signal)) => format!("killed by signal {signal}"),
-            (None, None, None) => "ended without an exit status".to_string(),
-        };
-        if self.timed_out { format!("timed out after {} ms ({ended})", self.duration_ms) } else { ended }
-    }
-}
+/// One finished provision run, the listener's state as published, and its
+/// run state: wire types, defined with the other agent documents.
+pub use gantry_api::{ListenerStatus, RunRecord, RunState};
 
 /// A run the runner must start now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,39 +76,6 @@ pub enum Action {
     WakeAt(u64),
     /// Nothing to do until the next event (and no wake-up).
     Idle,
-}
-
-/// `idle`, `running`, `queued` or `throttled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    /// Nothing running, nothing queued.
-    Idle,
-    /// A run is in progress (another may be queued behind it).
-    Running,
-    /// A run is waiting to start: about to, or the listener is off.
-    Queued,
-    /// A run is waiting for the throttle.
-    Throttled,
-}
-
-/// What `gantry listener:status` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenerStatus {
-    pub enabled: bool,
-    pub state: RunState,
-    /// Unix ms the current run started, while one runs.
-    pub running_since_ms: Option<u64>,
-    pub last_run: Option<RunRecord>,
-    pub runs_total: u64,
-    /// Unix ms from which the throttle allows the next start (in the past
-    /// when a run may start at once).
-    pub next_allowed_at_ms: u64,
-    /// Triggers folded into the queued run (0 when none is queued).
-    pub queued_triggers: u64,
-    /// The last problem with the state file, if any (the listener keeps
-    /// running on what it has in memory).
-    pub problem: Option<String>,
 }
 
 /// The listener's state: a pure function of the events it was given.

@@ -82,9 +82,9 @@ async fn bench(agents: usize, rounds: usize) -> anyhow::Result<()> {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seatgeek");
     for id in ["api", "app-www"] {
         let text = std::fs::read_to_string(example.join(format!("data_bags/service/{id}.json")))?;
-        let mut definition: serde_json::Value = serde_json::from_str(&text)?;
+        let mut definition: gantry_api::ServiceDefinition = serde_json::from_str(&text)?;
         // Resolution is measured here, not 1,000 copies of the example's programs.
-        definition["command"] = true.into();
+        definition.command = Some(gantry_api::CommandSpec::External(true));
         client.put_service(&definition).await?;
     }
     client.kv_put("datastores/PRIMARY_DATABASE_URL", "mysql://bench@db/bench", PutOptions::default()).await?;

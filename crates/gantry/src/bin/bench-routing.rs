@@ -72,13 +72,17 @@ async fn bench(trials: usize) -> anyhow::Result<()> {
     tokio::spawn(gantry_server::serve(listener, store, std::future::pending()));
     let client = Client::new(&url);
     client
-        .put_service(&serde_json::json!({
+        .put_service(&serde_json::from_value(serde_json::json!({
             "id": "api", "command": true, "environment": {"PORT": API_PORT},
             "provides": {"API_URL": "http://{HOST}:{PORT}"}, "local_port": 18700,
             "check": {"type": "http", "path": "/status", "fall": 1}
-        }))
+        }))?)
         .await?;
-    client.put_service(&serde_json::json!({"id": "www", "command": true, "environment": {"PORT": 18702}, "requires": {"API": "{API_URL}"}})).await?;
+    client
+        .put_service(&serde_json::from_value(serde_json::json!({
+            "id": "www", "command": true, "environment": {"PORT": 18702}, "requires": {"API": "{API_URL}"}
+        }))?)
+        .await?;
 
     let healthy = Arc::new(AtomicBool::new(true));
     let backend =

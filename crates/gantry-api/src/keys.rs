@@ -1,0 +1,224 @@
+//! The store's key layout (DESIGN.md "Source of truth"): where each kind of
+//! document lives, the constructors that build its keys, and the one parser
+//! ([`StoreKey::parse`]) that tells what a key is. Nothing else in Gantry
+//! builds or takes apart a store key by hand.
+//!
+//! ```text
+//! machines/<machine>                     Machine
+//! groups/<group>                         Group
+//! services/<service>                     ServiceDefinition
+//! instances/<service>/<instance>         Instance
+//! agents/<machine>/status                AgentStatus (under the agent's lease)
+//! agents/<machine>/listener              ListenerSwitch
+//! agents/<machine>/deploy                DeployRequest
+//! agents/<machine>/service/<service>     ServiceControl
+//! kv/datastores/<NAME>                   a datastore value (free text)
+//! kv/<anything else>                     free keys (user data)
+//! ```
+
+pub const MACHINES: &str = "machines/";
+pub const SERVICES: &str = "services/";
+pub const INSTANCES: &str = "instances/";
+pub const GROUPS: &str = "groups/";
+/// Agents' control documents and published status: `agents/<machine>/...`.
+pub const AGENTS: &str = "agents/";
+pub const KV: &str = "kv/";
+/// KV keys (under [`KV`]) of datastore values: `datastores/<NAME>`.
+pub const DATASTORES_KV: &str = "datastores/";
+
+pub fn machine(id: &str) -> String {
+    format!("{MACHINES}{id}")
+}
+pub fn service(id: &str) -> String {
+    format!("{SERVICES}{id}")
+}
+pub fn instances_of(service: &str) -> String {
+    format!("{INSTANCES}{service}/")
+}
+pub fn instance(service: &str, id: &str) -> String {
+    format!("{INSTANCES}{service}/{id}")
+}
+pub fn group(name: &str) -> String {
+    format!("{GROUPS}{name}")
+}
+/// The prefix of every key of one agent: `agents/<machine>/`.
+pub fn agent(machine: &str) -> String {
+    format!("{AGENTS}{machine}/")
+}
+/// The store key of a KV key (`datastores/X` -> `kv/datastores/X`).
+pub fn kv(key: &str) -> String {
+    format!("{KV}{key}")
+}
+/// The store key of a datastore value.
+pub fn datastore(name: &str) -> String {
+    format!("{KV}{DATASTORES_KV}{name}")
+}
+
+/// One of an agent's documents, under `agents/<machine>/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AgentKey {
+    /// `status`: what the agent publishes about itself ([`crate::AgentStatus`]).
+    Status,
+    /// `listener`: the listener's switch ([`crate::ListenerSwitch`]).
+    Listener,
+    /// `deploy`: the newest provision request ([`crate::DeployRequest`]).
+    Deploy,
+    /// `service/<id>`: stop/start/restart of one service ([`crate::ServiceControl`]).
+    Service(String),
+}
+
+impl AgentKey {
+    /// The store key of this document of `machine`'s agent.
+    pub fn of(&self, machine: &str) -> String {
+        match self {
+            AgentKey::Status => format!("{AGENTS}{machine}/status"),
+            AgentKey::Listener => format!("{AGENTS}{machine}/listener"),
+            AgentKey::Deploy => format!("{AGENTS}{machine}/deploy"),
+            AgentKey::Service(id) => format!("{AGENTS}{machine}/service/{id}"),
+        }
+    }
+
+    /// The document, from what follows `agents/<machine>/`.
+    fn parse(rest: &str) -> Option<AgentKey> {
+        match rest {
+            "status" => Some(AgentKey::Status),
+            "listener" => Some(AgentKey::Listener),
+            "deploy" => Some(AgentKey::Deploy),
+            _ => rest.strip_prefix("service/").filter(|id| is_segment(id)).map(|id| AgentKey::Service(id.to_owned())),
+        }
+    }
+}
+
+/// What a store key is: the one parser of the layout above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKey<'a> {
+    Machine(&'a str),
+    Group(&'a str),
+    Service(&'a str),
+    Instance {
+        service: &'a str,
+        id: &'a str,
+    },
+    Agent {
+        machine: &'a str,
+        key: AgentKeyRef<'a>,
+    },
+    Datastore(&'a str),
+    /// Any other KV key (without the `kv/` prefix).
+    Kv(&'a str),
+}
+
+/// [`AgentKey`] borrowing from the key it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKeyRef<'a> {
+    Status,
+    Listener,
+    Deploy,
+    Service(&'a str),
+}
+
+impl AgentKeyRef<'_> {
+    pub fn to_owned_key(self) -> AgentKey {
+        match self {
+            AgentKeyRef::Status => AgentKey::Status,
+            AgentKeyRef::Listener => AgentKey::Listener,
+            AgentKeyRef::Deploy => AgentKey::Deploy,
+            AgentKeyRef::Service(id) => AgentKey::Service(id.to_owned()),
+        }
+    }
+}
+
+impl<'a> StoreKey<'a> {
+    /// What `key` is, or `None` for a key outside the layout (a malformed
+    /// one: an empty id, a missing or extra segment).
+    pub fn parse(key: &'a str) -> Option<StoreKey<'a>> {
+        if let Some(id) = key.strip_prefix(MACHINES) {
+            return is_segment(id).then_some(StoreKey::Machine(id));
+        }
+        if let Some(name) = key.strip_prefix(GROUPS) {
+            return is_segment(name).then_some(StoreKey::Group(name));
+        }
+        if let Some(id) = key.strip_prefix(SERVICES) {
+            return is_segment(id).then_some(StoreKey::Service(id));
+        }
+        if let Some(rest) = key.strip_prefix(INSTANCES) {
+            let (service, id) = rest.split_once('/')?;
+            return (is_segment(service) && is_segment(id)).then_some(StoreKey::Instance { service, id });
+        }
+        if let Some(rest) = key.strip_prefix(AGENTS) {
+            let (machine, rest) = rest.split_once('/')?;
+            if !is_segment(machine) {
+                return None;
+            }
+            let key = match AgentKey::parse(rest)? {
+                AgentKey::Status => AgentKeyRef::Status,
+                AgentKey::Listener => AgentKeyRef::Listener,
+                AgentKey::Deploy => AgentKeyRef::Deploy,
+                // Borrow the id from `key` rather than the parsed copy.
+                AgentKey::Service(_) => AgentKeyRef::Service(&rest["service/".len()..]),
+            };
+            return Some(StoreKey::Agent { machine, key });
+        }
+        let kv = key.strip_prefix(KV)?;
+        if let Some(name) = kv.strip_prefix(DATASTORES_KV) {
+            return (!name.is_empty()).then_some(StoreKey::Datastore(name));
+        }
+        (!kv.is_empty()).then_some(StoreKey::Kv(kv))
+    }
+}
+
+/// Whether `id` can be one segment of a key: the rule for every id in a
+/// path (machines, groups, services, instances, agents' services).
+pub fn is_segment(id: &str) -> bool {
+    !id.is_empty() && !id.contains('/') && id != "." && id != ".." && !id.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_constructor_parses_back_to_what_it_built() {
+        assert_eq!(StoreKey::parse(&machine("m1")), Some(StoreKey::Machine("m1")));
+        assert_eq!(StoreKey::parse(&group("web")), Some(StoreKey::Group("web")));
+        assert_eq!(StoreKey::parse(&service("api")), Some(StoreKey::Service("api")));
+        assert_eq!(StoreKey::parse(&instance("api", "m1")), Some(StoreKey::Instance { service: "api", id: "m1" }));
+        assert_eq!(StoreKey::parse(&datastore("DB_URL")), Some(StoreKey::Datastore("DB_URL")));
+        assert_eq!(StoreKey::parse(&kv("app/flag")), Some(StoreKey::Kv("app/flag")));
+        for (key, parsed) in [
+            (AgentKey::Status, AgentKeyRef::Status),
+            (AgentKey::Listener, AgentKeyRef::Listener),
+            (AgentKey::Deploy, AgentKeyRef::Deploy),
+            (AgentKey::Service("api".into()), AgentKeyRef::Service("api")),
+        ] {
+            let built = key.of("m1");
+            assert!(built.starts_with(&agent("m1")));
+            assert_eq!(StoreKey::parse(&built), Some(StoreKey::Agent { machine: "m1", key: parsed }), "{built}");
+            assert_eq!(parsed.to_owned_key(), key);
+        }
+    }
+
+    #[test]
+    fn keys_outside_the_layout_are_none() {
+        for key in [
+            "",
+            "machines/",
+            "machines/a/b",
+            "instances/api",
+            "instances/api/",
+            "instances//x",
+            "agents/m1",
+            "agents/m1/",
+            "agents/m1/unknown",
+            "agents/m1/service/",
+            "agents/m1/service/a/b",
+            "agents//status",
+            "kv/",
+            "kv/datastores/",
+            "other/x",
+            "services/..",
+        ] {
+            assert_eq!(StoreKey::parse(key), None, "{key:?}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Service definitions as they travel through the API
+//! (`PUT /v1/services/<id>`, seed 001): the user's `data_bags/service/<id>.json`,
+//! typed field by field. `gantry-spec` checks a definition's meaning
+//! (placeholders, ports, names) with file:line:column diagnostics; this type
+//! is its shape on the wire, so every party reads the same fields.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A service definition, as written in the user's repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDefinition {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What the agent runs; absent or `true`: the provision run starts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandSpec>,
+    /// The user the service's commands run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Shell command run when the service leaves a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_delete: Option<String>,
+    /// Recipes the provision run applies for this service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_list: Vec<String>,
+    /// Fixed environment: the user's own values (strings, numbers, booleans).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, EnvValue>,
+    /// Environment variable name to a template (`"{PRIMARY_DATABASE_URL}"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requires: BTreeMap<String, String>,
+    /// Provided name to a template rendered per instance (`"http://{HOST}:{PORT}"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provides: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+}
+
+/// `"command"`: a shell line, an argv array, or `true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    /// `true`: the provision run starts the service.
+    External(bool),
+    /// Run with `sh -c`.
+    Shell(String),
+    /// Run directly.
+    Argv(Vec<String>),
+}
+
+/// One environment value as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Text(String),
+    /// Kept as written: `1100` stays `1100`, not `1100.0`.
+    #[schema(value_type = f64)]
+    Number(serde_json::Number),
+    Flag(bool),
+}
+
+/// `"check"`: how the agent checks an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// `http`, `tcp` or `command`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `200`, or a range `"200-299"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// A duration: `"1s"`, `"500ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rise: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fall: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_after: Option<u32>,
+}
+
+/// An HTTP check's healthy status: one code or a range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    Code(u16),
+    Range(String),
+}
+
+/// `"resources"`: what one instance needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSpec {
+    /// CPU cores (fractions allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+}

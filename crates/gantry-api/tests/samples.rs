@@ -1,0 +1,166 @@
+//! One fully filled value of every wire type: every optional field set,
+//! so a round trip or a golden covers all of them.
+
+use std::collections::BTreeMap;
+
+use gantry_api::*;
+
+pub fn machine() -> Machine {
+    Machine {
+        id: "web-1".into(),
+        hostname: "web-1.example".into(),
+        address: "10.0.0.5".into(),
+        facts: Facts {
+            private_ips: vec!["10.0.0.5".into()],
+            public_ips: vec!["203.0.113.7".into()],
+            macs: vec!["02:00:00:00:00:01".into()],
+            make: Some("QEMU".into()),
+            model: Some("Standard PC".into()),
+            serial: Some("S1".into()),
+            cpu_count: 2,
+            cpu_model: Some("EPYC".into()),
+            memory_bytes: 4 << 30,
+            disks: vec![Disk { name: "vda".into(), size_bytes: 50 << 30 }],
+            kernel: Some("6.1.0".into()),
+            os: Some("Debian 12".into()),
+            boot_time: Some(1_700_000_000),
+        },
+        labels: BTreeMap::from([("group".into(), "web".into()), ("region".into(), "us-east-1".into())]),
+        updated_at: 1_700_000_100,
+    }
+}
+
+pub fn group() -> Group {
+    Group { name: "web".into(), run_list: vec!["recipe[seatgeek-service::api]".into()], services: vec!["api".into()] }
+}
+
+pub fn instance() -> Instance {
+    Instance {
+        service: "api".into(),
+        id: "web-1".into(),
+        machine: "web-1".into(),
+        address: "10.0.0.5".into(),
+        port: 1100,
+        properties: BTreeMap::from([("mysql.master".into(), "true".into())]),
+        health: Health::Passing,
+        federation: "seatgeek".into(),
+        public: true,
+        provides: BTreeMap::from([("API_URL".into(), "http://10.0.0.5:1100".into())]),
+    }
+}
+
+pub fn service_definition() -> ServiceDefinition {
+    ServiceDefinition {
+        id: "api".into(),
+        description: Some("the events API".into()),
+        command: Some(CommandSpec::Shell("exec python3 bin/api.py".into())),
+        user: Some("www-data".into()),
+        on_delete: Some("rm -rf /srv/api".into()),
+        run_list: vec!["python::default".into()],
+        environment: BTreeMap::from([
+            ("ENV".into(), EnvValue::Text("production".into())),
+            ("PORT".into(), EnvValue::Number(1100.into())),
+            ("DEBUG".into(), EnvValue::Flag(false)),
+        ]),
+        requires: BTreeMap::from([("DATABASE_URL".into(), "{PRIMARY_DATABASE_URL}".into())]),
+        provides: BTreeMap::from([("API_URL".into(), "http://{HOST}:{PORT}".into())]),
+        local_port: Some(1100),
+        public: Some(false),
+        federation: Some("seatgeek".into()),
+        check: Some(CheckSpec {
+            kind: "http".into(),
+            path: Some("/status".into()),
+            status: Some(StatusSpec::Range("200-299".into())),
+            command: None,
+            interval: Some("500ms".into()),
+            timeout: Some("400ms".into()),
+            rise: Some(2),
+            fall: Some(3),
+            restart_after: Some(30),
+        }),
+        resources: Some(ResourcesSpec { cpu: Some(0.5), memory_mb: Some(256) }),
+    }
+}
+
+pub fn run_record() -> RunRecord {
+    RunRecord {
+        reasons: vec!["DATABASE_URL changed".into(), "deploy 18c".into()],
+        triggers: 3,
+        last_trigger: 7,
+        started_at_ms: 1_700_000_000_000,
+        duration_ms: 1234,
+        exit_code: Some(0),
+        signal: None,
+        timed_out: false,
+        error: None,
+        output_tail: "converged\n".into(),
+    }
+}
+
+pub fn agent_status() -> AgentStatus {
+    AgentStatus {
+        machine: "web-1".into(),
+        group: Some("web".into()),
+        services: vec!["api".into()],
+        listener: Some(ListenerStatus {
+            enabled: true,
+            state: RunState::Idle,
+            running_since_ms: None,
+            last_run: Some(run_record()),
+            runs_total: 4,
+            next_allowed_at_ms: 1_700_000_001_234,
+            queued_triggers: 0,
+            problem: None,
+        }),
+        problems: vec!["app-www: API_URL: no passing instance of api".into()],
+        last_deploy: Some(DeployOutcome { id: "18c".into(), ok: true, detail: String::new(), duration_ms: 1234 }),
+        api: Some("http://10.0.0.5:41234".into()),
+        processes: BTreeMap::from([(
+            "api".into(),
+            ServiceState {
+                port: 1100,
+                health: Health::Passing,
+                process: Some(ProcessStatus {
+                    state: ProcState::Running,
+                    pid: Some(4242),
+                    restarts: 1,
+                    last_exit: Some("exit code 3".into()),
+                    started_at_ms: Some(1_700_000_000_500),
+                    next_start_in_ms: None,
+                    problem: None,
+                }),
+                check: Some(CheckStatus {
+                    healthy: true,
+                    consecutive_failures: 0,
+                    consecutive_passes: 12,
+                    last_output: Some("HTTP 200".into()),
+                    last_checked_ms: Some(1_700_000_010_000),
+                    checks: 20,
+                }),
+            },
+        )]),
+        lb: Some(LbStatus {
+            kind: LbKind::Haproxy,
+            frontends: vec![Frontend {
+                service: "api".into(),
+                bind: "10.0.0.5:1100".parse().unwrap(),
+                mode: LbMode::Http,
+                public: false,
+                backends: vec![Backend { id: "web-2".into(), address: "10.0.0.6:1100".parse().unwrap() }],
+            }],
+            notes: vec!["api: kept 1 backend for 10s after reconnecting".into()],
+            last_apply: Some(LbApply { at_ms: 1_700_000_002_000, check_us: 80_000, reload_us: 100_000 }),
+            error: None,
+        }),
+        updated_at_ms: 1_700_000_010_000,
+    }
+}
+
+pub fn agent_control() -> AgentControl {
+    AgentControl {
+        revision: 42,
+        listener: Some(ListenerSwitch { enabled: false }),
+        deploy: Some(DeployRequest { id: "18c".into(), requested_at_ms: 1_700_000_000_000 }),
+        services: BTreeMap::from([("api".into(), ServiceControl { running: true, restart: Some("18d".into()) })]),
+    }
+}
