@@ -32,7 +32,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<GetResponse, StoreError>>;
     fn range<'a>(&'a self, prefix: &'a str, limit: Option<usize>) -> BoxFuture<'a, Result<RangeResponse, StoreError>>;
     fn write(&self, write: Write) -> BoxFuture<'_, Result<Written, StoreError>>;
-    fn grant_lease(&self, ttl_secs: u64) -> BoxFuture<'_, Result<Lease, StoreError>>;
+    /// Grants lease `id` (chosen by the caller, at random) for `ttl_secs`;
+    /// [`StoreError::LeaseExists`] if that id is taken.
+    fn grant_lease(&self, id: LeaseId, ttl_secs: u64) -> BoxFuture<'_, Result<Lease, StoreError>>;
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<std::time::Duration, StoreError>>;
     fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>>;
     fn watch<'a>(&'a self, prefix: &'a str, from_revision: u64) -> BoxFuture<'a, Result<Watch, StoreError>>;

@@ -60,6 +60,15 @@ pub enum StoreError {
         lease: LeaseId,
     },
 
+    /// A lease with this id exists already. [`crate::Store::grant_lease`]
+    /// draws ids at random and draws again on this, so callers of the store
+    /// do not see it.
+    #[error("lease {lease} exists already")]
+    LeaseExists {
+        /// The id asked for.
+        lease: LeaseId,
+    },
+
     /// The history a watch asked for is gone. Re-read the current state
     /// (`get`/`range`) and watch from the revision of that read plus one.
     #[error(

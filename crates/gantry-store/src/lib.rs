@@ -117,6 +117,27 @@ pub const MAX_LEASE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(pub i64);
 
+impl LeaseId {
+    /// A fresh id: 63 random bits from the operating system, never 0.
+    ///
+    /// Random, not counted: a lease's keys go when it is revoked, so an id
+    /// someone could guess (etcd's and the old embedded counter's were the
+    /// previous id plus one) would let them take a machine and its
+    /// instances out of the inventory.
+    pub fn random() -> LeaseId {
+        loop {
+            let mut bytes = [0u8; 8];
+            // The OS's generator only fails where there is none at all
+            // (no getrandom(2), no /dev/urandom): nothing can run there.
+            getrandom::fill(&mut bytes).expect("the operating system's random generator");
+            let id = (u64::from_le_bytes(bytes) >> 1) as i64;
+            if id != 0 {
+                return LeaseId(id);
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for LeaseId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:x}", self.0)
@@ -566,7 +587,15 @@ impl Store {
         if ttl_secs == 0 || ttl_secs > MAX_LEASE_TTL.as_secs() {
             return Err(StoreError::InvalidTtl { ttl_secs, max_secs: MAX_LEASE_TTL.as_secs() });
         }
-        self.backend.grant_lease(ttl_secs).await
+        // Two draws of 63 random bits meet about never; a few more draws
+        // make it never in practice.
+        let mut attempts = 0;
+        loop {
+            match self.backend.grant_lease(LeaseId::random(), ttl_secs).await {
+                Err(StoreError::LeaseExists { .. }) if attempts < 3 => attempts += 1,
+                granted => return granted,
+            }
+        }
     }
 
     /// Restarts a lease's full TTL, returning it.

@@ -176,3 +176,28 @@ async fn concurrent_writers_share_commits_and_lose_nothing() {
     assert_eq!(all.kvs.len(), 64 * 20);
     assert_eq!(all.revision, 64 * 20);
 }
+
+/// The store holds datastore passwords: its directory and files are
+/// created private (not narrowed afterwards), and a checkpoint that
+/// replaces the log is private too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_private_from_its_creation() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = TempDir::new().unwrap();
+    let dir = parent.path().join("server");
+    let mut config = EmbeddedConfig::in_dir(&dir);
+    config.checkpoint_bytes = 4096;
+    let store = Store::open_embedded(config).await.unwrap();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "data directory");
+    assert_eq!(mode(&dir.join("store.log")), 0o600, "log");
+    // Enough writes for several checkpoints to replace the log.
+    for i in 0..200 {
+        store.put(&format!("kv/datastores/K{}", i % 10), vec![b'x'; 256]).await.unwrap();
+    }
+    store.close().await.unwrap();
+    assert_eq!(mode(&dir.join("store.log")), 0o600, "log after checkpoints");
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["store.log"]);
+}

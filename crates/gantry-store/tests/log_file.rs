@@ -127,9 +127,9 @@ async fn checkpoints_keep_keys_leases_history_and_the_lock() {
     ));
     store.revoke_lease(lease.id).await.unwrap();
     assert!(store.get("cp/leased").await.unwrap().kv.is_none());
-    // A new lease never reuses an id from before the checkpoints.
+    // A new lease gets a new (random) id.
     let new = store.grant_lease(Duration::from_secs(5)).await.unwrap();
-    assert!(new.id > lease.id);
+    assert_ne!(new.id, lease.id);
     // No checkpoint is left lying beside the log.
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

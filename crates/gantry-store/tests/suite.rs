@@ -267,6 +267,26 @@ pub async fn revoke_deletes_keys_with_events(store: &Store) {
     assert_eq!(next_event(&mut watch).await.key, "l/c");
 }
 
+/// Lease ids cannot be guessed from one another: revoking a lease deletes
+/// its keys, so a counted id would let anyone who can revoke take other
+/// machines out of the inventory.
+pub async fn lease_ids_are_random(store: &Store) {
+    let mut ids = Vec::new();
+    for _ in 0..16 {
+        ids.push(store.grant_lease(Duration::from_secs(60)).await.unwrap().id.0);
+    }
+    for pair in ids.windows(2) {
+        assert!(pair[1].abs_diff(pair[0]) > 1 << 20, "neighbouring ids {pair:?}");
+    }
+    // 63 random bits: with 16 draws, every one below 2^40 happens about
+    // once in 2^(23*16).
+    assert!(ids.iter().any(|&id| id > 1 << 40), "{ids:?}");
+    assert!(ids.iter().all(|&id| id > 0));
+    for id in ids {
+        store.revoke_lease(gantry_store::LeaseId(id)).await.unwrap();
+    }
+}
+
 pub async fn watch_delivers_every_event_in_order_exactly_once(store: &Store) {
     let start = store.revision().await.unwrap() + 1;
     let mut watch = store.watch("w/", start).await.unwrap();

@@ -37,6 +37,7 @@ macro_rules! all_cases {
             lease_expiry_deletes_keys_with_events,
             keep_alive_keeps_keys,
             revoke_deletes_keys_with_events,
+            lease_ids_are_random,
             watch_delivers_every_event_in_order_exactly_once,
             watch_resumes_from_a_revision_after_a_disconnect,
             watch_from_zero_sees_only_new_changes,

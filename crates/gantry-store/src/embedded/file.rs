@@ -3,6 +3,7 @@
 //! whole by a checkpoint (temporary file, fsync, rename, directory fsync).
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -129,7 +130,9 @@ impl LogFile {
 pub(crate) fn write_checkpoint(path: &Path, records: &[u8]) -> io::Result<Checkpoint> {
     let temporary = checkpoint_path(path);
     let result = (|| {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temporary)?;
+        // Private from its first byte (it holds every secret in the store).
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(PRIVATE_FILE).open(&temporary)?;
         // Locked before it becomes the log, so it is never unlocked there.
         lock(&file)?;
         let header = log::file_header();
@@ -144,6 +147,13 @@ pub(crate) fn write_checkpoint(path: &Path, records: &[u8]) -> io::Result<Checkp
     result
 }
 
+/// The mode of the store's files, set when they are created (not narrowed
+/// afterwards, which would leave a window): only the server's user reads
+/// them, since datastore passwords and tokens' hashes are in them.
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
+/// The mode of the directory the store creates for its files.
+pub(crate) const PRIVATE_DIR: u32 = 0o700;
+
 /// Where a checkpoint is written before it replaces the log.
 pub(crate) fn checkpoint_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -157,7 +167,14 @@ pub(crate) fn checkpoint_path(path: &Path) -> PathBuf {
 fn open_locked(path: &Path) -> Result<File, StoreError> {
     let fail = |source| io_error(path, "open", source);
     for _ in 0..OPEN_ATTEMPTS {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(fail)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE_FILE)
+            .open(path)
+            .map_err(fail)?;
         lock(&file).map_err(fail)?;
         let locked = file.metadata().map_err(fail)?;
         match std::fs::metadata(path) {

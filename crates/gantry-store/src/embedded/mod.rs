@@ -11,6 +11,7 @@ mod state;
 mod watcher;
 mod writer;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -98,7 +99,8 @@ impl Embedded {
     pub(crate) async fn open(config: EmbeddedConfig) -> Result<Embedded, StoreError> {
         let path = config.path.clone();
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            // Created private; an existing directory is the operator's choice.
+            std::fs::DirBuilder::new().recursive(true).mode(file::PRIVATE_DIR).create(dir).map_err(|source| StoreError::Io {
                 path: dir.to_owned(),
                 action: "create directory",
                 source,
@@ -192,9 +194,9 @@ impl Backend for Embedded {
         .boxed()
     }
 
-    fn grant_lease(&self, ttl_secs: u64) -> BoxFuture<'_, Result<Lease, StoreError>> {
+    fn grant_lease(&self, id: LeaseId, ttl_secs: u64) -> BoxFuture<'_, Result<Lease, StoreError>> {
         async move {
-            match self.request(writer::Op::Grant(ttl_secs)).await? {
+            match self.request(writer::Op::Grant(id, ttl_secs)).await? {
                 writer::Outcome::Lease(lease) => Ok(lease),
                 other => unreachable!("a lease grant was answered with {other:?}"),
             }

@@ -56,7 +56,8 @@ pub(crate) struct Request {
 #[derive(Debug)]
 pub(crate) enum Op {
     Write(Write),
-    Grant(u64),
+    /// A new lease: its (random) id and TTL in seconds.
+    Grant(LeaseId, u64),
     Revoke(LeaseId),
     /// Lease ids whose deadline passed; each is ended unless it was kept
     /// alive since.
@@ -418,7 +419,6 @@ struct Pending<'a> {
     leases: HashMap<i64, bool>,
     revision: u64,
     oldest: u64,
-    next_lease: i64,
     now: Instant,
     changes: Changes,
 }
@@ -432,7 +432,6 @@ impl<'a> Pending<'a> {
             leases: HashMap::new(),
             revision: state.revision,
             oldest: state.oldest,
-            next_lease: state.next_lease,
             now: Instant::now(),
             changes: Changes::default(),
         }
@@ -544,9 +543,10 @@ impl<'a> Pending<'a> {
                 self.delete_all(keys);
                 Ok(Outcome::Written(Written { succeeded: true, revision: self.revision, deleted }))
             }
-            Op::Grant(ttl_secs) => {
-                let id = self.next_lease;
-                self.next_lease += 1;
+            Op::Grant(LeaseId(id), ttl_secs) => {
+                if self.lease_alive(id) {
+                    return Err(StoreError::LeaseExists { lease: LeaseId(id) });
+                }
                 self.leases.insert(id, true);
                 self.changes.entries.push(Entry::Lease { id, ttl_secs });
                 let ttl = Duration::from_secs(ttl_secs);

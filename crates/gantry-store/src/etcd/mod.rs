@@ -248,14 +248,18 @@ impl Backend for Etcd {
         .boxed()
     }
 
-    fn grant_lease(&self, ttl_secs: u64) -> BoxFuture<'_, Result<Lease, StoreError>> {
+    fn grant_lease(&self, id: LeaseId, ttl_secs: u64) -> BoxFuture<'_, Result<Lease, StoreError>> {
         async move {
-            let response = self
-                .client
-                .lease_client()
-                .grant(ttl_secs as i64, None)
-                .await
-                .map_err(|source| self.error("grant a lease", source))?;
+            // Gantry picks the id (at random): etcd's own are its member id
+            // and a counter, easy to guess.
+            let options = etcd::LeaseGrantOptions::new().with_id(id.0);
+            let response = self.client.lease_client().grant(ttl_secs as i64, Some(options)).await.map_err(|source| {
+                if status_message(&source).contains("lease already exists") {
+                    StoreError::LeaseExists { lease: id }
+                } else {
+                    self.error("grant a lease", source)
+                }
+            })?;
             Ok(Lease { id: LeaseId(response.id()), ttl: Duration::from_secs(response.ttl() as u64) })
         }
         .boxed()
