@@ -3,8 +3,8 @@
 //! whole by a checkpoint (temporary file, fsync, rename, directory fsync).
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -131,8 +131,13 @@ pub(crate) fn write_checkpoint(path: &Path, records: &[u8]) -> io::Result<Checkp
     let temporary = checkpoint_path(path);
     let result = (|| {
         // Private from its first byte (it holds every secret in the store).
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(PRIVATE_FILE).open(&temporary)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE)
+            .open(&temporary)?;
         // Locked before it becomes the log, so it is never unlocked there.
         lock(&file)?;
         let header = log::file_header();

@@ -11,8 +11,8 @@ mod state;
 mod watcher;
 mod writer;
 
-use std::os::unix::fs::DirBuilderExt;
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
@@ -100,11 +100,11 @@ impl Embedded {
         let path = config.path.clone();
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             // Created private; an existing directory is the operator's choice.
-            std::fs::DirBuilder::new().recursive(true).mode(file::PRIVATE_DIR).create(dir).map_err(|source| StoreError::Io {
-                path: dir.to_owned(),
-                action: "create directory",
-                source,
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(file::PRIVATE_DIR)
+                .create(dir)
+                .map_err(|source| StoreError::Io { path: dir.to_owned(), action: "create directory", source })?;
         }
         let limits = HistoryLimits { revisions: config.history_revisions.max(1), bytes: config.history_bytes };
         // Replaying reads the whole log: off the async threads.

@@ -253,13 +253,14 @@ impl Backend for Etcd {
             // Gantry picks the id (at random): etcd's own are its member id
             // and a counter, easy to guess.
             let options = etcd::LeaseGrantOptions::new().with_id(id.0);
-            let response = self.client.lease_client().grant(ttl_secs as i64, Some(options)).await.map_err(|source| {
-                if status_message(&source).contains("lease already exists") {
-                    StoreError::LeaseExists { lease: id }
-                } else {
-                    self.error("grant a lease", source)
-                }
-            })?;
+            let response =
+                self.client.lease_client().grant(ttl_secs as i64, Some(options)).await.map_err(|source| {
+                    if status_message(&source).contains("lease already exists") {
+                        StoreError::LeaseExists { lease: id }
+                    } else {
+                        self.error("grant a lease", source)
+                    }
+                })?;
             Ok(Lease { id: LeaseId(response.id()), ttl: Duration::from_secs(response.ttl() as u64) })
         }
         .boxed()
