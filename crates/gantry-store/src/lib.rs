@@ -425,6 +425,46 @@ pub struct EtcdConfig {
     pub namespace: String,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
+    /// TLS to etcd (then the endpoints are `https://`); `None`: plaintext.
+    pub tls: Option<EtcdTls>,
+    /// etcd's own authentication (`etcdctl auth enable`): a user and its password.
+    pub auth: Option<EtcdAuth>,
+}
+
+/// How the store speaks TLS to etcd.
+#[cfg(feature = "etcd")]
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's certificates (PEM).
+    pub ca_pem: String,
+    /// This client's certificate and key (PEM), for etcd's
+    /// `--client-cert-auth`.
+    pub client: Option<(String, String)>,
+}
+
+#[cfg(feature = "etcd")]
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls").field("client_certificate", &self.client.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// A user of etcd's authentication. Its password never shows in `Debug`
+/// output or errors.
+#[cfg(feature = "etcd")]
+#[derive(Clone)]
+pub struct EtcdAuth {
+    /// The etcd user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+#[cfg(feature = "etcd")]
+impl std::fmt::Debug for EtcdAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdAuth").field("user", &self.user).field("password", &"(secret)").finish()
+    }
 }
 
 #[cfg(feature = "etcd")]
@@ -435,7 +475,20 @@ impl EtcdConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             namespace: String::new(),
             connect_timeout: Duration::from_secs(5),
+            tls: None,
+            auth: None,
         }
+    }
+
+    /// The same cluster over TLS: `http://` endpoints become `https://`.
+    pub fn with_tls(mut self, tls: EtcdTls) -> EtcdConfig {
+        for endpoint in &mut self.endpoints {
+            if let Some(rest) = endpoint.strip_prefix("http://") {
+                *endpoint = format!("https://{rest}");
+            }
+        }
+        self.tls = Some(tls);
+        self
     }
 
     /// Parses `etcd://HOST:PORT[,HOST:PORT...]` (the `--store` flag).

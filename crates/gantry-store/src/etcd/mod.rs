@@ -31,9 +31,21 @@ pub(crate) struct Etcd {
 impl Etcd {
     pub(crate) async fn connect(config: EtcdConfig) -> Result<Etcd, StoreError> {
         let endpoints = config.endpoints.join(",");
-        let options = etcd::ConnectOptions::new()
+        let mut options = etcd::ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = &config.tls {
+            let mut tls_options = etcd::TlsOptions::new().ca_certificate(etcd::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.client {
+                tls_options = tls_options.identity(etcd::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls_options);
+        }
+        if let Some(auth) = &config.auth {
+            // etcd-client asks for a token with these at connect and again
+            // when the token expires.
+            options = options.with_user(auth.user.clone(), auth.password.clone());
+        }
         let client = etcd::Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|source| etcd_error(&endpoints, "connect", source))?;
