@@ -21,6 +21,7 @@
 
 mod backoff;
 mod launch;
+pub(crate) use launch::as_user;
 mod logs;
 mod task;
 mod user;

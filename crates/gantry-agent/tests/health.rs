@@ -24,7 +24,7 @@ async fn within<T>(future: impl Future<Output = T>) -> T {
 }
 
 fn target(address: SocketAddr) -> CheckTarget {
-    CheckTarget { address: address.ip(), port: address.port(), env: BTreeMap::new() }
+    CheckTarget { address: address.ip(), port: address.port(), env: BTreeMap::new(), user: None }
 }
 
 fn http_check(status: (u16, u16)) -> CheckKind {
@@ -125,7 +125,26 @@ fn command_check(command: &str) -> CheckKind {
 
 fn command_target(env: &[(&str, &str)]) -> CheckTarget {
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    CheckTarget { address: Ipv4Addr::LOCALHOST.into(), port: 0, env }
+    CheckTarget { address: Ipv4Addr::LOCALHOST.into(), port: 0, env, user: None }
+}
+
+/// A command check of a service that names a user runs as that user, not
+/// with the agent's rights (the tests run as root, as agents on nodes do).
+#[tokio::test]
+async fn a_command_check_runs_as_the_services_user() {
+    let mut target = command_target(&[]);
+    target.user = Some("nobody".into());
+    let passed = probe(&command_check("echo \"uid $(id -u)\""), &target, Duration::from_secs(2)).await;
+    let nobody = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("nobody:").map(|rest| rest.split(':').nth(1).unwrap().to_owned()))
+        .expect("a nobody user");
+    assert!(passed.passed, "{passed:?}");
+    assert_eq!(passed.output, format!("exit code 0: uid {nobody}"));
+    target.user = Some("no-such-user-here".into());
+    let refused = probe(&command_check("true"), &target, Duration::from_secs(2)).await;
+    assert!(!refused.passed && refused.output.contains("no-such-user-here"), "{refused:?}");
 }
 
 #[tokio::test]

@@ -39,8 +39,10 @@ pub fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> i
     };
     fs::create_dir_all(dir)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut tmp = tempfile_in(dir, &file_name)?;
+    let mut tmp = tempfile_in(dir, &file_name, mode)?;
     let result = (|| {
+        // Created with `mode` already (never more open than that); set again
+        // for the exact bits, which the umask may have narrowed further.
         if let Some(mode) = mode {
             set_mode(&tmp.1, mode)?;
         }
@@ -57,13 +59,23 @@ pub fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> i
 
 /// Creates a new, uniquely named temporary file beside the target. The name
 /// starts with `.` and ends with `.tmp` so tools and globs skip it.
-fn tempfile_in(dir: &Path, name: &str) -> io::Result<(fs::File, std::path::PathBuf)> {
+fn tempfile_in(dir: &Path, name: &str, mode: Option<u32>) -> io::Result<(fs::File, std::path::PathBuf)> {
     let pid = std::process::id();
     for attempt in 0..1000u32 {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let tmp = dir.join(format!(".{name}.{pid}.{nanos}.{attempt}.tmp"));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        if let Some(mode) = mode {
+            // A file that will hold secrets is private from its creation,
+            // not narrowed after being readable for a moment.
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        match options.open(&tmp) {
             Ok(f) => return Ok((f, tmp)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -132,6 +144,16 @@ mod tests {
         assert_eq!(current_mode(&path), Some(0o640));
         // Same bytes but a different mode is a change.
         assert_eq!(write_atomic_with_mode(&path, b"export A=1\n", Some(0o600)).unwrap(), WriteOutcome::Written);
+        assert_eq!(current_mode(&path), Some(0o600));
+    }
+
+    /// The temporary file is created with the mode, not narrowed after it
+    /// existed with the umask's default (readable by everyone).
+    #[cfg(unix)]
+    #[test]
+    fn the_temporary_file_is_born_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_file, path) = tempfile_in(dir.path(), "secret.conf", Some(0o600)).unwrap();
         assert_eq!(current_mode(&path), Some(0o600));
     }
 }

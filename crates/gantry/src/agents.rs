@@ -83,6 +83,10 @@ pub struct AgentArgs {
     /// The port of the agent's own API (service logs) on --address; 0: any free port
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub api_port: u16,
+    /// Run services' command checks and on_delete hooks (off by default:
+    /// otherwise whoever may write a service definition runs commands here)
+    #[arg(long)]
+    pub enable_script_checks: bool,
 }
 
 /// `--lb`.
@@ -122,6 +126,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
     config.restart_policy.initial = args.restart_delay;
     config.restart_policy.max = args.restart_max_delay.max(args.restart_delay);
     config.api_port = Some(args.api_port);
+    config.enable_script_checks = args.enable_script_checks;
     runtime()?.block_on(run(config, shutdown_signal()))?;
     Ok(())
 }

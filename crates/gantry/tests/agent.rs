@@ -344,7 +344,7 @@ fn a_service_leaving_a_node_is_withdrawn_first_then_deleted_after_the_drain() {
     let bee = AgentProcess::start(
         &server.url,
         &work.path().join("bee"),
-        &["--group", "12_04-bee", "--address", "127.0.0.5", "--drain", "700ms"],
+        &["--group", "12_04-bee", "--address", "127.0.0.5", "--drain", "700ms", "--enable-script-checks"],
     );
     let hosts: Vec<Instance> = eventually("djjob is registered", Duration::from_secs(10), || {
         let hosts: Vec<Instance> =
@@ -374,4 +374,51 @@ fn a_service_leaving_a_node_is_withdrawn_first_then_deleted_after_the_drain() {
     eventually("its env files are removed", Duration::from_secs(5), || {
         Some(()).filter(|()| bee.env_file("djjob").is_empty())
     });
+}
+
+/// Without `--enable-script-checks` an agent runs no command a service
+/// definition brings besides the service itself: its command check does not
+/// run (the instance stays unchecked, out of rotation, and the agent says
+/// why), and its `on_delete` hook does not run when it leaves.
+#[test]
+fn without_script_checks_a_definition_runs_no_check_or_hook_command() {
+    let scratch = Scratch::example_registered_only();
+    let work = tempfile::tempdir().unwrap();
+    let (checked, deleted) = (work.path().join("checked"), work.path().join("deleted"));
+    std::fs::write(
+        scratch.path("data_bags/service/djjob.json"),
+        format!(
+            r#"{{"id": "djjob", "command": true, "on_delete": "touch {}",
+                "check": {{"type": "command", "command": "touch {}", "interval": "100ms", "timeout": "100ms"}}}}"#,
+            deleted.display(),
+            checked.display()
+        ),
+    )
+    .unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    let repo = scratch.dir.path().to_str().unwrap().to_owned();
+    gantry(&server, &["apply", "--repo", &repo]).ok();
+    let bee = AgentProcess::start(
+        &server.url,
+        &work.path().join("bee"),
+        &["--group", "12_04-bee", "--address", "127.0.0.6", "--drain", "200ms"],
+    );
+    let id = bee.machine_id();
+    let status = eventually("the agent says why the check does not run", Duration::from_secs(10), || {
+        status_of(&server, &id).filter(|s| s.problems.iter().any(|p| p.contains("--enable-script-checks")))
+    });
+    assert!(status.problems.iter().any(|p| p.contains("djjob")), "{status:?}");
+    let hosts: Vec<Instance> =
+        serde_json::from_str(&gantry(&server, &["service:hosts", "djjob", "--json"]).ok()).unwrap();
+    assert_eq!(hosts.iter().map(|i| i.health).collect::<Vec<_>>(), [Health::Unknown], "{hosts:?}");
+
+    scratch.edit("nodes.json", "\"recipe[seatgeek-service::djjob]\"", "\"recipe[seatgeek-service::cronq-workers]\"");
+    gantry(&server, &["apply", "--repo", &repo]).ok();
+    eventually("djjob is withdrawn", Duration::from_secs(10), || {
+        gantry(&server, &["service:hosts", "djjob", "--json"]).ok().trim().eq("[]").then_some(())
+    });
+    // Past the drain, with time to spare for a hook that would have run.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!checked.exists(), "the command check ran");
+    assert!(!deleted.exists(), "the on_delete hook ran");
 }

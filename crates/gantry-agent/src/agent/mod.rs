@@ -88,6 +88,9 @@ pub struct AgentConfig {
     /// The port of the agent's own HTTP API on its address (`gantry logs`
     /// reads through it; 0: any free port); `None`: no API.
     pub api_port: Option<u16>,
+    /// Run services' command checks and `on_delete` hooks (default off):
+    /// `gantry agent --enable-script-checks`.
+    pub enable_script_checks: bool,
 }
 
 /// What an embedded agent reports through [`AgentConfig::events`].
@@ -125,6 +128,7 @@ impl AgentConfig {
             workdir: None,
             restart_policy: RestartPolicy::default(),
             api_port: None,
+            enable_script_checks: false,
         }
     }
 }
@@ -279,6 +283,7 @@ impl Agent {
             log_dir: config.data_dir.join("logs"),
             workdir: config.workdir.clone(),
             policy: config.restart_policy,
+            script_checks: config.enable_script_checks,
         };
         let machine = Machine {
             id: id.clone(),

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use gantry_api::{Health, ProcessStatus, ServiceControl, ServiceState};
-use gantry_spec::{Command, Service};
+use gantry_spec::{CheckKind, Command, Service};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::health::{CheckTarget, Checker};
@@ -23,6 +23,19 @@ pub struct RunSettings {
     /// The working directory of service commands (default: the agent's).
     pub workdir: Option<PathBuf>,
     pub policy: RestartPolicy,
+    /// Whether command checks and `on_delete` hooks may run here
+    /// (`gantry agent --enable-script-checks`; off by default, as Consul's
+    /// `enable_local_script_checks`): whoever may write a service
+    /// definition must not thereby run commands on every node.
+    pub script_checks: bool,
+}
+
+/// Why a command check does not run on an agent without script checks.
+pub(crate) fn script_checks_off(service: &str) -> String {
+    format!(
+        "service {service}: its command check does not run here (start the agent with --enable-script-checks to allow it); \
+         its instance stays unchecked and out of rotation"
+    )
 }
 
 pub(crate) struct Local {
@@ -61,6 +74,11 @@ impl Local {
             } else {
                 Health::Failing
             };
+        }
+        if self.service.check.is_some() {
+            // A check that is not running (a command check where script
+            // checks are off) has passed nothing: not in rotation.
+            return Health::Unknown;
         }
         match &self.supervisor {
             Some(supervisor) if supervisor.status().state == ProcState::Running => Health::Passing,
@@ -131,16 +149,32 @@ impl Local {
         Some(format!("{}: started", self.service.id))
     }
 
-    /// Starts the health check if the service has one and it is not running.
-    pub fn ensure_checker(&mut self, address: IpAddr, wake: &UnboundedSender<String>) {
-        let Some(check) = &self.service.check else { return };
+    /// Starts the health check if the service has one and it is not
+    /// running. A command check starts only where `script_checks` allow it;
+    /// otherwise the problem to report.
+    pub fn ensure_checker(
+        &mut self,
+        address: IpAddr,
+        settings: &RunSettings,
+        wake: &UnboundedSender<String>,
+    ) -> Option<String> {
+        let Some(check) = &self.service.check else { return None };
         if self.checker.is_some() {
-            return;
+            return None;
         }
-        let target = CheckTarget { address, port: self.port, env: self.env.clone().unwrap_or_default() };
+        if matches!(check.kind, CheckKind::Command { .. }) && !settings.script_checks {
+            return Some(script_checks_off(&self.service.id));
+        }
+        let target = CheckTarget {
+            address,
+            port: self.port,
+            env: self.env.clone().unwrap_or_default(),
+            user: self.service.user.clone(),
+        };
         let checker = Checker::start(check.clone(), target);
         forward(&self.service.id, checker.subscribe(), wake);
         self.checker = Some(checker);
+        None
     }
 
     /// Restarts the process when its check has failed `restart_after` times

@@ -88,7 +88,9 @@ impl Agent {
                 // The previous env file stays as it was, and so does the process.
                 Err(unresolved) => problems.extend(unresolved.iter().map(ToString::to_string)),
             }
-            local.ensure_checker(self.address, &self.wake);
+            if let Some(problem) = local.ensure_checker(self.address, &self.run_settings, &self.wake) {
+                problems.push(problem);
+            }
             let health = local.health();
             if let Err(e) = self.register(service, port, health).await {
                 problems.push(format!("service {}: registering its instance: {e}", service.id));
@@ -266,6 +268,7 @@ impl Agent {
         self.registered.remove(&id);
         self.world.instances.remove(&keys::instance(&id, &self.machine.id));
         let (drain, env_dir, machine) = (self.config.drain, self.env_dir.clone(), self.machine.id.clone());
+        let script_checks = self.run_settings.script_checks;
         let hurry = self.hurry.clone();
         let task = tokio::spawn(async move {
             tokio::select! {
@@ -274,11 +277,28 @@ impl Agent {
             }
             local.shutdown().await;
             let service = &local.service;
-            if let Some(hook) = &service.on_delete {
-                let env_file = envfile::conf_path(&env_dir, &service.id);
-                let script = format!("[ -f '{0}' ] && . '{0}'; {hook}", env_file.display());
-                let status = tokio::process::Command::new("sh").arg("-c").arg(script).status().await;
-                eprintln!("gantry agent {machine}: on_delete of {}: {status:?}", service.id);
+            match &service.on_delete {
+                Some(_) if !script_checks => eprintln!(
+                    "gantry agent {machine}: on_delete of {} not run: the agent runs without --enable-script-checks",
+                    service.id
+                ),
+                Some(hook) => {
+                    let env_file = envfile::conf_path(&env_dir, &service.id);
+                    let script = format!("[ -f '{0}' ] && . '{0}'; {hook}", env_file.display());
+                    let mut sh = tokio::process::Command::new("sh");
+                    sh.arg("-c").arg(script);
+                    // As the service's user, never with the agent's rights.
+                    let ran = match &service.user {
+                        Some(user) => crate::supervise::as_user(&mut sh, user, &Default::default()),
+                        None => Ok(()),
+                    };
+                    let status = match ran {
+                        Ok(()) => sh.status().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    eprintln!("gantry agent {machine}: on_delete of {}: {status:?}", service.id);
+                }
+                None => {}
             }
             for path in [envfile::conf_path(&env_dir, &service.id), envfile::json_path(&env_dir, &service.id)] {
                 let _ = std::fs::remove_file(path);

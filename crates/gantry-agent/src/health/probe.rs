@@ -31,6 +31,9 @@ pub struct CheckTarget {
     /// script sees the same `PORT` and requirements); `PATH` is the
     /// agent's unless this sets one. HTTP and TCP checks ignore it.
     pub env: BTreeMap<String, String>,
+    /// The user a command check runs as (the service's `user`); `None`:
+    /// the agent's own.
+    pub user: Option<String>,
 }
 
 /// The outcome of one probe.
@@ -69,7 +72,9 @@ pub async fn probe(kind: &CheckKind, target: &CheckTarget, timeout: Duration) ->
     let outcome = match kind {
         CheckKind::Http { path, status } => within(deadline, timeout, http(socket, path, *status)).await,
         CheckKind::Tcp => within(deadline, timeout, tcp(socket)).await,
-        CheckKind::Command { command } => run_command(command, &target.env, deadline, timeout).await,
+        CheckKind::Command { command } => {
+            run_command(command, &target.env, target.user.as_deref(), deadline, timeout).await
+        }
     };
     let (passed, output) = match outcome {
         Ok(output) => (true, output),
@@ -141,8 +146,14 @@ fn describe_http(e: &hyper::Error) -> String {
 /// `sh -c command`, passing on exit 0; at `deadline` its whole process
 /// group is killed. Background processes it leaves after a timely exit are
 /// left alone, as they would be in a shell.
-async fn run_command(command: &str, env: &BTreeMap<String, String>, deadline: Instant, timeout: Duration) -> Outcome {
-    let mut child = spawn(command, env).map_err(|e| format!("cannot start `sh -c`: {e}"))?;
+async fn run_command(
+    command: &str,
+    env: &BTreeMap<String, String>,
+    user: Option<&str>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Outcome {
+    let mut child = spawn(command, env, user).map_err(|e| format!("cannot start `sh -c`: {e}"))?;
     let mut group = GroupGuard(child.id());
     let mut output = pin!(futures::future::join(keep_start(child.stdout.take()), keep_start(child.stderr.take())));
     let mut read = None;
@@ -171,10 +182,10 @@ async fn run_command(command: &str, env: &BTreeMap<String, String>, deadline: In
     if status.success() { Ok(described) } else { Err(described) }
 }
 
-fn spawn(command: &str, env: &BTreeMap<String, String>) -> io::Result<Child> {
+fn spawn(command: &str, env: &BTreeMap<String, String>, user: Option<&str>) -> io::Result<Child> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-    Command::new("sh")
-        .arg("-c")
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
         .arg(command)
         .env_clear()
         .env("PATH", path)
@@ -183,8 +194,11 @@ fn spawn(command: &str, env: &BTreeMap<String, String>) -> io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own group, so a timeout kills everything it started.
-        .process_group(0)
-        .spawn()
+        .process_group(0);
+    if let Some(user) = user {
+        crate::supervise::as_user(&mut sh, user, env).map_err(io::Error::other)?;
+    }
+    sh.spawn()
 }
 
 /// Kills a command's process group when dropped armed: at the timeout, and

@@ -63,7 +63,10 @@ fn program(program: &Program) -> Result<Command, String> {
 
 /// Runs `command` as `user`, with HOME, USER and LOGNAME from its passwd
 /// entry unless `env` sets them. The agent's own user needs no switch.
-fn as_user(command: &mut Command, user: &str, env: &BTreeMap<String, String>) -> Result<(), String> {
+/// Every command the agent runs for a service (its process, a command
+/// check, its `on_delete` hook) goes through this when the service names a
+/// user, so none of them runs with the agent's rights.
+pub(crate) fn as_user(command: &mut Command, user: &str, env: &BTreeMap<String, String>) -> Result<(), String> {
     let account = user::resolve_in(user, Path::new(PASSWD))?;
     let me = rustix::process::geteuid().as_raw();
     if account.uid != me {
