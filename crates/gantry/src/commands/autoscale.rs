@@ -78,14 +78,6 @@ pub fn update(
         settle: args.settle.unwrap_or(Duration::from_secs(autoscale.timeout)),
     };
     let report = ctx.block_on(async {
-        // Listening from the start: a Ctrl-C at any point cancels at the
-        // next wait, so the new generation is cleaned up, not left behind.
-        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .context("listening for Ctrl-C")?;
-        let cancel = async move {
-            interrupt.recv().await;
-            "Ctrl-C"
-        };
         let aws = Aws::connect(&connect).await?;
         let (old, generation) = live_generations(&aws, group).await?;
         if old.is_empty() {
@@ -99,6 +91,7 @@ pub fn update(
                 let settings = settings(&aws, &plan, autoscale).await?;
                 let replacement =
                     Replacement { group, old: &old, generation, spec: &spec, settings: &settings, timing };
+                let cancel = ctrl_c()?;
                 let replaced = generations::replace(&aws, &replacement, cancel, |p| show(&p, &spec, &image.id, timing))
                     .await
                     .map_err(|e| failed(group, e))?;
@@ -120,6 +113,7 @@ pub fn update(
                 generations::check_refresh(&aws, asg).await.map_err(|e| failed(group, e))?;
                 let (spec, image) = launch_spec(&aws, &plan, launch.ami.as_deref()).await?;
                 let refreshing = Refreshing { asg, spec: &spec, warmup_seconds: autoscale.timeout, timing };
+                let cancel = ctrl_c()?;
                 let template = generations::refresh(&aws, &refreshing, cancel, |p| show(&p, &spec, &image.id, timing))
                     .await
                     .map_err(|e| failed(group, e))?;
@@ -134,6 +128,20 @@ pub fn update(
         }
     })?;
     ctx.output().print(&report, |out| Ok(writeln!(out, "{}", report.asg)?))
+}
+
+/// Completes on Ctrl-C. Listening starts when it is called, just before
+/// anything is made: from then on a Ctrl-C, even during an AWS call, is
+/// acted on at the update's next wait, so what was made is cleaned up
+/// rather than left behind (before, Ctrl-C ends the command at once, with
+/// nothing made).
+fn ctrl_c() -> anyhow::Result<impl Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    Ok(async move {
+        interrupt.recv().await;
+        "Ctrl-C"
+    })
 }
 
 /// An update's failure as the user reads it: what failed and why, what
