@@ -14,6 +14,13 @@ use crate::{Aws, Error, GROUP_TAG, TemplateVersion};
 pub struct NewAsg {
     pub name: String,
     pub template: TemplateVersion,
+    pub settings: AsgSettings,
+}
+
+/// What every generation of a node group's autoscaling group is made with,
+/// apart from its name and launch template: from nodes.json.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsgSettings {
     pub min: u32,
     pub max: u32,
     pub desired: u32,
@@ -102,8 +109,8 @@ impl Aws {
     /// Creates an autoscaling group tagged with its node group; its
     /// instances get the same tags.
     pub async fn create_asg(&self, asg: &NewAsg) -> Result<(), Error> {
-        let size = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-        let tags = asg.tags.iter().map(|(k, v)| {
+        let (settings, size) = (&asg.settings, |n: u32| i32::try_from(n).unwrap_or(i32::MAX));
+        let tags = settings.tags.iter().map(|(k, v)| {
             Tag::builder()
                 .resource_id(&asg.name)
                 .resource_type("auto-scaling-group")
@@ -116,13 +123,13 @@ impl Aws {
             .create_auto_scaling_group()
             .auto_scaling_group_name(&asg.name)
             .launch_template(template_spec(&asg.template))
-            .min_size(size(asg.min))
-            .max_size(size(asg.max))
-            .desired_capacity(size(asg.desired))
+            .min_size(size(settings.min))
+            .max_size(size(settings.max))
+            .desired_capacity(size(settings.desired))
             .health_check_type("EC2")
-            .health_check_grace_period(i32::try_from(asg.grace_seconds).unwrap_or(i32::MAX))
-            .set_availability_zones(if asg.subnet_id.is_some() { None } else { Some(asg.zones.clone()) })
-            .set_vpc_zone_identifier(asg.subnet_id.clone())
+            .health_check_grace_period(i32::try_from(settings.grace_seconds).unwrap_or(i32::MAX))
+            .set_availability_zones(if settings.subnet_id.is_some() { None } else { Some(settings.zones.clone()) })
+            .set_vpc_zone_identifier(settings.subnet_id.clone())
             .set_tags(Some(tags.collect()))
             .send()
             .await

@@ -1,7 +1,10 @@
 //! Typed AWS operations the gantry command calls, over the official SDK:
 //! a node group's AMIs (`images`), launch templates, key pairs and one-off
 //! instances (`instances`), autoscaling groups and instance refreshes
-//! (`autoscaling`), and the public half of a private key file (`keys`).
+//! (`autoscaling`), the public half of a private key file (`keys`), and
+//! the algorithms that launch, replace and refresh a node group's
+//! autoscaling groups (`generations`), written against a small trait so
+//! that they are tested without AWS.
 //!
 //! Credentials and region come from the SDK's usual places (environment,
 //! profile, instance metadata); an endpoint (`AWS_ENDPOINT_URL`, or one the
@@ -18,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod autoscaling;
+pub mod generations;
 mod images;
 mod instances;
 mod keys;
@@ -27,7 +31,7 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-pub use autoscaling::{Asg, AsgInstance, NewAsg, Refresh, RefreshState};
+pub use autoscaling::{Asg, AsgInstance, AsgSettings, NewAsg, Refresh, RefreshState};
 pub use images::{Image, beyond_newest, newest_first};
 pub use instances::{Instance, KeyPair, LaunchSpec, TemplateVersion};
 pub use keys::{PublicKey, public_key_of};

@@ -1,16 +1,20 @@
 //! Typed HTTP client of the Gantry API (see the `gantry-server` crate docs
 //! for the routes). Used by the CLI, the agent, and applications that want
 //! `get_host('mysql', master=True)` (seed 002): [`Client::lookup`].
+//! [`deploy`] is `instance:deploy`'s rollout over the agents.
 #![forbid(unsafe_code)]
+
+pub mod deploy;
 
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures::{Stream, StreamExt};
+use gantry_api::keys::AgentKey;
 use gantry_api::{
     AgentControl, AgentStatus, DeleteResult, DeployRequest, ErrorBody, ErrorCode, Group, HealthStatus, Instance,
     KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, ResetEvent, ServiceControl,
-    ServiceDefinition, WATCH_RESET_EVENT, WatchEvent, WriteResult,
+    ServiceDefinition, WATCH_RESET_EVENT, WatchEvent, WriteResult, keys,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
@@ -140,6 +144,12 @@ impl Client {
 
     pub async fn kv_list(&self, prefix: &str) -> Result<KvList, ClientError> {
         self.call(self.request(Method::GET, "/v1/kv").query(&[("prefix", prefix)])).await
+    }
+
+    /// At most `limit` keys under `prefix` (`more` says whether there are others).
+    pub async fn kv_list_limited(&self, prefix: &str, limit: usize) -> Result<KvList, ClientError> {
+        let limit = limit.to_string();
+        self.call(self.request(Method::GET, "/v1/kv").query(&[("prefix", prefix), ("limit", &limit)])).await
     }
 
     /// Writes `value`; with `cas`, only if the key's mod revision is that
@@ -280,6 +290,89 @@ impl Client {
         Ok(sse_items(bytes, server, url))
     }
 
+    /// Whether anything is stored under the store prefix `prefix`
+    /// (`machines/`, `instances/api/`, `kv/datastores/`; `""` is every key),
+    /// and the revision that answer holds at: watching from the next one
+    /// misses nothing. The API lists documents, not raw store keys, so this
+    /// asks each listing whose keys the prefix can cover and builds their
+    /// keys (`gantry_api::keys`); agents' control documents are looked for
+    /// under the machines the server knows (registered, or publishing a status).
+    pub async fn any_under(&self, prefix: &str) -> Result<Presence, ClientError> {
+        let mut revision: Option<u64> = None;
+        for namespace in Namespace::ALL {
+            let root = namespace.prefix();
+            if !(root.starts_with(prefix) || prefix.starts_with(root)) {
+                continue;
+            }
+            let (read_at, found) = self.any_in(namespace, prefix).await?;
+            let oldest = revision.map_or(read_at, |r| r.min(read_at));
+            revision = Some(oldest);
+            if found {
+                return Ok(Presence { found, revision: oldest });
+            }
+        }
+        let revision = match revision {
+            Some(revision) => revision,
+            // No kind of document lives under this prefix.
+            None => self.health().await?.revision,
+        };
+        Ok(Presence { found: false, revision })
+    }
+
+    /// Whether one namespace has a key under `prefix`, and the revision read at.
+    async fn any_in(&self, namespace: Namespace, prefix: &str) -> Result<(u64, bool), ClientError> {
+        let under = |key: String| key.starts_with(prefix);
+        Ok(match namespace {
+            Namespace::Kv => {
+                let listing = self.kv_list_limited(prefix.strip_prefix(keys::KV).unwrap_or(""), 1).await?;
+                (listing.revision, !listing.entries.is_empty())
+            }
+            Namespace::Machines => {
+                let listing = self.machines().await?;
+                (listing.revision, listing.items.iter().any(|m| under(keys::machine(&m.id))))
+            }
+            Namespace::Groups => {
+                let listing = self.groups().await?;
+                (listing.revision, listing.items.iter().any(|g| under(keys::group(&g.name))))
+            }
+            Namespace::Services => {
+                let listing = self.services().await?;
+                (listing.revision, listing.items.iter().any(|d| under(keys::service(&d.id))))
+            }
+            Namespace::Instances => {
+                let listing = self.instances_with(&[]).await?;
+                (listing.revision, listing.items.iter().any(|i| under(keys::instance(&i.service, &i.id))))
+            }
+            Namespace::Agents => {
+                let statuses = self.agent_statuses().await?;
+                if statuses.items.iter().any(|s| under(AgentKey::Status.of(&s.machine))) {
+                    return Ok((statuses.revision, true));
+                }
+                let machines = self.machines().await?;
+                let mut known: Vec<&str> = machines.items.iter().map(|m| m.id.as_str()).collect();
+                known.extend(statuses.items.iter().map(|s| s.machine.as_str()));
+                known.sort_unstable();
+                known.dedup();
+                let revision = statuses.revision.min(machines.revision);
+                for machine in known {
+                    let root = keys::agent(machine);
+                    if !(root.starts_with(prefix) || prefix.starts_with(&root)) {
+                        continue;
+                    }
+                    let control = self.agent_control(machine).await?;
+                    let mut documents =
+                        control.services.keys().map(|id| AgentKey::Service(id.clone())).collect::<Vec<_>>();
+                    documents.extend(control.listener.map(|_| AgentKey::Listener));
+                    documents.extend(control.deploy.map(|_| AgentKey::Deploy));
+                    if documents.iter().any(|key| under(key.of(machine))) {
+                        return Ok((revision, true));
+                    }
+                }
+                (revision, false)
+            }
+        })
+    }
+
     // ---- Agents ----
 
     /// Every connected agent's published status.
@@ -367,6 +460,48 @@ impl Client {
         Ok(response
             .bytes_stream()
             .map(move |chunk| chunk.map_err(|source| ClientError::Connect { server: server.clone(), source })))
+    }
+}
+
+/// What [`Client::any_under`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    /// Something is stored under the prefix.
+    pub found: bool,
+    /// The store's revision the answer holds at (the oldest of the reads it took).
+    pub revision: u64,
+}
+
+/// The kinds of documents in the store, each under its own key prefix.
+#[derive(Debug, Clone, Copy)]
+enum Namespace {
+    Kv,
+    Machines,
+    Groups,
+    Services,
+    Instances,
+    Agents,
+}
+
+impl Namespace {
+    const ALL: [Namespace; 6] = [
+        Namespace::Kv,
+        Namespace::Machines,
+        Namespace::Groups,
+        Namespace::Services,
+        Namespace::Instances,
+        Namespace::Agents,
+    ];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Namespace::Kv => keys::KV,
+            Namespace::Machines => keys::MACHINES,
+            Namespace::Groups => keys::GROUPS,
+            Namespace::Services => keys::SERVICES,
+            Namespace::Instances => keys::INSTANCES,
+            Namespace::Agents => keys::AGENTS,
+        }
     }
 }
 

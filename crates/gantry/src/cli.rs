@@ -1,13 +1,15 @@
-//! Command-line grammar (`gantry <namespace>:<action> [group] [--flags]`, seed 004) and dispatch.
+//! The command-line grammar (`gantry <namespace>:<action> [group] [--flags]`,
+//! seed 004): every command, flag and help text, and what each command needs
+//! beyond its arguments (how it prints, the server it talks to, an async
+//! runtime). Parsing is all this does; `commands` runs what was parsed.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::agents::AgentArgs;
-use crate::aws::{CreateArgs, LaunchArgs, UpdateArgs};
-use crate::remote::{ServeArgs, ServerArgs};
-use crate::{agents, apply, aws, generate, remote, repo, running, show, up};
+use crate::output::Output;
 
 /// Gantry: one declarative repository becomes running infrastructure.
 ///
@@ -236,7 +238,7 @@ pub enum Command {
         detach: bool,
         /// How long to wait for everything to be healthy
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        timeout: std::time::Duration,
+        timeout: Duration,
     },
     /// What `gantry up` runs: nodes, services, instances, health, listeners, load balancers.
     Status {
@@ -318,7 +320,7 @@ pub enum Command {
         batch: usize,
         /// How long to wait for each batch
         #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        timeout: std::time::Duration,
+        timeout: Duration,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -440,10 +442,14 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Follow every change under a store prefix (kv/, machines/, instances/api/):
-    /// one JSON object per line.
+    /// Follow every change under a KV prefix (datastores/), or under a store prefix
+    /// with --store (machines/, instances/api/): one JSON object per line.
     Watch {
+        /// A KV prefix (`datastores/` follows `kv:put datastores/X`), or with --store a store prefix
         prefix: String,
+        /// PREFIX is a store prefix: machines/, groups/, services/, instances/api/, agents/, kv/
+        #[arg(long)]
+        store: bool,
         /// Start at this revision (replaying history) instead of now
         #[arg(long, default_value_t = 0, value_name = "REVISION")]
         from: u64,
@@ -452,92 +458,242 @@ pub enum Command {
     },
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.command {
-        Command::RoleCreate { group, repo } => {
-            generate::run(&repo::open(&repo)?, generate::Kind::Role, group.as_deref(), repo.json)
-        }
-        Command::RolesUpdate { group, repo } => {
-            generate::run(&repo::open(&repo)?, generate::Kind::RoleUpdate, group.as_deref(), repo.json)
-        }
-        Command::PackerCreate { group, repo } => {
-            generate::run(&repo::open(&repo)?, generate::Kind::Packer, group.as_deref(), repo.json)
-        }
-        Command::PackerRun { group, repo, aws } => {
-            aws::packer_run(&repo::open(&repo)?, &group, aws.endpoint_url.as_deref(), repo.json)
-        }
-        Command::PackerClean { group, keep, dry_run, repo, aws } => {
-            aws::packer_clean(&repo::open(&repo)?, &group, keep, dry_run, aws.endpoint_url.as_deref(), repo.json)
-        }
-        Command::PackerDelete { group, dry_run, repo, aws } => {
-            aws::packer_delete(&repo::open(&repo)?, &group, dry_run, aws.endpoint_url.as_deref(), repo.json)
-        }
-        Command::AutoscaleRun { group, key, launch, repo } => {
-            aws::autoscale_run(&repo::open(&repo)?, &group, &launch, key.as_deref(), repo.json)
-        }
-        Command::AutoscaleUpdate { group, key, update, launch, repo } => {
-            aws::autoscale_update(&repo::open(&repo)?, &group, &launch, key.as_deref(), &update, repo.json)
-        }
-        Command::AutoscaleStatus { group, repo, aws } => {
-            aws::autoscale_status(&repo::open(&repo)?, group.as_deref(), &aws, repo.json)
-        }
-        Command::InstanceCreate { group, create, launch, repo } => {
-            aws::instance_create(&repo::open(&repo)?, &group, &create, &launch, repo.json)
-        }
-        Command::InstanceList { group, repo, aws } => {
-            aws::instance_list(&repo::open(&repo)?, group.as_deref(), &aws, repo.json)
-        }
-        Command::AutoscaleCreate { group, repo } => {
-            generate::run(&repo::open(&repo)?, generate::Kind::Autoscale, group.as_deref(), repo.json)
-        }
-        Command::NodesList { repo } => show::nodes_list(&repo::open(&repo)?, repo.json),
-        Command::NodesShow { group, repo } => show::nodes_show(&repo::open(&repo)?, &group, repo.json),
-        Command::ServicesList { repo } => show::services_list(&repo::open(&repo)?, repo.json),
-        Command::ServicesShow { service, repo } => show::services_show(&repo::open(&repo)?, &service, repo.json),
-        Command::RepoCheck { repo } => show::check(&repo::open(&repo)?, repo.json),
-        Command::Up { dir, detach, timeout } => up::up(dir, detach, timeout),
-        Command::Status { dir, json } => up::status(dir, json),
-        Command::Down { dir, purge } => up::down(dir, purge),
-        Command::Server(args) => remote::serve(args),
-        Command::Apply { dry_run, repo, server } => {
-            let opened = repo::open(&RepoArgs { repo, json: server.json })?;
-            apply::apply(&opened, &server.url, dry_run, server.json)
-        }
-        Command::Agent(args) => agents::agent(*args),
-        Command::Resolve { service, machine, show_secrets, server } => {
-            agents::resolve_cmd(&server, &service, machine.as_deref(), show_secrets)
-        }
-        Command::ListenerStatus { machine, server } => agents::listener_status(&server, machine.as_deref()),
-        Command::ListenerOn { target, server } => {
-            agents::listener_switch(&server, target.machine.as_deref(), target.all, true)
-        }
-        Command::ListenerOff { target, server } => {
-            agents::listener_switch(&server, target.machine.as_deref(), target.all, false)
-        }
-        Command::InstanceDeploy { group, batch, timeout, server } => {
-            agents::instance_deploy(&server, group.as_deref(), batch, timeout)
-        }
-        Command::ServiceRestart { service, machine, server } => {
-            running::control(&server, &service, machine.as_deref(), running::Action::Restart)
-        }
-        Command::ServiceStop { service, machine, server } => {
-            running::control(&server, &service, machine.as_deref(), running::Action::Stop)
-        }
-        Command::ServiceStart { service, machine, server } => {
-            running::control(&server, &service, machine.as_deref(), running::Action::Start)
-        }
-        Command::Logs { service, machine, follow, tail, server } => {
-            running::logs(&server, &service, machine.as_deref(), follow, tail)
-        }
-        Command::LbStatus { machine, server } => running::lb_status(&server, machine.as_deref()),
-        Command::MachineList { server } => remote::machine_list(&server),
-        Command::MachineShow { id, server } => remote::machine_show(&server, &id),
-        Command::ServiceHosts { service, wheres, server } => remote::service_hosts(&server, &service, &wheres),
-        Command::ServiceOn { machine, server } => remote::service_on(&server, &machine),
-        Command::Lookup { service, wheres, server } => remote::lookup(&server, &service, &wheres),
-        Command::KvGet { key, server } => remote::kv_get(&server, &key),
-        Command::KvPut { key, value, cas, server } => remote::kv_put(&server, &key, &value, cas),
-        Command::KvDel { key, server } => remote::kv_del(&server, &key),
-        Command::Watch { prefix, from, server } => remote::watch(&server, &prefix, from),
+impl Command {
+    /// How the command prints: JSON for scripts with `--json`, else text.
+    pub fn output(&self) -> Output {
+        let json = match self {
+            Command::RoleCreate { repo, .. }
+            | Command::RolesUpdate { repo, .. }
+            | Command::PackerCreate { repo, .. }
+            | Command::PackerRun { repo, .. }
+            | Command::PackerClean { repo, .. }
+            | Command::PackerDelete { repo, .. }
+            | Command::AutoscaleCreate { repo, .. }
+            | Command::AutoscaleRun { repo, .. }
+            | Command::AutoscaleUpdate { repo, .. }
+            | Command::AutoscaleStatus { repo, .. }
+            | Command::InstanceCreate { repo, .. }
+            | Command::InstanceList { repo, .. }
+            | Command::NodesList { repo }
+            | Command::NodesShow { repo, .. }
+            | Command::ServicesList { repo }
+            | Command::ServicesShow { repo, .. }
+            | Command::RepoCheck { repo } => repo.json,
+            Command::Status { json, .. } => *json,
+            Command::Up { .. } | Command::Down { .. } | Command::Server(_) | Command::Agent(_) => false,
+            _ => self.server().is_some_and(|server| server.json),
+        };
+        if json { Output::Json } else { Output::Text }
     }
+
+    /// The gantry server a client command talks to (`--server`, `GANTRY_SERVER`).
+    pub fn server(&self) -> Option<&ServerArgs> {
+        match self {
+            Command::Apply { server, .. }
+            | Command::Resolve { server, .. }
+            | Command::ListenerStatus { server, .. }
+            | Command::ListenerOn { server, .. }
+            | Command::ListenerOff { server, .. }
+            | Command::InstanceDeploy { server, .. }
+            | Command::ServiceRestart { server, .. }
+            | Command::ServiceStop { server, .. }
+            | Command::ServiceStart { server, .. }
+            | Command::Logs { server, .. }
+            | Command::LbStatus { server, .. }
+            | Command::MachineList { server }
+            | Command::MachineShow { server, .. }
+            | Command::ServiceHosts { server, .. }
+            | Command::ServiceOn { server, .. }
+            | Command::Lookup { server, .. }
+            | Command::KvGet { server, .. }
+            | Command::KvPut { server, .. }
+            | Command::KvDel { server, .. }
+            | Command::Watch { server, .. } => Some(server),
+            _ => None,
+        }
+    }
+
+    /// Whether the command needs the async runtime: everything but the
+    /// commands that only read the repository and write files, and `down`.
+    pub fn needs_runtime(&self) -> bool {
+        !matches!(
+            self,
+            Command::RoleCreate { .. }
+                | Command::RolesUpdate { .. }
+                | Command::PackerCreate { .. }
+                | Command::AutoscaleCreate { .. }
+                | Command::NodesList { .. }
+                | Command::NodesShow { .. }
+                | Command::ServicesList { .. }
+                | Command::ServicesShow { .. }
+                | Command::RepoCheck { .. }
+                | Command::Down { .. }
+        )
+    }
+}
+
+/// Where the client finds the server.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The gantry server's URL
+    #[arg(long = "server", env = "GANTRY_SERVER", default_value = gantry_api::DEFAULT_SERVER, value_name = "URL")]
+    pub url: String,
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry server`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed at start)
+    #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store
+    #[arg(long, default_value = ".gantry/server", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// `embedded` (one crash-safe file in --data-dir) or `etcd://HOST:PORT[,HOST:PORT...]`
+    #[arg(long, default_value = "embedded", value_name = "STORE")]
+    pub store: String,
+    /// HTTP event loops, each on a thread of its own (one serves about 35k
+    /// requests/s on one core; more split a watch fan-out's writes)
+    #[arg(long, value_name = "N", default_value_t = gantry_server::DEFAULT_EVENT_LOOPS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+}
+
+/// `gantry agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The gantry server's URL
+    #[arg(long = "server", env = "GANTRY_SERVER", default_value = gantry_api::DEFAULT_SERVER, value_name = "URL")]
+    pub server: String,
+    /// The agent's own state: machine id, assigned ports, listener state
+    #[arg(long, default_value = ".gantry/agent", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The node group whose services this machine runs (see `gantry apply`)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// A service to run besides the group's (repeatable)
+    #[arg(long = "service", value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// The address instances are published with [default: the first private address]
+    #[arg(long, value_name = "IP")]
+    pub address: Option<IpAddr>,
+    /// A machine label, also each instance's property (repeatable): --label region=us-east-1
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Where env files are written [default: DATA_DIR/env]
+    #[arg(long, value_name = "DIR")]
+    pub env_dir: Option<PathBuf>,
+    /// The provision command the listener runs on changes (`sh -c`): chef-solo, a script
+    #[arg(long = "provision-cmd", value_name = "COMMAND")]
+    pub provision_command: Option<String>,
+    /// How long a provision run may take
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub provision_timeout: Duration,
+    /// Fewest time between two provision runs
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub min_interval: Duration,
+    /// Most provision runs per --window
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub max_runs: u32,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub window: Duration,
+    /// The machine id [default: saved in DATA_DIR, else HOSTNAME-RANDOM]
+    #[arg(long, value_name = "ID")]
+    pub machine_id: Option<String>,
+    /// Lease time to live: how soon a dead agent leaves the inventory
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub lease_ttl: Duration,
+    /// Between withdrawing a departing service and stopping it
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub drain: Duration,
+    /// The local load balancer: a frontend on each required service's local_port
+    /// (auto: haproxy if installed, else the built-in proxy)
+    #[arg(long, value_enum, default_value_t = Lb::Off)]
+    pub lb: Lb,
+    /// This node is an external load balancer: it also fronts the public services of its federation
+    #[arg(long)]
+    pub external_lb: bool,
+    /// The working directory of service commands [default: the agent's]
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// First delay before restarting a service that exited; doubles up to --restart-max-delay
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub restart_delay: Duration,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub restart_max_delay: Duration,
+    /// The port of the agent's own API (service logs) on --address; 0: any free port
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub api_port: u16,
+    /// Run services' command checks and on_delete hooks (off by default:
+    /// otherwise whoever may write a service definition runs commands here)
+    #[arg(long)]
+    pub enable_script_checks: bool,
+}
+
+/// `--lb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lb {
+    Auto,
+    Haproxy,
+    Builtin,
+    Off,
+}
+
+/// `autoscale:update`'s options.
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// How the nodes are replaced
+    #[arg(long, value_enum, default_value_t = Strategy::Replace)]
+    pub strategy: Strategy,
+    /// How long the new nodes have to be in service (instance-refresh: to finish)
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub wait: Duration,
+    /// How long old and new nodes serve side by side before the old group is
+    /// deleted, so that other nodes can update [default: the group's autoscale timeout]
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub settle: Option<Duration>,
+    /// How often to look at the new nodes
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub poll: Duration,
+}
+
+/// `--strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// A new autoscaling group; the old one is deleted once the new one serves
+    Replace,
+    /// AWS's instance refresh of the existing group (not in moto)
+    InstanceRefresh,
+}
+
+/// Options of the commands that launch nodes.
+#[derive(Debug, clap::Args)]
+pub struct LaunchArgs {
+    /// The gantry server the nodes' agents report to: their user data runs
+    /// `gantry agent --server URL`
+    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL")]
+    pub server: String,
+    /// The AMI to launch [default: the group's newest, from packer:run]
+    #[arg(long, value_name = "AMI")]
+    pub ami: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// `instance:create`'s own options.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// A private key file (`deploy.pem`): its public key is imported as key
+    /// pair `deploy`, or that key pair reused; the private key never leaves
+    /// this machine
+    #[arg(long, value_name = "PATH")]
+    pub key: PathBuf,
+    /// The instance's Name tag
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The availability zone [default: one of the region's, at random]
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
 }

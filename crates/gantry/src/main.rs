@@ -1,19 +1,17 @@
-//! The `gantry` binary: parses the command line and dispatches to the library crates.
+//! The `gantry` binary: parses the command line (`cli`), builds what the
+//! command runs with once (`context`: output mode, client, runtime), and
+//! runs it (`commands`, one module per namespace, thin over the library
+//! crates).
 //!
 //! Exit codes: 0 success, 1 failure, 2 bad input (a spec problem, an unknown
 //! group, a usage error).
 #![forbid(unsafe_code)]
 
-mod agents;
-mod apply;
-mod aws;
 mod cli;
-mod generate;
-mod remote;
+mod commands;
+mod context;
+mod output;
 mod repo;
-mod running;
-mod show;
-mod up;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,7 +32,8 @@ impl std::error::Error for BadInput {}
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    match cli::run(args) {
+    let ran = context::Context::new(&args.command).and_then(|ctx| commands::run(&ctx, args.command));
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut stderr = std::io::stderr().lock();

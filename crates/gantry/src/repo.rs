@@ -1,6 +1,6 @@
 //! Finding the user's repository on disk and loading it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gantry_spec::{Diagnostic, Diagnostics, NODES_FILE, Repo};
@@ -29,15 +29,20 @@ impl Opened {
     }
 }
 
-/// Finds and loads the repository; spec problems become [`BadInput`].
+/// Finds and loads the repository of `--repo`; spec problems become [`BadInput`].
 pub fn open(args: &RepoArgs) -> anyhow::Result<Opened> {
-    let (dir, display) = match &args.repo {
+    open_dir(args.repo.as_deref())
+}
+
+/// Loads the repository in `dir`, or finds it upwards from the current directory.
+pub fn open_dir(dir: Option<&Path>) -> anyhow::Result<Opened> {
+    let (dir, display) = match dir {
         Some(dir) => {
             let mut display = dir.display().to_string();
             if !display.ends_with('/') {
                 display.push('/');
             }
-            (dir.clone(), display)
+            (dir.to_path_buf(), display)
         }
         None => {
             let cwd = std::env::current_dir().context("reading the current directory")?;

@@ -1,10 +1,12 @@
 //! `gantry server` as a process: the client commands against it, `gantry
-//! watch` across a server restart, and acknowledged writes surviving SIGKILL.
+//! watch` on KV and store prefixes and across a server restart, and
+//! acknowledged writes surviving SIGKILL.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,11 +85,15 @@ fn unreachable_server_says_how_to_fix_it() {
 }
 
 /// Reads lines from a child's stdout on a thread, so the test can wait with a bound.
-fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+fn line_reader(child: &mut Child) -> Receiver<String> {
+    lines_of(child.stdout.take().unwrap())
+}
+
+/// The lines of a pipe, read on a thread.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
@@ -97,13 +103,146 @@ fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
+/// A running `gantry watch ARGS`: its stdout and stderr, line by line.
+struct Watching {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl Watching {
+    fn start(server: &ServerProcess, args: &[&str]) -> Watching {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("watch")
+            .args(args)
+            .args(["--server", &server.url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        Watching { child, stdout, stderr }
+    }
+
+    /// The next event printed, as (kind, key, value).
+    fn next_event(&self) -> (String, String, Option<String>) {
+        parse_event(&self.stdout.recv_timeout(Duration::from_secs(10)).expect("an event within 10 s"))
+    }
+
+    /// The first event after it started, when nothing tells when it has
+    /// (no notice: there are keys already): writes with `write(n)` until
+    /// one is seen, at most 20 times.
+    fn first_event(&self, mut write: impl FnMut(usize)) -> (String, String, Option<String>) {
+        for n in 0..20 {
+            write(n);
+            if let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(500)) {
+                return parse_event(&line);
+            }
+        }
+        panic!("no event after 20 writes");
+    }
+
+    /// Stops it; everything it wrote on stderr.
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The pipe is closed now: the reader ends after the last line.
+        self.stderr.iter().collect()
+    }
+}
+
+/// A line of `gantry watch` as (kind, key, value).
+fn parse_event(line: &str) -> (String, String, Option<String>) {
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    let text = |field: &str| event[field].as_str().map(str::to_owned);
+    (text("kind").unwrap(), text("key").unwrap(), text("value"))
+}
+
+fn event(kind: &str, key: &str, value: Option<&str>) -> (String, String, Option<String>) {
+    (kind.to_owned(), key.to_owned(), value.map(str::to_owned))
+}
+
+#[test]
+fn watch_follows_kv_keys_as_kv_commands_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let watch = Watching::start(&server, &["bars/"]);
+    // Nothing there yet: said once, so a silent wait is not mistaken for a hang.
+    let notice = watch.stderr.recv_timeout(Duration::from_secs(10)).expect("a notice");
+    assert_eq!(notice, "no keys under bars/ yet; waiting for changes");
+    gantry(&server, &["kv:put", "bars/x", "1"]).ok();
+    assert_eq!(watch.next_event(), event("put", "bars/x", Some("1")));
+    // Only what is under the prefix, with KV keys.
+    gantry(&server, &["kv:put", "foo/y", "2"]).ok();
+    gantry(&server, &["kv:put", "bars/z", "3"]).ok();
+    gantry(&server, &["kv:del", "bars/x"]).ok();
+    assert_eq!(watch.next_event(), event("put", "bars/z", Some("3")));
+    assert_eq!(watch.next_event(), event("delete", "bars/x", None));
+    assert_eq!(watch.stop(), Vec::<String>::new(), "the notice came once, and nothing else");
+
+    // A prefix that has keys: no notice; a store-looking prefix gets a hint.
+    let watch = Watching::start(&server, &["bars/"]);
+    let hinted = Watching::start(&server, &["kv/bars/"]);
+    let hint = hinted.stderr.recv_timeout(Duration::from_secs(10)).expect("a notice");
+    assert!(hint.starts_with("no keys under kv/bars/ yet; waiting for changes"), "{hint}");
+    let help = hinted.stderr.recv_timeout(Duration::from_secs(10)).expect("its help line");
+    assert!(help.contains("run `gantry watch --store kv/bars/`"), "{help}");
+    let (kind, key, _) = watch.first_event(|n| {
+        gantry(&server, &["kv:put", &format!("bars/w{n}"), "4"]).ok();
+    });
+    assert_eq!(kind, "put");
+    assert!(key.starts_with("bars/w"), "{key}");
+    assert_eq!(watch.stop(), Vec::<String>::new());
+    hinted.stop();
+}
+
+#[test]
+fn watch_follows_store_prefixes_with_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+    let watch = Watching::start(&server, &["--store", "machines/"]);
+    let notice = watch.stderr.recv_timeout(Duration::from_secs(10)).expect("a notice");
+    assert_eq!(notice, "no keys under machines/ yet; waiting for changes");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(&server.url);
+    let machine = |id: &str| gantry_api::Machine {
+        id: id.into(),
+        hostname: id.into(),
+        address: "127.0.0.2".into(),
+        facts: Default::default(),
+        labels: BTreeMap::new(),
+        updated_at: 0,
+    };
+    rt.block_on(client.put_machine(&machine("m1"), PutOptions::default())).unwrap();
+    let (kind, key, value) = watch.next_event();
+    assert_eq!((kind.as_str(), key.as_str()), ("put", "machines/m1"));
+    assert!(value.unwrap().contains("\"hostname\":\"m1\""));
+    // KV writes are under kv/ in the store, and shown as store keys here.
+    let all_kv = Watching::start(&server, &["--store", "kv/"]);
+    let _ = all_kv.stderr.recv_timeout(Duration::from_secs(10)).expect("a notice: no KV key yet");
+    gantry(&server, &["kv:put", "datastores/DB", "mysql://db"]).ok();
+    assert_eq!(all_kv.next_event(), event("put", "kv/datastores/DB", Some("mysql://db")));
+    // A store prefix with keys under it: no notice.
+    rt.block_on(client.put_machine(&machine("m2"), PutOptions::default())).unwrap();
+    assert_eq!(watch.next_event().1, "machines/m2");
+    let again = Watching::start(&server, &["--store", "machines/"]);
+    let (_, key, _) = again.first_event(|n| {
+        rt.block_on(client.put_machine(&machine(&format!("n{n}")), PutOptions::default())).unwrap();
+    });
+    assert!(key.starts_with("machines/n"), "{key}");
+    assert_eq!(again.stop(), Vec::<String>::new());
+    assert_eq!(watch.stop(), Vec::<String>::new(), "the notice came once");
+    all_kv.stop();
+}
+
 #[test]
 fn watch_streams_json_lines_and_resumes_across_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(dir.path(), "127.0.0.1:0");
     let url = server.url.clone();
     let mut watch = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["watch", "kv/app/", "--from", "1", "--server", &url])
+        .args(["watch", "app/", "--from", "1", "--server", &url])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -132,8 +271,8 @@ fn watch_streams_json_lines_and_resumes_across_a_server_restart() {
     let events: Vec<serde_json::Value> = seen.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     let keys: Vec<String> =
         events.iter().map(|e| format!("{} {}", e["kind"].as_str().unwrap(), e["key"].as_str().unwrap())).collect();
-    let mut expected: Vec<String> = (0..10).map(|i| format!("put kv/app/k{i}")).collect();
-    expected.push("delete kv/app/k0".into());
+    let mut expected: Vec<String> = (0..10).map(|i| format!("put app/k{i}")).collect();
+    expected.push("delete app/k0".into());
     assert_eq!(keys, expected, "every change exactly once, in order");
     let revisions: Vec<u64> = events.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");

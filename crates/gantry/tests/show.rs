@@ -1,4 +1,5 @@
-//! `nodes:list`, `nodes:show`, `services:list`, `services:show`, `repo:check` output, text and JSON.
+//! `nodes:list`, `nodes:show`, `services:list`, `services:show`, `repo:check`
+//! output, text and JSON, and the help.
 
 use expect_test::expect_file;
 
@@ -47,4 +48,17 @@ fn repo_check() {
 fn help_lists_every_command() {
     let s = Scratch::example();
     expect_file!["golden/help.txt"].assert_eq(&s.gantry(&["--help"]).ok());
+}
+
+/// `watch` reads KV prefixes, and store prefixes with --store.
+#[test]
+fn watch_help_says_which_prefix_it_reads() {
+    // Without the variable, which clap would show as the value in effect.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["watch", "--help"])
+        .env("COLUMNS", "100")
+        .env_remove("GANTRY_SERVER")
+        .output()
+        .unwrap();
+    expect_file!["golden/watch_help.txt"].assert_eq(&super::Run::from(out).ok());
 }

@@ -1,4 +1,5 @@
-//! `packer:run`, `packer:clean`, `packer:delete`: a node group's AMIs, built
+//! `packer:run`, `packer:clean`, `packer:delete` (`packer:create` is
+//! `generate`): a node group's AMIs, built
 //! by the real `packer` binary and managed through gantry-aws, recorded in
 //! `.gantry/amis/<group>.json`.
 
@@ -6,15 +7,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use gantry_aws::{Aws, Connect, GIT_COMMIT_TAG, GROUP_TAG, Image};
 use gantry_generate::packer_path;
 use gantry_generate::write::write_atomic;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::BadInput;
-use crate::remote::{print_json, runtime};
+use crate::cli::AwsArgs;
+use crate::context::Context;
 use crate::repo::Opened;
 
 /// Where `packer:run` records the AMIs it built, per group (newest last).
@@ -40,7 +41,8 @@ pub struct BuiltImage {
 
 /// `packer:run GROUP`: `packer build` on packer/<group>.json, then tag,
 /// record and print the AMI id (the last line on stdout).
-pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>, json: bool) -> anyhow::Result<()> {
+pub fn run(ctx: &Context, opened: &Opened, group: &str, aws: &AwsArgs) -> anyhow::Result<()> {
+    let endpoint_url = aws.endpoint_url.as_deref();
     opened.repo.group(group).map_err(|d| opened.bad_input(vec![d]))?;
     let template = packer_path(group);
     if !opened.dir.join(&template).is_file() {
@@ -69,7 +71,7 @@ pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>, json: bool)
     }
     let connect =
         Connect { endpoint_url: endpoint_url.map(str::to_string), region: Some(region.clone()), ..Connect::default() };
-    runtime()?.block_on(async { Aws::connect(&connect).await?.tag_image(&image_id, &tags).await })?;
+    ctx.block_on(async { Aws::connect(&connect).await?.tag_image(&image_id, &tags).await })?;
 
     let mut record = read_record(opened, group)?;
     let built_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -77,25 +79,21 @@ pub fn run(opened: &Opened, group: &str, endpoint_url: Option<&str>, json: bool)
     record.push(built);
     write_record(opened, group, &record)?;
     eprintln!("tagged {image_id} in {region} and recorded it in {}", opened.show_path(&amis_record_path(group)));
-    if json {
-        return print_json(record.last().expect("just pushed"));
-    }
-    println!("{image_id}");
-    Ok(())
+    ctx.output().print(record.last().expect("just pushed"), |out| Ok(writeln!(out, "{image_id}")?))
 }
 
 /// `packer:clean GROUP -n KEEP`: deregister all but the newest KEEP AMIs.
 pub fn clean(
+    ctx: &Context,
     opened: &Opened,
     group: &str,
     keep: usize,
     dry_run: bool,
-    endpoint_url: Option<&str>,
-    json: bool,
+    aws: &AwsArgs,
 ) -> anyhow::Result<()> {
-    let connect = super::connect_for(opened, Some(group), endpoint_url);
-    let mut out = lines_out(json);
-    let (region, images, doomed) = runtime()?.block_on(async {
+    let connect = super::aws::connect_for(opened, Some(group), aws.endpoint_url.as_deref());
+    let mut out = ctx.output().lines();
+    let (region, images, doomed) = ctx.block_on(async {
         let aws = Aws::connect(&connect).await?;
         let images = aws.group_images(group).await?;
         let doomed = gantry_aws::beyond_newest(&images, keep).to_vec();
@@ -113,28 +111,20 @@ pub fn clean(
     if !doomed.is_empty() {
         writeln!(out, "kept the newest {} of {} AMI(s) of group {group}", images.len() - doomed.len(), images.len())?;
     }
-    if json {
-        let kept: Vec<&str> = images[..images.len() - doomed.len()].iter().map(|i| i.id.as_str()).collect();
-        return print_json(&json!({
-            "group": group, "region": region, "dry_run": dry_run, "kept": kept,
-            "deregistered": doomed.iter().map(image_json).collect::<Vec<_>>(),
-        }));
+    if ctx.output().is_json() {
+        let kept = images[..images.len() - doomed.len()].iter().map(|i| i.id.as_str()).collect();
+        let deregistered = doomed.iter().map(ImageView::of).collect();
+        return crate::output::print_json(&Cleaned { deregistered, dry_run, group, kept, region: &region });
     }
     Ok(())
 }
 
 /// `packer:delete GROUP`: deregister every AMI of the group and remove its
 /// template; nothing else (no autoscaling group) is touched.
-pub fn delete(
-    opened: &Opened,
-    group: &str,
-    dry_run: bool,
-    endpoint_url: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let connect = super::connect_for(opened, Some(group), endpoint_url);
-    let mut out = lines_out(json);
-    let (region, images) = runtime()?.block_on(async {
+pub fn delete(ctx: &Context, opened: &Opened, group: &str, dry_run: bool, aws: &AwsArgs) -> anyhow::Result<()> {
+    let connect = super::aws::connect_for(opened, Some(group), aws.endpoint_url.as_deref());
+    let mut out = ctx.output().lines();
+    let (region, images) = ctx.block_on(async {
         let aws = Aws::connect(&connect).await?;
         let images = aws.group_images(group).await?;
         if images.is_empty() {
@@ -153,20 +143,56 @@ pub fn delete(
             writeln!(out, "removed {}", opened.show_path(&packer_path(group)))?;
         }
     }
-    if json {
-        return print_json(&json!({
-            "group": group, "region": region, "dry_run": dry_run,
-            "deregistered": images.iter().map(image_json).collect::<Vec<_>>(),
-            "template_removed": had_template.then(|| opened.show_path(&packer_path(group))),
-        }));
+    if ctx.output().is_json() {
+        return crate::output::print_json(&Deleted {
+            deregistered: images.iter().map(ImageView::of).collect(),
+            dry_run,
+            group,
+            region: &region,
+            template_removed: had_template.then(|| opened.show_path(&packer_path(group))),
+        });
     }
     Ok(())
 }
 
-/// Where the per-AMI lines go: stdout for people; stderr when stdout is
-/// for the final JSON document.
-fn lines_out(json: bool) -> Box<dyn Write> {
-    if json { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) }
+/// What `packer:clean --json` prints.
+#[derive(Debug, Serialize)]
+struct Cleaned<'a> {
+    deregistered: Vec<ImageView<'a>>,
+    dry_run: bool,
+    group: &'a str,
+    kept: Vec<&'a str>,
+    region: &'a str,
+}
+
+/// What `packer:delete --json` prints.
+#[derive(Debug, Serialize)]
+struct Deleted<'a> {
+    deregistered: Vec<ImageView<'a>>,
+    dry_run: bool,
+    group: &'a str,
+    region: &'a str,
+    template_removed: Option<String>,
+}
+
+/// One AMI deregistered (or that would be).
+#[derive(Debug, Serialize)]
+struct ImageView<'a> {
+    creation_date: &'a str,
+    id: &'a str,
+    name: &'a str,
+    snapshots: &'a [String],
+}
+
+impl<'a> ImageView<'a> {
+    fn of(image: &'a Image) -> ImageView<'a> {
+        ImageView {
+            creation_date: &image.creation_date,
+            id: &image.id,
+            name: &image.name,
+            snapshots: &image.snapshot_ids,
+        }
+    }
 }
 
 /// Deregisters `images` (or says it would), dropping each from the group's
@@ -190,10 +216,6 @@ async fn deregister_all(
         }
     }
     Ok(())
-}
-
-fn image_json(image: &Image) -> serde_json::Value {
-    json!({"id": image.id, "name": image.name, "creation_date": image.creation_date, "snapshots": image.snapshot_ids})
 }
 
 /// The AMIs `packer:run` recorded for the group (none when it never ran).

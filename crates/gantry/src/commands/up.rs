@@ -19,16 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use gantry_agent::agent::Started;
 use gantry_api::{AgentStatus, Health, Instance, ProcState};
 use gantry_client::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::agents::statuses;
-use crate::cli::RepoArgs;
-use crate::remote::{explain, print_json, runtime};
-use crate::repo::{self, Opened};
+use crate::context::{Context, explain};
+use crate::output::print_json;
+use crate::repo::{Opened, open_dir};
 
 pub const STATE_DIR: &str = ".gantry";
 const STATE_FILE: &str = "up.json";
@@ -131,12 +130,12 @@ fn public_urls(opened: &Opened, nodes: &[Node]) -> Vec<String> {
 }
 
 /// `gantry up [DIR] [--detach] [--timeout D]`.
-pub fn up(dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Result<()> {
-    let opened = repo::open(&RepoArgs { repo: dir, json: false })?;
+pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Result<()> {
+    let opened = open_dir(dir.as_deref())?;
     let state = state_dir(&opened);
     std::fs::create_dir_all(state.join("logs")).with_context(|| format!("creating {}", state.display()))?;
     let began = Instant::now();
-    let rt = runtime()?;
+    let rt = ctx.runtime();
     let mut stack = load_stack(&state).unwrap_or_default();
     let server_alive = stack.server.as_ref().is_some_and(Proc::running);
     if !server_alive {
@@ -148,7 +147,7 @@ pub fn up(dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Resu
     }
     save_stack(&state, &stack)?;
     let client = Client::new(&stack.url);
-    let changes = rt.block_on(crate::apply::upload(&opened, &client))?;
+    let changes = rt.block_on(super::apply::upload(&opened, &client))?;
     say(began, &format!("repository  {} change(s) uploaded", changes.len()));
 
     let wanted = plan_nodes(&opened);
@@ -289,7 +288,7 @@ struct Look {
 
 async fn look(client: &Client, stack: &Stack) -> Look {
     let mut look = Look { lines: BTreeMap::new(), waiting: Vec::new(), failed: None };
-    let all: Vec<AgentStatus> = statuses(client).await.unwrap_or_default();
+    let all: Vec<AgentStatus> = client.agent_statuses().await.map(|l| l.items).unwrap_or_default();
     for node in &stack.nodes {
         let Some(status) = all.iter().find(|s| s.machine == node.name) else {
             look.waiting.push(format!("node {} has not registered", node.name));
@@ -427,7 +426,7 @@ fn down_stack(state: &Path, stack: &Stack) {
 
 /// `gantry down [DIR] [--purge]`.
 pub fn down(dir: Option<PathBuf>, purge: bool) -> anyhow::Result<()> {
-    let opened = repo::open(&RepoArgs { repo: dir, json: false })?;
+    let opened = open_dir(dir.as_deref())?;
     let state = state_dir(&opened);
     let began = Instant::now();
     match load_stack(&state) {
@@ -445,24 +444,28 @@ pub fn down(dir: Option<PathBuf>, purge: bool) -> anyhow::Result<()> {
 }
 
 /// `gantry status [DIR] [--json]`.
-pub fn status(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let opened = repo::open(&RepoArgs { repo: dir, json })?;
+pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let opened = open_dir(dir.as_deref())?;
     let Some(stack) = load_stack(&state_dir(&opened)) else {
-        if json {
-            return print_json(&serde_json::json!({"running": false}));
-        }
-        println!("no stack is running in {}: start one with `gantry up`", opened.dir.display());
-        return Ok(());
+        let stopped =
+            StackStatus { agents: None, instances: None, nodes: None, public: None, running: false, server: None };
+        return ctx.output().print(&stopped, |out| {
+            writeln!(out, "no stack is running in {}: start one with `gantry up`", opened.dir.display())?;
+            Ok(())
+        });
     };
     let client = Client::new(&stack.url);
-    let rt = runtime()?;
-    let agents = rt.block_on(statuses(&client)).map_err(explain)?;
-    let instances: Vec<Instance> = rt.block_on(client.instances_with(&[])).map_err(explain)?.items;
-    if json {
-        return print_json(&serde_json::json!({
-            "running": true, "server": stack.url, "public": stack.public, "nodes": stack.nodes,
-            "agents": agents, "instances": instances,
-        }));
+    let agents = ctx.block_on(client.agent_statuses()).map_err(explain)?.items;
+    let instances: Vec<Instance> = ctx.block_on(client.instances_with(&[])).map_err(explain)?.items;
+    if ctx.output().is_json() {
+        return print_json(&StackStatus {
+            agents: Some(&agents),
+            instances: Some(&instances),
+            nodes: Some(&stack.nodes),
+            public: Some(&stack.public),
+            running: true,
+            server: Some(&stack.url),
+        });
     }
     let mut out = std::io::stdout().lock();
     let server = if stack.server.as_ref().is_some_and(Proc::running) { "running" } else { "NOT RUNNING" };
@@ -506,4 +509,20 @@ pub fn status(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         writeln!(out, "public  {url}")?;
     }
     Ok(())
+}
+
+/// What `status --json` prints: `{"running": false}` when no stack runs.
+#[derive(Debug, Serialize)]
+struct StackStatus<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agents: Option<&'a [AgentStatus]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<&'a [Instance]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<&'a [Node]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public: Option<&'a [String]>,
+    running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<&'a str>,
 }

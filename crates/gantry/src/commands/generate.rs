@@ -1,13 +1,15 @@
-//! `role:create`, `roles:update`, `packer:create`, `autoscale:create`: write generated files.
+//! `role:create`, `roles:update`, `packer:create`, `autoscale:create`: the
+//! repository's generated files, all built before the first is written.
 
 use std::io::Write;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use gantry_generate::write::{WriteOutcome, write_atomic};
 use gantry_generate::{Output, role_path};
 use gantry_spec::NodeGroup;
 use serde::Serialize;
 
+use crate::context::Context;
 use crate::repo::Opened;
 
 #[derive(Debug, Clone, Copy)]
@@ -18,13 +20,20 @@ pub enum Kind {
     Autoscale,
 }
 
+/// One file, as `--json` lists it.
 #[derive(Debug, Serialize)]
 struct Written {
     path: String,
     status: &'static str,
 }
 
-pub fn run(opened: &Opened, kind: Kind, group: Option<&str>, json: bool) -> anyhow::Result<()> {
+/// What `--json` prints.
+#[derive(Debug, Serialize)]
+struct Files {
+    files: Vec<Written>,
+}
+
+pub fn run(ctx: &Context, opened: &Opened, kind: Kind, group: Option<&str>) -> anyhow::Result<()> {
     let groups = select_groups(opened, kind, group)?;
     // Build every file before writing any, so bad input writes nothing.
     let mut outputs: Vec<Output> = Vec::new();
@@ -59,12 +68,11 @@ pub fn run(opened: &Opened, kind: Kind, group: Option<&str>, json: bool) -> anyh
         });
     }
 
-    let mut stdout = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut stdout, &serde_json::json!({ "files": written }))?;
-        writeln!(stdout)?;
-        return Ok(());
-    }
+    let files = Files { files: written };
+    ctx.output().print(&files, |stdout| print_written(stdout, &files.files))
+}
+
+fn print_written(stdout: &mut dyn Write, written: &[Written]) -> anyhow::Result<()> {
     if written.is_empty() {
         writeln!(
             stdout,
@@ -72,7 +80,7 @@ pub fn run(opened: &Opened, kind: Kind, group: Option<&str>, json: bool) -> anyh
         )?;
         return Ok(());
     }
-    for w in &written {
+    for w in written {
         writeln!(stdout, "{:<9} {}", w.status, w.path)?;
     }
     let changed = written.iter().filter(|w| w.status == "written").count();

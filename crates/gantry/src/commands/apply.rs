@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use gantry_api::{Group, ServiceDefinition, keys};
 use gantry_client::{Client, PutOptions};
 use serde::Serialize;
 
-use crate::remote::{explain, print_json, runtime};
+use crate::context::{Context, explain};
 use crate::repo::Opened;
 
 /// One change `apply` makes (or would make, with `--dry-run`).
@@ -60,15 +60,20 @@ fn desired(opened: &Opened) -> anyhow::Result<Desired> {
     Ok(Desired { groups, services, datastores: repo.datastores.clone() })
 }
 
-pub fn apply(opened: &Opened, server: &str, dry_run: bool, json: bool) -> anyhow::Result<()> {
+pub fn apply(ctx: &Context, opened: &Opened, server: &str, dry_run: bool) -> anyhow::Result<()> {
     let desired = desired(opened)?;
-    let client = Client::new(server);
-    let changes = runtime()?.block_on(sync(&client, &desired, dry_run)).map_err(explain)?;
-    if json {
-        return print_json(&changes);
-    }
-    let mut out = std::io::stdout().lock();
-    for c in &changes {
+    let changes = ctx.block_on(sync(ctx.client(), &desired, dry_run)).map_err(explain)?;
+    ctx.output().print(&changes, |out| summary(out, &changes, &desired, server, dry_run))
+}
+
+fn summary(
+    out: &mut dyn Write,
+    changes: &[Change],
+    desired: &Desired,
+    server: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    for c in changes {
         let verb = match (c.action, dry_run) {
             (action, false) => format!("{action}d"),
             (action, true) => format!("would {action}"),

@@ -1,30 +1,35 @@
-//! What `autoscale:run|update` and `instance:create` launch a group's nodes
-//! with: its newest AMI (or `--ami`), instance type, security groups, IAM
-//! profile, a key pair imported from `--key`, and user data that writes the
-//! group's dna and starts `gantry agent`.
+//! What the AWS commands share (over gantry-aws, the only crate that sees
+//! the SDK): how to reach AWS for a group, and what `autoscale:run|update`
+//! and `instance:create` launch a group's nodes with: its newest AMI (or
+//! `--ami`), instance type, security groups, IAM profile, a key pair
+//! imported from `--key`, and user data that writes the group's dna and
+//! starts `gantry agent`.
 
 use std::path::Path;
 
-use anyhow::Context;
-use gantry_aws::{Aws, Image, KeyPair, LaunchSpec, PublicKey};
+use anyhow::Context as _;
+use gantry_aws::{Aws, Connect, Image, KeyPair, LaunchSpec, PublicKey};
 use gantry_spec::NodeGroup;
 
 use crate::BadInput;
-use crate::cli::AwsArgs;
+use crate::cli::LaunchArgs;
 use crate::repo::Opened;
 
-/// Options of the commands that launch nodes.
-#[derive(Debug, clap::Args)]
-pub struct LaunchArgs {
-    /// The gantry server the nodes' agents report to: their user data runs
-    /// `gantry agent --server URL`
-    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL")]
-    pub server: String,
-    /// The AMI to launch [default: the group's newest, from packer:run]
-    #[arg(long, value_name = "AMI")]
-    pub ami: Option<String>,
-    #[command(flatten)]
-    pub aws: AwsArgs,
+/// How to reach AWS for `group` (any group when `None`): the group's
+/// `region` is the fallback when the environment names none; without a
+/// group, the region every group of nodes.json shares. A group no longer
+/// in nodes.json can still have things in AWS to clean or list.
+pub fn connect_for(opened: &Opened, group: Option<&str>, endpoint_url: Option<&str>) -> Connect {
+    let groups = &opened.repo.groups;
+    let fallback_region = match group {
+        Some(name) => groups.get(name).and_then(|g| g.region.clone()),
+        None => {
+            let mut regions = groups.values().filter_map(|g| g.region.as_deref());
+            let first = regions.next();
+            first.filter(|r| regions.all(|other| other == *r)).map(str::to_string)
+        }
+    };
+    Connect { endpoint_url: endpoint_url.map(str::to_string), fallback_region, region: None }
 }
 
 /// Where the user data puts the dna on a node.

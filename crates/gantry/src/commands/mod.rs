@@ -1,0 +1,132 @@
+//! What each command does, one module per namespace, each thin over the
+//! library crates: it reads the repository or asks the server or AWS,
+//! and prints. Every command gets the [`Context`] built once in `main`.
+//!
+//! - the repository's generated files (`role:create`, `roles:update`,
+//!   `packer:create`, `autoscale:create`): `generate`; its views:
+//!   `nodes`, `services`, `repo` (`repo:check`)
+//! - AWS: `packer`, `autoscale`, `instance` (with `instance:deploy`, which
+//!   asks agents), and what they share, `aws`
+//! - the stack: `up` (`up`, `status`, `down`), `server`, `agent`, `apply`
+//! - the server's clients: `machine`, `service` (`service:hosts|on` and
+//!   `service:restart|stop|start`), `listener`, `lb`, `logs`, `resolve`,
+//!   `lookup`, `kv`, `watch`
+
+mod agent;
+mod apply;
+mod autoscale;
+mod aws;
+mod generate;
+mod instance;
+mod kv;
+mod lb;
+mod listener;
+mod logs;
+mod lookup;
+mod machine;
+mod nodes;
+mod packer;
+mod repo;
+mod resolve;
+mod server;
+mod service;
+mod services;
+mod up;
+mod watch;
+
+use crate::BadInput;
+use crate::cli::Command;
+use crate::context::Context;
+use crate::repo::open;
+
+pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
+    use generate::Kind;
+    match command {
+        Command::RoleCreate { group, repo } => generate::run(ctx, &open(&repo)?, Kind::Role, group.as_deref()),
+        Command::RolesUpdate { group, repo } => generate::run(ctx, &open(&repo)?, Kind::RoleUpdate, group.as_deref()),
+        Command::PackerCreate { group, repo } => generate::run(ctx, &open(&repo)?, Kind::Packer, group.as_deref()),
+        Command::AutoscaleCreate { group, repo } => {
+            generate::run(ctx, &open(&repo)?, Kind::Autoscale, group.as_deref())
+        }
+        Command::PackerRun { group, repo, aws } => packer::run(ctx, &open(&repo)?, &group, &aws),
+        Command::PackerClean { group, keep, dry_run, repo, aws } => {
+            packer::clean(ctx, &open(&repo)?, &group, keep, dry_run, &aws)
+        }
+        Command::PackerDelete { group, dry_run, repo, aws } => {
+            packer::delete(ctx, &open(&repo)?, &group, dry_run, &aws)
+        }
+        Command::AutoscaleRun { group, key, launch, repo } => {
+            autoscale::run(ctx, &open(&repo)?, &group, &launch, key.as_deref())
+        }
+        Command::AutoscaleUpdate { group, key, update, launch, repo } => {
+            autoscale::update(ctx, &open(&repo)?, &group, &launch, key.as_deref(), &update)
+        }
+        Command::AutoscaleStatus { group, repo, aws } => autoscale::status(ctx, &open(&repo)?, group.as_deref(), &aws),
+        Command::InstanceCreate { group, create, launch, repo } => {
+            instance::create(ctx, &open(&repo)?, &group, &create, &launch)
+        }
+        Command::InstanceList { group, repo, aws } => instance::list(ctx, &open(&repo)?, group.as_deref(), &aws),
+        Command::InstanceDeploy { group, batch, timeout, .. } => {
+            instance::deploy(ctx, group.as_deref(), batch, timeout)
+        }
+        Command::NodesList { repo } => nodes::list(ctx, &open(&repo)?),
+        Command::NodesShow { group, repo } => nodes::show(ctx, &open(&repo)?, &group),
+        Command::ServicesList { repo } => services::list(ctx, &open(&repo)?),
+        Command::ServicesShow { service, repo } => services::show(ctx, &open(&repo)?, &service),
+        Command::RepoCheck { repo } => repo::check(ctx, &open(&repo)?),
+        Command::Up { dir, detach, timeout } => up::up(ctx, dir, detach, timeout),
+        Command::Status { dir, .. } => up::status(ctx, dir),
+        Command::Down { dir, purge } => up::down(dir, purge),
+        Command::Server(args) => server::serve(ctx, &args),
+        Command::Apply { dry_run, repo, server } => {
+            let opened = crate::repo::open_dir(repo.as_deref())?;
+            apply::apply(ctx, &opened, &server.url, dry_run)
+        }
+        Command::Agent(args) => agent::run(ctx, *args),
+        Command::Resolve { service, machine, show_secrets, server } => {
+            resolve::resolve(ctx, &server.url, &service, machine.as_deref(), show_secrets)
+        }
+        Command::ListenerStatus { machine, .. } => listener::status(ctx, machine.as_deref()),
+        Command::ListenerOn { target, .. } => listener::switch(ctx, &target, true),
+        Command::ListenerOff { target, .. } => listener::switch(ctx, &target, false),
+        Command::ServiceRestart { service, machine, .. } => {
+            service::control(ctx, &service, machine.as_deref(), service::Action::Restart)
+        }
+        Command::ServiceStop { service, machine, .. } => {
+            service::control(ctx, &service, machine.as_deref(), service::Action::Stop)
+        }
+        Command::ServiceStart { service, machine, .. } => {
+            service::control(ctx, &service, machine.as_deref(), service::Action::Start)
+        }
+        Command::ServiceHosts { service, wheres, .. } => service::hosts(ctx, &service, &wheres),
+        Command::ServiceOn { machine, .. } => service::on(ctx, &machine),
+        Command::Logs { service, machine, follow, tail, .. } => {
+            logs::logs(ctx, &service, machine.as_deref(), follow, tail)
+        }
+        Command::LbStatus { machine, .. } => lb::status(ctx, machine.as_deref()),
+        Command::MachineList { .. } => machine::list(ctx),
+        Command::MachineShow { id, .. } => machine::show(ctx, &id),
+        Command::Lookup { service, wheres, .. } => lookup::lookup(ctx, &service, &wheres),
+        Command::KvGet { key, .. } => kv::get(ctx, &key),
+        Command::KvPut { key, value, cas, .. } => kv::put(ctx, &key, &value, cas),
+        Command::KvDel { key, .. } => kv::del(ctx, &key),
+        Command::Watch { prefix, store, from, .. } => watch::watch(ctx, &prefix, store, from),
+    }
+}
+
+/// `KEY=VALUE` arguments; one without `=` is bad input showing `example`.
+fn key_values<C: FromIterator<(String, String)>>(items: &[String], form: &str, example: &str) -> anyhow::Result<C> {
+    items
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| BadInput(format!("error: {p:?} is not {form}\n = help: write {example}")).into())
+        })
+        .collect()
+}
+
+/// `PROPERTY=VALUE` filters of instances.
+fn filters(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    key_values(pairs, "PROPERTY=VALUE", "master=true")
+}
