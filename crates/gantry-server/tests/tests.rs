@@ -3,6 +3,7 @@
 //! suite runs against both engines: embedded (temp dir) and a real etcd
 //! started by the test.
 
+mod openapi;
 mod suite;
 
 use std::future::Future;
