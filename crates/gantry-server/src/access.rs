@@ -1,6 +1,6 @@
 //! Who is asking, and whether they may: the one access-control seam.
 //!
-//! Every request that reaches the store goes through [`crate::resource::Gate`],
+//! Every request that reaches the store goes through [`crate::gate::Gate`],
 //! which holds the request's [`Caller`] and calls [`authorize`] with what
 //! the request does ([`Action`]) and to what ([`Target`]) before it touches
 //! the store, the lease table, a watch or an agent. Today there is no
@@ -77,7 +77,7 @@ pub struct Owner<'a> {
 /// once there are policies) when not.
 ///
 /// Architecture invariant: this is the only place that decides access.
-/// Handlers never call the store themselves; [`crate::resource::Gate`]
+/// Handlers never call the store themselves; [`crate::gate::Gate`]
 /// calls this before every operation.
 #[inline]
 pub fn authorize(caller: &Caller, action: Action, target: &Target<'_>) -> ApiResult<()> {

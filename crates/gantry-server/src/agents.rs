@@ -14,8 +14,9 @@ use gantry_api::keys::{self, AgentKeyRef, StoreKey};
 use gantry_api::{AgentControl, ErrorCode};
 
 use crate::error::{ApiError, ApiResult, Ids};
+use crate::gate::{Gate, decode};
 use crate::openapi::Errors;
-use crate::resource::{Gate, check_id, decode};
+use crate::resource::check_id;
 
 /// Every control document of one agent, read at one revision.
 #[utoipa::path(get, path = "/v1/agents/{machine}/control", tag = "agents", operation_id = "get_agent_control",

@@ -10,9 +10,10 @@ use axum::extract::RawQuery;
 use gantry_api::{Instance, Listing, keys};
 
 use crate::error::{ApiError, ApiResult, Ids};
+use crate::gate::Gate;
 use crate::openapi::Errors;
 use crate::query;
-use crate::resource::{Gate, Instances, check_id};
+use crate::resource::{Instances, check_id};
 
 /// Query parameters that are not property filters.
 const RESERVED: &[&str] = &["healthy", "federation"];

@@ -13,9 +13,9 @@ use gantry_api::{DeleteResult, ErrorCode, KvEntry, KvList, LeaseGrant, LeaseRequ
 use gantry_store::KeyValue;
 
 use crate::error::{ApiError, ApiResult, Ids};
+use crate::gate::{Gate, WriteOptions, body_bytes, json_body};
 use crate::openapi::Errors;
 use crate::query;
-use crate::resource::{Gate, WriteOptions, body_bytes, json_body};
 
 /// The KV keys under a prefix.
 #[utoipa::path(get, path = "/v1/kv", tag = "kv",

@@ -12,7 +12,7 @@
 //! 4xx/5xx with gantry-api's `ErrorBody`. The routes, their parameters and
 //! bodies are in the OpenAPI document, served at `GET /v1/openapi.json` and
 //! committed as `openapi/gantry.json`; it is generated from the code
-//! ([`openapi`]) and a test fails when the two differ.
+//! (`openapi.rs`) and a test fails when the two differ.
 //!
 //! How a request is served:
 //!
@@ -26,7 +26,7 @@
 //!   `?lease=`) and delete it. KV, leases, queries, watches and the log
 //!   proxy have handlers of their own.
 //! - Access control: every request reaches the store through a
-//!   `resource::Gate`, extracted per request with the request's `Caller`;
+//!   `gate::Gate`, extracted per request with the request's `Caller`;
 //!   the gate calls `access::authorize(caller, action, target)` before each
 //!   store operation, lease operation, watch and log read, with the typed
 //!   target (a `StoreKey` and whom its document belongs to, a prefix, a
@@ -39,6 +39,7 @@
 mod access;
 mod agents;
 mod error;
+mod gate;
 mod hub;
 mod inventory;
 mod kv;
@@ -64,7 +65,7 @@ pub use openapi::document as openapi_document;
 
 /// The API router over `store`.
 pub fn router(store: Store) -> Router {
-    let state = resource::AppState::new(store);
+    let state = gate::AppState::new(store);
     let (router, _) = routes::api().split_for_parts();
     router
         // After every route: it applies to the routes present.
@@ -189,7 +190,7 @@ async fn serve_router(
 /// What every request passes: its path must decode (a JSON 400
 /// `invalid_path` otherwise, before any handler), and it is counted in the
 /// metrics.
-async fn front_door(State(state): State<resource::AppState>, request: Request, next: Next) -> Response {
+async fn front_door(State(state): State<gate::AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // MatchedPath is an Arc inside: cloning it does not copy the string.

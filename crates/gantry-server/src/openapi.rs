@@ -21,7 +21,8 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required};
 use utoipa::{IntoParams, IntoResponses, PartialSchema, ToSchema};
 use utoipa_axum::router::UtoipaMethodRouter;
 
-use crate::resource::{AppState, Resource, WriteOptions};
+use crate::gate::{AppState, WriteOptions};
+use crate::resource::Resource;
 
 /// The document, as committed in `openapi/gantry.json`: pretty-printed,
 /// keys in a stable order, with a trailing newline.

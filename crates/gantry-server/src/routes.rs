@@ -12,10 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
+use crate::gate::{AppState, Gate};
 use crate::openapi::{self, Errors};
 use crate::resource::{
-    self, AgentStatuses, AppState, DeployRequests, Gate, Groups, Instances, ListenerSwitches, Machines,
-    ServiceControls, Services,
+    self, AgentStatuses, DeployRequests, Groups, Instances, ListenerSwitches, Machines, ServiceControls, Services,
 };
 use crate::{agents, inventory, kv, watch};
 

@@ -22,11 +22,11 @@ use gantry_api::{ErrorCode, ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind
 use gantry_store::{Event, EventKind, StoreError};
 
 use crate::error::{ApiError, ApiResult};
+use crate::gate::Gate;
 use crate::hub::{Follower, Item, KEEP_ALIVE, Position};
 use crate::metrics::Metrics;
 use crate::openapi::{Errors, WatchStream};
 use crate::query;
-use crate::resource::Gate;
 
 /// Every change under a key prefix, as Server-Sent Events; resumable.
 #[utoipa::path(get, path = "/v1/watch", tag = "watch",
