@@ -44,6 +44,20 @@ pub enum Action {
     Watch,
 }
 
+impl Action {
+    pub const ALL: [Action; 4] = [Action::Read, Action::Write, Action::Delete, Action::Watch];
+
+    /// The metrics' label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Delete => "delete",
+            Action::Watch => "watch",
+        }
+    }
+}
+
 /// What a request acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {

@@ -90,8 +90,16 @@ impl WriteOptions {
 }
 
 impl Gate {
+    /// [`access::authorize`], counted in the metrics.
     fn allow(&self, action: Action, target: Target<'_>) -> ApiResult<()> {
-        access::authorize(&self.caller, action, &target)
+        let decision = access::authorize(&self.caller, action, &target);
+        self.state.0.metrics.decided(action, decision.is_ok());
+        decision
+    }
+
+    /// Whether a listing shows the caller `key` (with `owner`).
+    fn shows(&self, key: StoreKey<'_>, owner: Option<Owner<'_>>) -> bool {
+        self.allow(Action::Read, Target::Key { key, owner }).is_ok()
     }
 
     fn store(&self) -> &Store {
@@ -137,8 +145,7 @@ impl Gate {
         for kv in &range.kvs {
             let Some(key) = StoreKey::parse(&kv.key).filter(R::is_document) else { continue };
             let document: R::Body = decode(kv)?;
-            let target = Target::Key { key, owner: Some(R::owner(&document)) };
-            if keep(&document) && access::authorize(&self.caller, Action::Read, &target).is_ok() {
+            if keep(&document) && self.shows(key, Some(R::owner(&document))) {
                 items.push(document);
             }
         }
@@ -150,11 +157,7 @@ impl Gate {
     pub async fn range(&self, prefix: &str, limit: Option<usize>) -> ApiResult<RangeResponse> {
         self.allow(Action::Read, Target::Prefix(prefix))?;
         let mut range = self.store().range(prefix, limit).await?;
-        range.kvs.retain(|kv| {
-            StoreKey::parse(&kv.key).is_some_and(|key| {
-                access::authorize(&self.caller, Action::Read, &Target::Key { key, owner: None }).is_ok()
-            })
-        });
+        range.kvs.retain(|kv| StoreKey::parse(&kv.key).is_some_and(|key| self.shows(key, None)));
         Ok(range)
     }
 

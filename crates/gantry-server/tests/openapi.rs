@@ -136,10 +136,19 @@ mod erased {
     }
 }
 
+/// Access decisions so far (`access::authorize`'s calls), from `/metrics`;
+/// reading them is one more.
+async fn decisions(http: &reqwest::Client, url: &str) -> u64 {
+    let text = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let counts = text.lines().filter(|l| l.starts_with("gantry_authorizations_total{"));
+    counts.map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()).sum()
+}
+
 /// Every documented operation answers on a live server (writes first, so
-/// that reads find something, deletes last), and every method a path does
-/// not document is a JSON 405 whose `Allow` header lists exactly the
-/// documented ones.
+/// that reads find something, deletes last) and asks the access seam first
+/// (all but the document itself, which reads nothing), and every method a
+/// path does not document is a JSON 405 whose `Allow` header lists exactly
+/// the documented ones.
 #[tokio::test]
 async fn every_documented_operation_answers_and_no_other_method_does() {
     let s = TestServer::embedded().await;
@@ -154,9 +163,15 @@ async fn every_documented_operation_answers_and_no_other_method_does() {
         for (template, item) in paths {
             let Some(operation) = item.get(method.as_str().to_lowercase()) else { continue };
             let url = format!("{}{}", s.url, fill(template, &lease));
+            let decided = decisions(&http, &s.url).await;
             let response = http.request(method.clone(), &url).body(body(method, template)).send().await.unwrap();
             let status = response.status().as_u16();
             assert!(status != 404 && status != 405, "{method} {template} ({url}): {status}");
+            // The second read of the metrics counts itself too.
+            let asked = decisions(&http, &s.url).await - decided - 1;
+            if template != "/v1/openapi.json" {
+                assert!(asked > 0, "{method} {template} was not authorized");
+            }
             if !response.status().is_success() {
                 let error: gantry_api::ErrorBody = response.json().await.unwrap();
                 assert!(
