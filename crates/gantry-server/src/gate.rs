@@ -121,15 +121,18 @@ impl Gate {
         Ok(self.state.0.metrics.render(revision, self.state.0.hubs.running()))
     }
 
-    /// One document, authorized on whom it belongs to.
+    /// One document, authorized on whom it belongs to. A missing (or
+    /// undecodable) one is authorized on its key alone, so that a caller
+    /// who may not read it cannot tell whether it exists.
     pub async fn read<R: Resource>(&self, id: &R::Id) -> ApiResult<R::Body> {
         let key = R::key(id);
-        let Some(kv) = self.store().get(&key).await?.kv else {
-            return Err(ApiError::not_found(R::missing(id)));
+        let document = self.store().get(&key).await?.kv.map(|kv| decode::<R::Body>(&kv));
+        let owner = match &document {
+            Some(Ok(document)) => Some(R::owner(document)),
+            _ => None,
         };
-        let document: R::Body = decode(&kv)?;
-        self.allow(Action::Read, Target::Key { key: layout_key(&key)?, owner: Some(R::owner(&document)) })?;
-        Ok(document)
+        self.allow(Action::Read, Target::Key { key: layout_key(&key)?, owner })?;
+        document.unwrap_or_else(|| Err(ApiError::not_found(R::missing(id))))
     }
 
     /// The documents under `prefix` that `keep` takes, leaving out the ones
