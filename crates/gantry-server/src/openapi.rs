@@ -147,12 +147,21 @@ pub enum Op {
     Delete,
 }
 
+impl Op {
+    fn method(self) -> HttpMethod {
+        match self {
+            Op::List | Op::Get => HttpMethod::Get,
+            Op::Put => HttpMethod::Put,
+            Op::Delete => HttpMethod::Delete,
+        }
+    }
+}
+
 /// One operation of resource `R` on `path`, served by `route`: the route
 /// and its documentation, as `utoipa_axum::routes!` gives them for an
 /// annotated handler.
 pub fn resource_operation<R: Resource>(
     path: &str,
-    method: HttpMethod,
     op: Op,
     route: axum::routing::MethodRouter<AppState>,
 ) -> UtoipaMethodRouter<AppState> {
@@ -210,7 +219,7 @@ pub fn resource_operation<R: Resource>(
         operation = operation.request_body(Some(request));
     }
     let mut paths = Paths::new();
-    paths.add_path_operation(path, vec![method], operation.build());
+    paths.add_path_operation(path, vec![op.method()], operation.build());
     (schemas, paths, route)
 }
 

@@ -17,13 +17,12 @@ use gantry_api::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
-use utoipa::openapi::HttpMethod;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::access::Owner;
 use crate::error::{ApiError, ApiResult, Ids};
 use crate::gate::{AppState, Gate, WriteOptions, body_bytes, json_body};
-use crate::openapi;
+use crate::openapi::{self, Op};
 
 /// A kind of document the API reads and writes whole.
 pub trait Resource: Send + Sync + 'static {
@@ -38,13 +37,11 @@ pub trait Resource: Send + Sync + 'static {
     /// The OpenAPI tag of its routes.
     const TAG: &'static str;
     const ROUTES: Routes;
-    /// The store prefix a [`Routes::list`] route lists.
-    const PREFIX: &'static str = "";
 
     /// The document's key (`gantry_api::keys`).
     fn key(id: &Self::Id) -> String;
 
-    /// Whether a key under [`Resource::PREFIX`] holds one of these (an
+    /// Whether a key under the listed prefix holds one of these (an
     /// agent's prefix holds several kinds).
     fn is_document(_key: &StoreKey<'_>) -> bool {
         true
@@ -71,12 +68,19 @@ pub trait Resource: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub struct Routes {
     /// `GET`: every document of the kind.
-    pub list: Option<&'static str>,
+    pub list: Option<List>,
     /// `GET` one document (and `DELETE` it when `delete`).
     pub item: &'static str,
     /// `PUT` one document.
     pub put: &'static str,
     pub delete: bool,
+}
+
+/// A listing route: `GET path` answers the documents under `prefix`.
+#[derive(Debug, Clone, Copy)]
+pub struct List {
+    pub path: &'static str,
+    pub prefix: &'static str,
 }
 
 /// A path's ids as axum extracts them.
@@ -126,7 +130,8 @@ async fn get_one<R: Resource>(gate: Gate, Ids(id): Ids<R::Id>) -> ApiResult<Json
 }
 
 async fn list_all<R: Resource>(gate: Gate) -> ApiResult<Json<Listing<R::Body>>> {
-    gate.list::<R>(R::PREFIX, |_| true).await.map(Json)
+    let prefix = R::ROUTES.list.map_or("", |list| list.prefix);
+    gate.list::<R>(prefix, |_| true).await.map(Json)
 }
 
 async fn put_one<R: Resource>(
@@ -151,23 +156,18 @@ async fn delete_one<R: Resource>(gate: Gate, Ids(id): Ids<R::Id>) -> ApiResult<J
 }
 
 /// Adds `R`'s routes, and their operations to the document.
-pub fn mount<R: Resource>(api: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+pub fn mount<R: Resource>(mut api: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     let routes = R::ROUTES;
-    let mut api = api;
-    if let Some(path) = routes.list {
-        let route = routing::get(list_all::<R>);
-        api = api.routes(openapi::resource_operation::<R>(path, HttpMethod::Get, openapi::Op::List, route));
-    }
-    let item: [(HttpMethod, openapi::Op, &str, MethodRouter<AppState>); 2] = [
-        (HttpMethod::Get, openapi::Op::Get, routes.item, routing::get(get_one::<R>)),
-        (HttpMethod::Put, openapi::Op::Put, routes.put, routing::put(put_one::<R>)),
-    ];
-    for (method, op, path, route) in item {
-        api = api.routes(openapi::resource_operation::<R>(path, method, op, route));
+    let mut operations: Vec<(Op, &str, MethodRouter<AppState>)> =
+        vec![(Op::Get, routes.item, routing::get(get_one::<R>)), (Op::Put, routes.put, routing::put(put_one::<R>))];
+    if let Some(list) = routes.list {
+        operations.push((Op::List, list.path, routing::get(list_all::<R>)));
     }
     if routes.delete {
-        let route = routing::delete(delete_one::<R>);
-        api = api.routes(openapi::resource_operation::<R>(routes.item, HttpMethod::Delete, openapi::Op::Delete, route));
+        operations.push((Op::Delete, routes.item, routing::delete(delete_one::<R>)));
+    }
+    for (op, path, route) in operations {
+        api = api.routes(openapi::resource_operation::<R>(path, op, route));
     }
     api
 }
@@ -184,9 +184,12 @@ impl Resource for Machines {
     const WHAT: &'static str = "machine";
     const IDS: &'static [&'static str] = &["machine"];
     const TAG: &'static str = "inventory";
-    const ROUTES: Routes =
-        Routes { list: Some("/v1/machines"), item: "/v1/machines/{id}", put: "/v1/machines/{id}", delete: true };
-    const PREFIX: &'static str = keys::MACHINES;
+    const ROUTES: Routes = Routes {
+        list: Some(List { path: "/v1/machines", prefix: keys::MACHINES }),
+        item: "/v1/machines/{id}",
+        put: "/v1/machines/{id}",
+        delete: true,
+    };
 
     fn key(id: &String) -> String {
         keys::machine(id)
@@ -211,9 +214,12 @@ impl Resource for Groups {
     const WHAT: &'static str = "group";
     const IDS: &'static [&'static str] = &["group"];
     const TAG: &'static str = "inventory";
-    const ROUTES: Routes =
-        Routes { list: Some("/v1/groups"), item: "/v1/groups/{name}", put: "/v1/groups/{name}", delete: true };
-    const PREFIX: &'static str = keys::GROUPS;
+    const ROUTES: Routes = Routes {
+        list: Some(List { path: "/v1/groups", prefix: keys::GROUPS }),
+        item: "/v1/groups/{name}",
+        put: "/v1/groups/{name}",
+        delete: true,
+    };
 
     fn key(name: &String) -> String {
         keys::group(name)
@@ -234,9 +240,12 @@ impl Resource for Services {
     const WHAT: &'static str = "service";
     const IDS: &'static [&'static str] = &["service"];
     const TAG: &'static str = "inventory";
-    const ROUTES: Routes =
-        Routes { list: Some("/v1/services"), item: "/v1/services/{id}", put: "/v1/services/{id}", delete: true };
-    const PREFIX: &'static str = keys::SERVICES;
+    const ROUTES: Routes = Routes {
+        list: Some(List { path: "/v1/services", prefix: keys::SERVICES }),
+        item: "/v1/services/{id}",
+        put: "/v1/services/{id}",
+        delete: true,
+    };
 
     fn key(id: &String) -> String {
         keys::service(id)
@@ -272,7 +281,6 @@ impl Resource for Instances {
         put: "/v1/services/{service}/instances/{id}",
         delete: true,
     };
-    const PREFIX: &'static str = keys::INSTANCES;
 
     fn key((service, id): &(String, String)) -> String {
         keys::instance(service, id)
@@ -303,12 +311,11 @@ impl Resource for AgentStatuses {
     const IDS: &'static [&'static str] = &["machine"];
     const TAG: &'static str = "agents";
     const ROUTES: Routes = Routes {
-        list: Some("/v1/agents"),
+        list: Some(List { path: "/v1/agents", prefix: keys::AGENTS }),
         item: "/v1/agents/{machine}",
         put: "/v1/agents/{machine}/status",
         delete: false,
     };
-    const PREFIX: &'static str = keys::AGENTS;
 
     fn key(machine: &String) -> String {
         AgentKey::Status.of(machine)
