@@ -40,7 +40,7 @@ pub fn document() -> &'static str {
     })
 }
 
-/// This document.
+/// The API's OpenAPI 3.1 document (this one).
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "server", responses(
     (status = 200, description = "This document (OpenAPI 3.1).", content_type = "application/json", body = Object),
 ))]
