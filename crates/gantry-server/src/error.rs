@@ -1,10 +1,15 @@
-//! API errors: every failure becomes a status code and a JSON `ErrorBody`.
+//! API errors: every failure becomes a status code and a JSON `ErrorBody`,
+//! including the requests the framework would refuse by itself (an unknown
+//! route, a method the route does not take, path ids that do not decode).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use gantry_api::{ErrorBody, ErrorCode};
 use gantry_store::StoreError;
+use serde::de::DeserializeOwned;
 
 /// An error answer: a stable code (which carries its HTTP status) and a
 /// message for people.
@@ -60,3 +65,36 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Where no route matches: a JSON 404.
+pub async fn no_route(uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no API route {}; the routes are in GET /v1/openapi.json (openapi/gantry.json in the repository)",
+        uri.path()
+    ))
+}
+
+/// Where the route exists but not with this method: a JSON 405 (axum adds
+/// the `Allow` header with the methods the route takes).
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}; the Allow header lists the methods it takes", uri.path()),
+    )
+}
+
+/// The path's parameters (`{id}`, `(service, id)`), decoded as axum does,
+/// with a JSON 400 `invalid_path` when they do not decode.
+#[derive(Debug)]
+pub struct Ids<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Ids<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Ids<T>, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(ids)) => Ok(Ids(ids)),
+            Err(e) => Err(ApiError::new(ErrorCode::InvalidPath, e.body_text())),
+        }
+    }
+}

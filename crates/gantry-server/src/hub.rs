@@ -372,6 +372,12 @@ mod tests {
             }
         }
         drop((slow, reading));
+        // The broadcasting task may hold the hub for the event it is
+        // handing out on another thread; the hub stops when it lets go.
+        let started = std::time::Instant::now();
+        while hubs.running() != 0 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(hubs.running(), 0, "the hub stops with its last follower");
     }
 

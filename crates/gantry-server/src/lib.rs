@@ -1,113 +1,77 @@
 //! `gantry server`: the HTTP API over the store (seed 001 "single source of
 //! truth", seed 002 machine and service inventories).
 //!
-//! Routes (all JSON; every error is a 4xx/5xx with an `ErrorBody`):
+//! The API: the machine and service inventories (machines, node groups,
+//! service definitions, instances) with their queries (hosts for a
+//! service, services on a host, hosts with a property, `get_host`), agents'
+//! published status and the control documents operators write for them,
+//! a free-form KV space with compare-and-set, leases, and resumable watches
+//! of any key prefix as Server-Sent Events. Every answer is JSON unless a
+//! route says otherwise; every error, including the requests the framework
+//! refuses (unknown route, wrong method, a path that does not decode), is a
+//! 4xx/5xx with gantry-api's `ErrorBody`. The routes, their parameters and
+//! bodies are in the OpenAPI document, served at `GET /v1/openapi.json` and
+//! committed as `openapi/gantry.json`; it is generated from the code
+//! (`openapi.rs`) and a test fails when the two differ.
 //!
-//! ```text
-//! GET    /v1/health                          200 when the store answers
-//! GET    /metrics                            Prometheus text
-//! GET    /v1/kv?prefix=P&limit=N             list keys
-//! GET    /v1/kv/KEY[?raw]                    one key (raw: the value alone)
-//! PUT    /v1/kv/KEY[?cas=REV][&lease=ID]     body = value; cas=0: must not exist; 409 on a lost race
-//! DELETE /v1/kv/KEY[?prefix][&cas=REV]
-//! PUT    /v1/machines/ID[?lease=ID]          Machine
-//! GET    /v1/machines | /v1/machines/ID | /v1/machines/ID/instances
-//! DELETE /v1/machines/ID
-//! PUT    /v1/groups/NAME                     Group (gantry apply)
-//! GET    /v1/groups | /v1/groups/NAME ;  DELETE /v1/groups/NAME
-//! PUT    /v1/services/ID                     service definition (any JSON object)
-//! GET    /v1/services | /v1/services/ID ;  DELETE /v1/services/ID
-//! PUT    /v1/services/S/instances/ID[?lease=ID]   Instance
-//! GET    /v1/services/S/instances[?healthy][&PROP=V...]   hosts for service S
-//! DELETE /v1/services/S/instances/ID
-//! GET    /v1/instances[?PROP=V...]           hosts with property PROP=V
-//! GET    /v1/lookup/S[?PROP=V...][&federation=F]   one healthy instance (get_host)
-//! POST   /v1/leases {"ttl_secs": N} ;  PUT /v1/leases/ID/keepalive ;  DELETE /v1/leases/ID
-//! GET    /v1/watch?prefix=P[&from=REV]       Server-Sent Events, resumable
-//! GET    /v1/agents | /v1/agents/M         agents' published statuses
-//! PUT    /v1/agents/M/status[?lease=ID]      AgentStatus (the agent's own)
-//! GET    /v1/agents/M/control                AgentControl: every control document of M
-//! GET|PUT /v1/agents/M/listener | /v1/agents/M/deploy    ListenerSwitch | DeployRequest
-//! GET|PUT|DELETE /v1/agents/M/services/S     ServiceControl
-//! GET    /v1/agents/M/logs/S[?tail=B&follow=true]  service S's log on machine M (proxied to M's agent)
-//! ```
+//! How a request is served:
+//!
+//! - `routes::api` is the route table: each route is registered with its
+//!   OpenAPI operation (`utoipa_axum`), so the router and the document are
+//!   one list.
+//! - `resource`: each kind of document (machines, groups, services,
+//!   instances, agent status, listener switches, deploy requests, service
+//!   controls) is a `Resource` declaring its key layout, body type and
+//!   validation once; generic handlers read, list, write (`?cas=`,
+//!   `?lease=`) and delete it. KV, leases, queries, watches and the log
+//!   proxy have handlers of their own.
+//! - Access control: every request reaches the store through a
+//!   `gate::Gate`, extracted per request with the request's `Caller`;
+//!   the gate calls `access::authorize(caller, action, target)` before each
+//!   store operation, lease operation, watch and log read, with the typed
+//!   target (a `StoreKey` and whom its document belongs to, a prefix, a
+//!   lease). Today it allows everything (there are no credentials yet);
+//!   tokens and policies go in that one function.
 //!
 //! Architecture invariant: the server is the only component that opens the store.
 #![forbid(unsafe_code)]
 
+mod access;
 mod agents;
 mod error;
+mod gate;
 mod hub;
+mod inventory;
+mod kv;
 mod metrics;
+mod openapi;
 mod query;
+mod resource;
 mod routes;
 mod watch;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::response::{IntoResponse, Response};
 use gantry_store::Store;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
-
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub metrics: Arc<metrics::Metrics>,
-    /// The watched prefixes' shared store watches.
-    pub hubs: Arc<hub::Hubs>,
-    /// To agents' own APIs (logs).
-    pub http: reqwest::Client,
-}
+pub use openapi::document as openapi_document;
 
 /// The API router over `store`.
 pub fn router(store: Store) -> Router {
-    let hubs = Arc::new(hub::Hubs::new(store.clone(), watch::encode));
-    let state = AppState { store, metrics: Arc::default(), hubs, http: reqwest::Client::new() };
-    Router::new()
-        .route("/v1/health", get(routes::health))
-        .route("/metrics", get(routes::metrics))
-        .route("/v1/kv", get(routes::kv_list))
-        .route("/v1/kv/{*key}", get(routes::kv_get).put(routes::kv_put).delete(routes::kv_delete))
-        .route("/v1/machines", get(routes::machines_list))
-        .route("/v1/machines/{id}", get(routes::machine_get).put(routes::machine_put).delete(routes::machine_delete))
-        .route("/v1/machines/{id}/instances", get(routes::machine_instances))
-        .route("/v1/groups", get(routes::groups_list))
-        .route("/v1/groups/{name}", get(routes::group_get).put(routes::group_put).delete(routes::group_delete))
-        .route("/v1/services", get(routes::services_list))
-        .route("/v1/services/{id}", get(routes::service_get).put(routes::service_put).delete(routes::service_delete))
-        .route("/v1/services/{service}/instances", get(routes::service_instances))
-        .route(
-            "/v1/services/{service}/instances/{id}",
-            get(routes::instance_get).put(routes::instance_put).delete(routes::instance_delete),
-        )
-        .route("/v1/instances", get(routes::instances_with_property))
-        .route("/v1/lookup/{service}", get(routes::lookup))
-        .route("/v1/leases", post(routes::lease_grant))
-        .route("/v1/leases/{id}/keepalive", put(routes::lease_keepalive))
-        .route("/v1/leases/{id}", axum::routing::delete(routes::lease_revoke))
-        .route("/v1/watch", get(watch::watch))
-        .route("/v1/agents", get(agents::statuses))
-        .route("/v1/agents/{machine}", get(agents::status))
-        .route("/v1/agents/{machine}/status", put(agents::put_status))
-        .route("/v1/agents/{machine}/control", get(agents::control))
-        .route("/v1/agents/{machine}/listener", get(agents::listener_get).put(agents::listener_put))
-        .route("/v1/agents/{machine}/deploy", get(agents::deploy_get).put(agents::deploy_put))
-        .route(
-            "/v1/agents/{machine}/services/{service}",
-            get(agents::service_control_get).put(agents::service_control_put).delete(agents::service_control_delete),
-        )
-        .route("/v1/agents/{machine}/logs/{service}", get(agents::logs))
-        .fallback(routes::fallback)
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+    let state = gate::AppState::new(store);
+    let (router, _) = routes::api().split_for_parts();
+    router
+        // After every route: it applies to the routes present.
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::no_route)
+        .layer(middleware::from_fn_with_state(state.clone(), front_door))
         // Bodies are read by the handlers as bytes with this limit, so an
         // oversized one is a JSON 413 from our own code.
         .layer(DefaultBodyLimit::max(gantry_api::MAX_BODY_BYTES))
@@ -223,13 +187,19 @@ async fn serve_router(
     }
 }
 
-async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// What every request passes: its path must decode (a JSON 400
+/// `invalid_path` otherwise, before any handler), and it is counted in the
+/// metrics.
+async fn front_door(State(state): State<gate::AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // MatchedPath is an Arc inside: cloning it does not copy the string.
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
+    let response = match query::check_path(request.uri().path()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state.metrics.record(&method, route, response.status().as_u16(), started.elapsed());
+    state.metrics().record(&method, route, response.status().as_u16(), started.elapsed());
     response
 }

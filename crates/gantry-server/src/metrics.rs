@@ -1,13 +1,16 @@
 //! Prometheus text exposition of the server's own counters: requests by
-//! route and status, request latency, open watchers, store revision.
+//! route and status, request latency, access decisions, open watchers,
+//! store revision.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::Method;
+
+use crate::access::Action;
 
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
@@ -18,6 +21,8 @@ pub struct Metrics {
     /// allocation once a route has been seen: this is on every request's path.
     routes: Mutex<BTreeMap<String, RouteStats>>,
     pub watchers: AtomicI64,
+    /// `access::authorize`'s decisions: [action][refused].
+    decisions: [[AtomicU64; 2]; Action::ALL.len()],
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +61,11 @@ impl Metrics {
         h.sum += secs;
     }
 
+    /// Counts one of `access::authorize`'s decisions.
+    pub fn decided(&self, action: Action, allowed: bool) {
+        self.decisions[action as usize][usize::from(!allowed)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The exposition text; `revision` is the store's current revision,
     /// `store_watches` how many watches the server holds on the store.
     pub fn render(&self, revision: u64, store_watches: i64) -> String {
@@ -90,6 +100,15 @@ impl Metrics {
             );
             let _ = writeln!(out, "gantry_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
             let _ = writeln!(out, "gantry_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+        }
+        out.push_str("# HELP gantry_authorizations_total Access decisions on what requests asked to do, by action.\n");
+        out.push_str("# TYPE gantry_authorizations_total counter\n");
+        for action in Action::ALL {
+            for (i, decision) in ["allow", "deny"].into_iter().enumerate() {
+                let n = self.decisions[action as usize][i].load(Ordering::Relaxed);
+                let action = action.as_str();
+                let _ = writeln!(out, "gantry_authorizations_total{{action=\"{action}\",decision=\"{decision}\"}} {n}");
+            }
         }
         out.push_str("# HELP gantry_watchers Open watch streams.\n# TYPE gantry_watchers gauge\n");
         let _ = writeln!(out, "gantry_watchers {}", self.watchers.load(Ordering::Relaxed));

@@ -14,31 +14,44 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::RawQuery;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use gantry_api::{ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind};
+use gantry_api::{ErrorCode, ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind};
 use gantry_store::{Event, EventKind, StoreError};
 
-use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::gate::Gate;
 use crate::hub::{Follower, Item, KEEP_ALIVE, Position};
 use crate::metrics::Metrics;
+use crate::openapi::{Errors, WatchStream};
 use crate::query;
-use gantry_api::ErrorCode;
 
-pub async fn watch(State(s): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> ApiResult<Response> {
+/// Every change under a key prefix, as Server-Sent Events; resumable.
+#[utoipa::path(get, path = "/v1/watch", tag = "watch",
+    params(
+        ("prefix" = Option<String>, Query, description = "Store keys to follow: `kv/...`, `machines/`, `instances/SERVICE/`, `services/`, `agents/` (default: every key)."),
+        ("from" = Option<u64>, Query, description = "Start with the changes at this revision (0 or absent: only changes from now on)."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (`REVISION.INDEX`, the `id` of the last event seen); wins over `from`."),
+    ),
+    responses(
+        (status = 200, description = "The changes, as Server-Sent Events, until the client hangs up or a `reset` event.",
+            content_type = "text/event-stream", body = WatchStream),
+        Errors,
+    ),
+)]
+pub async fn watch(gate: Gate, RawQuery(raw): RawQuery, headers: HeaderMap) -> ApiResult<Response> {
     let q = query::parse(raw.as_deref())?;
-    let prefix = q.get("prefix").cloned().unwrap_or_default();
-    gantry_store::validate_prefix(&prefix).map_err(ApiError::from)?;
+    let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
     // Resume after the last event seen, or start at `from` (0: from now).
     let start = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         Some(id) => Some(parse_event_id(id)?.next()),
         None => query::number(&q, "from")?.filter(|&from| from > 0).map(|revision| Position { revision, index: 0 }),
     };
-    let frames: futures::stream::BoxStream<'static, Bytes> = match s.hubs.follow(&prefix, start).await {
-        Ok(follower) => Box::pin(frames(follower, WatcherGuard::new(Arc::clone(&s.metrics)))),
+    let (followed, metrics) = gate.follow(prefix, start).await?;
+    let frames: futures::stream::BoxStream<'static, Bytes> = match followed {
+        Ok(follower) => Box::pin(frames(follower, WatcherGuard::new(metrics))),
         // A start outside the history is told to re-read the same way as a
         // watcher that falls behind later.
         Err(e @ StoreError::Compacted { .. }) => Box::pin(futures::stream::once(std::future::ready(reset(e)))),

@@ -203,10 +203,29 @@ async fn bad_input_is_a_4xx_with_a_json_error_and_stores_nothing() {
             (reqwest::Method::PUT, "/v1/kv/k".into(), vec![0xff, 0xfe], 400, "invalid_body"),
             (reqwest::Method::POST, "/v1/leases".into(), br#"{"ttl_secs": 0}"#.to_vec(), 400, "invalid_ttl"),
             (reqwest::Method::GET, "/v1/no/such/route".into(), vec![], 404, "not_found"),
+            // A method the route does not take.
+            (reqwest::Method::POST, "/v1/machines".into(), b"{}".to_vec(), 405, "method_not_allowed"),
+            (reqwest::Method::DELETE, "/v1/health".into(), vec![], 405, "method_not_allowed"),
+            (reqwest::Method::PATCH, "/v1/kv/k".into(), b"x".to_vec(), 405, "method_not_allowed"),
+            (reqwest::Method::PUT, "/v1/lookup/api".into(), vec![], 405, "method_not_allowed"),
+            // Paths that do not decode: not UTF-8 once decoded, or a `%`
+            // that starts no escape (which axum would take literally).
+            (reqwest::Method::GET, "/v1/machines/%FF".into(), vec![], 400, "invalid_path"),
+            (reqwest::Method::PUT, "/v1/kv/a%C3%28".into(), b"x".to_vec(), 400, "invalid_path"),
+            (reqwest::Method::PUT, "/v1/kv/100%zz".into(), b"x".to_vec(), 400, "invalid_path"),
+            (reqwest::Method::PUT, "/v1/services/api/instances/%4".into(), b"{}".to_vec(), 400, "invalid_path"),
+            (reqwest::Method::GET, "/v1/no/such%zz".into(), vec![], 400, "invalid_path"),
+            // Ids that decode but are not one key segment.
+            (reqwest::Method::GET, "/v1/machines/a%2Fb".into(), vec![], 400, "invalid_id"),
+            (reqwest::Method::PUT, "/v1/agents/m%01/listener".into(), b"{}".to_vec(), 400, "invalid_id"),
         ];
         for (method, path, body, status, code) in cases {
             let response = http.request(method.clone(), format!("{}{path}", s.url)).body(body).send().await.unwrap();
             assert_eq!(response.status().as_u16(), status, "{method} {path}");
+            if status == 405 {
+                let allow = response.headers().get("allow").unwrap_or_else(|| panic!("{method} {path}: no Allow"));
+                assert!(!allow.to_str().unwrap().contains(method.as_str()), "{method} {path}: {allow:?}");
+            }
             let error: gantry_api::ErrorBody =
                 response.json().await.unwrap_or_else(|e| panic!("{method} {path}: not a JSON error: {e}"));
             assert_eq!(error.error.code.as_str(), code, "{method} {path}: {}", error.error.message);

@@ -3,6 +3,8 @@
 //! suite runs against both engines: embedded (temp dir) and a real etcd
 //! started by the test.
 
+mod http;
+mod openapi;
 mod suite;
 
 use std::future::Future;

@@ -4,15 +4,21 @@
 //!
 //! `GET /v1/logs/<service>?tail=BYTES&follow=true`: the last `tail` bytes
 //! (default 64 KiB) of the service's log, across rotations; with `follow`,
-//! then everything written after, as it is written.
+//! then everything written after, as it is written. `GET /v1/health`: `ok`.
+//!
+//! Every error is a 4xx/5xx with gantry-api's JSON `ErrorBody`, as the
+//! server's are, including the requests axum would refuse by itself: an
+//! unknown route (404), another method (405, with `Allow`), a path that
+//! does not decode (400 `invalid_path`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
@@ -55,6 +61,8 @@ pub async fn serve(listen: SocketAddr, log_dir: PathBuf) -> std::io::Result<(Str
     let app = Router::new()
         .route("/v1/health", get(|| async { "ok\n" }))
         .route("/v1/logs/{service}", get(logs))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
         .with_state(log_dir);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -62,7 +70,17 @@ pub async fn serve(listen: SocketAddr, log_dir: PathBuf) -> std::io::Result<(Str
     Ok((url, task))
 }
 
-async fn logs(State(log_dir): State<PathBuf>, Path(service): Path<String>, RawQuery(raw): RawQuery) -> Response {
+async fn logs(
+    State(log_dir): State<PathBuf>,
+    uri: Uri,
+    service: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let service = match service {
+        Ok(Path(service)) if well_escaped(uri.path()) => service,
+        Ok(_) => return error(ErrorCode::InvalidPath, format!("bad percent-encoding in {:?}", uri.path())),
+        Err(e) => return error(ErrorCode::InvalidPath, e.body_text()),
+    };
     let query = match LogQuery::parse(raw.as_deref()) {
         Ok(query) => query,
         Err(e) => return error(ErrorCode::InvalidQuery, e),
@@ -88,7 +106,58 @@ async fn logs(State(log_dir): State<PathBuf>, Path(service): Path<String>, RawQu
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
+/// Whether every `%` in `path` starts an escape of two hex digits (axum
+/// takes a malformed one literally).
+fn well_escaped(path: &str) -> bool {
+    path.split('%')
+        .skip(1)
+        .all(|rest| rest.as_bytes().get(..2).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)))
+}
+
+async fn no_route(uri: Uri) -> Response {
+    let message =
+        format!("no route {} on the agent's API: it serves GET /v1/logs/SERVICE and GET /v1/health", uri.path());
+    error(ErrorCode::NotFound, message)
+}
+
+/// axum adds the `Allow` header.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let message = format!("{method} is not allowed on {}; the Allow header lists the methods it takes", uri.path());
+    error(ErrorCode::MethodNotAllowed, message)
+}
+
 fn error(code: ErrorCode, message: String) -> Response {
     let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(ErrorBody::new(code, message))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use gantry_api::{ErrorBody, ErrorCode};
+    use reqwest::Method;
+
+    #[tokio::test]
+    async fn every_rejection_is_a_json_error() {
+        let logs = tempfile::tempdir().unwrap();
+        let (url, task) = super::serve("127.0.0.1:0".parse().unwrap(), logs.path().to_owned()).await.unwrap();
+        let http = reqwest::Client::new();
+        let cases = [
+            (Method::GET, "/v1/nope", 404, ErrorCode::NotFound),
+            (Method::POST, "/v1/logs/api", 405, ErrorCode::MethodNotAllowed),
+            (Method::DELETE, "/v1/health", 405, ErrorCode::MethodNotAllowed),
+            (Method::GET, "/v1/logs/%FF%FE", 400, ErrorCode::InvalidPath),
+            (Method::GET, "/v1/logs/a%zz", 400, ErrorCode::InvalidPath),
+            (Method::GET, "/v1/logs/no-such-service", 404, ErrorCode::NotFound),
+        ];
+        for (method, path, status, code) in cases {
+            let response = http.request(method.clone(), format!("{url}{path}")).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{method} {path}");
+            if status == 405 {
+                assert!(response.headers().contains_key("allow"), "{method} {path}");
+            }
+            let error: ErrorBody = response.json().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            assert_eq!(error.error.code, code, "{method} {path}: {}", error.error.message);
+        }
+        task.abort();
+    }
 }

@@ -1,0 +1,314 @@
+//! The way every request reaches the store: a [`Gate`] holds the
+//! request's [`Caller`] and the server's state, and calls
+//! [`access::authorize`] with the typed target before each operation
+//! (reads, listings, writes, deletes, leases, watches, the log proxy), so
+//! access control has one place to live and handlers no way around it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::FromRequestParts;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use gantry_api::keys::StoreKey;
+use gantry_api::{DeleteResult, ErrorCode, HealthStatus, LeaseGrant, Listing, WriteResult};
+use gantry_store::{KeyValue, LeaseId, RangeResponse, Store, StoreError};
+use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
+
+use crate::access::{self, Action, Caller, Owner, Target};
+use crate::error::{ApiError, ApiResult};
+use crate::hub::{Follower, Hubs, Position};
+use crate::metrics::Metrics;
+use crate::resource::{AgentStatuses, Resource};
+use crate::{query, watch};
+
+/// What the server's requests share. Its store is reachable only through
+/// a [`Gate`].
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    store: Store,
+    metrics: Arc<Metrics>,
+    /// The watched prefixes' shared store watches.
+    hubs: Hubs,
+    /// To agents' own APIs (logs).
+    http: reqwest::Client,
+}
+
+impl AppState {
+    pub fn new(store: Store) -> AppState {
+        let hubs = Hubs::new(store.clone(), watch::encode);
+        AppState(Arc::new(Shared { store, metrics: Arc::default(), hubs, http: reqwest::Client::new() }))
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+/// A request's way to the store: its caller and the server's state. Each
+/// operation is authorized for the caller before it happens.
+#[derive(Debug)]
+pub struct Gate {
+    state: AppState,
+    caller: Caller,
+}
+
+impl FromRequestParts<AppState> for Gate {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Gate, Infallible> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        Ok(Gate { state: state.clone(), caller })
+    }
+}
+
+/// A put's query: `?cas=REV` and `?lease=ID`.
+#[derive(Debug, Clone, Copy, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WriteOptions {
+    /// Write only if the key's revision is this one (0: only if the key
+    /// does not exist); otherwise 409 `cas_failed`.
+    pub cas: Option<u64>,
+    /// Attach the key to this lease (its hex id, from `POST /v1/leases`):
+    /// the key disappears when the lease ends.
+    #[param(value_type = Option<String>)]
+    pub lease: Option<LeaseId>,
+}
+
+impl WriteOptions {
+    pub fn parse(raw: Option<&str>) -> ApiResult<WriteOptions> {
+        let q = query::parse(raw)?;
+        Ok(WriteOptions { cas: query::number(&q, "cas")?, lease: q.get("lease").map(|v| query::lease(v)).transpose()? })
+    }
+}
+
+impl Gate {
+    /// [`access::authorize`], counted in the metrics.
+    fn allow(&self, action: Action, target: Target<'_>) -> ApiResult<()> {
+        let decision = access::authorize(&self.caller, action, &target);
+        self.state.0.metrics.decided(action, decision.is_ok());
+        decision
+    }
+
+    /// Whether a listing shows the caller `key` (with `owner`).
+    fn shows(&self, key: StoreKey<'_>, owner: Option<Owner<'_>>) -> bool {
+        self.allow(Action::Read, Target::Key { key, owner }).is_ok()
+    }
+
+    fn store(&self) -> &Store {
+        &self.state.0.store
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> ApiResult<HealthStatus> {
+        self.allow(Action::Read, Target::Server)?;
+        let revision = self.store().revision().await?;
+        let store = format!("{:?}", self.store().engine()).to_lowercase();
+        Ok(HealthStatus { status: "ok".into(), store, revision })
+    }
+
+    /// `GET /metrics`: Prometheus text.
+    pub async fn metrics(&self) -> ApiResult<String> {
+        self.allow(Action::Read, Target::Server)?;
+        let revision = self.store().revision().await.unwrap_or(0);
+        Ok(self.state.0.metrics.render(revision, self.state.0.hubs.running()))
+    }
+
+    /// One document, authorized on whom it belongs to. A missing (or
+    /// undecodable) one is authorized on its key alone, so that a caller
+    /// who may not read it cannot tell whether it exists.
+    pub async fn read<R: Resource>(&self, id: &R::Id) -> ApiResult<R::Body> {
+        let key = R::key(id);
+        let document = self.store().get(&key).await?.kv.map(|kv| decode::<R::Body>(&kv));
+        let owner = match &document {
+            Some(Ok(document)) => Some(R::owner(document)),
+            _ => None,
+        };
+        self.allow(Action::Read, Target::Key { key: layout_key(&key)?, owner })?;
+        document.unwrap_or_else(|| Err(ApiError::not_found(R::missing(id))))
+    }
+
+    /// The documents under `prefix` that `keep` takes, leaving out the ones
+    /// the caller may not read.
+    pub async fn list<R: Resource>(
+        &self,
+        prefix: &str,
+        keep: impl Fn(&R::Body) -> bool,
+    ) -> ApiResult<Listing<R::Body>> {
+        self.allow(Action::Read, Target::Prefix(prefix))?;
+        let range = self.store().range(prefix, None).await?;
+        let mut items = Vec::with_capacity(range.kvs.len());
+        for kv in &range.kvs {
+            let Some(key) = StoreKey::parse(&kv.key).filter(R::is_document) else { continue };
+            let document: R::Body = decode(kv)?;
+            if keep(&document) && self.shows(key, Some(R::owner(&document))) {
+                items.push(document);
+            }
+        }
+        Ok(Listing { revision: range.revision, items })
+    }
+
+    /// The keys under `prefix` (at most `limit`), leaving out the ones the
+    /// caller may not read.
+    pub async fn range(&self, prefix: &str, limit: Option<usize>) -> ApiResult<RangeResponse> {
+        self.allow(Action::Read, Target::Prefix(prefix))?;
+        let mut range = self.store().range(prefix, limit).await?;
+        range.kvs.retain(|kv| StoreKey::parse(&kv.key).is_some_and(|key| self.shows(key, None)));
+        Ok(range)
+    }
+
+    /// One key as stored (KV values are not documents).
+    pub async fn get(&self, key: &str) -> ApiResult<Option<KeyValue>> {
+        self.allow(Action::Read, Target::Key { key: layout_key(key)?, owner: None })?;
+        Ok(self.store().get(key).await?.kv)
+    }
+
+    /// Stores `value` under `key` as sent, with the put's options; `owner`
+    /// is what the body says about whom it belongs to.
+    pub async fn write(
+        &self,
+        key: &str,
+        owner: Option<Owner<'_>>,
+        value: Bytes,
+        options: WriteOptions,
+    ) -> ApiResult<WriteResult> {
+        self.allow(Action::Write, Target::Key { key: layout_key(key)?, owner })?;
+        if let Some(lease) = options.lease {
+            self.allow(Action::Write, Target::Lease(Some(lease)))?;
+        }
+        let store = self.store();
+        if let Some(expected) = options.cas {
+            let mut txn = gantry_store::Txn::new().when_mod_revision(key, expected);
+            txn = match options.lease {
+                Some(l) => txn.put_with_lease(key, value, l),
+                None => txn.put(key, value),
+            };
+            let t = store.txn(txn).await?;
+            if !t.succeeded {
+                return Err(cas_failed(key, expected));
+            }
+            return Ok(WriteResult { revision: t.revision });
+        }
+        let revision = match options.lease {
+            Some(l) => store.put_with_lease(key, value, l).await?,
+            None => store.put(key, value).await?,
+        };
+        Ok(WriteResult { revision })
+    }
+
+    /// Deletes one key, only at revision `cas` when given. Deleting what is
+    /// not there is not an error (idempotent).
+    pub async fn delete(&self, key: &str, cas: Option<u64>) -> ApiResult<DeleteResult> {
+        self.allow(Action::Delete, Target::Key { key: layout_key(key)?, owner: None })?;
+        if let Some(expected) = cas {
+            let t = self.store().compare_and_delete(key, expected).await?;
+            if !t.succeeded {
+                return Err(cas_failed(key, expected));
+            }
+            return Ok(DeleteResult { revision: t.revision, deleted: 1 });
+        }
+        let d = self.store().delete(key).await?;
+        Ok(DeleteResult { revision: d.revision, deleted: d.deleted })
+    }
+
+    /// Deletes every key under `prefix`.
+    pub async fn delete_prefix(&self, prefix: &str) -> ApiResult<DeleteResult> {
+        self.allow(Action::Delete, Target::Prefix(prefix))?;
+        let d = self.store().delete_prefix(prefix).await?;
+        Ok(DeleteResult { revision: d.revision, deleted: d.deleted })
+    }
+
+    pub async fn grant_lease(&self, ttl: Duration) -> ApiResult<LeaseGrant> {
+        self.allow(Action::Write, Target::Lease(None))?;
+        let lease = self.store().grant_lease(ttl).await?;
+        Ok(LeaseGrant { id: lease.id.to_string(), ttl_secs: lease.ttl.as_secs() })
+    }
+
+    /// Renews `lease`; its TTL.
+    pub async fn keep_alive(&self, lease: LeaseId) -> ApiResult<Duration> {
+        self.allow(Action::Write, Target::Lease(Some(lease)))?;
+        Ok(self.store().keep_alive(lease).await?)
+    }
+
+    pub async fn revoke_lease(&self, lease: LeaseId) -> ApiResult<()> {
+        self.allow(Action::Delete, Target::Lease(Some(lease)))?;
+        Ok(self.store().revoke_lease(lease).await?)
+    }
+
+    /// Follows `prefix` from `start` (`None`: from now) on its shared
+    /// watch. The outer error is a refusal; the inner one the store's
+    /// (a start outside the history).
+    pub async fn follow(
+        &self,
+        prefix: &str,
+        start: Option<Position>,
+    ) -> ApiResult<(Result<Follower, StoreError>, Arc<Metrics>)> {
+        self.allow(Action::Watch, Target::Prefix(prefix))?;
+        gantry_store::validate_prefix(prefix)?;
+        Ok((self.state.0.hubs.follow(prefix, start).await, Arc::clone(&self.state.0.metrics)))
+    }
+
+    /// Where `machine`'s agent answers, to read `service`'s log from it,
+    /// and the client to ask it with.
+    pub async fn agent_api(&self, machine: &str, service: &str) -> ApiResult<(String, &reqwest::Client)> {
+        self.allow(Action::Read, Target::AgentLogs { machine, service })?;
+        let status = self.read::<AgentStatuses>(&machine.to_owned()).await.map_err(|e| match e.code {
+            ErrorCode::CorruptValue => {
+                ApiError::new(ErrorCode::BadAgentStatus, format!("agent {machine}'s status: {}", e.message))
+            }
+            _ => e,
+        })?;
+        let Some(api) = status.api else {
+            return Err(ApiError::not_found(format!(
+                "agent {machine} runs without its API, so its logs cannot be read remotely"
+            )));
+        };
+        Ok((api, &self.state.0.http))
+    }
+}
+
+/// The typed key of a key this layer built; a key outside the layout (an
+/// empty KV key) is the caller's mistake.
+fn layout_key(key: &str) -> ApiResult<StoreKey<'_>> {
+    StoreKey::parse(key)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidKey, format!("{key:?} is not a key Gantry stores")))
+}
+
+fn cas_failed(key: &str, expected: u64) -> ApiError {
+    let wanted = if expected == 0 { "not to exist".to_string() } else { format!("to be at revision {expected}") };
+    ApiError::new(
+        ErrorCode::CasFailed,
+        format!("compare-and-set failed: expected {key:?} {wanted}; read it again and retry"),
+    )
+}
+
+/// A stored document as its type.
+pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> ApiResult<T> {
+    serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::new(ErrorCode::CorruptValue, format!("stored value of {:?} does not decode: {e}", kv.key))
+    })
+}
+
+/// The request body, or the JSON 413/400 for one that could not be read.
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::BodyTooLarge, format!("request body over {} bytes", gantry_api::MAX_BODY_BYTES))
+        } else {
+            ApiError::new(ErrorCode::InvalidBody, e.body_text())
+        }
+    })
+}
+
+/// A JSON body as `T`, with serde's message (line, column, unknown field)
+/// when it is not one.
+pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("invalid JSON body: {e}")))
+}
