@@ -442,6 +442,39 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Create the built-in certificate authority: DIR/ca.pem and DIR/ca-key.pem
+    /// (the private key, mode 0600). Refuses to replace an existing one.
+    #[command(name = "tls:ca:create")]
+    TlsCaCreate {
+        #[command(flatten)]
+        tls: TlsDirArgs,
+        /// The CA's name, in its certificate ("Gantry CA NAME")
+        #[arg(long, default_value = "gantry", value_name = "NAME")]
+        name: String,
+        /// Valid for this long
+        #[arg(long, default_value = "10years", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        valid_for: Duration,
+    },
+    /// Create a certificate signed by the CA in DIR for a server, an agent or a
+    /// client: DIR/NAME.pem and DIR/NAME-key.pem (mode 0600), its role written in it.
+    #[command(name = "tls:cert:create")]
+    TlsCertCreate {
+        /// Its holder: the server's or machine's name, or the operator's
+        name: String,
+        #[command(flatten)]
+        role: CertRoleArgs,
+        /// An address it answers on (repeatable); servers also get 127.0.0.1
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<IpAddr>,
+        /// A DNS name it answers on (repeatable); servers also get localhost
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Valid for this long
+        #[arg(long, default_value = "1year", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        valid_for: Duration,
+        #[command(flatten)]
+        tls: TlsDirArgs,
+    },
     /// Follow every change under a KV prefix (datastores/), or under a store prefix
     /// with --store (machines/, instances/api/): one JSON object per line.
     Watch {
@@ -480,6 +513,7 @@ impl Command {
             | Command::ServicesShow { repo, .. }
             | Command::RepoCheck { repo } => repo.json,
             Command::Status { json, .. } => *json,
+            Command::TlsCaCreate { tls, .. } | Command::TlsCertCreate { tls, .. } => tls.json,
             Command::Up { .. } | Command::Down { .. } | Command::Server(_) | Command::Agent(_) => false,
             _ => self.server().is_some_and(|server| server.json),
         };
@@ -528,8 +562,36 @@ impl Command {
                 | Command::ServicesShow { .. }
                 | Command::RepoCheck { .. }
                 | Command::Down { .. }
+                | Command::TlsCaCreate { .. }
+                | Command::TlsCertCreate { .. }
         )
     }
+}
+
+/// Where the certificate authority's files are.
+#[derive(Debug, clap::Args)]
+pub struct TlsDirArgs {
+    /// The directory of ca.pem and ca-key.pem, where certificates are written
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a certificate is for: exactly one of the three.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct CertRoleArgs {
+    /// For a `gantry server`
+    #[arg(long)]
+    pub server: bool,
+    /// For a `gantry agent` (NAME: its machine)
+    #[arg(long)]
+    pub agent: bool,
+    /// For an operator's CLI or an application
+    #[arg(long)]
+    pub client: bool,
 }
 
 /// Where the client finds the server.
@@ -559,6 +621,28 @@ pub struct ServeArgs {
     /// requests/s on one core; more split a watch fan-out's writes)
     #[arg(long, value_name = "N", default_value_t = gantry_server::DEFAULT_EVENT_LOOPS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}
+
+/// How `gantry server` reaches a secured etcd (`--store etcd://...`).
+#[derive(Debug, clap::Args)]
+pub struct EtcdArgs {
+    /// The CA that signed etcd's certificates: talk TLS to etcd
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// This server's client certificate for etcd's --client-cert-auth (with --etcd-key)
+    #[arg(long, value_name = "FILE", requires = "etcd_key", requires = "etcd_ca")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// An etcd user (etcd's authentication); its password comes from
+    /// GANTRY_ETCD_PASSWORD or --etcd-password-file, never the command line
+    #[arg(long, value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// A file holding the etcd user's password (its first line)
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 /// `gantry agent`.

@@ -9,6 +9,7 @@ mod running;
 mod server;
 mod show;
 mod tidy;
+mod tls;
 mod up;
 
 use std::io::{BufRead, BufReader};
@@ -155,9 +156,22 @@ impl ServerProcess {
 
     /// The same with `--store STORE`.
     pub fn start_with(data_dir: &Path, listen: &str, store: &str) -> ServerProcess {
+        ServerProcess::start_with_args(data_dir, listen, store, &[], &[])
+    }
+
+    /// The same with more arguments and environment variables.
+    pub fn start_with_args(
+        data_dir: &Path,
+        listen: &str,
+        store: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["server", "--listen", listen, "--store", store, "--data-dir"])
             .arg(data_dir)
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -11,6 +11,7 @@
 //! - the server's clients: `machine`, `service` (`service:hosts|on` and
 //!   `service:restart|stop|start`), `listener`, `lb`, `logs`, `resolve`,
 //!   `lookup`, `kv`, `watch`
+//! - transport security: `tls` (`tls:ca:create`, `tls:cert:create`)
 
 mod agent;
 mod apply;
@@ -31,6 +32,7 @@ mod resolve;
 mod server;
 mod service;
 mod services;
+mod tls;
 mod up;
 mod watch;
 
@@ -111,6 +113,18 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::KvPut { key, value, cas, .. } => kv::put(ctx, &key, &value, cas),
         Command::KvDel { key, .. } => kv::del(ctx, &key),
         Command::Watch { prefix, store, from, .. } => watch::watch(ctx, &prefix, store, from),
+        Command::TlsCaCreate { tls, name, valid_for } => tls::ca_create(ctx, &tls.dir, &name, valid_for),
+        Command::TlsCertCreate { name, role, ips, dns, valid_for, tls } => {
+            let role = if role.server {
+                gantry_tls::Role::Server
+            } else if role.agent {
+                gantry_tls::Role::Agent
+            } else {
+                gantry_tls::Role::Client
+            };
+            let request = gantry_tls::CertRequest { role, name, ips, dns, valid_for };
+            tls::cert_create(ctx, &tls.dir, &request)
+        }
     }
 }
 

@@ -4,17 +4,17 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use gantry_store::{EmbeddedConfig, EtcdConfig, Store, StoreConfig};
+use gantry_store::{EmbeddedConfig, EtcdAuth, EtcdConfig, EtcdTls, Store, StoreConfig};
 
 use crate::BadInput;
-use crate::cli::ServeArgs;
+use crate::cli::{EtcdArgs, ServeArgs};
 use crate::context::Context;
 
 pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     let config = if args.store == "embedded" {
         StoreConfig::Embedded(EmbeddedConfig::in_dir(&args.data_dir))
     } else if let Some(etcd) = EtcdConfig::from_url(&args.store) {
-        StoreConfig::Etcd(etcd)
+        StoreConfig::Etcd(secure_etcd(etcd, &args.etcd)?)
     } else {
         return Err(BadInput(format!(
             "error: unknown store {:?}\n = help: use --store embedded, or --store etcd://HOST:PORT[,HOST:PORT...]",
@@ -22,6 +22,13 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         ))
         .into());
     };
+    if args.store == "embedded" && (args.etcd.etcd_ca.is_some() || args.etcd.etcd_user.is_some()) {
+        return Err(BadInput(
+            "error: --etcd-* options are for --store etcd://...\n = help: leave them out with the embedded store"
+                .into(),
+        )
+        .into());
+    }
     let described = match &config {
         StoreConfig::Embedded(_) => format!("embedded in {}", args.data_dir.display()),
         StoreConfig::Etcd(_) => args.store.clone(),
@@ -51,4 +58,38 @@ pub(super) async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
+}
+
+/// The password of `--etcd-user`: from GANTRY_ETCD_PASSWORD, or the first
+/// line of `--etcd-password-file`; never a command-line value, which
+/// every user of the machine can read in the process list.
+pub const ETCD_PASSWORD_ENV: &str = "GANTRY_ETCD_PASSWORD";
+
+/// `config` with the TLS and authentication `args` ask for.
+fn secure_etcd(mut config: EtcdConfig, args: &EtcdArgs) -> anyhow::Result<EtcdConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow::Error::from(BadInput(format!("error: cannot read {what} {}: {e}", path.display()))))
+    };
+    if let Some(ca) = &args.etcd_ca {
+        let client = match (&args.etcd_cert, &args.etcd_key) {
+            (Some(cert), Some(key)) => Some((read(cert, "--etcd-cert")?, read(key, "--etcd-key")?)),
+            _ => None,
+        };
+        config = config.with_tls(EtcdTls { ca_pem: read(ca, "--etcd-ca")?, client });
+    }
+    if let Some(user) = &args.etcd_user {
+        let password = match (&args.etcd_password_file, std::env::var(ETCD_PASSWORD_ENV)) {
+            (Some(file), _) => read(file, "--etcd-password-file")?.lines().next().unwrap_or_default().to_owned(),
+            (None, Ok(password)) => password,
+            (None, Err(_)) => {
+                return Err(BadInput(format!(
+                    "error: --etcd-user {user} needs its password\n = help: set {ETCD_PASSWORD_ENV}, or give --etcd-password-file FILE"
+                ))
+                .into());
+            }
+        };
+        config.auth = Some(EtcdAuth { user: user.clone(), password });
+    }
+    Ok(config)
 }
