@@ -29,6 +29,9 @@
 //!   that arrive together are committed as one etcd transaction (group
 //!   commit on top of etcd; see `etcd/batch.rs`), so they share a revision.
 //!
+//! Cargo feature `test-utils` adds `local_etcd`, a real etcd started for
+//! tests and benchmarks; it is not product API.
+//!
 //! # Data model
 //!
 //! - **Keys** are UTF-8 strings of `/`-separated segments: non-empty, at most
@@ -94,7 +97,7 @@ mod error;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod key;
-#[cfg(feature = "etcd")]
+#[cfg(feature = "test-utils")]
 pub mod local_etcd;
 mod watch;
 

@@ -5,6 +5,7 @@
 mod agent;
 mod aws;
 mod generate;
+mod layering;
 mod running;
 mod server;
 mod show;

@@ -62,18 +62,3 @@ fn nothing_unfinished_or_skipped() {
     }
     assert!(found.is_empty(), "finish or remove these:\n{}", found.join("\n"));
 }
-
-/// The README's first command is `scripts/gantry up ...`, which is `cargo
-/// run -p gantry`: with benchmark binaries beside it, cargo must be told
-/// which binary is the command, or that first command fails.
-#[test]
-fn cargo_run_runs_the_gantry_command() {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
-    let script = std::fs::read_to_string(crate_dir.join("../../scripts/gantry")).unwrap();
-    let benches = std::fs::read_dir(crate_dir.join("src/bin")).map_or(0, |d| d.count());
-    assert!(
-        benches == 0 || (manifest.contains("default-run = \"gantry\"") && script.contains("--bin gantry")),
-        "crates/gantry has {benches} extra binaries: Cargo.toml needs default-run = \"gantry\" and scripts/gantry --bin gantry"
-    );
-}

@@ -14,12 +14,9 @@
 //!   (watch, plan, `haproxy -c`, reload), with the part spent in haproxy's
 //!   check and reload reported by B's agent.
 //!
-//! Run: `cargo run --release -p gantry --bin bench-routing [-- --trials 100]`
+//! Run: `cargo run --release -p gantry-bench --bin bench-routing [-- --trials 100]`
 //! (about 2.5 s a trial with the default 1 s check interval).
 #![forbid(unsafe_code)]
-
-#[path = "../bench_stats.rs"]
-mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,9 +27,9 @@ use futures::StreamExt;
 use gantry_agent::agent::{AgentConfig, AgentEvent, run};
 use gantry_agent::lb::LbKind;
 use gantry_api::{Health, Instance, WatchKind, keys};
+use gantry_bench::{ms, percentile};
 use gantry_client::{Client, WatchItem};
 use gantry_store::{EmbeddedConfig, Store, StoreConfig};
-use stats::{ms, percentile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 

@@ -6,14 +6,11 @@
 //! provider's port and times until every agent has rewritten its env file.
 //! Also reports the resident memory of one idle agent process.
 //!
-//! Run: `cargo run --release -p gantry --bin bench-agents [-- --agents 1000 --rounds 20]`
+//! Run: `cargo run --release -p gantry-bench --bin bench-agents [-- --agents 1000 --rounds 20]`
 //!
 //! The agents' env dirs are on /dev/shm when it exists: 1,000 simulated
 //! nodes share this machine's one disk, where real nodes each sync their own.
 #![forbid(unsafe_code)]
-
-#[path = "../bench_stats.rs"]
-mod stats;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use gantry_agent::agent::{AgentConfig, AgentEvent, run};
 use gantry_api::{Health, Instance};
+use gantry_bench::{ms, percentile};
 use gantry_client::{Client, PutOptions};
 use gantry_store::{EmbeddedConfig, Store, StoreConfig};
-use stats::{ms, percentile};
 use tokio::sync::mpsc;
 
 const AGENT_MODE: &str = "__agent";

@@ -8,7 +8,7 @@
 //! users do. Rows for the store API called in this process, without HTTP,
 //! show what the API layer costs. Every loop is bounded in count and time.
 //!
-//! Run: `cargo run --release -p gantry-server --bin bench [-- --seconds 3 --watchers 1000 --rounds 200 --only writes|fan-out]`
+//! Run: `cargo run --release -p gantry-bench --bin bench [-- --seconds 3 --watchers 1000 --rounds 200 --only writes|fan-out]`
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use gantry_bench::{ms, percentile};
 use gantry_client::{Client, WatchItem};
 use gantry_store::local_etcd::LocalEtcd;
 use gantry_store::{Bytes, EmbeddedConfig, EtcdConfig, Store, StoreConfig};
@@ -697,15 +698,4 @@ fn sse_values(buffer: &mut Vec<u8>) -> Vec<String> {
         }
     }
     values
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -5,7 +5,7 @@
 //! The load is N concurrent keep-alive HTTP/1.1 connections (hyper), each
 //! sending GETs back to back until the time or the request budget is spent.
 //!
-//! Run: `cargo run --release -p gantry --bin bench-lb [-- --connections 64 --seconds 5]`
+//! Run: `cargo run --release -p gantry-bench --bin bench-lb [-- --connections 64 --seconds 5]`
 //!
 //! Needs haproxy on PATH (`apt-get install haproxy`); it fails rather than
 //! skip the comparison.
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use gantry_agent::lb::builtin::Builtin;
 use gantry_agent::lb::{Backend, Frontend, Mode, Plan};
+use gantry_bench::percentile;
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -289,12 +290,11 @@ impl Samples {
     fn measured(mut self) -> Measured {
         self.latencies_us.sort_unstable();
         let sorted = &self.latencies_us;
-        let at = |q: f64| sorted.get((sorted.len().saturating_sub(1) as f64 * q).round() as usize).copied();
         Measured {
             requests: sorted.len(),
             per_second: sorted.len() as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
-            p50_us: at(0.50).unwrap_or(0),
-            p99_us: at(0.99).unwrap_or(0),
+            p50_us: percentile(sorted, 0.50),
+            p99_us: percentile(sorted, 0.99),
         }
     }
 }

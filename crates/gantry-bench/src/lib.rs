@@ -1,0 +1,39 @@
+//! Statistics the benchmark binaries share: nearest-rank percentiles and
+//! durations in milliseconds, so every table computes its columns alike.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+/// The `p` quantile (0..=1) of `sorted`, nearest rank; the default (zero)
+/// when empty.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    match sorted.len() {
+        0 => T::default(),
+        len => sorted[((len - 1) as f64 * p).round() as usize],
+    }
+}
+
+/// `d` in milliseconds, fractions kept (latency tables print `{:.1}`).
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_is_the_nearest_rank() {
+        let sorted: Vec<u64> = (1..=101).collect();
+        assert_eq!(percentile(&sorted, 0.0), 1);
+        assert_eq!(percentile(&sorted, 0.5), 51);
+        assert_eq!(percentile(&sorted, 0.99), 100);
+        assert_eq!(percentile(&sorted, 1.0), 101);
+        assert_eq!(percentile::<Duration>(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn ms_keeps_fractions() {
+        assert_eq!(ms(Duration::from_micros(1500)), 1.5);
+    }
+}
