@@ -49,7 +49,7 @@ fn www_resolves_api_and_follows_it_when_it_moves() {
     let mode = std::fs::metadata(www_dir.join("env/app-www.conf")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "env files hold secrets");
     // The JSON twin is written right after the .conf file: wait for it too.
-    let json: serde_json::Value = eventually("www's env JSON names the api", Duration::from_secs(10), || {
+    eventually("www's env JSON names the api", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(www_dir.join("env/app-www.json")).ok()?;
         serde_json::from_str::<serde_json::Value>(&text).ok().filter(|j| j["API_URL"] == "http://127.0.0.2:1100")
     });
