@@ -68,6 +68,8 @@ macro_rules! error_codes {
 
 error_codes! {
     NotFound = "not_found", 404, "The thing asked for does not exist (or the route does not).";
+    Unauthorized = "unauthorized", 401, "No token, or one the server does not know (unknown, revoked or expired).";
+    Forbidden = "forbidden", 403, "The token does not grant this.";
     MethodNotAllowed = "method_not_allowed", 405, "The route exists, but not with this method.";
     InvalidPath = "invalid_path", 400, "The request's path is not valid (not UTF-8, bad percent-encoding).";
     InvalidId = "invalid_id", 400, "An id in the path is not one key segment.";

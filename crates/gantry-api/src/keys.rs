@@ -14,6 +14,11 @@
 //! agents/<machine>/service/<service>     ServiceControl
 //! kv/datastores/<NAME>                   a datastore value (free text)
 //! kv/<anything else>                     free keys (user data)
+//! acl/tokens/<accessor>                  StoredToken (the secret's SHA-256, never the secret)
+//! acl/policies/<name>                    Policy
+//! acl/leases/<lease id>                  the accessor of the token that granted the lease
+//!                                        (under that lease: it goes with it)
+//! acl/bootstrap                          the bootstrap token's accessor, once there is one
 //! ```
 
 pub const MACHINES: &str = "machines/";
@@ -25,6 +30,23 @@ pub const AGENTS: &str = "agents/";
 pub const KV: &str = "kv/";
 /// KV keys (under [`KV`]) of datastore values: `datastores/<NAME>`.
 pub const DATASTORES_KV: &str = "datastores/";
+/// Access control's documents.
+pub const ACL: &str = "acl/";
+pub const ACL_TOKENS: &str = "acl/tokens/";
+pub const ACL_POLICIES: &str = "acl/policies/";
+pub const ACL_LEASES: &str = "acl/leases/";
+pub const ACL_BOOTSTRAP: &str = "acl/bootstrap";
+
+pub fn acl_token(accessor: &str) -> String {
+    format!("{ACL_TOKENS}{accessor}")
+}
+pub fn acl_policy(name: &str) -> String {
+    format!("{ACL_POLICIES}{name}")
+}
+/// Who granted a lease (its id in hex, as the API writes it).
+pub fn acl_lease(lease_hex: &str) -> String {
+    format!("{ACL_LEASES}{lease_hex}")
+}
 
 pub fn machine(id: &str) -> String {
     format!("{MACHINES}{id}")
@@ -106,6 +128,11 @@ pub enum StoreKey<'a> {
     Datastore(&'a str),
     /// Any other KV key (without the `kv/` prefix).
     Kv(&'a str),
+    AclToken(&'a str),
+    AclPolicy(&'a str),
+    /// Who granted lease (hex id).
+    AclLease(&'a str),
+    AclBootstrap,
 }
 
 /// [`AgentKey`] borrowing from the key it was parsed from.
@@ -159,6 +186,18 @@ impl<'a> StoreKey<'a> {
             };
             return Some(StoreKey::Agent { machine, key });
         }
+        if key == ACL_BOOTSTRAP {
+            return Some(StoreKey::AclBootstrap);
+        }
+        if let Some(accessor) = key.strip_prefix(ACL_TOKENS) {
+            return is_segment(accessor).then_some(StoreKey::AclToken(accessor));
+        }
+        if let Some(name) = key.strip_prefix(ACL_POLICIES) {
+            return is_segment(name).then_some(StoreKey::AclPolicy(name));
+        }
+        if let Some(lease) = key.strip_prefix(ACL_LEASES) {
+            return is_segment(lease).then_some(StoreKey::AclLease(lease));
+        }
         let kv = key.strip_prefix(KV)?;
         if let Some(name) = kv.strip_prefix(DATASTORES_KV) {
             return (!name.is_empty()).then_some(StoreKey::Datastore(name));
@@ -185,6 +224,10 @@ mod tests {
         assert_eq!(StoreKey::parse(&instance("api", "m1")), Some(StoreKey::Instance { service: "api", id: "m1" }));
         assert_eq!(StoreKey::parse(&datastore("DB_URL")), Some(StoreKey::Datastore("DB_URL")));
         assert_eq!(StoreKey::parse(&kv("app/flag")), Some(StoreKey::Kv("app/flag")));
+        assert_eq!(StoreKey::parse(&acl_token("a1")), Some(StoreKey::AclToken("a1")));
+        assert_eq!(StoreKey::parse(&acl_policy("ops")), Some(StoreKey::AclPolicy("ops")));
+        assert_eq!(StoreKey::parse(&acl_lease("7f")), Some(StoreKey::AclLease("7f")));
+        assert_eq!(StoreKey::parse(ACL_BOOTSTRAP), Some(StoreKey::AclBootstrap));
         for (key, parsed) in [
             (AgentKey::Status, AgentKeyRef::Status),
             (AgentKey::Listener, AgentKeyRef::Listener),
@@ -217,6 +260,10 @@ mod tests {
             "kv/datastores/",
             "other/x",
             "services/..",
+            "acl/",
+            "acl/tokens/",
+            "acl/tokens/a/b",
+            "acl/other",
         ] {
             assert_eq!(StoreKey::parse(key), None, "{key:?}");
         }

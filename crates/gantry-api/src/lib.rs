@@ -11,6 +11,7 @@
 //! `environment`).
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod agent;
 pub mod error;
 pub mod inventory;
@@ -19,6 +20,9 @@ pub mod kv;
 pub mod service;
 pub mod watch;
 
+pub use acl::{
+    Access, AgentIdentity, MANAGEMENT_POLICY, Policy, Rule, StoredToken, Token, TokenCreated, TokenRequest, Whoami,
+};
 pub use agent::{
     AgentControl, AgentStatus, Backend, CheckStatus, DeployOutcome, DeployRequest, Frontend, LbApply, LbKind, LbMode,
     LbStatus, ListenerStatus, ListenerSwitch, ProcState, ProcessStatus, RunRecord, RunState, ServiceControl,

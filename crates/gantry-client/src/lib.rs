@@ -13,8 +13,8 @@ use futures::{Stream, StreamExt};
 use gantry_api::keys::AgentKey;
 use gantry_api::{
     AgentControl, AgentStatus, DeleteResult, DeployRequest, ErrorBody, ErrorCode, Group, HealthStatus, Instance,
-    KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, ResetEvent, ServiceControl,
-    ServiceDefinition, WATCH_RESET_EVENT, WatchEvent, WriteResult, keys,
+    KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, Policy, ResetEvent, ServiceControl,
+    ServiceDefinition, Token, TokenCreated, TokenRequest, WATCH_RESET_EVENT, WatchEvent, Whoami, WriteResult, keys,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
@@ -57,10 +57,39 @@ impl ClientError {
 }
 
 /// A connection to one Gantry server; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` with every request.
+    token: Option<std::sync::Arc<str>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_struct("Client").field("base", &self.base).field("token", &self.token.is_some()).finish()
+    }
+}
+
+/// A token's secret, kept where a `Debug` print cannot show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// One item of a watch stream.
@@ -83,7 +112,13 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .expect("an HTTP client without TLS always builds");
-        Client { base: base.trim_end_matches('/').to_string(), http }
+        Client { base: base.trim_end_matches('/').to_string(), http, token: None }
+    }
+
+    /// The same client, sending `token` (a token's secret) with every request.
+    pub fn with_token(mut self, token: &str) -> Client {
+        self.token = Some(token.trim().into());
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -124,7 +159,12 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, self.url(path))
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            // reqwest marks the header sensitive: it is never logged.
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     pub async fn health(&self) -> Result<HealthStatus, ClientError> {
@@ -371,6 +411,44 @@ impl Client {
                 (revision, false)
             }
         })
+    }
+
+    // ---- Access control ----
+
+    /// Creates a token; the answer holds its secret, shown this once.
+    pub async fn create_token(&self, request: &TokenRequest) -> Result<TokenCreated, ClientError> {
+        self.call(self.request(Method::POST, "/v1/acl/tokens").json(request)).await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<Token>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/acl/tokens")).await
+    }
+
+    pub async fn revoke_token(&self, accessor: &str) -> Result<DeleteResult, ClientError> {
+        self.call(self.request(Method::DELETE, &format!("/v1/acl/tokens/{}", encode_path(accessor)))).await
+    }
+
+    /// The token this client sends.
+    pub async fn whoami(&self) -> Result<Whoami, ClientError> {
+        self.call(self.request(Method::GET, "/v1/acl/self")).await
+    }
+
+    pub async fn put_policy(&self, policy: &Policy) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/acl/policies/{}", encode_path(&policy.name));
+        self.call(self.request(Method::PUT, &path).json(policy)).await
+    }
+
+    pub async fn policies(&self) -> Result<Listing<Policy>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/acl/policies")).await
+    }
+
+    /// The policy, or `None` when there is none of that name.
+    pub async fn policy(&self, name: &str) -> Result<Option<Policy>, ClientError> {
+        match self.call(self.request(Method::GET, &format!("/v1/acl/policies/{}", encode_path(name)))).await {
+            Ok(policy) => Ok(Some(policy)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     // ---- Agents ----

@@ -3,34 +3,98 @@
 //! Every request that reaches the store goes through [`crate::gate::Gate`],
 //! which holds the request's [`Caller`] and calls [`authorize`] with what
 //! the request does ([`Action`]) and to what ([`Target`]) before it touches
-//! the store, the lease table, a watch or an agent. Today there is no
-//! authentication: every caller is [`Caller::Anonymous`] and everything is
-//! allowed. Tokens and policies (default deny; an agent's token writes only
-//! its own machine, instances, status and leases; reads isolated by
-//! federation) are meant to be written in [`authorize`] alone: the targets
-//! carry the typed key and, where the layer has the document, whom it
-//! belongs to ([`Owner`]), so no handler needs to change.
+//! the store, the lease table, a watch or an agent.
+//!
+//! Default deny (DESIGN.md "Trust boundary"): without a token only
+//! `GET /v1/health` answers (balancers ask it); every other request needs a
+//! token that grants it, or gets 401 (no token, an unknown, revoked or
+//! expired one) or 403 (a token without the right). What a token grants:
+//! - the `management` policy: everything;
+//! - other policies: their rules (longest prefix wins, see `acl::access_of`)
+//!   over store keys and two names for what is not a key (`logs/<machine>/`,
+//!   `metrics`), leases under `leases/`; a policy limited to federations
+//!   sees no other federation's services and instances;
+//! - an agent's token (its machine M, federation F): M's machine record,
+//!   M's instances (at M's registered address, of the services M runs, in
+//!   F), M's status and the leases it granted; it reads groups, F's
+//!   services and instances, its own control documents, and the datastores
+//!   its services require; nothing else.
+//!
+//! With `gantry server --acl off` every caller is [`Caller::Open`]: the
+//! benchmarks' baseline, and nothing else should run that way.
+
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use gantry_api::keys::StoreKey;
+use gantry_api::keys::{AgentKeyRef, StoreKey};
+use gantry_api::{Access, AgentIdentity, ErrorCode};
 use gantry_store::LeaseId;
 
-use crate::error::ApiResult;
+use crate::acl::{Acl, AclMode, Identity, Known, Unknown, access_of};
+use crate::error::{ApiError, ApiResult};
+use crate::gate::AppState;
 
 /// Who sent a request, extracted once per request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Caller {
-    /// No credentials: the only caller until the server checks tokens.
+    /// ACLs are off (`--acl off`): everything is allowed.
+    Open,
+    /// No token: only health answers.
     Anonymous,
+    /// A known, unexpired token.
+    Token { known: Known, acl: Arc<Acl> },
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Caller, Self::Rejection> {
-        Ok(Caller::Anonymous)
+impl Caller {
+    /// The token's accessor, for lease ownership and messages.
+    pub fn accessor(&self) -> Option<&str> {
+        match self {
+            Caller::Token { known, .. } => Some(&known.token.accessor),
+            _ => None,
+        }
     }
+
+    /// Whether nothing this caller asks is ever refused (no filtering needed).
+    pub fn sees_everything(&self) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Token { known, .. } => matches!(*known.identity, Identity::Management),
+            Caller::Anonymous => false,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let acl = state.acl();
+        if acl.mode() == AclMode::Off {
+            return Ok(Caller::Open);
+        }
+        let Some(header) = parts.headers.get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?;
+        match acl.resolve(secret) {
+            Ok(known) => Ok(Caller::Token { known, acl: Arc::clone(acl) }),
+            Err(Unknown::NoSuchToken) => Err(unauthorized("the token is not known here (revoked, or never issued)")),
+            Err(Unknown::Expired) => Err(unauthorized("the token has expired")),
+        }
+    }
+}
+
+pub(crate) fn unauthorized(why: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        format!("{why}: send `Authorization: Bearer <token>` (gantry: --token, GANTRY_TOKEN or GANTRY_TOKEN_FILE)"),
+    )
 }
 
 /// What a request does to its [`Target`].
@@ -56,26 +120,37 @@ impl Action {
             Action::Watch => "watch",
         }
     }
+
+    fn needs(self) -> Access {
+        match self {
+            Action::Read | Action::Watch => Access::Read,
+            Action::Write | Action::Delete => Access::Write,
+        }
+    }
 }
 
 /// What a request acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
-    /// One key of the layout. `owner` is what its document says about whom
-    /// it belongs to, when the layer has the document: a write's body, a
-    /// read's result (a read is authorized after the document is decoded,
-    /// and a listing leaves out the documents a caller may not read). A
-    /// delete has the key alone.
-    Key { key: StoreKey<'a>, owner: Option<Owner<'a>> },
+    /// One key of the layout (`raw` as stored). `owner` is what its
+    /// document says about whom it belongs to, when the layer has the
+    /// document: a write's body, a read's result (a read is authorized after
+    /// the document is decoded, and a listing leaves out the documents a
+    /// caller may not read). A delete has the key alone.
+    Key { key: StoreKey<'a>, raw: &'a str, owner: Option<Owner<'a>> },
     /// Every key under a store prefix: a listing, a query, a watch, a
-    /// prefix delete.
+    /// prefix delete (items are then authorized one by one).
     Prefix(&'a str),
     /// A lease; `None` for one about to be granted.
     Lease(Option<LeaseId>),
     /// A service's log on one machine, read through its agent's API.
     AgentLogs { machine: &'a str, service: &'a str },
-    /// The server itself: its health and metrics.
-    Server,
+    /// `GET /v1/health`: open to anyone, so balancers can ask it.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// The caller's own token (`GET /v1/acl/self`): any token may read itself.
+    OwnToken,
 }
 
 /// Whom a document belongs to, as far as access control cares.
@@ -85,20 +160,153 @@ pub struct Owner<'a> {
     pub machine: Option<&'a str>,
     /// The federation it is part of (federations never see each other).
     pub federation: Option<&'a str>,
+    /// The address it is published at (an instance).
+    pub address: Option<&'a str>,
 }
 
-/// Whether `caller` may do `action` to `target`; an error answer (403
-/// once there are policies) when not.
+/// Whether `caller` may do `action` to `target`: `Ok`, or the JSON 401/403.
 ///
 /// Architecture invariant: this is the only place that decides access.
 /// Handlers never call the store themselves; [`crate::gate::Gate`]
 /// calls this before every operation.
-#[inline]
 pub fn authorize(caller: &Caller, action: Action, target: &Target<'_>) -> ApiResult<()> {
-    match caller {
-        Caller::Anonymous => {
-            let _ = (action, target);
-            Ok(())
+    if *target == Target::Health {
+        return Ok(());
+    }
+    let (known, acl) = match caller {
+        Caller::Open => return Ok(()),
+        Caller::Anonymous => return Err(unauthorized("this request needs a token")),
+        Caller::Token { known, acl } => (known, acl),
+    };
+    if *target == Target::OwnToken {
+        return Ok(());
+    }
+    let allowed = match &*known.identity {
+        Identity::Management => true,
+        Identity::Rules { rules, federations } => by_rules(rules, federations.as_ref(), known, acl, action, target),
+        Identity::Agent(agent) => as_agent(agent, known, acl, action, target),
+    };
+    if allowed {
+        return Ok(());
+    }
+    let name = if known.token.name.is_empty() { String::new() } else { format!(" ({})", known.token.name) };
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!("token {}{name} may not {} {}", known.token.accessor, action.as_str(), describe(target)),
+    ))
+}
+
+fn describe(target: &Target<'_>) -> String {
+    match target {
+        Target::Key { raw, .. } => raw.to_string(),
+        Target::Prefix(prefix) => format!("keys under {prefix:?}"),
+        Target::Lease(Some(lease)) => format!("lease {lease}"),
+        Target::Lease(None) => "leases".into(),
+        Target::AgentLogs { machine, service } => format!("the log of {service} on {machine}"),
+        Target::Health => "health".into(),
+        Target::Metrics => "metrics".into(),
+        Target::OwnToken => "its own token".into(),
+    }
+}
+
+/// A token of policies: its rules, over the resource the target names.
+fn by_rules(
+    rules: &[gantry_api::Rule],
+    federations: Option<&std::collections::BTreeSet<String>>,
+    known: &Known,
+    acl: &Acl,
+    action: Action,
+    target: &Target<'_>,
+) -> bool {
+    let needs = action.needs();
+    let grants = |resource: &str| access_of(rules, resource) >= needs;
+    match target {
+        Target::Key { key, raw, owner } => {
+            let in_federation = match (federations, federation_of(key, owner.as_ref(), acl)) {
+                (Some(allowed), Some(federation)) => allowed.contains(&federation),
+                _ => true,
+            };
+            in_federation && grants(raw)
         }
+        // A listing or watch of a prefix is allowed when something under it
+        // may be read: its items are authorized one by one.
+        Target::Prefix(prefix) => {
+            grants(prefix)
+                || (needs == Access::Read
+                    && rules.iter().any(|r| r.prefix.starts_with(prefix) && r.access >= Access::Read))
+        }
+        Target::Lease(None) => grants("leases/"),
+        Target::Lease(Some(lease)) => {
+            grants("leases/") && acl.lease_owner(&lease.to_string()).as_deref() == Some(&*known.token.accessor)
+        }
+        Target::AgentLogs { machine, service } => grants(&format!("logs/{machine}/{service}")),
+        Target::Metrics => grants("metrics"),
+        Target::Health | Target::OwnToken => true,
+    }
+}
+
+/// The federation a service definition or an instance belongs to (a
+/// definition without one is in `default`); `None` for other keys.
+fn federation_of(key: &StoreKey<'_>, owner: Option<&Owner<'_>>, acl: &Acl) -> Option<String> {
+    match key {
+        StoreKey::Service(id) | StoreKey::Instance { service: id, .. } => Some(
+            owner
+                .and_then(|o| o.federation.map(str::to_owned))
+                .or_else(|| acl.service_federation(id))
+                .unwrap_or_else(|| gantry_api::DEFAULT_FEDERATION.to_owned()),
+        ),
+        _ => None,
+    }
+}
+
+/// An agent's token: its own node's records, what its services need.
+fn as_agent(agent: &AgentIdentity, known: &Known, acl: &Acl, action: Action, target: &Target<'_>) -> bool {
+    let me = agent.machine.as_str();
+    let reading = matches!(action, Action::Read | Action::Watch);
+    let in_federation = |key: &StoreKey<'_>, owner: Option<&Owner<'_>>| {
+        federation_of(key, owner, acl).is_some_and(|f| f == agent.federation)
+    };
+    match target {
+        Target::Key { key, owner, .. } => match key {
+            StoreKey::Machine(id) => *id == me && owner.is_none_or(|o| o.machine.is_none_or(|m| m == me)),
+            StoreKey::Group(_) => reading,
+            StoreKey::Service(_) => reading && in_federation(key, owner.as_ref()),
+            StoreKey::Instance { service, id } if reading => {
+                let _ = (service, id);
+                in_federation(key, owner.as_ref())
+            }
+            StoreKey::Instance { service, id } => {
+                // Only its own instance, of a service it runs, in its
+                // federation, at its own address: no one else's traffic.
+                *id == me
+                    && match owner {
+                        None => action == Action::Delete,
+                        Some(o) => {
+                            o.machine == Some(me)
+                                && o.federation == Some(agent.federation.as_str())
+                                && o.address.is_some_and(|a| acl.machine_address(me).as_deref() == Some(a))
+                                && acl.agent_runs(me, service)
+                        }
+                    }
+            }
+            StoreKey::Agent { machine, key } => *machine == me && (reading || matches!(key, AgentKeyRef::Status)),
+            StoreKey::Datastore(name) => reading && acl.agent_may_read_datastore(agent, name),
+            StoreKey::Kv(_)
+            | StoreKey::AclToken(_)
+            | StoreKey::AclPolicy(_)
+            | StoreKey::AclLease(_)
+            | StoreKey::AclBootstrap => false,
+        },
+        Target::Prefix(prefix) => {
+            reading
+                && (matches!(*prefix, "groups/" | "services/" | "instances/" | "kv/datastores/")
+                    || prefix.strip_prefix("instances/").is_some_and(|s| s.ends_with('/') && s.len() > 1)
+                    || *prefix == gantry_api::keys::agent(me)
+                    || *prefix == gantry_api::keys::machine(me))
+        }
+        Target::Lease(None) => true,
+        Target::Lease(Some(lease)) => acl.lease_owner(&lease.to_string()).as_deref() == Some(&*known.token.accessor),
+        Target::AgentLogs { .. } | Target::Metrics => false,
+        Target::Health | Target::OwnToken => true,
     }
 }

@@ -4,7 +4,6 @@
 //! (reads, listings, writes, deletes, leases, watches, the log proxy), so
 //! access control has one place to live and handlers no way around it.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +19,9 @@ use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
 use crate::access::{self, Action, Caller, Owner, Target};
+use crate::acl::Acl;
 use crate::error::{ApiError, ApiResult};
-use crate::hub::{Follower, Hubs, Position};
+use crate::hub::{Follower, Frame, Hubs, Position};
 use crate::metrics::Metrics;
 use crate::resource::{AgentStatuses, Resource};
 use crate::{query, watch};
@@ -34,6 +34,8 @@ pub struct AppState(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     store: Store,
+    /// Tokens, policies and what agents' rights depend on.
+    acl: Arc<Acl>,
     metrics: Arc<Metrics>,
     /// The watched prefixes' shared store watches.
     hubs: Hubs,
@@ -42,9 +44,13 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(store: Store) -> AppState {
+    pub fn new(store: Store, acl: Arc<Acl>) -> AppState {
         let hubs = Hubs::new(store.clone(), watch::encode);
-        AppState(Arc::new(Shared { store, metrics: Arc::default(), hubs, http: reqwest::Client::new() }))
+        AppState(Arc::new(Shared { store, acl, metrics: Arc::default(), hubs, http: reqwest::Client::new() }))
+    }
+
+    pub fn acl(&self) -> &Arc<Acl> {
+        &self.0.acl
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -61,10 +67,15 @@ pub struct Gate {
 }
 
 impl FromRequestParts<AppState> for Gate {
-    type Rejection = Infallible;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Gate, Infallible> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Gate, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
+        // Who first, then what: a request without a token is refused before
+        // its body or query is even read (only health answers everyone).
+        if matches!(caller, Caller::Anonymous) && parts.uri.path() != "/v1/health" {
+            return Err(access::unauthorized("this request needs a token"));
+        }
         Ok(Gate { state: state.clone(), caller })
     }
 }
@@ -98,8 +109,24 @@ impl Gate {
     }
 
     /// Whether a listing shows the caller `key` (with `owner`).
-    fn shows(&self, key: StoreKey<'_>, owner: Option<Owner<'_>>) -> bool {
-        self.allow(Action::Read, Target::Key { key, owner }).is_ok()
+    fn shows(&self, key: StoreKey<'_>, raw: &str, owner: Option<Owner<'_>>) -> bool {
+        self.caller.sees_everything() || self.allow(Action::Read, Target::Key { key, raw, owner }).is_ok()
+    }
+
+    /// Whether the caller may create tokens (asked before the request's
+    /// body is read, so a caller without the right learns nothing of it).
+    pub fn may_create_token(&self) -> ApiResult<()> {
+        self.allow(Action::Write, Target::Prefix(gantry_api::keys::ACL_TOKENS))
+    }
+
+    /// The caller, once it has asked for its own token (a token may always).
+    pub fn whoami(&self) -> ApiResult<&Caller> {
+        self.allow(Action::Read, Target::OwnToken)?;
+        Ok(&self.caller)
+    }
+
+    pub fn acl(&self) -> &Arc<Acl> {
+        &self.state.0.acl
     }
 
     fn store(&self) -> &Store {
@@ -108,7 +135,7 @@ impl Gate {
 
     /// `GET /v1/health`.
     pub async fn health(&self) -> ApiResult<HealthStatus> {
-        self.allow(Action::Read, Target::Server)?;
+        self.allow(Action::Read, Target::Health)?;
         let revision = self.store().revision().await?;
         let store = format!("{:?}", self.store().engine()).to_lowercase();
         Ok(HealthStatus { status: "ok".into(), store, revision })
@@ -116,7 +143,7 @@ impl Gate {
 
     /// `GET /metrics`: Prometheus text.
     pub async fn metrics(&self) -> ApiResult<String> {
-        self.allow(Action::Read, Target::Server)?;
+        self.allow(Action::Read, Target::Metrics)?;
         let revision = self.store().revision().await.unwrap_or(0);
         Ok(self.state.0.metrics.render(revision, self.state.0.hubs.running()))
     }
@@ -131,7 +158,7 @@ impl Gate {
             Some(Ok(document)) => Some(R::owner(document)),
             _ => None,
         };
-        self.allow(Action::Read, Target::Key { key: layout_key(&key)?, owner })?;
+        self.allow(Action::Read, Target::Key { key: layout_key(&key)?, raw: &key, owner })?;
         document.unwrap_or_else(|| Err(ApiError::not_found(R::missing(id))))
     }
 
@@ -148,7 +175,7 @@ impl Gate {
         for kv in &range.kvs {
             let Some(key) = StoreKey::parse(&kv.key).filter(R::is_document) else { continue };
             let document: R::Body = decode(kv)?;
-            if keep(&document) && self.shows(key, Some(R::owner(&document))) {
+            if keep(&document) && self.shows(key, &kv.key, Some(R::owner(&document))) {
                 items.push(document);
             }
         }
@@ -160,13 +187,13 @@ impl Gate {
     pub async fn range(&self, prefix: &str, limit: Option<usize>) -> ApiResult<RangeResponse> {
         self.allow(Action::Read, Target::Prefix(prefix))?;
         let mut range = self.store().range(prefix, limit).await?;
-        range.kvs.retain(|kv| StoreKey::parse(&kv.key).is_some_and(|key| self.shows(key, None)));
+        range.kvs.retain(|kv| StoreKey::parse(&kv.key).is_some_and(|key| self.shows(key, &kv.key, None)));
         Ok(range)
     }
 
     /// One key as stored (KV values are not documents).
     pub async fn get(&self, key: &str) -> ApiResult<Option<KeyValue>> {
-        self.allow(Action::Read, Target::Key { key: layout_key(key)?, owner: None })?;
+        self.allow(Action::Read, Target::Key { key: layout_key(key)?, raw: key, owner: None })?;
         Ok(self.store().get(key).await?.kv)
     }
 
@@ -179,11 +206,12 @@ impl Gate {
         value: Bytes,
         options: WriteOptions,
     ) -> ApiResult<WriteResult> {
-        self.allow(Action::Write, Target::Key { key: layout_key(key)?, owner })?;
+        self.allow(Action::Write, Target::Key { key: layout_key(key)?, raw: key, owner })?;
         if let Some(lease) = options.lease {
             self.allow(Action::Write, Target::Lease(Some(lease)))?;
         }
         let store = self.store();
+        let noted = value.clone();
         if let Some(expected) = options.cas {
             let mut txn = gantry_store::Txn::new().when_mod_revision(key, expected);
             txn = match options.lease {
@@ -194,19 +222,21 @@ impl Gate {
             if !t.succeeded {
                 return Err(cas_failed(key, expected));
             }
+            self.state.0.acl.note(key, Some(&noted));
             return Ok(WriteResult { revision: t.revision });
         }
         let revision = match options.lease {
             Some(l) => store.put_with_lease(key, value, l).await?,
             None => store.put(key, value).await?,
         };
+        self.state.0.acl.note(key, Some(&noted));
         Ok(WriteResult { revision })
     }
 
     /// Deletes one key, only at revision `cas` when given. Deleting what is
     /// not there is not an error (idempotent).
     pub async fn delete(&self, key: &str, cas: Option<u64>) -> ApiResult<DeleteResult> {
-        self.allow(Action::Delete, Target::Key { key: layout_key(key)?, owner: None })?;
+        self.allow(Action::Delete, Target::Key { key: layout_key(key)?, raw: key, owner: None })?;
         if let Some(expected) = cas {
             let t = self.store().compare_and_delete(key, expected).await?;
             if !t.succeeded {
@@ -215,6 +245,7 @@ impl Gate {
             return Ok(DeleteResult { revision: t.revision, deleted: 1 });
         }
         let d = self.store().delete(key).await?;
+        self.state.0.acl.note(key, None);
         Ok(DeleteResult { revision: d.revision, deleted: d.deleted })
     }
 
@@ -228,7 +259,15 @@ impl Gate {
     pub async fn grant_lease(&self, ttl: Duration) -> ApiResult<LeaseGrant> {
         self.allow(Action::Write, Target::Lease(None))?;
         let lease = self.store().grant_lease(ttl).await?;
-        Ok(LeaseGrant { id: lease.id.to_string(), ttl_secs: lease.ttl.as_secs() })
+        let id = lease.id.to_string();
+        // Who granted it, under the lease itself (it goes with the lease):
+        // only that token may renew or revoke it.
+        if let Some(accessor) = self.caller.accessor() {
+            let key = gantry_api::keys::acl_lease(&id);
+            self.store().put_with_lease(&key, accessor.as_bytes().to_vec(), lease.id).await?;
+            self.state.0.acl.note(&key, Some(accessor.as_bytes()));
+        }
+        Ok(LeaseGrant { id, ttl_secs: lease.ttl.as_secs() })
     }
 
     /// Renews `lease`; its TTL.
@@ -249,10 +288,11 @@ impl Gate {
         &self,
         prefix: &str,
         start: Option<Position>,
-    ) -> ApiResult<(Result<Follower, StoreError>, Arc<Metrics>)> {
+    ) -> ApiResult<(Result<Follower, StoreError>, Arc<Metrics>, Visibility)> {
         self.allow(Action::Watch, Target::Prefix(prefix))?;
         gantry_store::validate_prefix(prefix)?;
-        Ok((self.state.0.hubs.follow(prefix, start).await, Arc::clone(&self.state.0.metrics)))
+        let visibility = Visibility(if self.caller.sees_everything() { None } else { Some(self.caller.clone()) });
+        Ok((self.state.0.hubs.follow(prefix, start).await, Arc::clone(&self.state.0.metrics), visibility))
     }
 
     /// Where `machine`'s agent answers, to read `service`'s log from it,
@@ -271,6 +311,26 @@ impl Gate {
             )));
         };
         Ok((api, &self.state.0.http))
+    }
+}
+
+/// Which of a watch's events its caller may see: each one is authorized
+/// as a read of its key, with the owner the hub read from its value once
+/// for every watcher.
+#[derive(Debug, Clone)]
+pub struct Visibility(Option<Caller>);
+
+impl Visibility {
+    pub fn shows(&self, frame: &Frame) -> bool {
+        let Some(caller) = &self.0 else { return true };
+        let Some(key) = StoreKey::parse(&frame.key) else { return false };
+        let owner = Owner {
+            machine: frame.owner.machine.as_deref(),
+            federation: frame.owner.federation.as_deref(),
+            address: frame.owner.address.as_deref(),
+        };
+        let owner = (owner != Owner::default()).then_some(owner);
+        access::authorize(caller, Action::Read, &Target::Key { key, raw: &frame.key, owner }).is_ok()
     }
 }
 

@@ -65,23 +65,35 @@ impl Counter {
     }
 }
 
-/// One event, encoded.
+/// One event, encoded, with what access control needs to decide who may
+/// see it (read once from the value, for every watcher).
 #[derive(Debug)]
 pub struct Frame {
     pub position: Position,
     pub bytes: Bytes,
+    /// The event's store key.
+    pub key: Box<str>,
+    pub owner: FrameOwner,
+}
+
+/// Whom an event's document belongs to (see `access::Owner`).
+#[derive(Debug, Default)]
+pub struct FrameOwner {
+    pub machine: Option<Box<str>>,
+    pub federation: Option<Box<str>>,
+    pub address: Option<Box<str>>,
 }
 
 /// What a watcher receives: an event's frame, or the end of the watch.
 pub enum Item {
-    Frame(Bytes),
+    Frame(Arc<Frame>),
     /// The watch cannot go on (history compacted, store closed): the
     /// watcher is told to re-read, and the stream ends.
     End(StoreError),
 }
 
 /// How events become frames (the SSE encoding lives with the route).
-pub type Encode = fn(&Event, Position) -> Bytes;
+pub type Encode = fn(&Event, Position) -> Frame;
 
 /// The running hubs, one per watched prefix.
 pub struct Hubs {
@@ -206,7 +218,7 @@ async fn broadcast_events(mut watch: Watch, sender: broadcast::Sender<Arc<Frame>
         match item {
             Some(Ok(event)) => {
                 let position = counter.position(event.mod_revision);
-                let frame = Arc::new(Frame { position, bytes: encode(&event, position) });
+                let frame = Arc::new(encode(&event, position));
                 let mut last = hub.last.lock().expect("hub lock");
                 // No receiver is not an error: followers come and go.
                 let _ = sender.send(frame);
@@ -266,7 +278,7 @@ impl Follower {
                             self.catch_up = None;
                         }
                         self.next = position.next();
-                        return Item::Frame((self.encode)(&event, position));
+                        return Item::Frame(Arc::new((self.encode)(&event, position)));
                     }
                     Some(Err(error)) => Err(error),
                     None => Err(StoreError::Closed),
@@ -275,7 +287,7 @@ impl Follower {
                     Ok(frame) if frame.position < self.next => continue,
                     Ok(frame) => {
                         self.next = frame.position.next();
-                        return Item::Frame(frame.bytes.clone());
+                        return Item::Frame(frame);
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => self.fall_back().await,
                     Err(broadcast::error::RecvError::Closed) => {
@@ -322,7 +334,8 @@ mod tests {
     use super::*;
 
     /// The revision in a frame's `id: REVISION.INDEX` line.
-    fn revision_of(frame: &Bytes) -> u64 {
+    fn revision_of(frame: &Frame) -> u64 {
+        let frame = &frame.bytes;
         let text = std::str::from_utf8(frame).unwrap();
         let id = text.strip_prefix("id: ").unwrap().split('\n').next().unwrap();
         id.split_once('.').unwrap().0.parse().unwrap()

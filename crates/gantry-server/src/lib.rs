@@ -37,6 +37,8 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod acl;
+mod acl_routes;
 mod agents;
 mod error;
 mod gate;
@@ -51,6 +53,7 @@ mod routes;
 mod watch;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -60,12 +63,14 @@ use axum::response::{IntoResponse, Response};
 use gantry_store::Store;
 use tokio::net::TcpListener;
 
+pub use acl::{Acl, AclMode, BOOTSTRAP_TOKEN_FILE, Bootstrap, BootstrapError, bootstrap};
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
 
-/// The API router over `store`.
-pub fn router(store: Store) -> Router {
-    let state = gate::AppState::new(store);
+/// The API router over `store`, with the access control `acl` decides
+/// ([`Acl::open`] for `gantry server`; [`Acl::off`] allows everything).
+pub fn router(store: Store, acl: Arc<Acl>) -> Router {
+    let state = gate::AppState::new(store, acl);
     let (router, _) = routes::api().split_for_parts();
     router
         // After every route: it applies to the routes present.
@@ -85,9 +90,10 @@ pub fn router(store: Store) -> Router {
 pub async fn serve(
     listener: TcpListener,
     store: Store,
+    acl: Arc<Acl>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(store), shutdown).await
+    serve_router(listener, router(store, acl), shutdown).await
 }
 
 /// How many event loops `gantry server` runs unless told otherwise.
@@ -119,11 +125,12 @@ pub const DEFAULT_EVENT_LOOPS: usize = 1;
 pub async fn serve_threaded(
     listener: TcpListener,
     store: Store,
+    acl: Arc<Acl>,
     threads: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = listener.into_std()?;
-    let router = router(store);
+    let router = router(store, acl);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut loops = Vec::with_capacity(threads);
     for n in 0..threads.max(1) {

@@ -11,8 +11,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::routing::{self, MethodRouter};
 use gantry_api::keys::{self, AgentKey, AgentKeyRef, StoreKey};
 use gantry_api::{
-    AgentStatus, DeployRequest, ErrorCode, Group, Instance, ListenerSwitch, Listing, Machine, ServiceControl,
-    ServiceDefinition, WriteResult,
+    AgentStatus, DeployRequest, ErrorCode, Group, Instance, ListenerSwitch, Listing, MANAGEMENT_POLICY, Machine,
+    Policy, ServiceControl, ServiceDefinition, WriteResult,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -200,7 +200,11 @@ impl Resource for Machines {
     }
 
     fn owner(machine: &Machine) -> Owner<'_> {
-        Owner { machine: Some(&machine.id), federation: machine.labels.get("federation").map(String::as_str) }
+        Owner {
+            machine: Some(&machine.id),
+            federation: machine.labels.get("federation").map(String::as_str),
+            address: Some(&machine.address),
+        }
     }
 }
 
@@ -261,7 +265,7 @@ impl Resource for Services {
     }
 
     fn owner(definition: &ServiceDefinition) -> Owner<'_> {
-        Owner { machine: None, federation: definition.federation.as_deref() }
+        Owner { machine: None, federation: definition.federation.as_deref(), address: None }
     }
 }
 
@@ -292,7 +296,11 @@ impl Resource for Instances {
     }
 
     fn owner(instance: &Instance) -> Owner<'_> {
-        Owner { machine: Some(&instance.machine), federation: Some(&instance.federation) }
+        Owner {
+            machine: Some(&instance.machine),
+            federation: Some(&instance.federation),
+            address: Some(&instance.address),
+        }
     }
 
     fn missing((service, id): &(String, String)) -> String {
@@ -330,7 +338,7 @@ impl Resource for AgentStatuses {
     }
 
     fn owner(status: &AgentStatus) -> Owner<'_> {
-        Owner { machine: Some(&status.machine), federation: None }
+        Owner { machine: Some(&status.machine), federation: None, address: None }
     }
 
     fn missing(machine: &String) -> String {
@@ -401,5 +409,47 @@ impl Resource for ServiceControls {
 
     fn missing((machine, service): &(String, String)) -> String {
         format!("no service control of {service:?} on machine {machine:?}")
+    }
+}
+
+/// `acl/policies/<name>`: named rules that tokens hold.
+#[derive(Debug)]
+pub struct Policies;
+
+impl Resource for Policies {
+    type Body = Policy;
+    type Id = String;
+    const WHAT: &'static str = "policy";
+    const IDS: &'static [&'static str] = &["policy"];
+    const TAG: &'static str = "acl";
+    const ROUTES: Routes = Routes {
+        list: Some(List { path: "/v1/acl/policies", prefix: keys::ACL_POLICIES }),
+        item: "/v1/acl/policies/{name}",
+        put: "/v1/acl/policies/{name}",
+        delete: true,
+    };
+
+    fn key(name: &String) -> String {
+        keys::acl_policy(name)
+    }
+
+    fn check(name: &String, policy: &Policy, _raw: &[u8]) -> ApiResult<()> {
+        same("name", &policy.name, name)?;
+        if name == MANAGEMENT_POLICY {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "\"management\" is built in (everything): choose another name",
+            ));
+        }
+        if policy.rules.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "a policy needs rules: [{\"prefix\": \"kv/app/\", \"access\": \"write\"}]",
+            ));
+        }
+        for federation in &policy.federations {
+            check_id("federation", federation)?;
+        }
+        Ok(())
     }
 }

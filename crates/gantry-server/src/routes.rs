@@ -15,9 +15,10 @@ use crate::error::ApiResult;
 use crate::gate::{AppState, Gate};
 use crate::openapi::{self, Errors};
 use crate::resource::{
-    self, AgentStatuses, DeployRequests, Groups, Instances, ListenerSwitches, Machines, ServiceControls, Services,
+    self, AgentStatuses, DeployRequests, Groups, Instances, ListenerSwitches, Machines, Policies, ServiceControls,
+    Services,
 };
-use crate::{agents, inventory, kv, watch};
+use crate::{acl_routes, agents, inventory, kv, watch};
 
 /// Every route, with its documentation.
 pub fn api() -> OpenApiRouter<AppState> {
@@ -36,7 +37,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(inventory::instances_with_property))
         .routes(routes!(inventory::lookup))
         .routes(routes!(agents::control))
-        .routes(routes!(agents::logs));
+        .routes(routes!(agents::logs))
+        .routes(routes!(acl_routes::token_create, acl_routes::token_list))
+        .routes(routes!(acl_routes::token_get, acl_routes::token_revoke))
+        .routes(routes!(acl_routes::whoami));
     api = resource::mount::<Machines>(api);
     api = resource::mount::<Groups>(api);
     api = resource::mount::<Services>(api);
@@ -44,7 +48,8 @@ pub fn api() -> OpenApiRouter<AppState> {
     api = resource::mount::<AgentStatuses>(api);
     api = resource::mount::<ListenerSwitches>(api);
     api = resource::mount::<DeployRequests>(api);
-    resource::mount::<ServiceControls>(api)
+    api = resource::mount::<ServiceControls>(api);
+    resource::mount::<Policies>(api)
 }
 
 /// Whether the server and its store answer.

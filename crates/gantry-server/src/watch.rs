@@ -22,8 +22,8 @@ use gantry_api::{ErrorCode, ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind
 use gantry_store::{Event, EventKind, StoreError};
 
 use crate::error::{ApiError, ApiResult};
-use crate::gate::Gate;
-use crate::hub::{Follower, Item, KEEP_ALIVE, Position};
+use crate::gate::{Gate, Visibility};
+use crate::hub::{Follower, Frame, FrameOwner, Item, KEEP_ALIVE, Position};
 use crate::metrics::Metrics;
 use crate::openapi::{Errors, WatchStream};
 use crate::query;
@@ -49,9 +49,9 @@ pub async fn watch(gate: Gate, RawQuery(raw): RawQuery, headers: HeaderMap) -> A
         Some(id) => Some(parse_event_id(id)?.next()),
         None => query::number(&q, "from")?.filter(|&from| from > 0).map(|revision| Position { revision, index: 0 }),
     };
-    let (followed, metrics) = gate.follow(prefix, start).await?;
+    let (followed, metrics, visibility) = gate.follow(prefix, start).await?;
     let frames: futures::stream::BoxStream<'static, Bytes> = match followed {
-        Ok(follower) => Box::pin(frames(follower, WatcherGuard::new(metrics))),
+        Ok(follower) => Box::pin(frames(follower, visibility, WatcherGuard::new(metrics))),
         // A start outside the history is told to re-read the same way as a
         // watcher that falls behind later.
         Err(e @ StoreError::Compacted { .. }) => Box::pin(futures::stream::once(std::future::ready(reset(e)))),
@@ -66,26 +66,78 @@ pub async fn watch(gate: Gate, RawQuery(raw): RawQuery, headers: HeaderMap) -> A
 
 /// The follower's frames, an SSE comment every [`KEEP_ALIVE`], and a
 /// `reset` event before the end.
-fn frames(follower: Follower, guard: WatcherGuard) -> impl futures::Stream<Item = Bytes> + Send {
+fn frames(
+    follower: Follower,
+    visibility: Visibility,
+    guard: WatcherGuard,
+) -> impl futures::Stream<Item = Bytes> + Send {
     // Ticks every KEEP_ALIVE whatever happens: moving a timer at every
     // event would cost more, per watcher, than the comment does.
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    futures::stream::unfold(Some((follower, keep_alive, guard)), |state| async move {
-        let (mut follower, mut keep_alive, guard) = state?;
-        let item = tokio::select! {
-            item = follower.next() => item,
-            _ = keep_alive.tick() => return Some((Bytes::from_static(b":\n\n"), Some((follower, keep_alive, guard)))),
-        };
-        match item {
-            Item::Frame(bytes) => Some((bytes, Some((follower, keep_alive, guard)))),
-            Item::End(error) => Some((reset(error), None)),
+    futures::stream::unfold(Some((follower, visibility, keep_alive, guard)), |state| async move {
+        let (mut follower, visibility, mut keep_alive, guard) = state?;
+        loop {
+            let item = tokio::select! {
+                item = follower.next() => item,
+                _ = keep_alive.tick() => {
+                    return Some((Bytes::from_static(b":\n\n"), Some((follower, visibility, keep_alive, guard))));
+                }
+            };
+            match item {
+                // An event of a key the caller may not read is not sent
+                // (another federation's instance, another node's datastore).
+                Item::Frame(frame) if !visibility.shows(&frame) => continue,
+                Item::Frame(frame) => {
+                    return Some((frame.bytes.clone(), Some((follower, visibility, keep_alive, guard))));
+                }
+                Item::End(error) => return Some((reset(error), None)),
+            }
         }
     })
 }
 
-/// One event as an SSE frame: `id: REVISION.INDEX`, the event as JSON.
-pub(crate) fn encode(event: &Event, position: Position) -> Bytes {
+/// One event as an SSE frame (`id: REVISION.INDEX`, the event as JSON),
+/// with whom its document belongs to.
+pub(crate) fn encode(event: &Event, position: Position) -> Frame {
+    Frame { position, bytes: sse(event, position), key: event.key.as_str().into(), owner: owner_of(event) }
+}
+
+/// The owner fields of a machine, service or instance document (a
+/// definition without a federation is in `default`).
+fn owner_of(event: &Event) -> FrameOwner {
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        machine: Option<String>,
+        #[serde(default)]
+        federation: Option<String>,
+        #[serde(default)]
+        address: Option<String>,
+    }
+    let is_machine = event.key.starts_with(gantry_api::keys::MACHINES);
+    let is_service = event.key.starts_with(gantry_api::keys::SERVICES);
+    if event.kind == EventKind::Delete
+        || !(is_machine || is_service || event.key.starts_with(gantry_api::keys::INSTANCES))
+    {
+        return FrameOwner::default();
+    }
+    let Ok(fields) = serde_json::from_slice::<Fields>(&event.value) else { return FrameOwner::default() };
+    let federation = match (is_service, fields.federation) {
+        (true, None) => Some(gantry_api::DEFAULT_FEDERATION.to_owned()),
+        (_, federation) => federation,
+    };
+    let machine = if is_machine { fields.id } else { fields.machine };
+    FrameOwner {
+        machine: machine.map(Into::into),
+        federation: federation.map(Into::into),
+        address: fields.address.map(Into::into),
+    }
+}
+
+fn sse(event: &Event, position: Position) -> Bytes {
     let (kind, value) = match event.kind {
         EventKind::Put => (WatchKind::Put, Some(String::from_utf8_lossy(&event.value).into_owned())),
         EventKind::Delete => (WatchKind::Delete, None),

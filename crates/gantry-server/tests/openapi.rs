@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::TestServer;
 
-fn document() -> Value {
+pub(crate) fn document() -> Value {
     serde_json::from_str(gantry_server::openapi_document()).expect("the document is JSON")
 }
 
@@ -36,7 +36,7 @@ async fn the_server_serves_its_document() {
 #[tokio::test]
 async fn every_route_of_the_router_is_documented() {
     let s = TestServer::embedded().await;
-    let debug = format!("{:?}", gantry_server::router(s.store.clone()));
+    let debug = format!("{:?}", gantry_server::router(s.store.clone(), gantry_server::Acl::off()));
     // `Node { paths: {RouteId(0): "/v1/health", ...} }`: the path router's
     // table, before the fallback router's (which holds no paths).
     let table = debug.split("paths: {").nth(1).unwrap_or_else(|| panic!("no route table in {debug}"));
@@ -50,7 +50,7 @@ async fn every_route_of_the_router_is_documented() {
 
 /// A plausible value for each path parameter; `{id}` names what the
 /// segment before it holds.
-fn fill(template: &str, lease: &str) -> String {
+pub(crate) fn fill(template: &str, lease: &str, accessor: &str) -> String {
     let mut out = Vec::new();
     let mut previous = "";
     for segment in template.split('/') {
@@ -59,6 +59,7 @@ fn fill(template: &str, lease: &str) -> String {
             "{service}" => "api",
             "{name}" => "web",
             "{key}" => "probe/a",
+            "{accessor}" => accessor,
             "{id}" => match previous {
                 "machines" | "instances" => "m1",
                 "services" => "api",
@@ -75,7 +76,7 @@ fn fill(template: &str, lease: &str) -> String {
 }
 
 /// A valid body for each operation that takes one.
-fn body(method: &Method, template: &str) -> Vec<u8> {
+pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
     let json = |value: &dyn erased::Json| value.to_json();
     match (method.as_str(), template) {
         ("PUT", "/v1/machines/{id}") => json(&Machine {
@@ -120,6 +121,10 @@ fn body(method: &Method, template: &str) -> Vec<u8> {
         ("PUT", "/v1/agents/{machine}/services/{service}") => json(&ServiceControl { running: true, restart: None }),
         ("PUT", "/v1/kv/{key}") => b"value".to_vec(),
         ("POST", "/v1/leases") => br#"{"ttl_secs": 60}"#.to_vec(),
+        ("PUT", "/v1/acl/policies/{name}") => {
+            br#"{"name": "web", "rules": [{"prefix": "kv/app/", "access": "write"}]}"#.to_vec()
+        }
+        ("POST", "/v1/acl/tokens") => br#"{"name": "probe", "policies": ["web"]}"#.to_vec(),
         _ => Vec::new(),
     }
 }
@@ -151,9 +156,18 @@ async fn decisions(http: &reqwest::Client, url: &str) -> u64 {
 /// the documented ones.
 #[tokio::test]
 async fn every_documented_operation_answers_and_no_other_method_does() {
-    let s = TestServer::embedded().await;
-    let http = reqwest::Client::new();
+    let s = TestServer::embedded_with_acl().await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", s.token.as_deref().unwrap());
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
     let lease = s.client.grant_lease(std::time::Duration::from_secs(60)).await.unwrap().id;
+    let probe = gantry_api::TokenRequest {
+        name: "revoked by the probe".into(),
+        policies: vec!["management".into()],
+        ..Default::default()
+    };
+    let accessor = s.client.create_token(&probe).await.unwrap().token.accessor;
     s.client.kv_put("probe/seed", "x", PutOptions::default()).await.unwrap();
     let doc = document();
     let paths = doc["paths"].as_object().unwrap();
@@ -162,7 +176,7 @@ async fn every_documented_operation_answers_and_no_other_method_does() {
     for method in &order {
         for (template, item) in paths {
             let Some(operation) = item.get(method.as_str().to_lowercase()) else { continue };
-            let url = format!("{}{}", s.url, fill(template, &lease));
+            let url = format!("{}{}", s.url, fill(template, &lease, &accessor));
             let decided = decisions(&http, &s.url).await;
             let response = http.request(method.clone(), &url).body(body(method, template)).send().await.unwrap();
             let status = response.status().as_u16();
@@ -194,8 +208,11 @@ async fn every_documented_operation_answers_and_no_other_method_does() {
             if documented.contains(method.as_str()) {
                 continue;
             }
-            let response =
-                http.request(method.clone(), format!("{}{}", s.url, fill(template, &lease))).send().await.unwrap();
+            let response = http
+                .request(method.clone(), format!("{}{}", s.url, fill(template, &lease, &accessor)))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status().as_u16(), 405, "{method} {template}");
             let allow: BTreeSet<String> =
                 response.headers()["allow"].to_str().unwrap().split(',').map(|m| m.trim().to_owned()).collect();

@@ -554,7 +554,7 @@ async fn shutdown_ends_open_watch_streams() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(gantry_server::serve_threaded(listener, store, 2, async {
+    let serving = tokio::spawn(gantry_server::serve_threaded(listener, store, gantry_server::Acl::off(), 2, async {
         let _ = stopped.await;
     }));
     let client = Client::new(&url);

@@ -3,6 +3,7 @@
 //! suite runs against both engines: embedded (temp dir) and a real etcd
 //! started by the test.
 
+mod acl;
 mod http;
 mod openapi;
 mod suite;
@@ -11,6 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use gantry_client::Client;
+use gantry_server::{Acl, AclMode};
 use gantry_store::local_etcd::LocalEtcd;
 use gantry_store::{EmbeddedConfig, EtcdConfig, Store, StoreConfig};
 use tokio::sync::oneshot;
@@ -20,6 +22,8 @@ pub struct TestServer {
     pub client: Client,
     pub store: Store,
     pub url: String,
+    /// Its management token, when it checks tokens.
+    pub token: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     _dir: Option<tempfile::TempDir>,
     _etcd: Option<LocalEtcd>,
@@ -38,6 +42,20 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path()))).await.unwrap();
         TestServer::start(store, Some(dir), None, None).await
+    }
+
+    /// On the embedded engine with access control on, as `gantry server`
+    /// runs by default; its client sends the bootstrapped management token.
+    pub async fn embedded_with_acl() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path()))).await.unwrap();
+        let acl = Acl::open(&store, AclMode::On).await.unwrap();
+        gantry_server::bootstrap(&acl, &store, dir.path()).await.unwrap();
+        let token = std::fs::read_to_string(dir.path().join(gantry_server::BOOTSTRAP_TOKEN_FILE)).unwrap();
+        let mut server = TestServer::start_with(store, acl, Some(dir), None, None).await;
+        server.client = server.client.clone().with_token(token.trim());
+        server.token = Some(token.trim().to_owned());
+        server
     }
 
     /// On the embedded engine, served as `gantry server` serves: several
@@ -67,6 +85,16 @@ impl TestServer {
         etcd: Option<LocalEtcd>,
         threads: Option<usize>,
     ) -> TestServer {
+        TestServer::start_with(store, Acl::off(), dir, etcd, threads).await
+    }
+
+    async fn start_with(
+        store: Store,
+        acl: std::sync::Arc<Acl>,
+        dir: Option<tempfile::TempDir>,
+        etcd: Option<LocalEtcd>,
+        threads: Option<usize>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -76,12 +104,12 @@ impl TestServer {
         };
         tokio::spawn(async move {
             match threads {
-                Some(threads) => gantry_server::serve_threaded(listener, serving, threads, shutdown).await,
-                None => gantry_server::serve(listener, serving, shutdown).await,
+                Some(threads) => gantry_server::serve_threaded(listener, serving, acl, threads, shutdown).await,
+                None => gantry_server::serve(listener, serving, acl, shutdown).await,
             }
             .unwrap();
         });
-        TestServer { client: Client::new(&url), store, url, stop: Some(stop), _dir: dir, _etcd: etcd }
+        TestServer { client: Client::new(&url), store, url, token: None, stop: Some(stop), _dir: dir, _etcd: etcd }
     }
 }
 

@@ -442,6 +442,84 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Create a token: with policies (operators, applications), or an agent's for
+    /// one machine. Its secret is shown once (or written to --secret-file, 0600).
+    #[command(name = "acl:token:create")]
+    AclTokenCreate {
+        /// A policy it holds (repeatable); `management` is everything
+        #[arg(long = "policy", value_name = "NAME")]
+        policies: Vec<String>,
+        /// An agent's token for this machine: it writes only that machine's
+        /// records and reads what its services need
+        #[arg(long, value_name = "MACHINE", conflicts_with = "policies")]
+        agent: Option<String>,
+        /// The agent's federation (its services')
+        #[arg(long, value_name = "FEDERATION", requires = "agent", default_value = gantry_api::DEFAULT_FEDERATION)]
+        federation: String,
+        /// A name for people (shown in lists and refusals)
+        #[arg(long, default_value = "", value_name = "NAME")]
+        name: String,
+        /// It expires after this long [default: never]
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        ttl: Option<Duration>,
+        /// Write the secret to this file (mode 0600) instead of printing it
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List tokens: accessor, name, policies or agent, expiry (never a secret).
+    #[command(name = "acl:token:list")]
+    AclTokenList {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Revoke a token by its accessor: every server refuses it from now on.
+    #[command(name = "acl:token:revoke")]
+    AclTokenRevoke {
+        accessor: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Create or replace a policy: rules of read, write or deny access to key
+    /// prefixes (kv/app/, services/, instances/, acl/, logs/MACHINE/, metrics),
+    /// optionally limited to federations.
+    #[command(name = "acl:policy:create")]
+    AclPolicyCreate {
+        name: String,
+        /// Read access to keys under this prefix (repeatable; "" is everything)
+        #[arg(long = "read", value_name = "PREFIX")]
+        read: Vec<String>,
+        /// Write (and read) access under this prefix (repeatable)
+        #[arg(long = "write", value_name = "PREFIX")]
+        write: Vec<String>,
+        /// No access under this prefix, whatever a shorter prefix grants (repeatable)
+        #[arg(long = "deny", value_name = "PREFIX")]
+        deny: Vec<String>,
+        /// See only these federations' services and instances (repeatable)
+        #[arg(long = "federation", value_name = "NAME")]
+        federations: Vec<String>,
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        description: String,
+        /// The policy as JSON ({"name", "rules": [{"prefix", "access"}], "federations"}) instead of flags
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["read", "write", "deny", "federations"])]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List policies.
+    #[command(name = "acl:policy:list")]
+    AclPolicyList {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show one policy's rules.
+    #[command(name = "acl:policy:show")]
+    AclPolicyShow {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Create the built-in certificate authority: DIR/ca.pem and DIR/ca-key.pem
     /// (the private key, mode 0600). Refuses to replace an existing one.
     #[command(name = "tls:ca:create")]
@@ -542,7 +620,13 @@ impl Command {
             | Command::KvGet { server, .. }
             | Command::KvPut { server, .. }
             | Command::KvDel { server, .. }
-            | Command::Watch { server, .. } => Some(server),
+            | Command::Watch { server, .. }
+            | Command::AclTokenCreate { server, .. }
+            | Command::AclTokenList { server }
+            | Command::AclTokenRevoke { server, .. }
+            | Command::AclPolicyCreate { server, .. }
+            | Command::AclPolicyList { server }
+            | Command::AclPolicyShow { server, .. } => Some(server),
             _ => None,
         }
     }
@@ -597,9 +681,18 @@ pub struct CertRoleArgs {
 /// Where the client finds the server.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// The gantry server's URL
-    #[arg(long = "server", env = "GANTRY_SERVER", default_value = gantry_api::DEFAULT_SERVER, value_name = "URL")]
-    pub url: String,
+    /// The gantry server's URL [default: the `gantry up` stack of the repository
+    /// around the current directory, else http://127.0.0.1:7400]
+    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL")]
+    pub url: Option<String>,
+    /// The token to send (prefer GANTRY_TOKEN or --token-file: a command
+    /// line is visible to every user of the machine)
+    #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true, value_name = "SECRET")]
+    pub token: Option<String>,
+    /// A file holding the token (its first line) [default: in a `gantry up`
+    /// repository, its management token]
+    #[arg(long, env = "GANTRY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print JSON for scripts instead of text for people.
     #[arg(long)]
     pub json: bool,
@@ -623,6 +716,18 @@ pub struct ServeArgs {
     pub threads: u16,
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// Access control: `on` (default deny: every request needs a token; the
+    /// first start writes a management token to DATA_DIR/bootstrap-token) or
+    /// `off` (anyone may do anything: for benchmarks only)
+    #[arg(long, value_enum, default_value_t = AclArg::On, value_name = "on|off")]
+    pub acl: AclArg,
+}
+
+/// `gantry server --acl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AclArg {
+    On,
+    Off,
 }
 
 /// How `gantry server` reaches a secured etcd (`--store etcd://...`).
@@ -714,6 +819,12 @@ pub struct AgentArgs {
     /// otherwise whoever may write a service definition runs commands here)
     #[arg(long)]
     pub enable_script_checks: bool,
+    /// The agent's token (prefer GANTRY_TOKEN or --token-file)
+    #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true, value_name = "SECRET")]
+    pub token: Option<String>,
+    /// A file holding the agent's token (its first line); `gantry acl:token:create --agent MACHINE` makes one
+    #[arg(long, env = "GANTRY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `--lb`.

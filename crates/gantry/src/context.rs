@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use gantry_client::{Client, ClientError};
 
 use crate::BadInput;
-use crate::cli::Command;
+use crate::cli::{Command, ServerArgs};
 use crate::output::Output;
 
 /// A command's expensive state, built once.
@@ -27,7 +27,8 @@ impl Context {
         } else {
             None
         };
-        Ok(Context { output: command.output(), client: command.server().map(|s| Client::new(&s.url)), runtime })
+        let client = command.server().map(connect).transpose()?;
+        Ok(Context { output: command.output(), client, runtime })
     }
 
     pub fn output(&self) -> Output {
@@ -49,6 +50,49 @@ impl Context {
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime().block_on(future)
     }
+}
+
+/// Where a client command finds its server and token.
+///
+/// The server: `--server`/`GANTRY_SERVER`; else, inside a repository that
+/// `gantry up` runs, that stack's server; else the local default. The
+/// token: `--token`/`GANTRY_TOKEN`; else `--token-file`/`GANTRY_TOKEN_FILE`;
+/// else, only when the server is that stack's, the stack's management
+/// token (`.gantry/server/bootstrap-token`) — never sent to a server named
+/// on the command line.
+pub fn connect(server: &ServerArgs) -> anyhow::Result<Client> {
+    let stack = if server.url.is_none() { crate::commands::stack_around_cwd() } else { None };
+    let url = match (&server.url, &stack) {
+        (Some(url), _) => url.clone(),
+        (None, Some(stack)) => stack.url.clone(),
+        (None, None) => gantry_api::DEFAULT_SERVER.to_owned(),
+    };
+    let token = match (&server.token, &server.token_file, &stack) {
+        (Some(token), _, _) => Some(token.clone()),
+        (None, Some(file), _) => Some(read_token(file)?),
+        (None, None, Some(stack)) => stack.token_file.as_deref().map(read_token).transpose()?,
+        (None, None, None) => None,
+    };
+    let client = Client::new(&url);
+    Ok(match token {
+        Some(token) => client.with_token(&token),
+        None => client,
+    })
+}
+
+/// The first line of a token file.
+pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::Error::from(BadInput(format!(
+            "error: cannot read the token file {}: {e}\n = help: give --token-file FILE (or GANTRY_TOKEN_FILE) a file holding a token",
+            path.display()
+        )))
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim().to_owned();
+    if token.is_empty() {
+        return Err(BadInput(format!("error: the token file {} is empty", path.display())).into());
+    }
+    Ok(token)
 }
 
 /// Adds the "how to fix" to a client error; a request the server refused

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gantry_api::{Health, Instance, RunState};
-use gantry_client::{Client, PutOptions};
+use gantry_client::PutOptions;
 
 use super::{AgentProcess, Scratch, ServerProcess, block_on, eventually, gantry, run_in, runs_total, status_of};
 
@@ -21,17 +21,15 @@ fn www_resolves_api_and_follows_it_when_it_moves() {
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
 
-    let mut api = AgentProcess::start(
-        &server.url,
-        &work.path().join("api1"),
-        &["--group", "12_04-api", "--address", "127.0.0.2"],
-    );
+    let mut api =
+        AgentProcess::start(&server, &work.path().join("api1"), &["--group", "12_04-api", "--address", "127.0.0.2"]);
     let seen = work.path().join("seen.conf");
     let provision = format!("cp env/app-www.conf {}; echo run >> runs.log", seen.display());
     let www_dir = work.path().join("www");
     std::fs::create_dir_all(&www_dir).unwrap();
     // The provision command runs in the agent's working directory.
     let www_child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .env("GANTRY_TOKEN", server.token.as_deref().unwrap_or_default())
         .args(["agent", "--server", &server.url, "--data-dir", ".", "--group", "12_04-www", "--address", "127.0.0.3"])
         .args(["--provision-cmd", &provision, "--min-interval", "100ms"])
         .current_dir(&www_dir)
@@ -76,11 +74,8 @@ fn www_resolves_api_and_follows_it_when_it_moves() {
     assert!(www.env_file("app-www").contains("127.0.0.2"), "the previous env file is kept");
 
     // The api comes back elsewhere: www re-provisions with the new address.
-    let _api2 = AgentProcess::start(
-        &server.url,
-        &work.path().join("api2"),
-        &["--group", "12_04-api", "--address", "127.0.0.4"],
-    );
+    let _api2 =
+        AgentProcess::start(&server, &work.path().join("api2"), &["--group", "12_04-api", "--address", "127.0.0.4"]);
     eventually("www's env file follows the api", Duration::from_secs(20), || {
         Some(()).filter(|()| www.env_file("app-www").contains("API_URL='http://127.0.0.4:1100'"))
     });
@@ -100,7 +95,7 @@ fn a_burst_of_a_hundred_provider_changes_makes_at_most_two_runs_that_never_overl
     let work = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
-    let client = Client::new(&server.url);
+    let client = server.client();
     let fake_api = |port: u16| Instance {
         service: "api".into(),
         id: "fake".into(),
@@ -117,7 +112,7 @@ fn a_burst_of_a_hundred_provider_changes_makes_at_most_two_runs_that_never_overl
     let log = work.path().join("runs.log");
     let provision = format!("echo start $(date +%s%N) >> {0}; sleep 2; echo end $(date +%s%N) >> {0}", log.display());
     let www = AgentProcess::start(
-        &server.url,
+        &server,
         &work.path().join("www"),
         &["--group", "12_04-www", "--address", "127.0.0.3", "--provision-cmd", &provision, "--min-interval", "200ms"],
     );
@@ -169,7 +164,7 @@ fn a_killed_agent_leaves_lookups_within_its_lease_and_comes_back_without_duplica
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", scratch.dir.path().to_str().unwrap()]).ok();
     let args = ["--group", "12_04-api", "--address", "127.0.0.2", "--lease-ttl", "2s"];
-    let mut api = AgentProcess::start(&server.url, &work.path().join("api"), &args);
+    let mut api = AgentProcess::start(&server, &work.path().join("api"), &args);
     let id = api.machine_id();
     eventually("the api is looked up", Duration::from_secs(10), || {
         gantry(&server, &["lookup", "api", "--json"]).stdout.contains(&id).then_some(())
@@ -190,7 +185,7 @@ fn a_killed_agent_leaves_lookups_within_its_lease_and_comes_back_without_duplica
     assert!(killed.elapsed() < Duration::from_millis(3500), "took {:?}", killed.elapsed());
     assert!(gantry(&server, &["machine:show", &id]).code != 0, "the machine left too");
 
-    let _again = AgentProcess::start(&server.url, &work.path().join("api"), &args);
+    let _again = AgentProcess::start(&server, &work.path().join("api"), &args);
     eventually("the restarted agent is back", Duration::from_secs(10), || {
         gantry(&server, &["lookup", "api", "--json"]).stdout.contains(&id).then_some(())
     });
@@ -206,14 +201,14 @@ fn a_federation_never_resolves_another_federations_provider() {
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", FEDERATIONS]).ok();
     let _blue =
-        AgentProcess::start(&server.url, &work.path().join("blue"), &["--group", "blue-db", "--address", "127.0.0.2"]);
+        AgentProcess::start(&server, &work.path().join("blue"), &["--group", "blue-db", "--address", "127.0.0.2"]);
     // blue-db is registered before green-app starts: green-app sees it in its
     // first read and still does not take it.
     eventually("blue-db is registered", Duration::from_secs(10), || {
         gantry(&server, &["lookup", "blue-db"]).stdout.contains("5432").then_some(())
     });
     let app =
-        AgentProcess::start(&server.url, &work.path().join("app"), &["--group", "green-app", "--address", "127.0.0.3"]);
+        AgentProcess::start(&server, &work.path().join("app"), &["--group", "green-app", "--address", "127.0.0.3"]);
     let id = app.machine_id();
     let status = eventually("green-app reports DB_URL unresolved", Duration::from_secs(10), || {
         status_of(&server, &id).filter(|s| s.problems.iter().any(|p| p.contains("DB_URL")))
@@ -224,11 +219,8 @@ fn a_federation_never_resolves_another_federations_provider() {
     assert!(!app.env_file("green-app").contains("blue"), "{}", app.env_file("green-app"));
     assert!(gantry(&server, &["resolve", "green-app"]).code != 0);
 
-    let _green = AgentProcess::start(
-        &server.url,
-        &work.path().join("green"),
-        &["--group", "green-db", "--address", "127.0.0.4"],
-    );
+    let _green =
+        AgentProcess::start(&server, &work.path().join("green"), &["--group", "green-db", "--address", "127.0.0.4"]);
     let conf = eventually("green-app gets green's database", Duration::from_secs(10), || {
         Some(app.env_file("green-app")).filter(|c| c.contains("DATABASE_URL="))
     });
@@ -248,12 +240,12 @@ fn deploys_report_each_node_and_failures_say_why() {
     );
     let common = ["--provision-cmd", cmd.as_str(), "--min-interval", "100ms", "--provision-timeout", "1s"];
     let a = AgentProcess::start(
-        &server.url,
+        &server,
         &work.path().join("a"),
         &[&["--group", "12_04-bee", "--address", "127.0.0.2"][..], &common].concat(),
     );
     let b = AgentProcess::start(
-        &server.url,
+        &server,
         &work.path().join("b"),
         &[&["--group", "12_04-bee", "--address", "127.0.0.3"][..], &common].concat(),
     );
@@ -303,7 +295,11 @@ fn an_agent_waits_for_a_server_that_is_down_and_an_unwritable_env_dir_is_an_erro
     // A free port with nobody on it yet.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
-    let agent = AgentProcess::start(&url, &work.path().join("a"), &["--address", "127.0.0.2"]);
+    // A first start only to bootstrap its token; then it is down while the agent starts.
+    let mut first = ServerProcess::start(&work.path().join("server"), &format!("127.0.0.1:{port}"));
+    let token = first.token.clone();
+    first.kill();
+    let agent = AgentProcess::start_at(&url, token.as_deref(), &work.path().join("a"), &["--address", "127.0.0.2"]);
     let id = agent.machine_id();
     std::thread::sleep(Duration::from_millis(1500));
     let server = ServerProcess::start(&work.path().join("server"), &format!("127.0.0.1:{port}"));
@@ -345,7 +341,7 @@ fn a_service_leaving_a_node_is_withdrawn_first_then_deleted_after_the_drain() {
     let repo = scratch.dir.path().to_str().unwrap().to_owned();
     gantry(&server, &["apply", "--repo", &repo]).ok();
     let bee = AgentProcess::start(
-        &server.url,
+        &server,
         &work.path().join("bee"),
         &["--group", "12_04-bee", "--address", "127.0.0.5", "--drain", "700ms", "--enable-script-checks"],
     );
@@ -402,7 +398,7 @@ fn without_script_checks_a_definition_runs_no_check_or_hook_command() {
     let repo = scratch.dir.path().to_str().unwrap().to_owned();
     gantry(&server, &["apply", "--repo", &repo]).ok();
     let bee = AgentProcess::start(
-        &server.url,
+        &server,
         &work.path().join("bee"),
         &["--group", "12_04-bee", "--address", "127.0.0.6", "--drain", "200ms"],
     );

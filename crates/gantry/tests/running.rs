@@ -10,7 +10,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry_api::{AgentStatus, Health, Instance, ProcState, ProcessStatus};
-use gantry_client::Client;
 
 use super::{AgentProcess, ServerProcess, alive, block_on, eventually, gantry, status_of};
 
@@ -53,7 +52,7 @@ fn write_repo(dir: &Path, fail_dir: &Path) {
 }
 
 fn api_instances(server: &ServerProcess) -> Vec<Instance> {
-    block_on(Client::new(&server.url).service_instances("api", &[])).map(|l| l.items).unwrap_or_default()
+    block_on(server.client().service_instances("api", &[])).map(|l| l.items).unwrap_or_default()
 }
 
 fn health_of(server: &ServerProcess, machine: &str) -> Option<Health> {
@@ -101,7 +100,7 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", work.path().join("repo").to_str().unwrap()]).ok();
     let args = ["--group", "api", "--address", "127.0.0.2", "--restart-delay", "300ms"];
-    let mut agent = AgentProcess::start(&server.url, &work.path().join("a"), &args);
+    let mut agent = AgentProcess::start(&server, &work.path().join("a"), &args);
     let machine = agent.machine_id();
 
     eventually("api passes its check", Duration::from_secs(15), || {
@@ -172,7 +171,7 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
     assert!(alive(orphan), "the service outlives a SIGKILLed agent");
-    let _again = AgentProcess::start(&server.url, &work.path().join("a"), &args);
+    let _again = AgentProcess::start(&server, &work.path().join("a"), &args);
     eventually("the leftover process is stopped", Duration::from_secs(10), || (!alive(orphan)).then_some(()));
     eventually("api runs under the new agent", Duration::from_secs(10), || {
         running_pid(&server, &machine).filter(|p| *p != orphan)
@@ -188,10 +187,10 @@ fn haproxy_fronts_a_required_service_and_keeps_routing_while_the_server_is_down(
     let server_dir = work.path().join("server");
     let mut server = ServerProcess::start(&server_dir, "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", work.path().join("repo").to_str().unwrap()]).ok();
-    let _a = AgentProcess::start(&server.url, &work.path().join("a"), &["--group", "api", "--address", "127.0.0.2"]);
-    let _b = AgentProcess::start(&server.url, &work.path().join("b"), &["--group", "api", "--address", "127.0.0.3"]);
+    let _a = AgentProcess::start(&server, &work.path().join("a"), &["--group", "api", "--address", "127.0.0.2"]);
+    let _b = AgentProcess::start(&server, &work.path().join("b"), &["--group", "api", "--address", "127.0.0.3"]);
     let www = AgentProcess::start(
-        &server.url,
+        &server,
         &work.path().join("w"),
         &["--group", "www", "--address", "127.0.0.4", "--lb", "haproxy"],
     );

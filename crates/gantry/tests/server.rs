@@ -10,15 +10,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gantry_client::{Client, PutOptions};
+use gantry_client::PutOptions;
 
-use super::{ServerProcess, run_in};
-
-fn gantry(server: &ServerProcess, args: &[&str]) -> super::Run {
-    let mut full: Vec<&str> = args.to_vec();
-    full.extend(["--server", server.url.as_str()]);
-    run_in(Path::new("."), &full)
-}
+use super::{ServerProcess, gantry, run_in};
 
 #[test]
 fn client_commands_against_a_server() {
@@ -38,7 +32,7 @@ fn client_commands_against_a_server() {
     assert!(bad.contains("invalid key"), "{bad}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = Client::new(&server.url);
+    let client = server.client();
     rt.block_on(async {
         let m = gantry_api::Machine {
             id: "m1".into(),
@@ -113,6 +107,7 @@ struct Watching {
 impl Watching {
     fn start(server: &ServerProcess, args: &[&str]) -> Watching {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .env("GANTRY_TOKEN", server.token.as_deref().unwrap_or_default())
             .arg("watch")
             .args(args)
             .args(["--server", &server.url])
@@ -205,7 +200,7 @@ fn watch_follows_store_prefixes_with_store() {
     let notice = watch.stderr.recv_timeout(Duration::from_secs(10)).expect("a notice");
     assert_eq!(notice, "no keys under machines/ yet; waiting for changes");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = Client::new(&server.url);
+    let client = server.client();
     let machine = |id: &str| gantry_api::Machine {
         id: id.into(),
         hostname: id.into(),
@@ -242,6 +237,7 @@ fn watch_streams_json_lines_and_resumes_across_a_server_restart() {
     let mut server = ServerProcess::start(dir.path(), "127.0.0.1:0");
     let url = server.url.clone();
     let mut watch = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .env("GANTRY_TOKEN", server.token.as_deref().unwrap_or_default())
         .args(["watch", "app/", "--from", "1", "--server", &url])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -286,7 +282,7 @@ fn acknowledged_writes_survive_sigkill() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for round in 0..4u64 {
         let mut server = ServerProcess::start(dir.path(), "127.0.0.1:0");
-        let client = Client::new(&server.url);
+        let client = server.client();
         let stop_at = Instant::now() + Duration::from_millis(150 + (round * 97) % 250);
         let writers: Vec<_> = (0..16)
             .map(|w| {
@@ -314,7 +310,7 @@ fn acknowledged_writes_survive_sigkill() {
         }
         // Restart and check every acknowledged write of every round so far.
         let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
-        let client = Client::new(&server.url);
+        let client = server.client();
         let stored = rt.block_on(client.kv_list("crash/")).unwrap();
         let stored: BTreeMap<String, String> = stored.entries.into_iter().map(|e| (e.key, e.value)).collect();
         let acked = acknowledged.lock().unwrap();

@@ -147,6 +147,8 @@ pub(crate) fn run_in(dir: &Path, args: &[&str]) -> Run {
 pub(crate) struct ServerProcess {
     pub child: Child,
     pub url: String,
+    /// The management token it bootstrapped (`None` with `--acl off`).
+    pub token: Option<String>,
 }
 
 impl ServerProcess {
@@ -184,7 +186,18 @@ impl ServerProcess {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
             .to_string();
-        ServerProcess { child, url }
+        // Written before the server listens, on its first start.
+        let token = std::fs::read_to_string(data_dir.join("bootstrap-token")).ok().map(|t| t.trim().to_owned());
+        ServerProcess { child, url, token }
+    }
+
+    /// A client of it with its management token.
+    pub fn client(&self) -> gantry_client::Client {
+        let client = gantry_client::Client::new(&self.url);
+        match &self.token {
+            Some(token) => client.with_token(token),
+            None => client,
+        }
     }
 
     pub fn port(&self) -> &str {
@@ -213,10 +226,21 @@ pub(crate) struct AgentProcess {
 }
 
 impl AgentProcess {
-    pub fn start(server: &str, data_dir: &Path, args: &[&str]) -> AgentProcess {
+    /// An agent of `server`, with its management token (the tests of
+    /// access control give agents their own tokens).
+    pub fn start(server: &ServerProcess, data_dir: &Path, args: &[&str]) -> AgentProcess {
+        AgentProcess::start_at(&server.url, server.token.as_deref(), data_dir, args)
+    }
+
+    /// An agent of the server at `url`, sending `token`.
+    pub fn start_at(url: &str, token: Option<&str>, data_dir: &Path, args: &[&str]) -> AgentProcess {
         let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["agent", "--server", server, "--data-dir"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
+        if let Some(token) = token {
+            command.env("GANTRY_TOKEN", token);
+        }
+        let child = command
+            .args(["agent", "--server", url, "--data-dir"])
             .arg(data_dir)
             .args(args)
             .stdout(Stdio::null())
@@ -276,10 +300,28 @@ pub(crate) fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut
     }
 }
 
+/// `gantry ARGS --server URL` with the server's management token.
 pub(crate) fn gantry(server: &ServerProcess, args: &[&str]) -> Run {
     let mut full: Vec<&str> = args.to_vec();
     full.extend(["--server", server.url.as_str()]);
-    run_in(Path::new("."), &full)
+    run_with_token(Path::new("."), &full, server.token.as_deref())
+}
+
+/// `gantry ARGS` in `dir`, with GANTRY_TOKEN set to `token`.
+pub(crate) fn run_with_token(dir: &Path, args: &[&str], token: Option<&str>) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    if let Some(token) = token {
+        command.env("GANTRY_TOKEN", token);
+    }
+    let out = command
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .env_remove("GANTRY_TOKEN_FILE")
+        .output()
+        .expect("running gantry");
+    Run::from(out)
 }
 
 pub(crate) fn status_of(server: &ServerProcess, machine: &str) -> Option<AgentStatus> {

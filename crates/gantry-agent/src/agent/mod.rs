@@ -91,6 +91,8 @@ pub struct AgentConfig {
     /// Run services' command checks and `on_delete` hooks (default off):
     /// `gantry agent --enable-script-checks`.
     pub enable_script_checks: bool,
+    /// The token sent with every request (an agent's token: its machine's).
+    pub token: Option<gantry_client::Secret>,
 }
 
 /// What an embedded agent reports through [`AgentConfig::events`].
@@ -129,6 +131,7 @@ impl AgentConfig {
             restart_policy: RestartPolicy::default(),
             api_port: None,
             enable_script_checks: false,
+            token: None,
         }
     }
 }
@@ -294,7 +297,10 @@ impl Agent {
             updated_at: now_secs(),
         };
         Ok(Agent {
-            client: Client::new(&config.server),
+            client: match &config.token {
+                Some(token) => Client::new(&config.server).with_token(token.expose()),
+                None => Client::new(&config.server),
+            },
             world: World::new(&id),
             config,
             machine,

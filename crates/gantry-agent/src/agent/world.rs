@@ -105,7 +105,13 @@ impl World {
                 world
             }
             StoreKey::Agent { machine, key } if machine == self.machine => self.apply_control(key, value),
-            StoreKey::Agent { .. } | StoreKey::Machine(_) | StoreKey::Kv(_) => Touched::default(),
+            StoreKey::Agent { .. }
+            | StoreKey::Machine(_)
+            | StoreKey::Kv(_)
+            | StoreKey::AclToken(_)
+            | StoreKey::AclPolicy(_)
+            | StoreKey::AclLease(_)
+            | StoreKey::AclBootstrap => Touched::default(),
         }
     }
 

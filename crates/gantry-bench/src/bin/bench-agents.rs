@@ -72,7 +72,7 @@ async fn bench(agents: usize, rounds: usize) -> anyhow::Result<()> {
     let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path().join("server")))).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(gantry_server::serve(listener, store, std::future::pending()));
+    tokio::spawn(gantry_server::serve(listener, store, gantry_server::Acl::off(), std::future::pending()));
     let client = Client::new(&url);
 
     // The seed example's services and datastores, as `gantry apply` uploads them.

@@ -43,6 +43,12 @@ pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     config.restart_policy.max = args.restart_max_delay.max(args.restart_delay);
     config.api_port = Some(args.api_port);
     config.enable_script_checks = args.enable_script_checks;
+    config.token = match (args.token, &args.token_file) {
+        (Some(token), _) => Some(token),
+        (None, Some(file)) => Some(crate::context::read_token(file)?),
+        (None, None) => None,
+    }
+    .map(gantry_client::Secret::new);
     ctx.block_on(gantry_agent::agent::run(config, shutdown_signal()))?;
     Ok(())
 }

@@ -60,7 +60,8 @@ fn desired(opened: &Opened) -> anyhow::Result<Desired> {
     Ok(Desired { groups, services, datastores: repo.datastores.clone() })
 }
 
-pub fn apply(ctx: &Context, opened: &Opened, server: &str, dry_run: bool) -> anyhow::Result<()> {
+pub fn apply(ctx: &Context, opened: &Opened, dry_run: bool) -> anyhow::Result<()> {
+    let server = ctx.client().base();
     let desired = desired(opened)?;
     let changes = ctx.block_on(sync(ctx.client(), &desired, dry_run)).map_err(explain)?;
     ctx.output().print(&changes, |out| summary(out, &changes, &desired, server, dry_run))

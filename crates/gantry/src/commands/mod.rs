@@ -12,7 +12,9 @@
 //!   `service:restart|stop|start`), `listener`, `lb`, `logs`, `resolve`,
 //!   `lookup`, `kv`, `watch`
 //! - transport security: `tls` (`tls:ca:create`, `tls:cert:create`)
+//! - access control: `acl` (`acl:token:*`, `acl:policy:*`)
 
+mod acl;
 mod agent;
 mod apply;
 mod autoscale;
@@ -35,6 +37,8 @@ mod services;
 mod tls;
 mod up;
 mod watch;
+
+pub use up::stack_around_cwd;
 
 use crate::BadInput;
 use crate::cli::Command;
@@ -80,13 +84,13 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Status { dir, .. } => up::status(ctx, dir),
         Command::Down { dir, purge } => up::down(dir, purge),
         Command::Server(args) => server::serve(ctx, &args),
-        Command::Apply { dry_run, repo, server } => {
+        Command::Apply { dry_run, repo, .. } => {
             let opened = crate::repo::open_dir(repo.as_deref())?;
-            apply::apply(ctx, &opened, &server.url, dry_run)
+            apply::apply(ctx, &opened, dry_run)
         }
         Command::Agent(args) => agent::run(ctx, *args),
-        Command::Resolve { service, machine, show_secrets, server } => {
-            resolve::resolve(ctx, &server.url, &service, machine.as_deref(), show_secrets)
+        Command::Resolve { service, machine, show_secrets, .. } => {
+            resolve::resolve(ctx, &service, machine.as_deref(), show_secrets)
         }
         Command::ListenerStatus { machine, .. } => listener::status(ctx, machine.as_deref()),
         Command::ListenerOn { target, .. } => listener::switch(ctx, &target, true),
@@ -113,6 +117,28 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::KvPut { key, value, cas, .. } => kv::put(ctx, &key, &value, cas),
         Command::KvDel { key, .. } => kv::del(ctx, &key),
         Command::Watch { prefix, store, from, .. } => watch::watch(ctx, &prefix, store, from),
+        Command::AclTokenCreate { policies, agent, federation, name, ttl, secret_file, .. } => {
+            let agent = agent.map(|machine| gantry_api::AgentIdentity { machine, federation });
+            let ttl_secs = ttl.map(|ttl| ttl.as_secs().max(1));
+            let request = gantry_api::TokenRequest { name, policies, agent, ttl_secs };
+            acl::token_create(ctx, &request, secret_file.as_deref())
+        }
+        Command::AclTokenList { .. } => acl::token_list(ctx),
+        Command::AclTokenRevoke { accessor, .. } => acl::token_revoke(ctx, &accessor),
+        Command::AclPolicyCreate { name, read, write, deny, federations, description, file, .. } => {
+            let rules = [
+                (gantry_api::Access::Read, read),
+                (gantry_api::Access::Write, write),
+                (gantry_api::Access::Deny, deny),
+            ]
+            .into_iter()
+            .flat_map(|(access, prefixes)| prefixes.into_iter().map(move |prefix| gantry_api::Rule { prefix, access }))
+            .collect();
+            let policy = gantry_api::Policy { name, description, rules, federations };
+            acl::policy_create(ctx, policy, file.as_deref())
+        }
+        Command::AclPolicyList { .. } => acl::policy_list(ctx),
+        Command::AclPolicyShow { name, .. } => acl::policy_show(ctx, &name),
         Command::TlsCaCreate { tls, name, valid_for } => tls::ca_create(ctx, &tls.dir, &name, valid_for),
         Command::TlsCertCreate { name, role, ips, dns, valid_for, tls } => {
             let role = if role.server {

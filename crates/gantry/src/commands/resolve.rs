@@ -14,14 +14,9 @@ use crate::output::print_json;
 
 /// `gantry resolve SERVICE`: what the service's requirements resolve to,
 /// as an agent on `machine` would see them.
-pub fn resolve(
-    ctx: &Context,
-    server: &str,
-    service: &str,
-    machine: Option<&str>,
-    show_secrets: bool,
-) -> anyhow::Result<()> {
+pub fn resolve(ctx: &Context, service: &str, machine: Option<&str>, show_secrets: bool) -> anyhow::Result<()> {
     let client = ctx.client();
+    let server = client.base();
     let (definition, instances, datastores) = ctx
         .block_on(async {
             let definition = client.services().await?.items.into_iter().find(|d| d.id == service);

