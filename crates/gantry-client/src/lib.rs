@@ -17,14 +17,14 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures::{Stream, StreamExt};
 use gantry_api::keys::AgentKey;
-use gantry_tls::TlsError;
-use gantry_tls::config::ClientTls;
-use gantry_tls::problem::TlsProblem;
 use gantry_api::{
     AgentControl, AgentStatus, DeleteResult, DeployRequest, ErrorBody, ErrorCode, Group, HealthStatus, Instance,
     KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, ResetEvent, ServiceControl,
     ServiceDefinition, WATCH_RESET_EVENT, WatchEvent, WriteResult, keys,
 };
+use gantry_tls::TlsError;
+use gantry_tls::config::ClientTls;
+use gantry_tls::problem::TlsProblem;
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 
@@ -137,8 +137,7 @@ impl Client {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response =
-            request.send().await.map_err(|source| Client::unreachable(&self.base, source))?;
+        let response = request.send().await.map_err(|source| Client::unreachable(&self.base, source))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -160,8 +159,7 @@ impl Client {
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let response = self.send(request).await?;
         let url = response.url().to_string();
-        let bytes =
-            response.bytes().await.map_err(|source| Client::unreachable(&self.base, source))?;
+        let bytes = response.bytes().await.map_err(|source| Client::unreachable(&self.base, source))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, source: Box::new(e) })
     }
 
@@ -499,9 +497,7 @@ impl Client {
         }
         let response = self.send(request).await?;
         let server = self.base.clone();
-        Ok(response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|source| Client::unreachable(&server, source))))
+        Ok(response.bytes_stream().map(move |chunk| chunk.map_err(|source| Client::unreachable(&server, source))))
     }
 }
 

@@ -110,7 +110,8 @@ pub async fn logs(
     let query = raw.map(|q| format!("?{q}")).unwrap_or_default();
     let scheme = if agents.tls { "https" } else { "http" };
     let url = format!("{scheme}://{api}/v1/logs/{service}{query}");
-    let unreachable = |why: String| ApiError::new(ErrorCode::AgentUnreachable, format!("agent {machine} at {api}: {why}"));
+    let unreachable =
+        |why: String| ApiError::new(ErrorCode::AgentUnreachable, format!("agent {machine} at {api}: {why}"));
     let mut request = agents.http.get(&url);
     if !follow {
         request = request.timeout(AGENT_READ_TIMEOUT);
@@ -140,7 +141,9 @@ pub async fn logs(
 fn agent_address(machine: &Machine, status: &AgentStatus, tls: bool) -> ApiResult<SocketAddr> {
     let id = &machine.id;
     let Some(api) = &status.api else {
-        return Err(ApiError::not_found(format!("agent {id} runs without its API, so its logs cannot be read remotely")));
+        return Err(ApiError::not_found(format!(
+            "agent {id} runs without its API, so its logs cannot be read remotely"
+        )));
     };
     let bad_status = |why: String| ApiError::new(ErrorCode::BadAgentStatus, format!("agent {id}'s status: {why}"));
     let published = reqwest::Url::parse(api).map_err(|e| bad_status(format!("its API {api:?} is not a URL: {e}")))?;

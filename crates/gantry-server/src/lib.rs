@@ -55,6 +55,8 @@ mod openapi;
 mod query;
 mod resource;
 mod routes;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 use std::future::Future;

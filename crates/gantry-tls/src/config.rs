@@ -183,9 +183,11 @@ impl ClientTls {
             .map_err(|source| TlsError::Config { what: "TLS versions".into(), source })?
             .with_root_certificates(self.ca.roots.clone());
         match &self.identity {
-            Some(identity) => builder.with_client_auth_cert(identity.chain.clone(), identity.key.clone_key()).map_err(
-                |source| TlsError::Config { what: format!("the certificate of {}", identity.holder.name), source },
-            ),
+            Some(identity) => {
+                builder.with_client_auth_cert(identity.chain.clone(), identity.key.clone_key()).map_err(|source| {
+                    TlsError::Config { what: format!("the certificate of {}", identity.holder.name), source }
+                })
+            }
             None => Ok(builder.with_no_client_auth()),
         }
     }
@@ -255,7 +257,8 @@ impl ClientCertVerifier for OfRole {
 /// Every certificate in `pem`, at least one.
 fn certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let not_cert = || TlsError::NotACertificate { what: what.to_owned() };
-    let chain: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().map_err(|_| not_cert())?;
+    let chain: Vec<_> =
+        CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().map_err(|_| not_cert())?;
     if chain.is_empty() {
         return Err(not_cert());
     }

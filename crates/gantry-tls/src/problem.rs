@@ -13,7 +13,10 @@ pub enum TlsProblem {
     /// The peer's certificate is not signed by the CA this side trusts.
     UnknownIssuer,
     /// The peer's certificate does not name the host connected to.
-    NameMismatch { expected: String, presented: Vec<String> },
+    NameMismatch {
+        expected: String,
+        presented: Vec<String>,
+    },
     /// The peer's certificate has expired (or is not valid yet).
     Expired,
     NotValidYet,
@@ -23,7 +26,9 @@ pub enum TlsProblem {
     CertificateRequired,
     /// The peer refused this side's certificate (another CA's, an expired
     /// one, one of a role it does not accept); `alert` is what it said.
-    CertificateRefused { alert: String },
+    CertificateRefused {
+        alert: String,
+    },
     /// The peer did not answer in TLS (a plain HTTP server).
     NotTls,
     Other(String),
@@ -37,16 +42,12 @@ impl TlsProblem {
             if let Some(rustls) = e.downcast_ref::<rustls::Error>() {
                 return Some(TlsProblem::of(rustls));
             }
-            // io::Error's `source()` skips the error it wraps, which is
-            // where tokio-rustls puts rustls's.
-            if let Some(rustls) = e
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return Some(TlsProblem::of(rustls));
-            }
-            next = e.source();
+            // io::Error's `source()` skips the error it wraps (where
+            // tokio-rustls puts rustls's, sometimes in another io::Error).
+            next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(inner) => Some(inner as &(dyn Error + 'static)),
+                None => e.source(),
+            };
         }
         None
     }
@@ -63,9 +64,7 @@ impl TlsProblem {
                     presented: presented.iter().map(|p| p.trim_matches('"').to_owned()).collect(),
                 },
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => TlsProblem::Expired,
-                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                    TlsProblem::NotValidYet
-                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => TlsProblem::NotValidYet,
                 CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                     TlsProblem::WrongPurpose
                 }

@@ -82,9 +82,12 @@ pub async fn serve(
             });
             (format!("https://{local}"), task)
         }
-        None => (format!("http://{local}"), tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        })),
+        None => (
+            format!("http://{local}"),
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+        ),
     };
     Ok((url, task))
 }

@@ -149,7 +149,10 @@ pub struct AgentError(String);
 /// The agent API's TLS: its certificate, which must be an agent's naming
 /// `address` (the server checks the name), and servers' certificates only
 /// from its CA. `None` without a certificate (the API is plain HTTP).
-fn api_tls(tls: Option<&ClientTls>, address: IpAddr) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, AgentError> {
+fn api_tls(
+    tls: Option<&ClientTls>,
+    address: IpAddr,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, AgentError> {
     let Some((tls, identity)) = tls.and_then(|tls| Some((tls, tls.identity.as_ref()?))) else { return Ok(None) };
     let holder = identity.holder();
     let how = format!("make one with `gantry tls:cert:create --agent {} --ip {address}`", holder.name);
