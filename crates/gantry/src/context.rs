@@ -104,6 +104,12 @@ pub fn tls_input(flags: &str, e: TlsError) -> anyhow::Error {
 /// as malformed (4xx but 404) is bad input.
 pub fn explain(e: ClientError) -> anyhow::Error {
     match e {
+        // Bytes that are not HTTP: most likely TLS, from a server with --tls-cert.
+        ClientError::Connect { ref server, ref source } if server.starts_with("http://") && answered_not_http(source) => {
+            anyhow::anyhow!(
+                "the gantry server at {server} did not answer in plain HTTP\n = help: if it serves HTTPS (gantry server --tls-cert), use --server https://... with --ca-cert"
+            )
+        }
         ClientError::Connect { .. } => anyhow::Error::new(e)
             .context("start one with `gantry server`, or point --server / GANTRY_SERVER at a running one"),
         ClientError::Tls { server, problem, .. } => {
@@ -115,6 +121,18 @@ pub fn explain(e: ClientError) -> anyhow::Error {
         }
         other => other.into(),
     }
+}
+
+/// Whether the server answered, but not in HTTP.
+fn answered_not_http(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// A failed handshake with a server, said with the flags that fix it.
