@@ -55,7 +55,8 @@ impl Pki {
 /// server --threads 2`), stopped on drop.
 struct TlsServer {
     url: String,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,10 +68,10 @@ impl TlsServer {
         let url = format!("https://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let options = ServeOptions { threads: 2, tls: Some(ServerTls::new(identity, &clients).unwrap()) };
-        tokio::spawn(gantry_server::serve_with(listener, store, options, async {
+        let serving = tokio::spawn(gantry_server::serve_with(listener, store, options, async {
             let _ = stopped.await;
         }));
-        TlsServer { url, _stop: stop, _dir: dir }
+        TlsServer { url, stop, serving, _dir: dir }
     }
 }
 
@@ -173,6 +174,24 @@ async fn kv_and_watches_over_http2_chosen_by_alpn() {
         let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
         assert!(text.starts_with(&format!("id: {revision}.0\ndata: ")), "{text}");
     }
+}
+
+/// Shutdown over TLS is as over plain HTTP: requests get a moment, open
+/// watch streams are then cut, and the event loops end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_watch_streams_over_tls() {
+    let pki = Pki::new("ours");
+    let server = TlsServer::start("127.0.0.1:0", pki.of(Role::Server, "s1"), ClientAuth::Off).await;
+    let client = pki.client(&server.url, None);
+    let watch = client.watch("kv/", 0, None).await.unwrap();
+    futures::pin_mut!(watch);
+    client.kv_put("before", "1", PutOptions::default()).await.unwrap();
+    let first = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut watch)).await.unwrap();
+    assert!(matches!(first, Some(Ok(gantry_client::WatchItem::Event { .. }))), "{first:?}");
+    server.stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, server.serving).await.expect("the server stops with a watch open").unwrap().unwrap();
+    let ended = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut watch)).await.expect("the watch ends");
+    assert!(!matches!(ended, Some(Ok(gantry_client::WatchItem::Event { .. }))), "{ended:?}");
 }
 
 /// A plain HTTP server on `listen` that counts its connections and answers

@@ -105,7 +105,9 @@ pub fn tls_input(flags: &str, e: TlsError) -> anyhow::Error {
 pub fn explain(e: ClientError) -> anyhow::Error {
     match e {
         // Bytes that are not HTTP: most likely TLS, from a server with --tls-cert.
-        ClientError::Connect { ref server, ref source } if server.starts_with("http://") && answered_not_http(source) => {
+        ClientError::Connect { ref server, ref source }
+            if server.starts_with("http://") && answered_not_http(source) =>
+        {
             anyhow::anyhow!(
                 "the gantry server at {server} did not answer in plain HTTP\n = help: if it serves HTTPS (gantry server --tls-cert), use --server https://... with --ca-cert"
             )
