@@ -3,8 +3,9 @@
 //! Every request that reaches the store goes through [`crate::gate::Gate`],
 //! which holds the request's [`Caller`] and calls [`authorize`] with what
 //! the request does ([`Action`]) and to what ([`Target`]) before it touches
-//! the store, the lease table, a watch or an agent. Today there is no
-//! authentication: every caller is [`Caller::Anonymous`] and everything is
+//! the store, the lease table, a watch or an agent. Today there are no
+//! tokens: a caller is [`Caller::Anonymous`], or [`Caller::Certified`] when
+//! a TLS handshake verified its client certificate, and everything is
 //! allowed. Tokens and policies (default deny; an agent's token writes only
 //! its own machine, instances, status and leases; reads isolated by
 //! federation) are meant to be written in [`authorize`] alone: the targets
