@@ -2,6 +2,12 @@
 //! for the routes). Used by the CLI, the agent, and applications that want
 //! `get_host('mysql', master=True)` (seed 002): [`Client::lookup`].
 //! [`deploy`] is `instance:deploy`'s rollout over the agents.
+//!
+//! Over HTTPS ([`Client::with_tls`]) the client trusts the CA it is given
+//! and no other (not the system's roots), checks that the server's
+//! certificate names the host it connects to, and presents its own
+//! certificate when it has one. A handshake that fails is a
+//! [`ClientError::Tls`] that says why.
 #![forbid(unsafe_code)]
 
 pub mod deploy;
@@ -16,6 +22,9 @@ use gantry_api::{
     KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, Policy, ResetEvent, ServiceControl,
     ServiceDefinition, Token, TokenCreated, TokenRequest, WATCH_RESET_EVENT, WatchEvent, Whoami, WriteResult, keys,
 };
+use gantry_tls::TlsError;
+use gantry_tls::config::ClientTls;
+use gantry_tls::problem::TlsProblem;
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 
@@ -26,6 +35,15 @@ pub enum ClientError {
     #[error("cannot reach the gantry server at {server}")]
     Connect {
         server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server was reached, but TLS with it failed: its certificate is
+    /// not one this client trusts, or it refused this client's.
+    #[error("TLS with the gantry server at {server} failed: {problem}")]
+    Tls {
+        server: String,
+        problem: TlsProblem,
         #[source]
         source: reqwest::Error,
     },
@@ -105,13 +123,29 @@ pub enum WatchItem {
 }
 
 impl Client {
-    /// A client of the server at `base` (`http://127.0.0.1:7400`).
+    /// A client of the server at `base` (`http://127.0.0.1:7400`), over
+    /// plain HTTP: it trusts no CA, so an `https://` server is refused
+    /// ([`TlsProblem::UnknownIssuer`]); use [`Client::with_tls`] for one.
     pub fn new(base: &str) -> Client {
+        Client::with_config(base, gantry_tls::config::trust_nothing())
+    }
+
+    /// A client of the HTTPS server at `base`, trusting `tls`'s CA only and
+    /// presenting its certificate, if any.
+    pub fn with_tls(base: &str, tls: &ClientTls) -> Result<Client, TlsError> {
+        let mut config = tls.config()?;
+        // reqwest here speaks HTTP/1.1 only (no `http2` feature).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Client::with_config(base, config))
+    }
+
+    fn with_config(base: &str, tls: rustls::ClientConfig) -> Client {
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()
-            .expect("an HTTP client without TLS always builds");
+            .expect("reqwest builds with a rustls configuration given whole");
         Client { base: base.trim_end_matches('/').to_string(), http, token: None }
     }
 
@@ -119,6 +153,14 @@ impl Client {
     pub fn with_token(mut self, token: &str) -> Client {
         self.token = Some(token.trim().into());
         self
+    }
+
+    /// A failed request as the error that says why: TLS, or no connection.
+    fn unreachable(server: &str, source: reqwest::Error) -> ClientError {
+        match TlsProblem::find(&source) {
+            Some(problem) => ClientError::Tls { server: server.to_owned(), problem, source },
+            None => ClientError::Connect { server: server.to_owned(), source },
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -130,8 +172,7 @@ impl Client {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response =
-            request.send().await.map_err(|source| ClientError::Connect { server: self.base.clone(), source })?;
+        let response = request.send().await.map_err(|source| Client::unreachable(&self.base, source))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -153,8 +194,7 @@ impl Client {
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let response = self.send(request).await?;
         let url = response.url().to_string();
-        let bytes =
-            response.bytes().await.map_err(|source| ClientError::Connect { server: self.base.clone(), source })?;
+        let bytes = response.bytes().await.map_err(|source| Client::unreachable(&self.base, source))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, source: Box::new(e) })
     }
 
@@ -535,9 +575,7 @@ impl Client {
         }
         let response = self.send(request).await?;
         let server = self.base.clone();
-        Ok(response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|source| ClientError::Connect { server: server.clone(), source })))
+        Ok(response.bytes_stream().map(move |chunk| chunk.map_err(|source| Client::unreachable(&server, source))))
     }
 }
 
@@ -672,7 +710,7 @@ fn sse_items(
                     Some(Ok(chunk)) => st.buffer.extend_from_slice(chunk.chunk()),
                     Some(Err(source)) => {
                         st.done = true;
-                        return Some((Err(ClientError::Connect { server: server.clone(), source }), st));
+                        return Some((Err(Client::unreachable(&server, source)), st));
                     }
                     None => return None,
                 }

@@ -22,15 +22,20 @@
 //!
 //! With `gantry server --acl off` every caller is [`Caller::Open`]: the
 //! benchmarks' baseline, and nothing else should run that way.
+//!
+//! Over TLS the verified client certificate is the request's [`Peer`]: the
+//! transport's identity (which node or operator holds the connection),
+//! beside the token, which carries the rights.
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use gantry_api::keys::{AgentKeyRef, StoreKey};
 use gantry_api::{Access, AgentIdentity, ErrorCode};
 use gantry_store::LeaseId;
+use gantry_tls::listener::{PeerCertificate, TlsPeer};
 
 use crate::acl::{Acl, AclMode, Identity, Known, Unknown, access_of};
 use crate::error::{ApiError, ApiResult};
@@ -95,6 +100,19 @@ pub(crate) fn unauthorized(why: &str) -> ApiError {
         ErrorCode::Unauthorized,
         format!("{why}: send `Authorization: Bearer <token>` (gantry: --token, GANTRY_TOKEN or GANTRY_TOKEN_FILE)"),
     )
+}
+
+/// The client certificate a TLS handshake verified, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer(pub Option<PeerCertificate>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Peer, Self::Rejection> {
+        // Present only on a TLS server (plain HTTP adds nothing per request).
+        Ok(Peer(parts.extensions.get::<ConnectInfo<TlsPeer>>().and_then(|peer| peer.0.certificate.clone())))
+    }
 }
 
 /// What a request does to its [`Target`].

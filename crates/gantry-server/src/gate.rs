@@ -13,17 +13,18 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use gantry_api::keys::StoreKey;
-use gantry_api::{DeleteResult, ErrorCode, HealthStatus, LeaseGrant, Listing, WriteResult};
+use gantry_api::{AgentStatus, DeleteResult, ErrorCode, HealthStatus, LeaseGrant, Listing, Machine, WriteResult};
 use gantry_store::{KeyValue, LeaseId, RangeResponse, Store, StoreError};
 use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
 use crate::access::{self, Action, Caller, Owner, Target};
 use crate::acl::Acl;
+use crate::agents::AgentClient;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::{Follower, Frame, Hubs, Position};
 use crate::metrics::Metrics;
-use crate::resource::{AgentStatuses, Resource};
+use crate::resource::{AgentStatuses, Machines, Resource};
 use crate::{query, watch};
 
 /// What the server's requests share. Its store is reachable only through
@@ -40,13 +41,13 @@ struct Shared {
     /// The watched prefixes' shared store watches.
     hubs: Hubs,
     /// To agents' own APIs (logs).
-    http: reqwest::Client,
+    agents: AgentClient,
 }
 
 impl AppState {
-    pub fn new(store: Store, acl: Arc<Acl>) -> AppState {
+    pub fn new(store: Store, acl: Arc<Acl>, agents: AgentClient) -> AppState {
         let hubs = Hubs::new(store.clone(), watch::encode);
-        AppState(Arc::new(Shared { store, acl, metrics: Arc::default(), hubs, http: reqwest::Client::new() }))
+        AppState(Arc::new(Shared { store, acl, metrics: Arc::default(), hubs, agents }))
     }
 
     pub fn acl(&self) -> &Arc<Acl> {
@@ -295,9 +296,10 @@ impl Gate {
         Ok((self.state.0.hubs.follow(prefix, start).await, Arc::clone(&self.state.0.metrics), visibility))
     }
 
-    /// Where `machine`'s agent answers, to read `service`'s log from it,
-    /// and the client to ask it with.
-    pub async fn agent_api(&self, machine: &str, service: &str) -> ApiResult<(String, &reqwest::Client)> {
+    /// What the server needs to read `service`'s log from `machine`'s
+    /// agent: the machine as registered (its address), the status its
+    /// agent published (its API's port), and the client to ask it with.
+    pub async fn agent_api(&self, machine: &str, service: &str) -> ApiResult<(Machine, AgentStatus, &AgentClient)> {
         self.allow(Action::Read, Target::AgentLogs { machine, service })?;
         let status = self.read::<AgentStatuses>(&machine.to_owned()).await.map_err(|e| match e.code {
             ErrorCode::CorruptValue => {
@@ -305,12 +307,13 @@ impl Gate {
             }
             _ => e,
         })?;
-        let Some(api) = status.api else {
-            return Err(ApiError::not_found(format!(
-                "agent {machine} runs without its API, so its logs cannot be read remotely"
-            )));
-        };
-        Ok((api, &self.state.0.http))
+        let registered = self.read::<Machines>(&machine.to_owned()).await.map_err(|e| match e.code {
+            ErrorCode::NotFound => ApiError::not_found(format!(
+                "machine {machine} is not registered (its agent's lease ended?), so where its agent answers is unknown"
+            )),
+            _ => e,
+        })?;
+        Ok((registered, status, &self.state.0.agents))
     }
 }
 

@@ -32,6 +32,13 @@
 //!   target (a `StoreKey` and whom its document belongs to, a prefix, a
 //!   lease). Today it allows everything (there are no credentials yet);
 //!   tokens and policies go in that one function.
+//! - Transport: plain HTTP, or HTTPS ([`ServerTls`]: rustls, HTTP/2 and
+//!   HTTP/1.1 by ALPN) where a client may have to present a certificate of
+//!   the server's CA. The verified certificate's holder (name and role)
+//!   travels with every request of its connection (`ConnectInfo<TlsPeer>`)
+//!   and becomes the request's `Caller`. The log proxy reaches an agent's
+//!   API only at the machine's registered address, over TLS with the
+//!   server's own certificate when the server has one.
 //!
 //! Architecture invariant: the server is the only component that opens the store.
 #![forbid(unsafe_code)]
@@ -50,6 +57,8 @@ mod openapi;
 mod query;
 mod resource;
 mod routes;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 use std::future::Future;
@@ -61,16 +70,62 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use gantry_store::Store;
+use gantry_tls::TlsError;
+use gantry_tls::config::{ClientAuth, ClientTls, Identity};
+use gantry_tls::listener::{TlsListener, TlsPeer};
 use tokio::net::TcpListener;
 
+pub use access::Peer;
 pub use acl::{Acl, AclMode, BOOTSTRAP_TOKEN_FILE, Bootstrap, BootstrapError, bootstrap};
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
 
+/// HTTPS for `gantry server`: its certificate, which client certificates
+/// it asks for, and the same certificate and CA as a client of agents'
+/// APIs (the log proxy). Cheap to clone: every connection of every event
+/// loop shares one rustls configuration, and so its session cache.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+    /// To agents: `None` without a CA (such a server cannot verify
+    /// agents, so it reaches none over TLS).
+    agents: Option<rustls::ClientConfig>,
+}
+
+impl ServerTls {
+    /// A server presenting `identity` (a certificate of role server),
+    /// asking clients for certificates as `clients` says.
+    pub fn new(identity: Identity, clients: &ClientAuth) -> Result<ServerTls, TlsError> {
+        let config = gantry_tls::config::server_config(&identity, clients)?;
+        let agents = match clients.ca() {
+            Some(ca) => Some(ClientTls { ca: ca.clone(), identity: Some(identity) }.config()?),
+            None => None,
+        };
+        Ok(ServerTls { config, agents })
+    }
+}
+
+/// How [`serve_with`] serves, beyond the store.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Event loops, each on a thread of its own (see [`serve_threaded`]).
+    pub threads: usize,
+    /// HTTPS; `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
+    /// Access control ([`Acl::open`]; [`Acl::off`] allows everything).
+    pub acl: Arc<Acl>,
+}
+
 /// The API router over `store`, with the access control `acl` decides
 /// ([`Acl::open`] for `gantry server`; [`Acl::off`] allows everything).
 pub fn router(store: Store, acl: Arc<Acl>) -> Router {
-    let state = gate::AppState::new(store, acl);
+    router_with(store, acl, None)
+}
+
+/// The API router over `store`, reaching agents with `tls`'s credentials.
+fn router_with(store: Store, acl: Arc<Acl>, tls: Option<&ServerTls>) -> Router {
+    let agents = agents::AgentClient::new(tls.and_then(|tls| tls.agents.clone()));
+    let state = gate::AppState::new(store, acl, agents);
     let (router, _) = routes::api().split_for_parts();
     router
         // After every route: it applies to the routes present.
@@ -93,7 +148,7 @@ pub async fn serve(
     acl: Arc<Acl>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(store, acl), shutdown).await
+    serve_router(listener, router(store, acl), None, shutdown).await
 }
 
 /// How many event loops `gantry server` runs unless told otherwise.
@@ -129,14 +184,27 @@ pub async fn serve_threaded(
     threads: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, store, ServeOptions { threads, tls: None, acl }, shutdown).await
+}
+
+/// [`serve_threaded`], over HTTPS when `options` has TLS: each event loop
+/// does the handshakes of the connections it accepts.
+pub async fn serve_with(
+    listener: TcpListener,
+    store: Store,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ServeOptions { threads, tls, acl } = options;
     let listener = listener.into_std()?;
-    let router = router(store, acl);
+    let router = router_with(store, acl, tls.as_ref());
+    let tls = tls.map(|tls| tls.config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut loops = Vec::with_capacity(threads);
     for n in 0..threads.max(1) {
         // Every loop accepts from the same socket; whichever is free wins.
         let listener = listener.try_clone()?;
-        let (router, mut stopped) = (router.clone(), stopped.clone());
+        let (router, tls, mut stopped) = (router.clone(), tls.clone(), stopped.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
         std::thread::Builder::new().name(format!("gantry-http-{n}")).spawn(move || {
             let served = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|runtime| {
@@ -145,7 +213,7 @@ pub async fn serve_threaded(
                     let shutdown = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     };
-                    serve_router(listener, router, shutdown).await
+                    serve_router(listener, router, tls, shutdown).await
                 })
             });
             let _ = done.send(served);
@@ -166,19 +234,16 @@ pub async fn serve_threaded(
 /// they saw.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`,
+/// then gives requests [`SHUTDOWN_GRACE`].
 async fn serve_router(
     listener: TcpListener,
     router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     use futures::FutureExt;
-    // No Nagle: a watch writes each event as it happens, and a small write
-    // behind an unacknowledged one would wait for the peer's delayed ACK
-    // (40 ms on Linux); measured as 50 ms stalls in HTTP/2 fan-out.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let shutdown = shutdown.shared();
     let grace_over = {
         let shutdown = shutdown.clone();
@@ -187,8 +252,31 @@ async fn serve_router(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         }
     };
+    let served = async {
+        match tls {
+            // Each connection's client (its certificate's holder) goes with
+            // every request of the connection.
+            Some(config) => {
+                let listener = TlsListener::new(listener, config)?;
+                let app = router.into_make_service_with_connect_info::<TlsPeer>();
+                axum::serve(listener, app).with_graceful_shutdown(shutdown.clone()).await
+            }
+            // Plain HTTP exactly as before TLS existed: no connection info,
+            // nothing added per request.
+            None => {
+                // No Nagle: a watch writes each event as it happens, and a
+                // small write behind an unacknowledged one would wait for
+                // the peer's delayed ACK (40 ms on Linux); measured as 50 ms
+                // stalls in HTTP/2 fan-out. (The TLS listener sets it too.)
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router).with_graceful_shutdown(shutdown.clone()).await
+            }
+        }
+    };
     tokio::select! {
-        served = axum::serve(listener, router).with_graceful_shutdown(shutdown) => served,
+        served = served => served,
         // The connections' tasks end with the runtime they run on.
         () = grace_over => Ok(()),
     }

@@ -7,6 +7,7 @@ mod acl;
 mod http;
 mod openapi;
 mod suite;
+mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -95,6 +96,9 @@ impl TestServer {
         etcd: Option<LocalEtcd>,
         threads: Option<usize>,
     ) -> TestServer {
+        // The tests' own reqwest clients need a crypto provider (reqwest's
+        // rustls has none of its own in this build).
+        gantry_tls::config::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

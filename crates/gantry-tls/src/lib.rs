@@ -8,16 +8,27 @@
 //! Keys are ECDSA P-256 (rcgen on ring). Private keys are written 0600 from
 //! the moment their file exists ([`write_private`]), never narrowed after.
 //!
+//! The same certificates then secure the API: [`config`] turns them into
+//! rustls configurations (a server's, with or without client certificates,
+//! or only certificates of one role; a client's, trusting Gantry's CA and
+//! nothing else), [`listener`] serves axum over TLS with the verified peer
+//! certificate's holder per connection, and [`problem`] says in a user's
+//! words why a handshake failed.
+//!
 //! Architecture invariant: no private key appears in a `Debug` output or an
 //! error of this crate.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod listener;
+pub mod problem;
 
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -95,6 +106,24 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
+    /// A PEM file without the private key it should hold.
+    #[error("{what} holds no private key Gantry can read (PKCS#8, SEC1 or PKCS#1 PEM)")]
+    NotAKey { what: String },
+    /// rustls refused a configuration (a key that does not match its
+    /// certificate, a CA file it cannot use).
+    #[error("{what}: {source}")]
+    Config {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+    /// A client-certificate verifier could not be built from the CA file.
+    #[error("{what}: {source}")]
+    Verifier {
+        what: String,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
 }
 
 fn rcgen_error(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> TlsError {
@@ -125,13 +154,23 @@ pub struct CertRequest {
     /// DNS names the holder answers on, besides its role's.
     pub dns: Vec<String>,
     pub valid_for: Duration,
+    /// When its validity starts; `None`: a minute ago (slack for clocks a
+    /// little behind the CA's). Tests make expired certificates with it.
+    pub not_before: Option<SystemTime>,
 }
 
 impl CertRequest {
     /// A certificate of `role` for `name`, valid for [`CERT_VALIDITY`],
     /// with no address or name but its role's.
     pub fn new(role: Role, name: impl Into<String>) -> CertRequest {
-        CertRequest { role, name: name.into(), ips: Vec::new(), dns: Vec::new(), valid_for: CERT_VALIDITY }
+        CertRequest {
+            role,
+            name: name.into(),
+            ips: Vec::new(),
+            dns: Vec::new(),
+            valid_for: CERT_VALIDITY,
+            not_before: None,
+        }
     }
 }
 
@@ -157,7 +196,7 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        set_validity(&mut params, valid_for);
+        set_validity(&mut params, None, valid_for);
         let cert = params.self_signed(&key).map_err(rcgen_error("signing the CA certificate"))?;
         Ok(Ca { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
@@ -217,7 +256,7 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = request.role.usages();
         params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, request.valid_for);
+        set_validity(&mut params, request.not_before, request.valid_for);
         let cert = params
             .signed_by(&key, &issuer)
             .map_err(rcgen_error(format!("signing the certificate of {}", request.name)))?;
@@ -247,11 +286,14 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     name
 }
 
-fn set_validity(params: &mut CertificateParams, valid_for: Duration) {
+fn set_validity(params: &mut CertificateParams, not_before: Option<SystemTime>, valid_for: Duration) {
     // A minute of slack for clocks a little behind the CA's.
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(1);
-    params.not_after = now + time::Duration::try_from(valid_for).unwrap_or(time::Duration::MAX);
+    let start = match not_before {
+        Some(start) => time::OffsetDateTime::from(start),
+        None => time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+    };
+    params.not_before = start;
+    params.not_after = start.saturating_add(time::Duration::try_from(valid_for).unwrap_or(time::Duration::MAX));
 }
 
 /// What a certificate says about its holder.

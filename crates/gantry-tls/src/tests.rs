@@ -1,7 +1,10 @@
 //! The CA's certificates, read back with x509-parser: signed by the CA,
-//! with the role, names and addresses asked for; keys written private.
+//! with the role, names, addresses and validity asked for; keys written
+//! private; the identities rustls gets from them, and handshake problems
+//! found under the errors that wrap them.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime};
 
 use super::*;
 
@@ -102,4 +105,48 @@ fn an_invalid_dns_name_is_an_error_not_a_certificate() {
     let mut request = CertRequest::new(Role::Server, "s");
     request.dns = vec!["*.api.example.com".into(), "gantry-1".into()];
     ca.issue(&request).unwrap();
+}
+
+#[test]
+fn a_certificate_can_start_in_the_past_and_so_have_expired() {
+    let ca = Ca::create("test", CA_VALIDITY).unwrap();
+    let mut request = CertRequest::new(Role::Client, "late");
+    request.not_before = Some(SystemTime::now() - Duration::from_secs(2 * 24 * 3600));
+    request.valid_for = Duration::from_secs(24 * 3600);
+    let issued = ca.issue(&request).unwrap();
+    let der = parse(&issued.cert_pem);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let now = x509_parser::time::ASN1Time::now();
+    assert!(cert.validity().not_after < now, "{:?}", cert.validity());
+    assert!(!cert.validity().is_valid());
+}
+
+#[test]
+fn an_identity_needs_its_own_key() {
+    let ca = Ca::create("test", CA_VALIDITY).unwrap();
+    let one = ca.issue(&CertRequest::new(Role::Server, "one")).unwrap();
+    let other = ca.issue(&CertRequest::new(Role::Server, "other")).unwrap();
+    let err = config::Identity::from_pem(&one.cert_pem, &one.cert_pem, "one.pem").unwrap_err();
+    assert!(err.to_string().contains("holds no private key"), "{err}");
+    let err = config::Identity::from_pem(&one.key_pem, &one.key_pem, "one.pem").unwrap_err();
+    assert!(err.to_string().contains("one.pem is not a PEM certificate"), "{err}");
+    let mismatched = config::Identity::from_pem(&one.cert_pem, &other.key_pem, "one.pem").unwrap();
+    let err = config::server_config(&mismatched, &config::ClientAuth::Off).unwrap_err();
+    assert!(err.to_string().contains("the certificate of one"), "{err}");
+    let identity = config::Identity::from_pem(&one.cert_pem, &one.key_pem, "one.pem").unwrap();
+    assert_eq!(identity.holder().role, Some(Role::Server));
+    assert!(!format!("{identity:?}").contains("PRIVATE KEY"));
+    config::server_config(&identity, &config::ClientAuth::Off).unwrap();
+}
+
+/// tokio-rustls wraps rustls's error in an io::Error, and hyper's
+/// connector sometimes in a second one, whose `source()` skips it.
+#[test]
+fn a_handshake_problem_is_found_under_the_errors_that_wrap_it() {
+    let rustls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+    let wrapped = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, rustls));
+    assert_eq!(problem::TlsProblem::find(&wrapped), Some(problem::TlsProblem::UnknownIssuer));
+    let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+    assert_eq!(problem::TlsProblem::find(&alert), Some(problem::TlsProblem::CertificateRequired));
+    assert_eq!(problem::TlsProblem::find(&std::io::Error::other("refused")), None);
 }

@@ -693,9 +693,27 @@ pub struct ServerArgs {
     /// repository, its management token]
     #[arg(long, env = "GANTRY_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// Print JSON for scripts instead of text for people.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a client (the CLI, an agent) talks to an HTTPS server, as Consul's
+/// CONSUL_CACERT, CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY.
+#[derive(Debug, clap::Args)]
+pub struct ClientTlsArgs {
+    /// The CA that signed the server's certificate (ca.pem): talk HTTPS,
+    /// trusting this CA and no other
+    #[arg(long, env = "GANTRY_CACERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// A certificate to present to the server, signed by its CA (with --client-key)
+    #[arg(long, env = "GANTRY_CLIENT_CERT", value_name = "FILE", requires = "client_key", requires = "ca_cert")]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert
+    #[arg(long, env = "GANTRY_CLIENT_KEY", value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// `gantry server`.
@@ -715,6 +733,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = gantry_server::DEFAULT_EVENT_LOOPS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
     #[command(flatten)]
+    pub tls: ServeTlsArgs,
+    #[command(flatten)]
     pub etcd: EtcdArgs,
     /// Access control: `on` (default deny: every request needs a token; the
     /// first start writes a management token to DATA_DIR/bootstrap-token) or
@@ -728,6 +748,24 @@ pub struct ServeArgs {
 pub enum AclArg {
     On,
     Off,
+}
+
+/// HTTPS for `gantry server`.
+#[derive(Debug, clap::Args)]
+pub struct ServeTlsArgs {
+    /// Serve HTTPS with this certificate (role server: `gantry tls:cert:create --server`)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA of client and agent certificates: a client's certificate is
+    /// verified when presented, and agents' APIs are reached over TLS
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by --tls-ca
+    #[arg(long, requires = "tls_ca")]
+    pub verify_incoming: bool,
 }
 
 /// How `gantry server` reaches a secured etcd (`--store etcd://...`).
@@ -756,6 +794,10 @@ pub struct AgentArgs {
     /// The gantry server's URL
     #[arg(long = "server", env = "GANTRY_SERVER", default_value = gantry_api::DEFAULT_SERVER, value_name = "URL")]
     pub server: String,
+    // To the servers, and the agent's own API over TLS with --client-cert
+    // (role agent, naming --address), answering servers only.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// The agent's own state: machine id, assigned ports, listener state
     #[arg(long, default_value = ".gantry/agent", value_name = "DIR")]
     pub data_dir: PathBuf,

@@ -32,6 +32,9 @@ impl std::error::Error for BadInput {}
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
+    // For the reqwest clients built without a TLS configuration of ours
+    // (`gantry up`'s probes of public URLs): reqwest needs a provider.
+    gantry_tls::config::install_crypto_provider();
     let ran = context::Context::new(&args.command).and_then(|ctx| commands::run(&ctx, args.command));
     match ran {
         Ok(()) => ExitCode::SUCCESS,

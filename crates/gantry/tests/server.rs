@@ -98,14 +98,14 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
 }
 
 /// A running `gantry watch ARGS`: its stdout and stderr, line by line.
-struct Watching {
+pub(crate) struct Watching {
     child: Child,
     stdout: Receiver<String>,
     stderr: Receiver<String>,
 }
 
 impl Watching {
-    fn start(server: &ServerProcess, args: &[&str]) -> Watching {
+    pub fn start(server: &ServerProcess, args: &[&str]) -> Watching {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .env("GANTRY_TOKEN", server.token.as_deref().unwrap_or_default())
             .arg("watch")
@@ -121,7 +121,7 @@ impl Watching {
     }
 
     /// The next event printed, as (kind, key, value).
-    fn next_event(&self) -> (String, String, Option<String>) {
+    pub fn next_event(&self) -> (String, String, Option<String>) {
         parse_event(&self.stdout.recv_timeout(Duration::from_secs(10)).expect("an event within 10 s"))
     }
 
@@ -139,7 +139,7 @@ impl Watching {
     }
 
     /// Stops it; everything it wrote on stderr.
-    fn stop(mut self) -> Vec<String> {
+    pub fn stop(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The pipe is closed now: the reader ends after the last line.
@@ -154,7 +154,7 @@ fn parse_event(line: &str) -> (String, String, Option<String>) {
     (text("kind").unwrap(), text("key").unwrap(), text("value"))
 }
 
-fn event(kind: &str, key: &str, value: Option<&str>) -> (String, String, Option<String>) {
+pub(crate) fn event(kind: &str, key: &str, value: Option<&str>) -> (String, String, Option<String>) {
     (kind.to_owned(), key.to_owned(), value.map(str::to_owned))
 }
 

@@ -183,7 +183,7 @@ impl ServerProcess {
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
             .to_string();
         // Written before the server listens, on its first start.
@@ -198,6 +198,18 @@ impl ServerProcess {
             Some(token) => client.with_token(token),
             None => client,
         }
+    }
+
+    /// Runs `gantry server ARGS` expecting it to refuse to start (exit 2);
+    /// what it said.
+    pub fn try_start(data_dir: &Path, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.join("refused"))
+            .args(args)
+            .output()
+            .expect("running gantry server");
+        Run::from(out).bad_input()
     }
 
     pub fn port(&self) -> &str {

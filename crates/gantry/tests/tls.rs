@@ -1,13 +1,16 @@
 //! `gantry tls:ca:create` and `tls:cert:create` as a user runs them (files,
-//! modes, roles, refusals), and `gantry server` on an etcd that requires
-//! TLS with client certificates and a password.
+//! modes, roles, refusals), `gantry server` on an etcd that requires TLS
+//! with client certificates and a password, and mutual TLS between the
+//! CLI, an agent and a server (`--tls-*` on the server, `--ca-cert`,
+//! `--client-cert` and `--client-key` on clients and agents).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use gantry_store::local_etcd::{LocalEtcd, LocalEtcdOptions, LocalEtcdTls};
 
-use super::{ServerProcess, gantry, run_in};
+use super::{AgentProcess, ServerProcess, eventually, gantry, run_in};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -138,4 +141,162 @@ fn server_on_an_etcd_with_tls_and_auth() {
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert_eq!(wrong.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("opening the store") && !stderr.contains("not-the-password"), "{stderr}");
+}
+
+/// A CA in `dir`/tls with a server's certificate (`s1`) and an operator's
+/// (`alice`), made by the commands a user runs; the directory's path.
+fn pki(dir: &Path) -> PathBuf {
+    let tls = dir.join("tls");
+    let tls_arg = tls.to_str().unwrap();
+    run_in(dir, &["tls:ca:create", "--dir", tls_arg]).ok();
+    run_in(dir, &["tls:cert:create", "--server", "s1", "--dir", tls_arg]).ok();
+    run_in(dir, &["tls:cert:create", "--client", "alice", "--dir", tls_arg]).ok();
+    tls
+}
+
+fn file(tls: &Path, name: &str) -> String {
+    tls.join(name).to_str().unwrap().to_owned()
+}
+
+/// `gantry server --tls-cert --tls-key --tls-ca --verify-incoming`.
+fn mutual_tls_server(data: &Path, tls: &Path) -> ServerProcess {
+    let (cert, key, ca) = (file(tls, "s1.pem"), file(tls, "s1-key.pem"), file(tls, "ca.pem"));
+    let args = ["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca, "--verify-incoming"];
+    ServerProcess::start_with_args(data, "127.0.0.1:0", "embedded", &args, &[])
+}
+
+fn with<'a>(args: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    args.iter().chain(more).copied().collect()
+}
+
+#[test]
+fn kv_and_watch_over_mutual_tls_and_every_refusal_says_how_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = pki(dir.path());
+    let server = mutual_tls_server(&dir.path().join("data"), &tls);
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    let (ca, cert, key) = (file(&tls, "ca.pem"), file(&tls, "alice.pem"), file(&tls, "alice-key.pem"));
+    let flags = ["--ca-cert", ca.as_str(), "--client-cert", cert.as_str(), "--client-key", key.as_str()];
+
+    let watch = super::server::Watching::start(&server, &with(&["datastores/"], &flags));
+    assert_eq!(gantry(&server, &with(&["kv:put", "datastores/DB", "mysql://db/x"], &flags)).ok(), "");
+    assert_eq!(watch.next_event(), super::server::event("put", "datastores/DB", Some("mysql://db/x")));
+    watch.stop();
+    // The same from the environment, as Consul's CONSUL_CACERT and friends.
+    let from_env = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["kv:get", "datastores/DB", "--server", &server.url])
+        .envs([("GANTRY_CACERT", &ca), ("GANTRY_CLIENT_CERT", &cert), ("GANTRY_CLIENT_KEY", &key)])
+        .env("GANTRY_TOKEN", server.token.as_deref().unwrap_or_default())
+        .output()
+        .unwrap();
+    assert_eq!(super::Run::from(from_env).ok(), "mysql://db/x\n");
+
+    // No client certificate: refused at the handshake, and the error says what to give.
+    let refused = gantry(&server, &["kv:get", "datastores/DB", "--ca-cert", &ca]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("the server requires a client certificate"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("--client-cert and --client-key"), "{}", refused.stderr);
+    // A client that trusts another CA does not trust this server.
+    let other = dir.path().join("other");
+    run_in(dir.path(), &["tls:ca:create", "--dir", other.to_str().unwrap()]).ok();
+    let untrusted = gantry(&server, &with(&["kv:get", "datastores/DB"], &["--ca-cert", &file(&other, "ca.pem")]));
+    assert_eq!(untrusted.code, 1, "{untrusted:?}");
+    assert!(untrusted.stderr.contains("the server's certificate is not signed by --ca-cert"), "{}", untrusted.stderr);
+    // Files that are not there, or settings that do not fit the URL: bad input.
+    let missing = gantry(&server, &["kv:get", "datastores/DB", "--ca-cert", "nope.pem"]).bad_input();
+    assert!(missing.contains("--ca-cert") && missing.contains("nope.pem"), "{missing}");
+    let no_ca = gantry(&server, &["kv:get", "datastores/DB"]).bad_input();
+    assert!(no_ca.contains("give --ca-cert FILE"), "{no_ca}");
+    let plain = run_in(dir.path(), &["kv:get", "x", "--server", "http://127.0.0.1:1", "--ca-cert", &ca]).bad_input();
+    assert!(plain.contains("plain HTTP"), "{plain}");
+    // A client's certificate cannot serve.
+    let wrong = ServerProcess::try_start(dir.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(wrong.contains("is not a server's certificate"), "{wrong}");
+}
+
+/// An agent over mutual TLS: it registers through a `--verify-incoming`
+/// server, serves its API over TLS with its own certificate, and the
+/// server reads a service's log from it with the server's certificate;
+/// anyone else (an operator's certificate) is refused by the agent.
+#[test]
+fn an_agent_over_tls_registers_and_its_logs_come_through_the_server_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = pki(dir.path());
+    let tls_arg = tls.to_str().unwrap();
+    run_in(dir.path(), &["tls:cert:create", "--agent", "web-1", "--ip", "127.0.0.5", "--dir", tls_arg]).ok();
+    let server = mutual_tls_server(&dir.path().join("data"), &tls);
+    let (ca, cert, key) = (file(&tls, "ca.pem"), file(&tls, "alice.pem"), file(&tls, "alice-key.pem"));
+    let operator = ["--ca-cert", ca.as_str(), "--client-cert", cert.as_str(), "--client-key", key.as_str()];
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("data_bags/service")).unwrap();
+    std::fs::write(
+        repo.join("nodes.json"),
+        r#"{"__base__": {"run_list": []}, "web": {"run_list": ["recipe[services::api]"]}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("data_bags/service/api.json"),
+        r#"{"id": "api", "command": ["sh", "-c", "echo hello over tls; exec sleep 600"]}"#,
+    )
+    .unwrap();
+    gantry(&server, &with(&["apply", "--repo", repo.to_str().unwrap()], &operator)).ok();
+
+    let (agent_cert, agent_key) = (file(&tls, "web-1.pem"), file(&tls, "web-1-key.pem"));
+    let agent_tls =
+        ["--ca-cert", ca.as_str(), "--client-cert", agent_cert.as_str(), "--client-key", agent_key.as_str()];
+    // Its certificate must name the address servers reach it at.
+    let elsewhere = run_in(
+        dir.path(),
+        &with(
+            &["agent", "--server", &server.url, "--data-dir", "a0", "--group", "web", "--address", "127.0.0.6"],
+            &agent_tls,
+        ),
+    );
+    assert_eq!(elsewhere.code, 1, "{elsewhere:?}");
+    assert!(elsewhere.stderr.contains("does not name its address 127.0.0.6"), "{}", elsewhere.stderr);
+
+    let data = dir.path().join("agent");
+    let agent = AgentProcess::start(&server, &data, &with(&["--group", "web", "--address", "127.0.0.5"], &agent_tls));
+    let machine = agent.machine_id();
+    let logs = eventually("the log reads through the server", Duration::from_secs(20), || {
+        let run = gantry(&server, &with(&["logs", "api", "--machine", &machine], &operator));
+        (run.code == 0 && run.stdout.contains("hello over tls")).then_some(run.stdout)
+    });
+    assert!(logs.contains("hello over tls"), "{logs}\n{}", agent.log());
+    let listed = gantry(&server, &with(&["machine:list", "--json"], &operator)).ok();
+    assert!(listed.contains(&machine), "{listed}");
+
+    // The agent's API, asked directly: an operator's certificate is
+    // refused at the handshake; a server's is answered.
+    let status = super::block_on(
+        gantry_client::Client::with_tls(&server.url, &client_tls(&tls, "alice"))
+            .unwrap()
+            .with_token(server.token.as_deref().unwrap())
+            .agent_status(&machine),
+    )
+    .unwrap()
+    .unwrap();
+    let api = status.api.expect("the agent publishes its API");
+    assert!(api.starts_with("https://127.0.0.5:"), "{api}");
+    let ask = |holder: &str| {
+        let config = client_tls(&tls, holder).config().unwrap();
+        super::block_on(async {
+            let http = reqwest::Client::builder().tls_backend_preconfigured(config).build().unwrap();
+            http.get(format!("{api}/v1/logs/api")).send().await?.text().await
+        })
+    };
+    let refused = ask("alice").expect_err("the agent API refuses an operator's certificate");
+    assert_eq!(
+        gantry_tls::problem::TlsProblem::find(&refused),
+        Some(gantry_tls::problem::TlsProblem::CertificateRefused { alert: "AccessDenied".into() }),
+        "{refused:?}"
+    );
+    assert!(ask("s1").unwrap().contains("hello over tls"));
+    drop(agent);
+}
+
+/// `NAME.pem` and `NAME-key.pem` in `tls`, with its CA.
+fn client_tls(tls: &Path, name: &str) -> gantry_tls::config::ClientTls {
+    let (cert, key) = (tls.join(format!("{name}.pem")), tls.join(format!("{name}-key.pem")));
+    gantry_tls::config::ClientTls::load(&tls.join("ca.pem"), Some((&cert, &key))).unwrap()
 }

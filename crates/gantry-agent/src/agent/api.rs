@@ -10,9 +10,14 @@
 //! server's are, including the requests axum would refuse by itself: an
 //! unknown route (404), another method (405, with `Allow`), a path that
 //! does not decode (400 `invalid_path`).
+//!
+//! With TLS the API answers only the servers: a client must present a
+//! certificate of role server signed by the agent's CA, or the handshake
+//! fails (an operator reads logs through a server, never here).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -23,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use gantry_api::{ErrorBody, ErrorCode};
+use gantry_tls::listener::{TlsListener, TlsPeer};
 
 use crate::supervise;
 
@@ -53,20 +59,36 @@ impl LogQuery {
     }
 }
 
-/// Binds `listen` and serves the API until the task is aborted; returns
-/// the URL it answers on.
-pub async fn serve(listen: SocketAddr, log_dir: PathBuf) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
+/// Binds `listen` and serves the API (over TLS with `tls`) until the task
+/// is aborted; returns the URL it answers on.
+pub async fn serve(
+    listen: SocketAddr,
+    log_dir: PathBuf,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
     let app = Router::new()
         .route("/v1/health", get(|| async { "ok\n" }))
         .route("/v1/logs/{service}", get(logs))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
         .with_state(log_dir);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (url, task) = match tls {
+        Some(config) => {
+            let task = tokio::spawn(async move {
+                let Ok(listener) = TlsListener::new(listener, config) else { return };
+                let _ = axum::serve(listener, app.into_make_service_with_connect_info::<TlsPeer>()).await;
+            });
+            (format!("https://{local}"), task)
+        }
+        None => (
+            format!("http://{local}"),
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+        ),
+    };
     Ok((url, task))
 }
 
@@ -139,7 +161,8 @@ mod tests {
     #[tokio::test]
     async fn every_rejection_is_a_json_error() {
         let logs = tempfile::tempdir().unwrap();
-        let (url, task) = super::serve("127.0.0.1:0".parse().unwrap(), logs.path().to_owned()).await.unwrap();
+        let (url, task) = super::serve("127.0.0.1:0".parse().unwrap(), logs.path().to_owned(), None).await.unwrap();
+        gantry_tls::config::install_crypto_provider();
         let http = reqwest::Client::new();
         let cases = [
             (Method::GET, "/v1/nope", 404, ErrorCode::NotFound),

@@ -29,6 +29,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use gantry_api::{AgentStatus, DeployOutcome, Instance, LbStatus, Machine, WatchKind, keys, now_ms};
 use gantry_client::{Client, ClientError, PutOptions, WatchItem};
+use gantry_tls::config::{ClientAuth, ClientTls};
 use tokio::task::JoinHandle;
 
 pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE, Started};
@@ -93,6 +94,12 @@ pub struct AgentConfig {
     pub enable_script_checks: bool,
     /// The token sent with every request (an agent's token: its machine's).
     pub token: Option<gantry_client::Secret>,
+    /// TLS (`--ca-cert`, `--client-cert`, `--client-key`): the servers are
+    /// reached over HTTPS, trusting this CA only; with a certificate (of
+    /// role agent, naming the agent's address), the agent presents it to
+    /// the servers and serves its own API over TLS with it, answering only
+    /// clients with a certificate of role server from the same CA.
+    pub tls: Option<ClientTls>,
 }
 
 /// What an embedded agent reports through [`AgentConfig::events`].
@@ -132,6 +139,7 @@ impl AgentConfig {
             api_port: None,
             enable_script_checks: false,
             token: None,
+            tls: None,
         }
     }
 }
@@ -140,6 +148,31 @@ impl AgentConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct AgentError(String);
+
+/// The agent API's TLS: its certificate, which must be an agent's naming
+/// `address` (the server checks the name), and servers' certificates only
+/// from its CA. `None` without a certificate (the API is plain HTTP).
+fn api_tls(
+    tls: Option<&ClientTls>,
+    address: IpAddr,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, AgentError> {
+    let Some((tls, identity)) = tls.and_then(|tls| Some((tls, tls.identity.as_ref()?))) else { return Ok(None) };
+    let holder = identity.holder();
+    let how = format!("make one with `gantry tls:cert:create --agent {} --ip {address}`", holder.name);
+    if holder.role != Some(gantry_tls::Role::Agent) {
+        return Err(AgentError(format!(
+            "the agent's certificate (--client-cert) is not an agent's ({}): {how}",
+            holder.role.map_or("no role", gantry_tls::Role::as_str)
+        )));
+    }
+    if !holder.ips.contains(&address) {
+        return Err(AgentError(format!(
+            "the agent's certificate (--client-cert) does not name its address {address}, where servers reach its API: {how}"
+        )));
+    }
+    let clients = ClientAuth::Required { ca: tls.ca.clone(), role: Some(gantry_tls::Role::Server) };
+    gantry_tls::config::server_config(identity, &clients).map(Some).map_err(|e| AgentError(e.to_string()))
+}
 
 /// Changes that arrive within this of each other are handled together.
 const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -272,15 +305,20 @@ impl Agent {
             };
             eprintln!("gantry agent {id}: local load balancer: {}{why}", balancer.name());
         }
+        let api_tls = api_tls(config.tls.as_ref(), address)?;
         let (api_url, api_task) = match config.api_port {
             Some(port) => {
                 let listen = std::net::SocketAddr::new(address, port);
-                let (url, task) = api::serve(listen, config.data_dir.join("logs"))
+                let (url, task) = api::serve(listen, config.data_dir.join("logs"), api_tls)
                     .await
                     .map_err(|e| fail(&format!("listening on {listen} for the agent API"), e))?;
                 (Some(url), Some(task))
             }
             None => (None, None),
+        };
+        let client = match &config.tls {
+            Some(tls) => Client::with_tls(&config.server, tls).map_err(|e| AgentError(e.to_string()))?,
+            None => Client::new(&config.server),
         };
         let run_settings = RunSettings {
             log_dir: config.data_dir.join("logs"),
@@ -298,8 +336,8 @@ impl Agent {
         };
         Ok(Agent {
             client: match &config.token {
-                Some(token) => Client::new(&config.server).with_token(token.expose()),
-                None => Client::new(&config.server),
+                Some(token) => client.with_token(token.expose()),
+                None => client,
             },
             world: World::new(&id),
             config,

@@ -51,6 +51,8 @@ struct Options {
 const SERVE: &str = "__serve";
 
 fn main() -> anyhow::Result<()> {
+    // reqwest's rustls has no crypto provider of its own in this build.
+    gantry_tls::config::install_crypto_provider();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Runtime::new()?;
     if args.first().map(String::as_str) == Some(SERVE) {

@@ -12,14 +12,16 @@ use super::key_values;
 use super::server::shutdown_signal;
 use crate::BadInput;
 use crate::cli::{AgentArgs, Lb};
-use crate::context::Context;
+use crate::context::{Context, client_tls};
 
 pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     let labels: BTreeMap<String, String> = key_values(&args.labels, "KEY=VALUE", "--label region=us-east-1")?;
     if args.lease_ttl < Duration::from_secs(1) {
         return Err(BadInput("error: --lease-ttl must be at least 1s".into()).into());
     }
+    let tls = client_tls(&args.tls, &args.server)?;
     let mut config = AgentConfig::new(args.server, args.data_dir);
+    config.tls = tls;
     config.machine_id = args.machine_id;
     config.group = args.group;
     config.services = args.services;

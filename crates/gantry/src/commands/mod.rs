@@ -148,7 +148,7 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
             } else {
                 gantry_tls::Role::Client
             };
-            let request = gantry_tls::CertRequest { role, name, ips, dns, valid_for };
+            let request = gantry_tls::CertRequest { role, name, ips, dns, valid_for, not_before: None };
             tls::cert_create(ctx, &tls.dir, &request)
         }
     }

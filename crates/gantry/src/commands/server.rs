@@ -4,12 +4,14 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use gantry_server::{Acl, AclMode, Bootstrap};
+use gantry_server::{Acl, AclMode, Bootstrap, ServeOptions, ServerTls};
 use gantry_store::{EmbeddedConfig, EtcdAuth, EtcdConfig, EtcdTls, Store, StoreConfig};
+use gantry_tls::Role;
+use gantry_tls::config::{ClientAuth, Identity, TrustedCa};
 
 use crate::BadInput;
-use crate::cli::{AclArg, EtcdArgs, ServeArgs};
-use crate::context::Context;
+use crate::cli::{AclArg, EtcdArgs, ServeArgs, ServeTlsArgs};
+use crate::context::{Context, tls_input};
 
 pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     let config = if args.store == "embedded" {
@@ -30,6 +32,8 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    let tls = server_tls(&args.tls)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let described = match &config {
         StoreConfig::Embedded(_) => format!("embedded in {}", args.data_dir.display()),
         StoreConfig::Etcd(_) => args.store.clone(),
@@ -56,14 +60,36 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {} (is another gantry server running?)", args.listen))?;
         let addr = listener.local_addr()?;
         // Scripts and tests read this line to learn the port.
-        println!("gantry server listening on http://{addr} (store: {described})");
+        println!("gantry server listening on {scheme}://{addr} (store: {described})");
         std::io::stdout().flush()?;
-        gantry_server::serve_threaded(listener, store.clone(), acl, usize::from(args.threads), shutdown_signal())
-            .await
-            .context("serving")?;
+        let options = ServeOptions { threads: usize::from(args.threads), tls, acl };
+        gantry_server::serve_with(listener, store.clone(), options, shutdown_signal()).await.context("serving")?;
         store.close().await.context("closing the store")?;
         Ok(())
     })
+}
+
+/// HTTPS as `--tls-cert`, `--tls-key`, `--tls-ca` and `--verify-incoming`
+/// say; `None` without `--tls-cert` (plain HTTP).
+fn server_tls(args: &ServeTlsArgs) -> anyhow::Result<Option<ServerTls>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let identity = Identity::load(cert, key).map_err(|e| tls_input("--tls-cert/--tls-key", e))?;
+    let role = identity.holder().role;
+    if role != Some(Role::Server) {
+        return Err(BadInput(format!(
+            "error: --tls-cert {} is not a server's certificate (its role: {})\n = help: make one with `gantry tls:cert:create --server NAME --ip ADDR`",
+            cert.display(),
+            role.map_or("none", Role::as_str)
+        ))
+        .into());
+    }
+    let ca = args.tls_ca.as_deref().map(TrustedCa::load).transpose().map_err(|e| tls_input("--tls-ca", e))?;
+    let clients = match ca {
+        None => ClientAuth::Off,
+        Some(ca) if args.verify_incoming => ClientAuth::Required { ca, role: None },
+        Some(ca) => ClientAuth::Optional(ca),
+    };
+    ServerTls::new(identity, &clients).map(Some).map_err(|e| tls_input("--tls-cert/--tls-key", e))
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (an init system, `gantry down`).
