@@ -22,6 +22,7 @@
 mod backoff;
 mod launch;
 pub(crate) use launch::as_user;
+pub(crate) use user::{PASSWD, resolve_in as resolve_user};
 mod logs;
 mod task;
 mod user;

@@ -45,7 +45,13 @@ fn frontend(service: &str, bind: &str, mode: Mode, backends: &[(&str, &str)]) ->
 
 /// Renders `plan` against its golden file and has `haproxy -c` check it.
 fn check_golden(plan: &Plan, golden: expect_test::ExpectFile) {
-    let config = render(plan, &Settings::new("/run/gantry/lb"));
+    // The same bytes whoever runs the test (as root, workers drop to an account).
+    let settings = Settings { run_as: None, ..Settings::new("/run/gantry/lb") };
+    check_golden_with(plan, &settings, golden);
+}
+
+fn check_golden_with(plan: &Plan, settings: &Settings, golden: expect_test::ExpectFile) {
+    let config = render(plan, settings);
     golden.assert_eq(&config);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("haproxy.cfg");
@@ -61,6 +67,9 @@ fn check_golden(plan: &Plan, golden: expect_test::ExpectFile) {
 #[test]
 fn rendered_configurations_match_their_golden_files_and_pass_haproxy_check() {
     check_golden(&Plan::default(), expect_file!["golden/haproxy/empty.cfg"]);
+    // An agent running as root: haproxy's workers run as an unprivileged account.
+    let unprivileged = Settings { run_as: Some((65534, 65534)), ..Settings::new("/run/gantry/lb") };
+    check_golden_with(&Plan::default(), &unprivileged, expect_file!["golden/haproxy/unprivileged.cfg"]);
     let web =
         frontend("web", "127.0.0.1:8080", Mode::Http, &[("web-2", "10.0.0.12:31002"), ("web-1", "10.0.0.11:31001")]);
     check_golden(&Plan { frontends: vec![web] }, expect_file!["golden/haproxy/http.cfg"]);
@@ -470,4 +479,35 @@ fn group_members(group: u32) -> Vec<u32> {
 /// command name, which may hold spaces.
 fn stat_field(stat: &str, n: usize) -> &str {
     stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("").split(' ').nth(n).unwrap_or("")
+}
+
+/// Started by a root agent, haproxy's workers serve as an unprivileged
+/// account: a proxy facing the network never runs as root.
+#[tokio::test]
+async fn haproxys_workers_do_not_run_as_root() {
+    let me = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid_line = |status: &str| status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_owned();
+    if uid_line(&me).split_whitespace().nth(1).is_none_or(|uid| uid != "0") {
+        panic!("this test needs root, as the agents on nodes run (scripts/test runs as root in CI)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::new(dir.path());
+    assert!(settings.run_as.is_some(), "as root, Settings::new picks an unprivileged account");
+    let port = free_port();
+    let b0 = backend("b0").await;
+    let mut lb = Haproxy::start(binary(), settings).await.unwrap();
+    lb.apply(&web_plan(port, &[("b0", b0)])).await.unwrap();
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert_eq!(get_once(address, None).await.unwrap().body, "b0", "it serves");
+    // Every haproxy worker (a child of the master) runs with a non-zero uid.
+    let master: u32 = std::fs::read_to_string(dir.path().join("haproxy.pid")).unwrap().trim().parse().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap();
+    let workers: Vec<&str> = children.split_whitespace().collect();
+    assert!(!workers.is_empty(), "no worker under master {master}");
+    for worker in workers {
+        let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+        let uid = uid_line(&status);
+        assert!(!uid.split_whitespace().skip(1).any(|u| u == "0"), "worker {worker}: {uid}");
+    }
+    lb.stop().await;
 }

@@ -15,6 +15,7 @@
 mod api;
 pub mod balance;
 mod local;
+mod mask;
 mod runtime;
 mod services;
 pub mod world;
@@ -647,7 +648,7 @@ impl Agent {
     async fn publish_status(&mut self) {
         self.save_processes();
         let Some(lease) = self.lease.clone() else { return };
-        let status = AgentStatus {
+        let mut status = AgentStatus {
             machine: self.machine.id.clone(),
             group: self.config.group.clone(),
             services: self.locals.keys().cloned().collect(),
@@ -659,6 +660,8 @@ impl Agent {
             lb: self.lb_status.clone(),
             updated_at_ms: 0,
         };
+        // Commands' output leaves the node without the secrets it was given.
+        mask::mask_status(&mut status, self.world.datastores.values().map(String::as_str));
         // Compared without its time stamp: only a change is published.
         if self.published_status.as_ref() == Some(&status) {
             return;

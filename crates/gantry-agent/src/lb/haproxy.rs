@@ -45,6 +45,10 @@ pub struct Settings {
     /// Concurrent connections haproxy accepts in all, past which new ones
     /// wait in the kernel's listen queue.
     pub max_conn: u32,
+    /// The uid and gid haproxy's workers drop to once they listen (`None`:
+    /// they keep the agent's). [`Settings::new`] sets them when the agent
+    /// runs as root: a proxy facing the network never serves as root.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl Settings {
@@ -61,6 +65,7 @@ impl Settings {
             client_timeout: Duration::from_secs(60),
             server_timeout: Duration::from_secs(60),
             max_conn: 4096,
+            run_as: unprivileged_account(),
         }
     }
 
@@ -68,6 +73,19 @@ impl Settings {
     pub fn config_path(&self) -> PathBuf {
         self.dir.join(CONFIG_FILE)
     }
+}
+
+/// When this process is root: the `haproxy` account (Debian's package
+/// makes it), else `nobody`; `None` otherwise, or when neither exists.
+fn unprivileged_account() -> Option<(u32, u32)> {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return None;
+    }
+    let passwd = std::path::Path::new(crate::supervise::PASSWD);
+    ["haproxy", "nobody"]
+        .into_iter()
+        .find_map(|name| crate::supervise::resolve_user(name, passwd).ok())
+        .map(|account| (account.uid, account.gid))
 }
 
 /// The configuration in force, in [`Settings::dir`].

@@ -58,6 +58,15 @@ global
         hard_stop = duration(HARD_STOP_AFTER),
         max_conn = settings.max_conn,
     );
+    if let Some((uid, gid)) = settings.run_as {
+        let _ = write!(
+            out,
+            "    # Workers drop root once they listen: the proxy never serves as root.
+    uid {uid}
+    gid {gid}
+"
+        );
+    }
 }
 
 fn defaults(out: &mut String, settings: &Settings) {
