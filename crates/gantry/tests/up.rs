@@ -121,6 +121,16 @@ fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_not
     assert_eq!(node_pids(dir), before);
     assert_eq!(tls_files(dir), certificates, "the CA and the certificates were kept");
 
+    // Without its CA the stack cannot be converged: up makes a new CA and
+    // restarts it, and the store (and its management token) carry over.
+    std::fs::remove_dir_all(dir.join(".gantry/tls")).unwrap();
+    let renewed = gantry(dir, &["up", "-d"]);
+    assert_eq!(renewed.code, 0, "{}\n{}", renewed.stdout, renewed.stderr);
+    assert!(renewed.stdout.contains("restarting the stack"), "{}", renewed.stdout);
+    assert_ne!(tls_files(dir), certificates);
+    assert!(page(&url).is_some_and(|b| b.contains("Mets at Yankees")));
+    assert_eq!(gantry(dir, &["kv:get", "notes/probe"]).ok(), "over mutual TLS\n");
+
     let down = gantry(dir, &["down"]).ok();
     assert!(down.contains("stopped 5 node(s)"), "{down}");
     assert!(processes_in(dir).is_empty(), "left behind: {:?}", processes_in(dir));
