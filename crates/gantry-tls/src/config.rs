@@ -12,6 +12,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -102,6 +103,23 @@ impl TrustedCa {
 
     pub fn load(path: &Path) -> Result<TrustedCa, TlsError> {
         TrustedCa::from_pem(&read(path)?, &path.display().to_string())
+    }
+
+    /// The holder of `cert_pem` if this CA signed it and it is valid at
+    /// `at`: webpki's own checks, as a server's handshake makes them of a
+    /// client certificate (every role's certificate may be a client's).
+    /// `gantry up` asks it with a time ahead, to replace a certificate
+    /// before it expires rather than after.
+    pub fn verify(&self, cert_pem: &str, what: &str, at: SystemTime) -> Result<Holder, TlsError> {
+        let chain = certificates(cert_pem, what)?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), crypto_provider())
+            .build()
+            .map_err(|source| TlsError::Verifier { what: "the CA".into(), source })?;
+        let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        verifier
+            .verify_client_cert(&chain[0], &chain[1..], UnixTime::since_unix_epoch(since_epoch))
+            .map_err(|source| TlsError::Config { what: what.to_owned(), source })?;
+        holder_of_der(&chain[0])
     }
 }
 

@@ -84,6 +84,29 @@ fn another_cas_certificate_does_not_verify() {
 }
 
 #[test]
+fn a_trusted_ca_verifies_what_it_signed_for_as_long_as_it_is_valid() {
+    let ours = Ca::create("ours", CA_VALIDITY).unwrap();
+    let trusted = config::TrustedCa::from_pem(ours.cert_pem(), "ca.pem").unwrap();
+    let now = SystemTime::now();
+    for role in [Role::Server, Role::Agent, Role::Client] {
+        let issued = ours.issue(&CertRequest::new(role, "n1")).unwrap();
+        let holder = trusted.verify(&issued.cert_pem, "n1.pem", now).unwrap();
+        assert_eq!((holder.role, holder.name.as_str()), (Some(role), "n1"));
+    }
+    // Valid for a day: not any more in two.
+    let mut short = CertRequest::new(Role::Agent, "n2");
+    short.valid_for = Duration::from_secs(24 * 3600);
+    let issued = ours.issue(&short).unwrap();
+    trusted.verify(&issued.cert_pem, "n2.pem", now).unwrap();
+    let later = trusted.verify(&issued.cert_pem, "n2.pem", now + Duration::from_secs(2 * 24 * 3600));
+    assert!(later.unwrap_err().to_string().contains("n2.pem"));
+    // Another CA's.
+    let theirs = Ca::create("theirs", CA_VALIDITY).unwrap().issue(&CertRequest::new(Role::Agent, "n1")).unwrap();
+    assert!(trusted.verify(&theirs.cert_pem, "theirs.pem", now).is_err());
+    assert!(trusted.verify("not a certificate", "junk.pem", now).is_err());
+}
+
+#[test]
 fn private_keys_never_show_in_debug_output() {
     let ca = Ca::create("test", CA_VALIDITY).unwrap();
     let issued = ca.issue(&CertRequest::new(Role::Client, "alice")).unwrap();

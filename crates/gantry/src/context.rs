@@ -55,14 +55,17 @@ impl Context {
     }
 }
 
-/// Where a client command finds its server and token.
+/// Where a client command finds its server, token and certificates.
 ///
 /// The server: `--server`/`GANTRY_SERVER`; else, inside a repository that
 /// `gantry up` runs, that stack's server; else the local default. The
 /// token: `--token`/`GANTRY_TOKEN`; else `--token-file`/`GANTRY_TOKEN_FILE`;
 /// else, only when the server is that stack's, the stack's management
-/// token (`.gantry/server/bootstrap-token`) — never sent to a server named
-/// on the command line.
+/// token (`.gantry/server/bootstrap-token`). TLS: `--ca-cert` and the
+/// client certificate flags (`GANTRY_CACERT`...); else, only when the
+/// server is that stack's, its CA and operator certificate
+/// (`.gantry/tls/`). The stack's credentials are never sent to a server
+/// named on the command line.
 pub fn connect(server: &ServerArgs) -> anyhow::Result<Client> {
     let stack = if server.url.is_none() { crate::commands::stack_around_cwd() } else { None };
     let url = match (&server.url, &stack) {
@@ -76,7 +79,11 @@ pub fn connect(server: &ServerArgs) -> anyhow::Result<Client> {
         (None, None, Some(stack)) => stack.token_file.as_deref().map(read_token).transpose()?,
         (None, None, None) => None,
     };
-    let client = match client_tls(&server.tls, &url)? {
+    let tls = match stack.as_ref().and_then(|stack| stack.tls.as_ref()) {
+        Some(stack_tls) if server.tls.ca_cert.is_none() => Some(stack_tls.operator()?),
+        _ => client_tls(&server.tls, &url)?,
+    };
+    let client = match tls {
         Some(tls) => Client::with_tls(&url, &tls).map_err(|e| tls_input("--client-cert", e))?,
         None => Client::new(&url),
     };

@@ -2,12 +2,18 @@
 //! user runs them: the page through the public URL comes from www and api,
 //! recovers when api is killed, a second `up` converges, `down` leaves no
 //! process behind; broken repositories fail naming the service and leave
-//! nothing running.
+//! nothing running. The stack is the secure configuration: its API is
+//! HTTPS for holders of its certificates only, each node has its own
+//! certificate and token, its secrets are private files, and the commands
+//! run inside the repository need no flag for any of it.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Run, Scratch, alive, eventually, run_in};
+use gantry_tls::config::ClientTls;
+
+use super::{Run, Scratch, alive, block_on, eventually, run_in};
 
 const FEDERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/federations");
 
@@ -90,6 +96,11 @@ fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_not
     assert!(body.contains("Upcoming events") && body.contains("Mets at Yankees"), "{body}");
     assert!(body.contains("events from api at") && body.contains(":1100"), "www fetched them from api: {body}");
 
+    let server = only_holders_of_its_certificates_reach_the_server(dir);
+    commands_in_the_repository_need_no_flags(dir);
+    secrets_are_private_files(dir);
+    every_node_has_its_own_certificate_and_token(dir, &server);
+
     // api killed: restarted by its agent, and the page comes back.
     let pid = api_pid(dir).expect("api runs");
     std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
@@ -101,12 +112,24 @@ fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_not
     let status = gantry(dir, &["status"]).ok();
     assert!(status.contains("external load balancer") && status.contains("passing"), "{status}");
 
-    // A second up converges: the same node processes, nothing duplicated.
+    // A second up converges: the same node processes and certificates, nothing duplicated.
     let before = node_pids(dir);
+    let certificates = tls_files(dir);
     let again = gantry(dir, &["up", "-d"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(again.stdout.lines().last().unwrap().trim(), url);
     assert_eq!(node_pids(dir), before);
+    assert_eq!(tls_files(dir), certificates, "the CA and the certificates were kept");
+
+    // Without its CA the stack cannot be converged: up makes a new CA and
+    // restarts it, and the store (and its management token) carry over.
+    std::fs::remove_dir_all(dir.join(".gantry/tls")).unwrap();
+    let renewed = gantry(dir, &["up", "-d"]);
+    assert_eq!(renewed.code, 0, "{}\n{}", renewed.stdout, renewed.stderr);
+    assert!(renewed.stdout.contains("restarting the stack"), "{}", renewed.stdout);
+    assert_ne!(tls_files(dir), certificates);
+    assert!(page(&url).is_some_and(|b| b.contains("Mets at Yankees")));
+    assert_eq!(gantry(dir, &["kv:get", "notes/probe"]).ok(), "over mutual TLS\n");
 
     let down = gantry(dir, &["down"]).ok();
     assert!(down.contains("stopped 5 node(s)"), "{down}");
@@ -114,6 +137,145 @@ fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_not
     assert!(page(&url).is_none(), "nothing answers on {url} any more");
     gantry(dir, &["down", "--purge"]).ok();
     assert!(!dir.join(".gantry").exists());
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+/// Every file in `dir` (not below), sorted.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// `.gantry/tls/`'s files and their bytes.
+fn tls_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_in(&dir.join(".gantry/tls")).into_iter().map(|p| (p.clone(), std::fs::read(p).unwrap())).collect()
+}
+
+/// The stack's server is HTTPS, refuses plain HTTP, and refuses at the
+/// handshake a client that trusts its CA but has no certificate of it.
+/// Its URL.
+fn only_holders_of_its_certificates_reach_the_server(dir: &Path) -> String {
+    let status: serde_json::Value = serde_json::from_str(&gantry(dir, &["status", "--json"]).ok()).unwrap();
+    let server = status["server"].as_str().unwrap().to_owned();
+    assert!(server.starts_with("https://127.0.0.1:"), "{server}");
+
+    let plain = server.replacen("https://", "http://", 1);
+    assert!(page(&format!("{plain}/v1/health")).is_none(), "{plain} answers plain HTTP");
+    let refused = gantry(dir, &["kv:get", "datastores/PRIMARY_DATABASE_URL", "--server", &plain]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("did not answer in plain HTTP"), "{}", refused.stderr);
+
+    let ca = dir.join(".gantry/tls/ca.pem");
+    let args = ["kv:get", "datastores/PRIMARY_DATABASE_URL", "--server", &server, "--ca-cert", ca.to_str().unwrap()];
+    let no_certificate = gantry(dir, &args);
+    assert_eq!(no_certificate.code, 1, "{no_certificate:?}");
+    assert!(
+        no_certificate.stderr.contains("the server requires a client certificate"),
+        "refused at the handshake: {}",
+        no_certificate.stderr
+    );
+    server
+}
+
+/// Inside the repository the CLI finds the stack's server, management
+/// token, CA and operator certificate by itself.
+fn commands_in_the_repository_need_no_flags(dir: &Path) {
+    assert_eq!(gantry(dir, &["kv:put", "notes/probe", "over mutual TLS"]).ok(), "");
+    assert_eq!(gantry(dir, &["kv:get", "notes/probe"]).ok(), "over mutual TLS\n");
+    // Read from api's node through the server, which reaches the agent's API over TLS.
+    let logs = gantry(dir, &["logs", "api"]).ok();
+    assert!(logs.contains("GET /status 200"), "{logs}");
+    let machines = gantry(dir, &["machine:list", "--json"]).ok();
+    assert!(machines.contains("12_04-api-1") && machines.contains("lb-seatgeek"), "{machines}");
+    let status = gantry(dir, &["status"]).ok();
+    assert!(status.contains("server  https://127.0.0.1:") && status.contains("(running)"), "{status}");
+}
+
+/// `.gantry/` and the directories of secrets are 0700; keys, tokens and
+/// the store's files 0600.
+fn secrets_are_private_files(dir: &Path) {
+    let state = dir.join(".gantry");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("tls")), 0o700);
+    let keys: Vec<PathBuf> =
+        files_in(&state.join("tls")).into_iter().filter(|p| p.to_string_lossy().ends_with("-key.pem")).collect();
+    // The CA's, the server's, the operator's, and the five nodes'.
+    assert_eq!(keys.len(), 8, "{keys:?}");
+    for key in &keys {
+        assert_eq!(mode(key), 0o600, "{}", key.display());
+    }
+    for node in std::fs::read_dir(state.join("nodes")).unwrap() {
+        let node = node.unwrap().path();
+        assert_eq!(mode(&node), 0o700, "{}", node.display());
+        assert_eq!(mode(&node.join("token")), 0o600, "{}", node.display());
+    }
+    assert_eq!(mode(&state.join("server")), 0o700);
+    assert_eq!(mode(&state.join("server/bootstrap-token")), 0o600);
+    let store = files_in(&state.join("server"));
+    assert!(store.len() >= 2, "the store's files and the token: {store:?}");
+    for file in &store {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+}
+
+/// Each node's agent runs with its own certificate, naming its machine
+/// and address, and its own agent token; the server takes the pair as
+/// that machine, and the agent's API presents the same certificate.
+fn every_node_has_its_own_certificate_and_token(dir: &Path, server: &str) {
+    let status: serde_json::Value = serde_json::from_str(&gantry(dir, &["status", "--json"]).ok()).unwrap();
+    let tls = dir.join(".gantry/tls");
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5, "{nodes:?}");
+    for node in nodes {
+        let name = node["name"].as_str().unwrap();
+        let address: std::net::IpAddr = node["address"].as_str().unwrap().parse().unwrap();
+        let pid = node["process"]["pid"].as_u64().unwrap();
+        let cmdline = String::from_utf8(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).unwrap();
+        let args: Vec<&str> = cmdline.split('\0').collect();
+        let arg = |flag: &str| Path::new(args[args.iter().position(|a| *a == flag).unwrap() + 1]).to_path_buf();
+        let (cert, key, token) = (arg("--client-cert"), arg("--client-key"), arg("--token-file"));
+        assert!(cert.ends_with(format!(".gantry/tls/{name}.pem")), "{name}: {cmdline}");
+        assert!(key.ends_with(format!(".gantry/tls/{name}-key.pem")), "{name}: {cmdline}");
+        assert!(token.ends_with(format!(".gantry/nodes/{name}/token")), "{name}: {cmdline}");
+        assert!(arg("--ca-cert").ends_with(".gantry/tls/ca.pem"), "{name}: {cmdline}");
+        assert!(arg("--server") == Path::new(server), "{name}: {cmdline}");
+
+        let (cert, key, token) =
+            (tls.join(format!("{name}.pem")), tls.join(format!("{name}-key.pem")), dir.join(&token));
+        let holder = gantry_tls::holder_of_pem(&std::fs::read_to_string(&cert).unwrap()).unwrap();
+        assert_eq!((holder.role, holder.name.as_str()), (Some(gantry_tls::Role::Agent), name));
+        assert!(holder.ips.contains(&address), "{name}: {holder:?}");
+
+        let own = ClientTls::load(&tls.join("ca.pem"), Some((&cert, &key))).unwrap();
+        let secret = std::fs::read_to_string(dir.join(format!(".gantry/nodes/{name}/token"))).unwrap();
+        let whoami = block_on(gantry_client::Client::with_tls(server, &own).unwrap().with_token(&secret).whoami())
+            .unwrap_or_else(|e| panic!("{name}'s certificate and token: {e}"));
+        assert_eq!(whoami.token.agent.map(|a| a.machine).as_deref(), Some(name), "{}", token.display());
+
+        let agent = status["agents"].as_array().unwrap().iter().find(|a| a["machine"] == name).unwrap();
+        let api = agent["api"].as_str().unwrap();
+        assert!(api.starts_with(&format!("https://{address}:")), "{name}: {api}");
+        assert_eq!(presented_by(api, &tls).name, name, "the certificate {name}'s agent API presents");
+    }
+}
+
+/// The holder of the certificate the HTTPS server at `url` presents to
+/// the stack's server certificate (agents' APIs answer servers only).
+fn presented_by(url: &str, tls: &Path) -> gantry_tls::Holder {
+    let server = ClientTls::load(&tls.join("ca.pem"), Some((&tls.join("server.pem"), &tls.join("server-key.pem"))));
+    let config = server.unwrap().config().unwrap();
+    let http = reqwest::Client::builder().tls_backend_preconfigured(config).tls_info(true).build().unwrap();
+    let response = block_on(http.get(format!("{url}/v1/logs/api")).send()).unwrap();
+    let info = response.extensions().get::<reqwest::tls::TlsInfo>().expect("TLS information");
+    gantry_tls::holder_of_der(info.peer_certificate().expect("a certificate")).unwrap()
 }
 
 #[test]

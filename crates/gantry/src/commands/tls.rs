@@ -110,7 +110,7 @@ fn refuse_existing(paths: &[&Path], what: &str, why: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-fn create_dir(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn create_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

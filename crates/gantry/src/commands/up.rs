@@ -6,11 +6,23 @@
 //! balancer per federation with public services, waits until every service
 //! passes its check and every public URL answers, and prints the URLs.
 //!
-//! Everything lives under `<repo>/.gantry/`: the server's store, each
-//! node's data dir, the logs, and `up.json` (what runs, with pids and start
+//! It is the secure configuration (DESIGN.md "Trust boundary"), not a
+//! demo mode: the server bootstraps access control and serves HTTPS to
+//! clients with a certificate of the stack's own CA only (`pki`); each
+//! node's agent presents its own certificate and its own agent token;
+//! `up`, `status` and the commands run inside the repository use the
+//! operator's certificate and the management token. Only the public URLs,
+//! the services' own traffic through the external balancers, are plain
+//! HTTP.
+//!
+//! Everything lives under `<repo>/.gantry/` (0700): the server's store
+//! and management token, the certificates (`tls/`), each node's data dir
+//! and token, the logs, and `up.json` (what runs, with pids and start
 //! times, so `down` stops exactly that and a second `up` converges).
 //! Each stack gets its own `127.N.0.0/16` (N from the repository's path),
 //! so two stacks on one machine do not clash.
+
+mod pki;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::{Context, explain};
 use crate::output::print_json;
 use crate::repo::{Opened, open_dir};
+pub use pki::StackTls;
 
 pub const STATE_DIR: &str = ".gantry";
 const STATE_FILE: &str = "up.json";
@@ -61,11 +74,13 @@ fn state_dir(opened: &Opened) -> PathBuf {
 }
 
 /// The stack `gantry up` runs for the repository around the current
-/// directory: where its server is, and its management token.
+/// directory: where its server is, its management token, and its TLS
+/// files (for an HTTPS server).
 #[derive(Debug)]
 pub struct FoundStack {
     pub url: String,
     pub token_file: Option<PathBuf>,
+    pub tls: Option<StackTls>,
 }
 
 /// The nearest `.gantry/up.json` from the current directory upwards.
@@ -75,15 +90,35 @@ pub fn stack_around_cwd() -> Option<FoundStack> {
         let state = dir.join(STATE_DIR);
         let stack = load_stack(&state)?;
         let token = state.join("server").join(gantry_server::BOOTSTRAP_TOKEN_FILE);
-        Some(FoundStack { url: stack.url, token_file: token.exists().then_some(token) })
+        let tls = Some(StackTls::of(&state)).filter(|tls| stack.url.starts_with("https://") && tls.exists());
+        Some(FoundStack { url: stack.url, token_file: token.exists().then_some(token), tls })
     })
 }
 
 /// A client of the stack's server with its management token (the server
-/// wrote it when it first started).
+/// wrote it when it first started) and, over HTTPS, the operator's
+/// certificate.
 fn stack_client(state: &Path, url: &str) -> anyhow::Result<Client> {
     let token = crate::context::read_token(&state.join("server").join(gantry_server::BOOTSTRAP_TOKEN_FILE))?;
-    Ok(Client::new(url).with_token(&token))
+    let client = if url.starts_with("https://") {
+        Client::with_tls(url, &StackTls::of(state).operator()?)?
+    } else {
+        Client::new(url)
+    };
+    Ok(client.with_token(&token))
+}
+
+/// Creates `dir` 0700, or narrows it to 0700 when it exists (`packer:run`
+/// keeps its logs in `.gantry/` too), before anything secret is put in it.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    super::tls::create_dir(dir)?;
+    let mode = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn load_stack(dir: &Path) -> Option<Stack> {
@@ -159,13 +194,35 @@ fn public_urls(opened: &Opened, nodes: &[Node]) -> Vec<String> {
 pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Result<()> {
     let opened = open_dir(dir.as_deref())?;
     let state = state_dir(&opened);
-    std::fs::create_dir_all(state.join("logs")).with_context(|| format!("creating {}", state.display()))?;
+    private_dir(&state)?;
+    private_dir(&state.join("logs"))?;
     let began = Instant::now();
     let rt = ctx.runtime();
+    let wanted = plan_nodes(&opened);
+    let tls = StackTls::of(&state);
+    let repo_name =
+        std::path::absolute(&opened.dir).ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let made = pki::ensure(&tls, repo_name.as_deref().unwrap_or("repository"), &wanted)?;
+    if made.ca {
+        say(
+            began,
+            &format!("tls         a CA and {} certificate(s) in {STATE_DIR}/{}", made.certificates.len(), pki::TLS_DIR),
+        );
+    } else if !made.certificates.is_empty() {
+        say(began, &format!("tls         certificate(s) for {}", made.certificates.join(", ")));
+    }
     let mut stack = load_stack(&state).unwrap_or_default();
-    let server_alive = stack.server.as_ref().is_some_and(Proc::running);
+    let mut server_alive = stack.server.as_ref().is_some_and(Proc::running);
+    if server_alive && (made.ca || !stack.url.starts_with("https://")) {
+        // Started without TLS (by an older gantry), or its certificates
+        // are not of the CA just made: it cannot be converged, only restarted.
+        say(began, &format!("server      {} does not run the stack's TLS: restarting the stack", stack.url));
+        down_stack(&state, &stack);
+        stack = Stack::default();
+        server_alive = false;
+    }
     if !server_alive {
-        let (proc, url) = start_server(&state)?;
+        let (proc, url) = start_server(&state, &tls)?;
         say(began, &format!("server      {url} (embedded store in {STATE_DIR}/server)"));
         stack = Stack { server: Some(proc), url, nodes: Vec::new(), public: Vec::new() };
     } else {
@@ -176,7 +233,6 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
     let changes = rt.block_on(super::apply::upload(&opened, &client))?;
     say(began, &format!("repository  {} change(s) uploaded", changes.len()));
 
-    let wanted = plan_nodes(&opened);
     // Nodes no longer asked for go; the others are kept when they run.
     for old in stack.nodes.iter().filter(|o| !wanted.iter().any(|w| w.name == o.name)) {
         stop_process(old.process.as_ref(), Duration::from_secs(15));
@@ -187,7 +243,7 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
             Some(process) if process.running() => node.process = Some(process),
             _ => {
                 let token = rt.block_on(agent_token(&client, &state, &opened, &node))?;
-                node.process = Some(start_agent(&opened, &state, &stack.url, &node, &token)?);
+                node.process = Some(start_agent(&opened, &state, &stack.url, &node, &token, &tls)?);
                 say(began, &format!("node        {:<16} {} started", node.name, node.address));
             }
         }
@@ -235,6 +291,13 @@ fn say(began: Instant, line: &str) {
     let _ = std::io::stdout().flush();
 }
 
+/// The variables through which a user's shell points the CLI at a
+/// server: `up` hands each process it starts exactly its own server,
+/// token and certificates instead (GANTRY_TOKEN would override an agent's
+/// --token-file with the operator's token).
+const CLIENT_ENV: [&str; 6] =
+    ["GANTRY_SERVER", "GANTRY_TOKEN", "GANTRY_TOKEN_FILE", "GANTRY_CACERT", "GANTRY_CLIENT_CERT", "GANTRY_CLIENT_KEY"];
+
 fn gantry_command(log: &Path) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("finding the gantry binary")?;
     let log = std::fs::OpenOptions::new()
@@ -249,22 +312,26 @@ fn gantry_command(log: &Path) -> anyhow::Result<Command> {
         .stderr(log)
         // Its own group: a Ctrl-C at the terminal reaches `up`, which stops the stack in order.
         .process_group(0);
+    for variable in CLIENT_ENV {
+        command.env_remove(variable);
+    }
     Ok(command)
 }
 
-fn start_server(state: &Path) -> anyhow::Result<(Proc, String)> {
+fn start_server(state: &Path, tls: &StackTls) -> anyhow::Result<(Proc, String)> {
     let log = state.join("logs/server.log");
     let _ = std::fs::remove_file(&log);
     let child = gantry_command(&log)?
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(state.join("server"))
+        .args(tls.server_args())
         .spawn()
         .context("starting gantry server")?;
     let proc = Proc::of(child.id()).context("gantry server exited at once")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("http://")) {
+        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("https://")) {
             return Ok((proc, url.to_owned()));
         }
         if !proc.running() || Instant::now() > deadline {
@@ -281,7 +348,7 @@ async fn agent_token(client: &Client, state: &Path, opened: &Opened, node: &Node
     let dir = state.join("nodes").join(&node.name);
     let path = dir.join("token");
     if let Ok(secret) = crate::context::read_token(&path)
-        && Client::new(client.base()).with_token(&secret).whoami().await.is_ok()
+        && client.clone().with_token(&secret).whoami().await.is_ok()
     {
         return Ok(path);
     }
@@ -301,15 +368,19 @@ async fn agent_token(client: &Client, state: &Path, opened: &Opened, node: &Node
         ..Default::default()
     };
     let created = client.create_token(&request).await.map_err(explain)?;
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-    }
+    private_dir(&dir)?;
     gantry_tls::write_private(&path, format!("{}\n", created.secret).as_bytes())?;
     Ok(path)
 }
 
-fn start_agent(opened: &Opened, state: &Path, url: &str, node: &Node, token: &Path) -> anyhow::Result<Proc> {
+fn start_agent(
+    opened: &Opened,
+    state: &Path,
+    url: &str,
+    node: &Node,
+    token: &Path,
+    tls: &StackTls,
+) -> anyhow::Result<Proc> {
     let data_dir = state.join("nodes").join(&node.name);
     let mut command = gantry_command(&state.join("logs").join(format!("{}.log", node.name)))?;
     command
@@ -330,6 +401,7 @@ fn start_agent(opened: &Opened, state: &Path, url: &str, node: &Node, token: &Pa
         .arg(&data_dir)
         .arg("--token-file")
         .arg(token)
+        .args(tls.agent_args(&node.name))
         .arg("--workdir")
         .arg(std::path::absolute(&opened.dir).unwrap_or_else(|_| opened.dir.clone()));
     if let Some(group) = &node.group {
