@@ -101,7 +101,7 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
 pub(crate) struct Watching {
     child: Child,
     stdout: Receiver<String>,
-    stderr: Receiver<String>,
+    pub stderr: Receiver<String>,
 }
 
 impl Watching {

@@ -179,6 +179,9 @@ fn kv_and_watch_over_mutual_tls_and_every_refusal_says_how_to_fix_it() {
     let flags = ["--ca-cert", ca.as_str(), "--client-cert", cert.as_str(), "--client-key", key.as_str()];
 
     let watch = super::server::Watching::start(&server, &with(&["datastores/"], &flags));
+    // Its notice says it is watching: a write before that would be missed.
+    let notice = watch.stderr.recv_timeout(std::time::Duration::from_secs(10)).expect("a notice");
+    assert_eq!(notice, "no keys under datastores/ yet; waiting for changes");
     assert_eq!(gantry(&server, &with(&["kv:put", "datastores/DB", "mysql://db/x"], &flags)).ok(), "");
     assert_eq!(watch.next_event(), super::server::event("put", "datastores/DB", Some("mysql://db/x")));
     watch.stop();
