@@ -105,6 +105,11 @@ fn code_map_order(architecture: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect();
     assert!(order.len() > 5, "too few crates in ARCHITECTURE.md's code map: {order:?}");
+    // One section per crate: a second heading would put it in two places.
+    let mut seen = BTreeSet::new();
+    for name in &order {
+        assert!(seen.insert(name), "ARCHITECTURE.md's code map has two \"### `{name}`\" sections; keep one");
+    }
     order
 }
 
