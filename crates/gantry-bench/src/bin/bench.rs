@@ -72,10 +72,16 @@ async fn serve_child(args: &[String]) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("http://{}", listener.local_addr()?);
     // As `gantry server` serves by default, but without access control:
-    // the rows compare the store and its HTTP layer with etcd's.
-    let acl = gantry_server::Acl::off();
-    gantry_server::serve_threaded(listener, store, acl, gantry_server::DEFAULT_EVENT_LOOPS, std::future::pending())
-        .await?;
+    // the rows compare the store and its HTTP layer with etcd's. The limits
+    // count as always, out of the load's reach (64 clients on one address,
+    // 1,000 watchers, tens of thousands of writes a second).
+    let options = gantry_server::ServeOptions {
+        threads: gantry_server::DEFAULT_EVENT_LOOPS,
+        tls: None,
+        acl: gantry_server::Acl::off(),
+        limits: gantry_server::Limits::out_of_reach(),
+    };
+    gantry_server::serve_with(listener, store, options, std::future::pending()).await?;
     Ok(())
 }
 
