@@ -83,6 +83,9 @@ error_codes! {
     FutureRevision = "future_revision", 400, "A watch asked to start after the store's revision.";
     BodyTooLarge = "body_too_large", 413, "The request body is over the limit.";
     ValueTooLarge = "value_too_large", 413, "A value is over the store's limit.";
+    QuotaExceeded = "quota_exceeded", 413, "The write would take its token over its quota of keys or bytes.";
+    TooManyRequests = "too_many_requests", 429, "Over the request rate of its token (or client address): retry after `Retry-After` seconds.";
+    LimitExceeded = "limit_exceeded", 429, "Its token (or client address) holds as many watches or leases as the server allows.";
     CasFailed = "cas_failed", 409, "A compare-and-set lost: the key changed (or exists, or does not).";
     LeaseNotFound = "lease_not_found", 404, "The lease expired or never existed.";
     Compacted = "compacted", 410, "The history asked for is no longer kept.";

@@ -30,16 +30,16 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use gantry_api::keys::{AgentKeyRef, StoreKey};
 use gantry_api::{Access, AgentIdentity, ErrorCode};
 use gantry_store::LeaseId;
-use gantry_tls::listener::{PeerCertificate, TlsPeer};
+use gantry_tls::listener::PeerCertificate;
 
 use crate::acl::{Acl, AclMode, Identity, Known, Unknown, access_of};
 use crate::error::{ApiError, ApiResult};
-use crate::gate::AppState;
+use crate::limits::connections::Connection;
 
 /// Who sent a request, extracted once per request.
 #[derive(Debug, Clone)]
@@ -71,15 +71,14 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let acl = state.acl();
+impl Caller {
+    /// Who sent a request with `headers`: its token, or nobody; a token the
+    /// server does not know is a 401.
+    pub fn resolve(headers: &HeaderMap, acl: &Arc<Acl>) -> Result<Caller, ApiError> {
         if acl.mode() == AclMode::Off {
             return Ok(Caller::Open);
         }
-        let Some(header) = parts.headers.get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
+        let Some(header) = headers.get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
         let secret = header
             .to_str()
             .ok()
@@ -110,8 +109,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Peer, Self::Rejection> {
-        // Present only on a TLS server (plain HTTP adds nothing per request).
-        Ok(Peer(parts.extensions.get::<ConnectInfo<TlsPeer>>().and_then(|peer| peer.0.certificate.clone())))
+        Ok(Peer(parts.extensions.get::<ConnectInfo<Connection>>().and_then(|c| c.0.certificate.clone())))
     }
 }
 

@@ -5,11 +5,12 @@
 //! access control has one place to live and handlers no way around it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::FromRequestParts;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use gantry_api::keys::StoreKey;
@@ -23,6 +24,8 @@ use crate::acl::Acl;
 use crate::agents::AgentClient;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::{Follower, Frame, Hubs, Position};
+use crate::limits::connections::Connection;
+use crate::limits::{Held, Limits, Usage, WatchSlot};
 use crate::metrics::Metrics;
 use crate::resource::{AgentStatuses, Machines, Resource};
 use crate::{query, watch};
@@ -37,6 +40,8 @@ struct Shared {
     store: Store,
     /// Tokens, policies and what agents' rights depend on.
     acl: Arc<Acl>,
+    /// The limits, and what each token and client address holds of them.
+    usage: Arc<Usage>,
     metrics: Arc<Metrics>,
     /// The watched prefixes' shared store watches.
     hubs: Hubs,
@@ -45,13 +50,42 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(store: Store, acl: Arc<Acl>, agents: AgentClient) -> AppState {
+    pub fn new(store: Store, acl: Arc<Acl>, agents: AgentClient, limits: Limits) -> AppState {
         let hubs = Hubs::new(store.clone(), watch::encode);
-        AppState(Arc::new(Shared { store, acl, metrics: Arc::default(), hubs, agents }))
+        let usage = Arc::new(Usage::new(limits));
+        // Keys under a lease go when it ends, without a request to say so.
+        let weak = Arc::downgrade(&usage);
+        acl.on_lease_end(Box::new(move |lease| weak.upgrade().map(|usage| usage.lease_ended(lease)).is_some()));
+        AppState(Arc::new(Shared { store, acl, usage, metrics: Arc::default(), hubs, agents }))
     }
 
     pub fn acl(&self) -> &Arc<Acl> {
         &self.0.acl
+    }
+
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.0.usage
+    }
+
+    /// Who sent `request` and whether its rate allows it now (it arrived
+    /// at `at`): a 429 if not. Its caller (or why it has none: an unknown
+    /// token) goes with it to the handler's [`Gate`]. Requests without a
+    /// known token count against their client address.
+    pub fn admit(&self, request: &mut Request, at: Instant) -> ApiResult<()> {
+        let caller = Caller::resolve(request.headers(), self.acl());
+        let usage = self.usage();
+        let held = match &caller {
+            Ok(Caller::Token { known, .. }) => usage.token(&known.token.accessor, &known.token.name),
+            _ => match request.extensions().get::<ConnectInfo<Connection>>() {
+                Some(connection) => Arc::clone(&connection.0.held),
+                // Served without connection info (a router driven
+                // directly): every such request is one client.
+                None => usage.address(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            },
+        };
+        usage.admit_request(&held, at)?;
+        request.extensions_mut().insert(Admitted { caller, held });
+        Ok(())
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -59,25 +93,38 @@ impl AppState {
     }
 }
 
+/// What the front door learnt of a request for its [`Gate`].
+#[derive(Debug, Clone)]
+struct Admitted {
+    caller: Result<Caller, ApiError>,
+    held: Arc<Held>,
+}
+
 /// A request's way to the store: its caller and the server's state. Each
-/// operation is authorized for the caller before it happens.
+/// operation is authorized for the caller before it happens, and counted
+/// against the limits of what it holds.
 #[derive(Debug)]
 pub struct Gate {
     state: AppState,
     caller: Caller,
+    /// What the caller's token (or, without one, its address) holds.
+    held: Arc<Held>,
 }
 
 impl FromRequestParts<AppState> for Gate {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Gate, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
+        let Admitted { caller, held } = parts.extensions.remove::<Admitted>().ok_or_else(|| {
+            ApiError::new(ErrorCode::Internal, "the request did not pass the server's front door (a bug)")
+        })?;
+        let caller = caller?;
         // Who first, then what: a request without a token is refused before
         // its body or query is even read (only health answers everyone).
         if matches!(caller, Caller::Anonymous) && parts.uri.path() != "/v1/health" {
             return Err(access::unauthorized("this request needs a token"));
         }
-        Ok(Gate { state: state.clone(), caller })
+        Ok(Gate { state: state.clone(), caller, held })
     }
 }
 
@@ -146,7 +193,9 @@ impl Gate {
     pub async fn metrics(&self) -> ApiResult<String> {
         self.allow(Action::Read, Target::Metrics)?;
         let revision = self.store().revision().await.unwrap_or(0);
-        Ok(self.state.0.metrics.render(revision, self.state.0.hubs.running()))
+        let mut text = self.state.0.metrics.render(revision, self.state.0.hubs.running());
+        self.state.0.usage.render(&mut text, self.state.0.acl.most_leases());
+        Ok(text)
     }
 
     /// One document, authorized on whom it belongs to. A missing (or
@@ -211,9 +260,17 @@ impl Gate {
         if let Some(lease) = options.lease {
             self.allow(Action::Write, Target::Lease(Some(lease)))?;
         }
+        // A token's keys and bytes count against its quota (what it holds
+        // is what it wrote last): key and value, as the store holds them.
+        let usage = &self.state.0.usage;
+        let bytes = (key.len() + value.len()) as u64;
+        let accounted = self.held.is_token();
+        if accounted {
+            usage.admit_write(&self.held, key, bytes)?;
+        }
         let store = self.store();
         let noted = value.clone();
-        if let Some(expected) = options.cas {
+        let revision = if let Some(expected) = options.cas {
             let mut txn = gantry_store::Txn::new().when_mod_revision(key, expected);
             txn = match options.lease {
                 Some(l) => txn.put_with_lease(key, value, l),
@@ -223,14 +280,17 @@ impl Gate {
             if !t.succeeded {
                 return Err(cas_failed(key, expected));
             }
-            self.state.0.acl.note(key, Some(&noted));
-            return Ok(WriteResult { revision: t.revision });
-        }
-        let revision = match options.lease {
-            Some(l) => store.put_with_lease(key, value, l).await?,
-            None => store.put(key, value).await?,
+            t.revision
+        } else {
+            match options.lease {
+                Some(l) => store.put_with_lease(key, value, l).await?,
+                None => store.put(key, value).await?,
+            }
         };
         self.state.0.acl.note(key, Some(&noted));
+        if accounted {
+            usage.wrote(&self.held, key, bytes, options.lease, revision);
+        }
         Ok(WriteResult { revision })
     }
 
@@ -243,10 +303,12 @@ impl Gate {
             if !t.succeeded {
                 return Err(cas_failed(key, expected));
             }
+            self.state.0.usage.deleted(key, t.revision);
             return Ok(DeleteResult { revision: t.revision, deleted: 1 });
         }
         let d = self.store().delete(key).await?;
         self.state.0.acl.note(key, None);
+        self.state.0.usage.deleted(key, d.revision);
         Ok(DeleteResult { revision: d.revision, deleted: d.deleted })
     }
 
@@ -254,11 +316,17 @@ impl Gate {
     pub async fn delete_prefix(&self, prefix: &str) -> ApiResult<DeleteResult> {
         self.allow(Action::Delete, Target::Prefix(prefix))?;
         let d = self.store().delete_prefix(prefix).await?;
+        self.state.0.usage.deleted_prefix(prefix, d.revision);
         Ok(DeleteResult { revision: d.revision, deleted: d.deleted })
     }
 
     pub async fn grant_lease(&self, ttl: Duration) -> ApiResult<LeaseGrant> {
         self.allow(Action::Write, Target::Lease(None))?;
+        // A token's leases are counted by the access view's records of who
+        // granted each (they end with their lease); without access
+        // control nobody owns a lease, and only the TTL is bounded.
+        let live = self.caller.accessor().map_or(0, |accessor| self.state.0.acl.leases_of(accessor));
+        self.state.0.usage.admit_lease(&self.held, live, ttl)?;
         let lease = self.store().grant_lease(ttl).await?;
         let id = lease.id.to_string();
         // Who granted it, under the lease itself (it goes with the lease):
@@ -279,7 +347,10 @@ impl Gate {
 
     pub async fn revoke_lease(&self, lease: LeaseId) -> ApiResult<()> {
         self.allow(Action::Delete, Target::Lease(Some(lease)))?;
-        Ok(self.store().revoke_lease(lease).await?)
+        self.store().revoke_lease(lease).await?;
+        // The access view says so too once it sees the owner record go.
+        self.state.0.usage.lease_ended(lease);
+        Ok(())
     }
 
     /// Follows `prefix` from `start` (`None`: from now) on its shared
@@ -289,11 +360,13 @@ impl Gate {
         &self,
         prefix: &str,
         start: Option<Position>,
-    ) -> ApiResult<(Result<Follower, StoreError>, Arc<Metrics>, Visibility)> {
+    ) -> ApiResult<(Result<Follower, StoreError>, Watcher)> {
         self.allow(Action::Watch, Target::Prefix(prefix))?;
         gantry_store::validate_prefix(prefix)?;
+        let slot = self.state.0.usage.open_watch(&self.held)?;
         let visibility = Visibility(if self.caller.sees_everything() { None } else { Some(self.caller.clone()) });
-        Ok((self.state.0.hubs.follow(prefix, start).await, Arc::clone(&self.state.0.metrics), visibility))
+        let watcher = Watcher::new(Arc::clone(&self.state.0.metrics), slot, visibility);
+        Ok((self.state.0.hubs.follow(prefix, start).await, watcher))
     }
 
     /// What the server needs to read `service`'s log from `machine`'s
@@ -314,6 +387,28 @@ impl Gate {
             _ => e,
         })?;
         Ok((registered, status, &self.state.0.agents))
+    }
+}
+
+/// One open watch, as long as it streams: counted in `/metrics` and
+/// against its caller's watches, and what of it the caller may see.
+#[derive(Debug)]
+pub struct Watcher {
+    metrics: Arc<Metrics>,
+    _slot: WatchSlot,
+    pub visibility: Visibility,
+}
+
+impl Watcher {
+    fn new(metrics: Arc<Metrics>, slot: WatchSlot, visibility: Visibility) -> Watcher {
+        metrics.watchers.fetch_add(1, Ordering::Relaxed);
+        Watcher { metrics, _slot: slot, visibility }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

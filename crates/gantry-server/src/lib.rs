@@ -32,11 +32,18 @@
 //!   target (a `StoreKey` and whom its document belongs to, a prefix, a
 //!   lease). Today it allows everything (there are no credentials yet);
 //!   tokens and policies go in that one function.
+//! - Limits (`limits`): what one token, or one client address without a
+//!   token, may hold and ask at once ([`Limits`]): connections per
+//!   address (counted at accept), the request rate (in the front door),
+//!   watches, leases and their TTL, keys and bytes (in the gate). Over
+//!   one: a JSON 429 or 413 that names the limit and the flag that
+//!   raises it; `/metrics` shows each limit, the highest use and the
+//!   refusals.
 //! - Transport: plain HTTP, or HTTPS ([`ServerTls`]: rustls, HTTP/2 and
 //!   HTTP/1.1 by ALPN) where a client may have to present a certificate of
-//!   the server's CA. The verified certificate's holder (name and role)
-//!   travels with every request of its connection (`ConnectInfo<TlsPeer>`)
-//!   and becomes the request's `Caller`. The log proxy reaches an agent's
+//!   the server's CA. The client's address and the verified certificate's
+//!   holder (name and role) travel with every request of its connection
+//!   (`ConnectInfo<Connection>`); the certificate is the request's `Peer`. The log proxy reaches an agent's
 //!   API only at the machine's registered address, over TLS with the
 //!   server's own certificate when the server has one.
 //!
@@ -52,6 +59,7 @@ mod gate;
 mod hub;
 mod inventory;
 mod kv;
+mod limits;
 mod metrics;
 mod openapi;
 mod query;
@@ -72,12 +80,15 @@ use axum::response::{IntoResponse, Response};
 use gantry_store::Store;
 use gantry_tls::TlsError;
 use gantry_tls::config::{ClientAuth, ClientTls, Identity};
-use gantry_tls::listener::{TlsListener, TlsPeer};
+use gantry_tls::listener::TlsListener;
 use tokio::net::TcpListener;
+
+use limits::connections::{Admitting, Connection};
 
 pub use access::Peer;
 pub use acl::{Acl, AclMode, BOOTSTRAP_TOKEN_FILE, Bootstrap, BootstrapError, bootstrap};
 pub use error::ApiError;
+pub use limits::{Limit, Limits};
 pub use openapi::document as openapi_document;
 
 /// HTTPS for `gantry server`: its certificate, which client certificates
@@ -114,20 +125,26 @@ pub struct ServeOptions {
     pub tls: Option<ServerTls>,
     /// Access control ([`Acl::open`]; [`Acl::off`] allows everything).
     pub acl: Arc<Acl>,
+    /// What one token or client address may hold and ask at once.
+    pub limits: Limits,
 }
 
 /// The API router over `store`, with the access control `acl` decides
-/// ([`Acl::open`] for `gantry server`; [`Acl::off`] allows everything).
+/// ([`Acl::open`] for `gantry server`; [`Acl::off`] allows everything)
+/// and the default [`Limits`].
 pub fn router(store: Store, acl: Arc<Acl>) -> Router {
-    router_with(store, acl, None)
+    router_with(store, acl, None, Limits::default()).0
 }
 
-/// The API router over `store`, reaching agents with `tls`'s credentials.
-fn router_with(store: Store, acl: Arc<Acl>, tls: Option<&ServerTls>) -> Router {
+/// The API router over `store`, reaching agents with `tls`'s credentials,
+/// and what its requests use of `limits` (for the listeners to count
+/// connections in).
+fn router_with(store: Store, acl: Arc<Acl>, tls: Option<&ServerTls>, limits: Limits) -> (Router, Arc<limits::Usage>) {
     let agents = agents::AgentClient::new(tls.and_then(|tls| tls.agents.clone()));
-    let state = gate::AppState::new(store, acl, agents);
+    let state = gate::AppState::new(store, acl, agents, limits);
+    let usage = Arc::clone(state.usage());
     let (router, _) = routes::api().split_for_parts();
-    router
+    let router = router
         // After every route: it applies to the routes present.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
@@ -135,20 +152,33 @@ fn router_with(store: Store, acl: Arc<Acl>, tls: Option<&ServerTls>) -> Router {
         // Bodies are read by the handlers as bytes with this limit, so an
         // oversized one is a JSON 413 from our own code.
         .layer(DefaultBodyLimit::max(gantry_api::MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    (router, usage)
 }
 
-/// Serves the API on `listener`, on the caller's runtime, until `shutdown`
-/// completes: requests in flight get [`SHUTDOWN_GRACE`] to finish, then
-/// whatever is still open (watch streams) is cut when the caller's runtime
-/// ends.
+/// Serves the API on `listener`, on the caller's runtime, with the default
+/// [`Limits`], until `shutdown` completes: requests in flight get
+/// [`SHUTDOWN_GRACE`] to finish, then whatever is still open (watch
+/// streams) is cut when the caller's runtime ends.
 pub async fn serve(
     listener: TcpListener,
     store: Store,
     acl: Arc<Acl>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(store, acl), None, shutdown).await
+    serve_limited(listener, store, acl, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with `limits`.
+pub async fn serve_limited(
+    listener: TcpListener,
+    store: Store,
+    acl: Arc<Acl>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, usage) = router_with(store, acl, None, limits);
+    serve_router(listener, router, None, usage, shutdown).await
 }
 
 /// How many event loops `gantry server` runs unless told otherwise.
@@ -166,7 +196,8 @@ pub const DEFAULT_EVENT_LOOPS: usize = 1;
 
 /// Serves the API with `threads` event loops, each a single-threaded
 /// runtime on a thread of its own, sharing one router (one set of watch
-/// hubs, one set of metrics), until `shutdown` completes.
+/// hubs, one set of metrics, one count of what each client holds), with
+/// the default [`Limits`], until `shutdown` completes.
 ///
 /// Why not one work-stealing runtime: a connection and all its HTTP/2
 /// streams stay on one thread here, so when an event goes out to many
@@ -184,7 +215,7 @@ pub async fn serve_threaded(
     threads: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, store, ServeOptions { threads, tls: None, acl }, shutdown).await
+    serve_with(listener, store, ServeOptions { threads, tls: None, acl, limits: Limits::default() }, shutdown).await
 }
 
 /// [`serve_threaded`], over HTTPS when `options` has TLS: each event loop
@@ -195,16 +226,16 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let ServeOptions { threads, tls, acl } = options;
+    let ServeOptions { threads, tls, acl, limits } = options;
     let listener = listener.into_std()?;
-    let router = router_with(store, acl, tls.as_ref());
+    let (router, usage) = router_with(store, acl, tls.as_ref(), limits);
     let tls = tls.map(|tls| tls.config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut loops = Vec::with_capacity(threads);
     for n in 0..threads.max(1) {
         // Every loop accepts from the same socket; whichever is free wins.
         let listener = listener.try_clone()?;
-        let (router, tls, mut stopped) = (router.clone(), tls.clone(), stopped.clone());
+        let (router, tls, usage, mut stopped) = (router.clone(), tls.clone(), Arc::clone(&usage), stopped.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
         std::thread::Builder::new().name(format!("gantry-http-{n}")).spawn(move || {
             let served = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|runtime| {
@@ -213,7 +244,7 @@ pub async fn serve_with(
                     let shutdown = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     };
-                    serve_router(listener, router, tls, shutdown).await
+                    serve_router(listener, router, tls, usage, shutdown).await
                 })
             });
             let _ = done.send(served);
@@ -235,14 +266,15 @@ pub async fn serve_with(
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`,
-/// then gives requests [`SHUTDOWN_GRACE`].
+/// then gives requests [`SHUTDOWN_GRACE`]. Connections are counted per
+/// client address in `usage` from accept on.
 async fn serve_router(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    usage: Arc<limits::Usage>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
     use futures::FutureExt;
     let shutdown = shutdown.shared();
     let grace_over = {
@@ -252,27 +284,18 @@ async fn serve_router(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         }
     };
+    // Each connection's client (its address, the certificate it
+    // presented, what its address holds) goes with every request of it.
+    let app = router.into_make_service_with_connect_info::<Connection>();
+    let listener = Admitting::new(listener, usage);
     let served = async {
         match tls {
-            // Each connection's client (its certificate's holder) goes with
-            // every request of the connection.
+            // Handshakes only for the connections an address may open.
             Some(config) => {
-                let listener = TlsListener::new(listener, config)?;
-                let app = router.into_make_service_with_connect_info::<TlsPeer>();
+                let listener = TlsListener::over(listener, config)?;
                 axum::serve(listener, app).with_graceful_shutdown(shutdown.clone()).await
             }
-            // Plain HTTP exactly as before TLS existed: no connection info,
-            // nothing added per request.
-            None => {
-                // No Nagle: a watch writes each event as it happens, and a
-                // small write behind an unacknowledged one would wait for
-                // the peer's delayed ACK (40 ms on Linux); measured as 50 ms
-                // stalls in HTTP/2 fan-out. (The TLS listener sets it too.)
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, router).with_graceful_shutdown(shutdown.clone()).await
-            }
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown.clone()).await,
         }
     };
     tokio::select! {
@@ -282,19 +305,21 @@ async fn serve_router(
     }
 }
 
-/// What every request passes: its path must decode (a JSON 400
-/// `invalid_path` otherwise, before any handler), and it is counted in the
-/// metrics.
-async fn front_door(State(state): State<gate::AppState>, request: Request, next: Next) -> Response {
+/// What every request passes: its caller's request rate (a JSON 429
+/// otherwise, before anything else is done for it), a path that decodes (a
+/// JSON 400 `invalid_path` otherwise, before any handler), and it is
+/// counted in the metrics.
+async fn front_door(State(state): State<gate::AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = metrics::method_label(request.method());
     // MatchedPath is an Arc inside: cloning it does not copy the string.
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = match query::check_path(request.uri().path()) {
+    let admitted = state.admit(&mut request, started).and_then(|()| query::check_path(request.uri().path()));
+    let response = match admitted {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state.metrics().record(&method, route, response.status().as_u16(), started.elapsed());
+    state.metrics().record(method, route, response.status().as_u16(), started.elapsed());
     response
 }

@@ -1,6 +1,12 @@
 //! Prometheus text exposition of the server's own counters: requests by
 //! route and status, request latency, access decisions, open watchers,
-//! store revision.
+//! store revision (and the limits', from `limits::Usage`).
+//!
+//! Every label value comes from a fixed set, so no request can grow the
+//! text: methods are the standard nine or `other`, routes the route
+//! table's patterns or `unmatched`, statuses the ones the server answers.
+//! (20,000 requests with made-up methods grew it from 625 B to 1.6 MB
+//! when methods were labelled as sent.)
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -11,6 +17,13 @@ use std::time::Duration;
 use axum::http::Method;
 
 use crate::access::Action;
+
+/// The `method` label of a request: its method if it is one of HTTP's
+/// standard ones, else `other` (a method is any token a client makes up).
+pub fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    STANDARD.into_iter().find(|m| *m == method.as_str()).unwrap_or("other")
+}
 
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
@@ -28,7 +41,7 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct RouteStats {
     /// (method, status) -> count; a handful per route, so a list.
-    counts: Vec<(Method, u16, u64)>,
+    counts: Vec<(&'static str, u16, u64)>,
     latency: Histogram,
 }
 
@@ -40,16 +53,17 @@ struct Histogram {
 }
 
 impl Metrics {
-    pub fn record(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+    /// Counts one answered request; `method` is a [`method_label`].
+    pub fn record(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut routes = self.routes.lock().expect("metrics lock");
         let stats = match routes.get_mut(route) {
             Some(stats) => stats,
             None => routes.entry(route.to_string()).or_default(),
         };
-        match stats.counts.iter_mut().find(|(m, s, _)| m == method && *s == status) {
+        match stats.counts.iter_mut().find(|(m, s, _)| *m == method && *s == status) {
             Some((_, _, n)) => *n += 1,
-            None => stats.counts.push((method.clone(), status, 1)),
+            None => stats.counts.push((method, status, 1)),
         }
         let h = &mut stats.latency;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -75,7 +89,7 @@ impl Metrics {
         let routes = self.routes.lock().expect("metrics lock");
         for (route, stats) in routes.iter() {
             let mut counts = stats.counts.clone();
-            counts.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+            counts.sort_unstable();
             for (method, status, n) in counts {
                 let _ = writeln!(
                     out,

@@ -88,7 +88,14 @@ impl IntoResponses for Errors {
             RefOr::T(ResponseBuilder::new().description(description).content("application/json", content).build())
         };
         BTreeMap::from([
-            ("4XX".to_owned(), error("The request is refused: the error's code says why. Nothing was stored.")),
+            (
+                "4XX".to_owned(),
+                error(
+                    "The request is refused: the error's code says why. Nothing was stored. Over a limit of \
+                     its token (or client address): 429 `too_many_requests` (with `Retry-After`, in \
+                     seconds) or `limit_exceeded`, or 413 `quota_exceeded`.",
+                ),
+            ),
             ("5XX".to_owned(), error("The server, its store or an agent could not answer.")),
         ])
     }

@@ -26,7 +26,8 @@ async fn serve(tls: Option<Arc<rustls::ServerConfig>>) -> String {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}/whoami", listener.local_addr().unwrap());
     let router = Router::new().route("/whoami", get(whoami));
-    tokio::spawn(super::serve_router(listener, router, tls, std::future::pending()));
+    let usage = Arc::new(crate::limits::Usage::new(crate::Limits::default()));
+    tokio::spawn(super::serve_router(listener, router, tls, usage, std::future::pending()));
     url
 }
 

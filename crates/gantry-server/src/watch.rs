@@ -10,8 +10,6 @@
 //! then watch again from the read's revision + 1) and ends.
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::RawQuery;
@@ -22,9 +20,8 @@ use gantry_api::{ErrorCode, ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind
 use gantry_store::{Event, EventKind, StoreError};
 
 use crate::error::{ApiError, ApiResult};
-use crate::gate::{Gate, Visibility};
+use crate::gate::{Gate, Watcher};
 use crate::hub::{Follower, Frame, FrameOwner, Item, KEEP_ALIVE, Position};
-use crate::metrics::Metrics;
 use crate::openapi::{Errors, WatchStream};
 use crate::query;
 
@@ -49,9 +46,9 @@ pub async fn watch(gate: Gate, RawQuery(raw): RawQuery, headers: HeaderMap) -> A
         Some(id) => Some(parse_event_id(id)?.next()),
         None => query::number(&q, "from")?.filter(|&from| from > 0).map(|revision| Position { revision, index: 0 }),
     };
-    let (followed, metrics, visibility) = gate.follow(prefix, start).await?;
+    let (followed, watcher) = gate.follow(prefix, start).await?;
     let frames: futures::stream::BoxStream<'static, Bytes> = match followed {
-        Ok(follower) => Box::pin(frames(follower, visibility, WatcherGuard::new(metrics))),
+        Ok(follower) => Box::pin(frames(follower, watcher)),
         // A start outside the history is told to re-read the same way as a
         // watcher that falls behind later.
         Err(e @ StoreError::Compacted { .. }) => Box::pin(futures::stream::once(std::future::ready(reset(e)))),
@@ -66,30 +63,27 @@ pub async fn watch(gate: Gate, RawQuery(raw): RawQuery, headers: HeaderMap) -> A
 
 /// The follower's frames, an SSE comment every [`KEEP_ALIVE`], and a
 /// `reset` event before the end.
-fn frames(
-    follower: Follower,
-    visibility: Visibility,
-    guard: WatcherGuard,
-) -> impl futures::Stream<Item = Bytes> + Send {
+fn frames(follower: Follower, watcher: Watcher) -> impl futures::Stream<Item = Bytes> + Send {
     // Ticks every KEEP_ALIVE whatever happens: moving a timer at every
     // event would cost more, per watcher, than the comment does.
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    futures::stream::unfold(Some((follower, visibility, keep_alive, guard)), |state| async move {
-        let (mut follower, visibility, mut keep_alive, guard) = state?;
+    // The watcher (counted until the stream is dropped) goes with it.
+    futures::stream::unfold(Some((follower, watcher, keep_alive)), |state| async move {
+        let (mut follower, watcher, mut keep_alive) = state?;
         loop {
             let item = tokio::select! {
                 item = follower.next() => item,
                 _ = keep_alive.tick() => {
-                    return Some((Bytes::from_static(b":\n\n"), Some((follower, visibility, keep_alive, guard))));
+                    return Some((Bytes::from_static(b":\n\n"), Some((follower, watcher, keep_alive))));
                 }
             };
             match item {
                 // An event of a key the caller may not read is not sent
                 // (another federation's instance, another node's datastore).
-                Item::Frame(frame) if !visibility.shows(&frame) => continue,
+                Item::Frame(frame) if !watcher.visibility.shows(&frame) => continue,
                 Item::Frame(frame) => {
-                    return Some((frame.bytes.clone(), Some((follower, visibility, keep_alive, guard))));
+                    return Some((frame.bytes.clone(), Some((follower, watcher, keep_alive))));
                 }
                 Item::End(error) => return Some((reset(error), None)),
             }
@@ -168,20 +162,4 @@ fn parse_event_id(id: &str) -> ApiResult<Position> {
     let revision = rev.parse::<u64>().map_err(|_| bad())?;
     let index = index.parse::<u64>().map_err(|_| bad())?;
     Ok(Position { revision, index })
-}
-
-/// Counts open watch streams for /metrics.
-struct WatcherGuard(Arc<Metrics>);
-
-impl WatcherGuard {
-    fn new(metrics: Arc<Metrics>) -> WatcherGuard {
-        metrics.watchers.fetch_add(1, Ordering::Relaxed);
-        WatcherGuard(metrics)
-    }
-}
-
-impl Drop for WatcherGuard {
-    fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
-    }
 }

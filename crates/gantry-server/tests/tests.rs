@@ -5,6 +5,7 @@
 
 mod acl;
 mod http;
+mod limits;
 mod openapi;
 mod suite;
 mod tls;
@@ -13,7 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use gantry_client::Client;
-use gantry_server::{Acl, AclMode};
+use gantry_server::{Acl, AclMode, Limits};
 use gantry_store::local_etcd::LocalEtcd;
 use gantry_store::{EmbeddedConfig, EtcdConfig, Store, StoreConfig};
 use tokio::sync::oneshot;
@@ -48,12 +49,21 @@ impl TestServer {
     /// On the embedded engine with access control on, as `gantry server`
     /// runs by default; its client sends the bootstrapped management token.
     pub async fn embedded_with_acl() -> TestServer {
+        TestServer::embedded_limited(AclMode::On, Limits::default()).await
+    }
+
+    /// On the embedded engine with `limits`, access control as `mode`
+    /// says; with it on, its client sends the management token.
+    pub async fn embedded_limited(mode: AclMode, limits: Limits) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path()))).await.unwrap();
-        let acl = Acl::open(&store, AclMode::On).await.unwrap();
+        let acl = Acl::open(&store, mode).await.unwrap();
+        if mode == AclMode::Off {
+            return TestServer::start_with(store, acl, limits, Some(dir), None, None).await;
+        }
         gantry_server::bootstrap(&acl, &store, dir.path()).await.unwrap();
         let token = std::fs::read_to_string(dir.path().join(gantry_server::BOOTSTRAP_TOKEN_FILE)).unwrap();
-        let mut server = TestServer::start_with(store, acl, Some(dir), None, None).await;
+        let mut server = TestServer::start_with(store, acl, limits, Some(dir), None, None).await;
         server.client = server.client.clone().with_token(token.trim());
         server.token = Some(token.trim().to_owned());
         server
@@ -86,12 +96,13 @@ impl TestServer {
         etcd: Option<LocalEtcd>,
         threads: Option<usize>,
     ) -> TestServer {
-        TestServer::start_with(store, Acl::off(), dir, etcd, threads).await
+        TestServer::start_with(store, Acl::off(), Limits::default(), dir, etcd, threads).await
     }
 
     async fn start_with(
         store: Store,
         acl: std::sync::Arc<Acl>,
+        limits: Limits,
         dir: Option<tempfile::TempDir>,
         etcd: Option<LocalEtcd>,
         threads: Option<usize>,
@@ -108,8 +119,11 @@ impl TestServer {
         };
         tokio::spawn(async move {
             match threads {
-                Some(threads) => gantry_server::serve_threaded(listener, serving, acl, threads, shutdown).await,
-                None => gantry_server::serve(listener, serving, acl, shutdown).await,
+                Some(threads) => {
+                    let options = gantry_server::ServeOptions { threads, tls: None, acl, limits };
+                    gantry_server::serve_with(listener, serving, options, shutdown).await
+                }
+                None => gantry_server::serve_limited(listener, serving, acl, limits, shutdown).await,
             }
             .unwrap();
         });

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use gantry_api::{AgentStatus, ErrorCode, Machine};
 use gantry_client::{Client, ClientError, PutOptions};
-use gantry_server::{ServeOptions, ServerTls};
+use gantry_server::{Limits, ServeOptions, ServerTls};
 use gantry_store::{EmbeddedConfig, Store, StoreConfig};
 use gantry_tls::config::{ClientAuth, ClientTls, Identity, TrustedCa};
 use gantry_tls::problem::TlsProblem;
@@ -62,6 +62,10 @@ struct TlsServer {
 
 impl TlsServer {
     async fn start(listen: &str, identity: Identity, clients: ClientAuth) -> TlsServer {
+        TlsServer::start_limited(listen, identity, clients, Limits::default()).await
+    }
+
+    async fn start_limited(listen: &str, identity: Identity, clients: ClientAuth, limits: Limits) -> TlsServer {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path()))).await.unwrap();
         let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
@@ -69,7 +73,7 @@ impl TlsServer {
         let (stop, stopped) = oneshot::channel::<()>();
         // Access control off: these tests are about the transport.
         let tls = Some(ServerTls::new(identity, &clients).unwrap());
-        let options = ServeOptions { threads: 2, tls, acl: gantry_server::Acl::off() };
+        let options = ServeOptions { threads: 2, tls, acl: gantry_server::Acl::off(), limits };
         let serving = tokio::spawn(gantry_server::serve_with(listener, store, options, async {
             let _ = stopped.await;
         }));
@@ -280,4 +284,39 @@ async fn the_log_proxy_never_reaches_an_address_an_agent_status_names() {
     assert_eq!(agent_hits.load(Ordering::SeqCst), 1, "the registered address was asked once");
 
     assert_eq!(metadata_hits.load(Ordering::SeqCst), 0, "the metadata server was never reached");
+}
+
+/// Connections per address are counted at accept, before the handshake:
+/// one over the limit is closed at once (it would otherwise wait out the
+/// handshake's timeout), and other addresses are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_before_any_handshake() {
+    let pki = Pki::new("ours");
+    let limits = Limits { connections_per_ip: 2, ..Limits::default() };
+    let server = TlsServer::start_limited("127.0.0.1:0", pki.of(Role::Server, "s1"), ClientAuth::Off, limits).await;
+    let address = server.url.trim_start_matches("https://").to_owned();
+    let held = [
+        tokio::net::TcpStream::connect(&address).await.unwrap(),
+        tokio::net::TcpStream::connect(&address).await.unwrap(),
+    ];
+    let mut third = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed at once, before a handshake: {read:?} {answer:?}");
+    // A client of another address does its handshake and is served.
+    let listen: std::net::SocketAddr = address.parse().unwrap();
+    let elsewhere = tokio::net::TcpSocket::new_v4().unwrap();
+    elsewhere.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = elsewhere.connect(listen).await.unwrap();
+    let mut config = ClientTls { ca: pki.trusted(), identity: None }.config().unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut tls = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.unwrap().unwrap();
+    tls.write_all(b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    drop(held);
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::{IncomingStream, Listener, ListenerExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -52,18 +53,23 @@ pub struct TlsPeer {
     pub certificate: Option<PeerCertificate>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> TlsPeer {
+impl<Io> Connected<IncomingStream<'_, TlsListener<Io>>> for TlsPeer
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn connect_info(stream: IncomingStream<'_, TlsListener<Io>>) -> TlsPeer {
         stream.remote_addr().clone()
     }
 }
 
-/// A TCP listener whose connections axum gets after their TLS handshake.
-/// Its accepting task runs on the runtime it was made on, and ends when
-/// it is dropped.
+/// A listener whose connections axum gets after their TLS handshake: TCP
+/// connections (`Io` is `TcpStream`), or those of another listener that
+/// chose them first (one that refuses some before any handshake is
+/// spent on them). Its accepting task runs on the runtime it was made on,
+/// and ends when it is dropped.
 #[derive(Debug)]
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
+pub struct TlsListener<Io = TcpStream> {
+    ready: mpsc::Receiver<(TlsStream<Io>, TlsPeer)>,
     local: SocketAddr,
     accepting: tokio::task::JoinHandle<()>,
 }
@@ -71,6 +77,23 @@ pub struct TlsListener {
 impl TlsListener {
     /// Serves `config` on `listener`, from the current tokio runtime.
     pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
+        // No Nagle, as on plain HTTP: a watch writes each event as it happens.
+        TlsListener::over(
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            config,
+        )
+    }
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsListener<Io> {
+    /// Serves `config` on the connections `listener` accepts, from the
+    /// current tokio runtime.
+    pub fn over<L>(listener: L, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener<Io>>
+    where
+        L: Listener<Io = Io, Addr = SocketAddr>,
+    {
         let local = listener.local_addr()?;
         let (handshaken, ready) = mpsc::channel(READY_CONNECTIONS);
         let accepting = tokio::spawn(accept(listener, TlsAcceptor::from(config), handshaken));
@@ -78,14 +101,14 @@ impl TlsListener {
     }
 }
 
-impl Drop for TlsListener {
+impl<Io> Drop for TlsListener<Io> {
     fn drop(&mut self) {
         self.accepting.abort();
     }
 }
 
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener for TlsListener<Io> {
+    type Io = TlsStream<Io>;
     /// The peer (a listener's own address has no certificate).
     type Addr = TlsPeer;
 
@@ -102,27 +125,20 @@ impl Listener for TlsListener {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
+async fn accept<L: Listener<Addr = SocketAddr>>(
+    mut listener: L,
     acceptor: TlsAcceptor,
-    handshaken: mpsc::Sender<(TlsStream<TcpStream>, TlsPeer)>,
+    handshaken: mpsc::Sender<(TlsStream<L::Io>, TlsPeer)>,
 ) {
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            // Out of file descriptors or the like: give connections a moment to close.
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // No Nagle, as on plain HTTP: a watch writes each event as it happens.
-        let _ = tcp.set_nodelay(true);
+        // The listener deals with its own errors (out of file descriptors:
+        // it waits for connections to close).
+        let (io, remote) = listener.accept().await;
         let (acceptor, handshaken) = (acceptor.clone(), handshaken.clone());
         tokio::spawn(async move {
             // A failed handshake (an unknown CA, no certificate where one
             // is required) is the client's to see: rustls told it why.
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else { return };
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await else { return };
             let certificate = tls
                 .get_ref()
                 .1

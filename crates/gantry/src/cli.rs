@@ -741,6 +741,96 @@ pub struct ServeArgs {
     /// `off` (anyone may do anything: for benchmarks only)
     #[arg(long, value_enum, default_value_t = AclArg::On, value_name = "on|off")]
     pub acl: AclArg,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `gantry server`'s limits: what one token (or, for requests without a
+/// token, one client address) may hold and ask at once. The defaults are
+/// gantry_server::Limits's; README's "Limits" says why each is what it is.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Limits (per token; per client address for requests without one)")]
+pub struct LimitArgs {
+    /// Open connections from one client address; more are closed at once
+    #[arg(long, value_name = "N", default_value_t = gantry_server::Limits::default().connections_per_ip, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+    /// Open watches of one token
+    #[arg(long, value_name = "N", default_value_t = gantry_server::Limits::default().watches_per_token, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watches_per_token: u32,
+    /// Live leases one token granted
+    #[arg(long, value_name = "N", default_value_t = gantry_server::Limits::default().leases_per_token, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_leases_per_token: u32,
+    /// The longest TTL a lease may have (at most 365days, the store's own bound)
+    #[arg(long, value_name = "DURATION", default_value_t = gantry_server::Limits::default().lease_ttl.into(), value_parser = lease_ttl)]
+    pub max_lease_ttl: humantime::Duration,
+    /// Keys one token holds (those whose current value it wrote)
+    #[arg(long, value_name = "N", default_value_t = gantry_server::Limits::default().keys_per_token, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_keys_per_token: u64,
+    /// Bytes of keys and values one token holds (`1048576`, `512KiB`, `256MiB`, `1GiB`)
+    #[arg(long, value_name = "BYTES", default_value_t = ByteSize(gantry_server::Limits::default().bytes_per_token))]
+    pub max_bytes_per_token: ByteSize,
+    /// Requests per second one token may send, on average
+    #[arg(long, value_name = "N", default_value_t = gantry_server::Limits::default().requests_per_second_per_token, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_requests_per_second_per_token: u32,
+    /// Requests one token may send at once above that rate
+    #[arg(long, value_name = "N", default_value_t = gantry_server::Limits::default().request_burst_per_token, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_request_burst_per_token: u32,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> gantry_server::Limits {
+        gantry_server::Limits {
+            connections_per_ip: self.max_connections_per_ip,
+            watches_per_token: self.max_watches_per_token,
+            leases_per_token: self.max_leases_per_token,
+            lease_ttl: self.max_lease_ttl.into(),
+            keys_per_token: self.max_keys_per_token,
+            bytes_per_token: self.max_bytes_per_token.0,
+            requests_per_second_per_token: self.max_requests_per_second_per_token,
+            request_burst_per_token: self.max_request_burst_per_token,
+        }
+    }
+}
+
+/// `--max-lease-ttl`: a duration from a second to the store's year.
+fn lease_ttl(text: &str) -> Result<humantime::Duration, String> {
+    let ttl: humantime::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    let (ttl_std, longest) = (Duration::from(ttl), gantry_store::MAX_LEASE_TTL);
+    if ttl_std < Duration::from_secs(1) || ttl_std > longest {
+        return Err(format!("a lease TTL is from 1s to {}days (the store's longest)", longest.as_secs() / 86_400));
+    }
+    Ok(ttl)
+}
+
+/// A number of bytes, written plain or with a binary unit (`KiB`, `MiB`,
+/// `GiB`, `TiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+const BYTE_UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let (number, unit) = BYTE_UNITS
+            .iter()
+            .find_map(|(name, size)| text.strip_suffix(name).map(|n| (n.trim(), *size)))
+            .unwrap_or((text.strip_suffix('B').unwrap_or(text), 1));
+        let bad = || format!("{text:?} is not a number of bytes: write 1048576, 512KiB, 256MiB or 1GiB");
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        n.checked_mul(unit).filter(|bytes| *bytes > 0).map(ByteSize).ok_or_else(bad)
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match BYTE_UNITS.iter().find(|(_, size)| self.0 >= *size && self.0.is_multiple_of(*size)) {
+            Some((name, size)) => write!(f, "{}{name}", self.0 / size),
+            None => write!(f, "{}", self.0),
+        }
+    }
 }
 
 /// `gantry server --acl`.

@@ -344,3 +344,48 @@ fn unknown_store_is_bad_input() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("use --store embedded, or --store etcd://HOST:PORT"), "{}", run.stderr);
 }
+
+/// Every limit is a flag of `gantry server`: each value reaches the
+/// server (its `/metrics` shows them all), one over it is refused with
+/// the flag to raise it named, and a value that is no limit is bad input.
+#[test]
+fn limits_are_flags_shown_in_metrics_and_named_when_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        ("--max-connections-per-ip", "7", "connections_per_ip", "7"),
+        ("--max-watches-per-token", "8", "watches_per_token", "8"),
+        ("--max-leases-per-token", "9", "leases_per_token", "9"),
+        ("--max-lease-ttl", "90s", "lease_ttl_seconds", "90"),
+        ("--max-keys-per-token", "3", "keys_per_token", "3"),
+        ("--max-bytes-per-token", "2MiB", "bytes_per_token", "2097152"),
+        ("--max-requests-per-second-per-token", "500", "requests_per_second_per_token", "500"),
+        ("--max-request-burst-per-token", "600", "request_burst_per_token", "600"),
+    ];
+    let args: Vec<&str> = flags.iter().flat_map(|(flag, value, _, _)| [*flag, *value]).collect();
+    let server = ServerProcess::start_with_args(dir.path(), "127.0.0.1:0", "embedded", &args, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // reqwest's rustls has no crypto provider of its own in this build.
+    gantry_tls::config::install_crypto_provider();
+    let metrics = rt.block_on(async {
+        let request = reqwest::Client::new().get(format!("{}/metrics", server.url));
+        request.bearer_auth(server.token.as_deref().unwrap()).send().await.unwrap().text().await.unwrap()
+    });
+    for (flag, _, label, shown) in flags {
+        let line = format!("gantry_limit{{limit=\"{label}\"}} {shown}\n");
+        assert!(metrics.contains(&line), "{flag}: no {line:?} in\n{metrics}");
+    }
+
+    for key in ["a", "b", "c"] {
+        gantry(&server, &["kv:put", key, "1"]).ok();
+    }
+    // Refused as every 4xx is: exit 2, the server's message.
+    let over = gantry(&server, &["kv:put", "d", "1"]).bad_input();
+    assert!(over.contains("holds 3 keys") && over.contains("--max-keys-per-token"), "{over}");
+
+    for (flag, value) in
+        [("--max-bytes-per-token", "12XB"), ("--max-lease-ttl", "400days"), ("--max-keys-per-token", "0")]
+    {
+        let refused = ServerProcess::try_start(dir.path(), &[flag, value]);
+        assert!(refused.contains(flag), "{flag} {value}: {refused}");
+    }
+}

@@ -72,7 +72,16 @@ async fn bench(agents: usize, rounds: usize) -> anyhow::Result<()> {
     let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path().join("server")))).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(gantry_server::serve(listener, store, gantry_server::Acl::off(), std::future::pending()));
+    // A thousand agents on one address hold thousands of connections and
+    // watches: the limits count them, out of their reach.
+    let limits = gantry_server::Limits::out_of_reach();
+    tokio::spawn(gantry_server::serve_limited(
+        listener,
+        store,
+        gantry_server::Acl::off(),
+        limits,
+        std::future::pending(),
+    ));
     let client = Client::new(&url);
 
     // The seed example's services and datastores, as `gantry apply` uploads them.

@@ -2,10 +2,11 @@
 //! side in one run: durable writes (1 and 64 clients, 256 B values) and
 //! watch fan-out (1,000 watchers of one prefix, one write).
 //!
-//! It starts its own etcd (Debian's etcd-server) and two Gantry servers on
-//! loopback ports — one on the embedded store, one on that etcd — each in a
-//! process of its own, as etcd is, and drives them through the HTTP API as
-//! users do. Rows for the store API called in this process, without HTTP,
+//! It starts its own etcd (Debian's etcd-server) and three Gantry servers
+//! on loopback ports — two on the embedded store (without access control,
+//! and with it: writes then carry a token, and count against its quotas),
+//! one on that etcd — each in a process of its own, as etcd is, and drives
+//! them through the HTTP API as users do. Rows for the store API called in this process, without HTTP,
 //! show what the API layer costs. Every loop is bounded in count and time.
 //!
 //! Run: `cargo run --release -p gantry-bench --bin bench [-- --seconds 3 --watchers 1000 --rounds 200 --only writes|fan-out]`
@@ -61,22 +62,47 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(parse_args(args)?))
 }
 
-/// The server process: `__serve embedded DIR` or `__serve etcd URL`; prints its URL.
+/// The server process: `__serve embedded DIR`, `__serve embedded-acl DIR`
+/// or `__serve etcd URL`; prints its URL.
 async fn serve_child(args: &[String]) -> anyhow::Result<()> {
     let config = match args {
-        [kind, dir] if kind == "embedded" => StoreConfig::Embedded(EmbeddedConfig::in_dir(dir)),
+        [kind, dir] if kind == "embedded" || kind == "embedded-acl" => {
+            StoreConfig::Embedded(EmbeddedConfig::in_dir(dir))
+        }
         [kind, endpoint] if kind == "etcd" => StoreConfig::Etcd(EtcdConfig::new([endpoint.clone()])),
-        _ => bail!("usage: bench {SERVE} embedded DIR | etcd URL"),
+        _ => bail!("usage: bench {SERVE} embedded DIR | embedded-acl DIR | etcd URL"),
     };
     let store = Store::open(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    // As `gantry server` serves by default, but without access control
+    // (except `embedded-acl`): the rows compare the store and its HTTP
+    // layer with etcd's. The limits count as always, out of the load's
+    // reach (64 clients on one address, 1,000 watchers, tens of thousands
+    // of writes a second).
+    let acl = match kind_of(args) {
+        // Its management token is in DIR/bootstrap-token.
+        "embedded-acl" => {
+            let acl = gantry_server::Acl::open(&store, gantry_server::AclMode::On).await?;
+            gantry_server::bootstrap(&acl, &store, std::path::Path::new(&args[1])).await?;
+            acl
+        }
+        _ => gantry_server::Acl::off(),
+    };
+    // Once its token file is written: the parent reads it on this line.
     println!("http://{}", listener.local_addr()?);
-    // As `gantry server` serves by default, but without access control:
-    // the rows compare the store and its HTTP layer with etcd's.
-    let acl = gantry_server::Acl::off();
-    gantry_server::serve_threaded(listener, store, acl, gantry_server::DEFAULT_EVENT_LOOPS, std::future::pending())
-        .await?;
+    let options = gantry_server::ServeOptions {
+        threads: gantry_server::DEFAULT_EVENT_LOOPS,
+        tls: None,
+        acl,
+        limits: gantry_server::Limits::out_of_reach(),
+    };
+    gantry_server::serve_with(listener, store, options, std::future::pending()).await?;
     Ok(())
+}
+
+/// The kind of server `__serve` was asked for.
+fn kind_of(args: &[String]) -> &str {
+    args.first().map_or("", String::as_str)
 }
 
 /// A Gantry server in a child process; killed on drop.
@@ -115,9 +141,13 @@ struct Targets {
     /// Gantry servers' URLs: on the embedded store, on etcd.
     server_embedded: String,
     server_etcd: String,
+    /// On the embedded store with access control, and its management token.
+    server_acl: String,
+    acl_token: String,
     /// Their process ids.
     embedded_pid: u32,
     on_etcd_pid: u32,
+    acl_pid: u32,
     /// The store API in this process: embedded, on etcd.
     embedded: Store,
     on_etcd: Store,
@@ -133,6 +163,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&server_dir)?;
     std::fs::create_dir_all(&store_dir)?;
     let embedded_process = ServerProcess::start("embedded", &server_dir.to_string_lossy())?;
+    let acl_dir = dir.join("server-acl");
+    std::fs::create_dir_all(&acl_dir)?;
+    let acl_process = ServerProcess::start("embedded-acl", &acl_dir.to_string_lossy())?;
+    let acl_token = std::fs::read_to_string(acl_dir.join("bootstrap-token"))?.trim().to_owned();
     let etcd_process = ServerProcess::start("etcd", etcd.endpoint())?;
     let (server_embedded, server_etcd) = (embedded_process.url.clone(), etcd_process.url.clone());
     let embedded = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(&store_dir))).await?;
@@ -152,7 +186,20 @@ async fn run(options: Options) -> anyhow::Result<()> {
     );
     println!();
     let (embedded_pid, on_etcd_pid) = (embedded_process.child.id(), etcd_process.child.id());
-    let targets = Targets { etcd, server_embedded, server_etcd, embedded_pid, on_etcd_pid, embedded, on_etcd, direct };
+    let (server_acl, acl_pid) = (acl_process.url.clone(), acl_process.child.id());
+    let targets = Targets {
+        etcd,
+        server_embedded,
+        server_etcd,
+        server_acl,
+        acl_token,
+        embedded_pid,
+        on_etcd_pid,
+        acl_pid,
+        embedded,
+        on_etcd,
+        direct,
+    };
     if options.only.as_deref() != Some("fan-out") {
         write_rows(&options, &targets).await?;
     }
@@ -171,7 +218,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     println!("user + system time (gantry server, etcd under it, or etcd) per write or per round; watchers': this");
     println!("process's (the watchers' and the writer's) per round.");
 
-    drop((targets, embedded_process, etcd_process));
+    drop((targets, embedded_process, etcd_process, acl_process));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -187,9 +234,16 @@ async fn write_rows(options: &Options, t: &Targets) -> anyhow::Result<()> {
     for clients in [1usize, 64] {
         let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 8).tcp_nodelay(true).build()?;
         let (embedded, on_etcd, etcd) = ([t.embedded_pid], [t.on_etcd_pid, t.etcd.pid()], [t.etcd.pid()]);
+        let acl = [t.acl_pid];
+        let token = Some(t.acl_token.as_str());
         let rows: Vec<(&str, &[u32], Op)> = vec![
-            ("gantry server, embedded (HTTP)", &embedded, http_put(&t.server_embedded, "he", clients, &value).await?),
-            ("gantry server, on etcd (HTTP)", &on_etcd, http_put(&t.server_etcd, "hg", clients, &value).await?),
+            (
+                "gantry server, embedded (HTTP)",
+                &embedded,
+                http_put(&t.server_embedded, "he", clients, &value, None).await?,
+            ),
+            ("gantry server, embedded, ACL on", &acl, http_put(&t.server_acl, "ha", clients, &value, token).await?),
+            ("gantry server, on etcd (HTTP)", &on_etcd, http_put(&t.server_etcd, "hg", clients, &value, None).await?),
             ("gantry store API, embedded", &[], store_put(&t.embedded, "se", &value)),
             ("gantry store API, on etcd", &etcd, store_put(&t.on_etcd, "sg", &value)),
             ("etcd direct (gRPC, etcd-client)", &etcd, etcd_put(&t.direct, &value)),
@@ -339,8 +393,15 @@ async fn http2_connect(server: &str) -> anyhow::Result<Http2Sender> {
 }
 
 /// PUTs through one keep-alive HTTP/1.1 connection per client (raw hyper:
-/// the lightest load generator, as etcd-client is for etcd).
-async fn http_put(server: &str, tag: &'static str, clients: usize, value: &Bytes) -> anyhow::Result<Op> {
+/// the lightest load generator, as etcd-client is for etcd), with `token`
+/// when the server checks them.
+async fn http_put(
+    server: &str,
+    tag: &'static str,
+    clients: usize,
+    value: &Bytes,
+    token: Option<&str>,
+) -> anyhow::Result<Op> {
     type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
     let authority = server.trim_start_matches("http://").to_string();
     let mut senders = Vec::with_capacity(clients);
@@ -353,12 +414,16 @@ async fn http_put(server: &str, tag: &'static str, clients: usize, value: &Bytes
     }
     let senders: std::sync::Arc<Vec<std::sync::Arc<tokio::sync::Mutex<Sender>>>> = std::sync::Arc::new(senders);
     let (authority, value) = (std::sync::Arc::new(authority), value.clone());
+    let bearer = token.map(|token| std::sync::Arc::<str>::from(format!("Bearer {token}")));
     Ok(Box::new(move |client, i| {
-        let (senders, authority, value) = (senders.clone(), authority.clone(), value.clone());
+        let (senders, authority, value, bearer) = (senders.clone(), authority.clone(), value.clone(), bearer.clone());
         Box::pin(async move {
-            let request = hyper::Request::put(format!("/v1/kv/bench/{tag}/{client}/{i}"))
-                .header(hyper::header::HOST, authority.as_str())
-                .body(http_body_util::Full::new(value))?;
+            let mut request = hyper::Request::put(format!("/v1/kv/bench/{tag}/{client}/{i}"))
+                .header(hyper::header::HOST, authority.as_str());
+            if let Some(bearer) = bearer.as_deref() {
+                request = request.header(hyper::header::AUTHORIZATION, bearer);
+            }
+            let request = request.body(http_body_util::Full::new(value))?;
             let response = senders[client].lock().await.send_request(request).await?;
             let status = response.status();
             http_body_util::BodyExt::collect(response.into_body()).await?;

@@ -23,7 +23,7 @@ use gantry_api::{
     Access, AgentIdentity, AgentStatus, Group, MANAGEMENT_POLICY, Machine, Policy, Rule, ServiceDefinition,
     StoredToken, Token, now_ms,
 };
-use gantry_store::{EventKind, Store, StoreError, Txn};
+use gantry_store::{EventKind, LeaseId, Store, StoreError, Txn};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -42,10 +42,21 @@ pub enum AclMode {
 }
 
 /// The server's access-control state.
-#[derive(Debug)]
 pub struct Acl {
     mode: AclMode,
     view: RwLock<View>,
+    /// Told of every lease that ends (keys' quotas follow them); each
+    /// answers whether it still wants to be told.
+    lease_ends: RwLock<Vec<LeaseEnd>>,
+}
+
+/// Called with a lease that ended; false once it no longer cares.
+pub type LeaseEnd = Box<dyn Fn(LeaseId) -> bool + Send + Sync>;
+
+impl std::fmt::Debug for Acl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acl").field("mode", &self.mode).field("view", &self.view).finish_non_exhaustive()
+    }
 }
 
 /// What a token is, once its secret is known.
@@ -87,6 +98,8 @@ struct View {
     policies: HashMap<String, Policy>,
     /// Lease (hex id) -> the accessor of the token that granted it.
     lease_owners: HashMap<String, String>,
+    /// Accessor -> how many live leases it granted.
+    leases_held: HashMap<String, u32>,
     /// Service id -> its federation and the names its requirements use.
     services: HashMap<String, ServiceFacts>,
     /// Group -> the services its nodes run.
@@ -115,13 +128,13 @@ const FOLLOWED: [&str; 5] = [keys::ACL, keys::SERVICES, keys::GROUPS, keys::MACH
 impl Acl {
     /// An ACL that allows everything ([`AclMode::Off`]), following nothing.
     pub fn off() -> Arc<Acl> {
-        Arc::new(Acl { mode: AclMode::Off, view: RwLock::default() })
+        Arc::new(Acl { mode: AclMode::Off, view: RwLock::default(), lease_ends: RwLock::default() })
     }
 
     /// Loads what access control needs from `store` and keeps following
     /// it (a task on the current runtime, until the store closes).
     pub async fn open(store: &Store, mode: AclMode) -> Result<Arc<Acl>, StoreError> {
-        let acl = Arc::new(Acl { mode, view: RwLock::default() });
+        let acl = Arc::new(Acl { mode, view: RwLock::default(), lease_ends: RwLock::default() });
         if mode == AclMode::Off {
             return Ok(acl);
         }
@@ -145,8 +158,35 @@ impl Acl {
                 view.apply(&kv.key, Some(&kv.value));
             }
         }
-        *self.view.write().expect("acl lock") = view;
+        let old = std::mem::replace(&mut *self.view.write().expect("acl lock"), view);
+        // Leases that ended while the view was not following.
+        let live = self.view.read().expect("acl lock").lease_owners.keys().cloned().collect::<BTreeSet<_>>();
+        for lease in old.lease_owners.keys().filter(|lease| !live.contains(*lease)) {
+            self.lease_ended(lease);
+        }
         Ok(revision)
+    }
+
+    /// Tells `end` of every lease that ends from now on (of those a token
+    /// granted: the ones with an owner record).
+    pub fn on_lease_end(&self, end: LeaseEnd) {
+        self.lease_ends.write().expect("acl lock").push(end);
+    }
+
+    fn lease_ended(&self, hex: &str) {
+        let Some(lease) = i64::from_str_radix(hex, 16).ok().map(LeaseId) else { return };
+        let mut ends = self.lease_ends.write().expect("acl lock");
+        ends.retain(|end| end(lease));
+    }
+
+    /// How many live leases the token `accessor` granted.
+    pub fn leases_of(&self, accessor: &str) -> u32 {
+        self.view.read().expect("acl lock").leases_held.get(accessor).copied().unwrap_or(0)
+    }
+
+    /// The most live leases any one token granted.
+    pub fn most_leases(&self) -> u32 {
+        self.view.read().expect("acl lock").leases_held.values().copied().max().unwrap_or(0)
     }
 
     /// The token whose secret is `secret`.
@@ -259,10 +299,23 @@ impl View {
                 };
             }
             StoreKey::AclLease(lease) => {
-                match value.and_then(|v| std::str::from_utf8(v).ok()) {
-                    Some(accessor) => self.lease_owners.insert(lease.to_owned(), accessor.to_owned()),
+                let previous = match value.and_then(|v| std::str::from_utf8(v).ok()) {
+                    Some(accessor) => {
+                        *self.leases_held.entry(accessor.to_owned()).or_default() += 1;
+                        self.lease_owners.insert(lease.to_owned(), accessor.to_owned())
+                    }
                     None => self.lease_owners.remove(lease),
                 };
+                // A record applied twice (noted, then seen by the watch)
+                // or removed counts once.
+                if let Some(previous) = previous
+                    && let Some(held) = self.leases_held.get_mut(&previous)
+                {
+                    *held -= 1;
+                    if *held == 0 {
+                        self.leases_held.remove(&previous);
+                    }
+                }
             }
             StoreKey::Service(id) => {
                 match value.and_then(|v| serde_json::from_slice::<ServiceDefinition>(v).ok()) {
@@ -321,6 +374,12 @@ async fn follow(acl: std::sync::Weak<Acl>, store: Store, mut revision: u64) {
                     Ok(event) => {
                         let value = (event.kind == EventKind::Put).then_some(&event.value[..]);
                         acl.view.write().expect("acl lock").apply(&event.key, value);
+                        // An owner record goes with its lease: the lease ended.
+                        if event.kind == EventKind::Delete
+                            && let Some(StoreKey::AclLease(lease)) = StoreKey::parse(&event.key)
+                        {
+                            acl.lease_ended(lease);
+                        }
                     }
                     Err(StoreError::Closed) => return,
                     Err(_) => break,

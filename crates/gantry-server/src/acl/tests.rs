@@ -44,7 +44,7 @@ fn hex_round_trips_and_rejects_what_is_not_32_bytes() {
 }
 
 fn view_with(tokens: &[(&StoredToken, &str)]) -> Acl {
-    let acl = Acl { mode: AclMode::On, view: RwLock::default() };
+    let acl = Acl { mode: AclMode::On, view: RwLock::default(), lease_ends: RwLock::default() };
     for (stored, _) in tokens {
         acl.note(&keys::acl_token(&stored.token.accessor), Some(&serde_json::to_vec(stored).unwrap()));
     }
@@ -89,7 +89,7 @@ fn the_management_policy_is_everything_and_an_agent_token_is_its_machine() {
 
 #[test]
 fn an_agent_reads_exactly_the_datastores_its_services_require() {
-    let acl = Acl { mode: AclMode::On, view: RwLock::default() };
+    let acl = Acl { mode: AclMode::On, view: RwLock::default(), lease_ends: RwLock::default() };
     let put = |key: String, value: serde_json::Value| acl.note(&key, Some(value.to_string().as_bytes()));
     put(keys::service("api"), serde_json::json!({"id": "api", "federation": "blue", "requires": {"DB": "{BLUE_DB}"}}));
     put(keys::service("www"), serde_json::json!({"id": "www", "federation": "blue", "requires": {"API": "{API_URL}"}}));

@@ -62,7 +62,7 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         // Scripts and tests read this line to learn the port.
         println!("gantry server listening on {scheme}://{addr} (store: {described})");
         std::io::stdout().flush()?;
-        let options = ServeOptions { threads: usize::from(args.threads), tls, acl };
+        let options = ServeOptions { threads: usize::from(args.threads), tls, acl, limits: args.limits.limits() };
         gantry_server::serve_with(listener, store.clone(), options, shutdown_signal()).await.context("serving")?;
         store.close().await.context("closing the store")?;
         Ok(())
