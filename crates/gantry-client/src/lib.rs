@@ -81,6 +81,8 @@ pub struct Client {
     http: reqwest::Client,
     /// Sent as `Authorization: Bearer` with every request.
     token: Option<std::sync::Arc<str>>,
+    /// The TLS configuration `http` uses, to say why a connection failed.
+    tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for Client {
@@ -140,13 +142,14 @@ impl Client {
     }
 
     fn with_config(base: &str, tls: rustls::ClientConfig) -> Client {
+        let config = std::sync::Arc::new(tls.clone());
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()
             .expect("reqwest builds with a rustls configuration given whole");
-        Client { base: base.trim_end_matches('/').to_string(), http, token: None }
+        Client { base: base.trim_end_matches('/').to_string(), http, token: None, tls: config }
     }
 
     /// The same client, sending `token` (a token's secret) with every request.
@@ -171,8 +174,37 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// [`Client::unreachable`], and where that finds no TLS problem on an
+    /// HTTPS server, one found by connecting again ([`diagnose`]): a server
+    /// refusing this client's certificate can close the connection before
+    /// the HTTP client has a reason to give.
+    ///
+    /// [`diagnose`]: gantry_tls::problem::diagnose
+    async fn failed(&self, source: reqwest::Error) -> ClientError {
+        let error = Client::unreachable(&self.base, source);
+        let ClientError::Connect { server, source } = error else { return error };
+        let Some(url) = reqwest::Url::parse(&server).ok().filter(|url| url.scheme() == "https") else {
+            return ClientError::Connect { server, source };
+        };
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return ClientError::Connect { server, source };
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+            Err(_) => format!("{host}:{port}"),
+        };
+        match gantry_tls::problem::diagnose(&addr, host, self.tls.clone(), Duration::from_secs(2)).await {
+            Some(problem) => ClientError::Tls { server, problem, source },
+            None => ClientError::Connect { server, source },
+        }
+    }
+
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = request.send().await.map_err(|source| Client::unreachable(&self.base, source))?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(source) => return Err(self.failed(source).await),
+        };
         if response.status().is_success() {
             return Ok(response);
         }

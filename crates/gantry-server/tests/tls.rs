@@ -116,6 +116,32 @@ async fn verify_incoming_refuses_clients_without_a_certificate_of_its_ca_and_kee
     assert_eq!(tls_problem(without.health().await), TlsProblem::CertificateRequired);
 }
 
+/// Under TLS 1.3 a refusal of the client's certificate can reach the HTTP
+/// client only as a closed connection; `diagnose` connects again and reads
+/// the server's alert, so the reason given never depends on that race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnose_names_the_refusal_a_closed_connection_hid() {
+    use gantry_tls::problem::diagnose;
+    let pki = Pki::new("ours");
+    let clients = ClientAuth::Required { ca: pki.trusted(), role: None };
+    let server = TlsServer::start("127.0.0.1:0", pki.of(Role::Server, "s1"), clients).await;
+    let addr = server.url.trim_start_matches("https://").to_owned();
+    let wait = Duration::from_secs(2);
+    let config = |identity| std::sync::Arc::new(ClientTls { ca: pki.trusted(), identity }.config().unwrap());
+    assert_eq!(diagnose(&addr, "127.0.0.1", config(None), wait).await, Some(TlsProblem::CertificateRequired));
+    let theirs = Pki::new("theirs");
+    assert!(matches!(
+        diagnose(&addr, "127.0.0.1", config(Some(theirs.of(Role::Client, "mallory"))), wait).await,
+        Some(TlsProblem::CertificateRefused { .. })
+    ));
+    // An accepted client: nothing to report, within the wait.
+    assert_eq!(diagnose(&addr, "127.0.0.1", config(Some(pki.of(Role::Client, "alice"))), wait).await, None);
+    // Nothing listening: no TLS problem either (the caller reports a connection failure).
+    server.stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, server.serving).await.expect("the server stops").unwrap().unwrap();
+    assert_eq!(diagnose(&addr, "127.0.0.1", config(None), wait).await, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_verifies_the_servers_ca_and_name() {
     let pki = Pki::new("ours");

@@ -115,3 +115,32 @@ impl fmt::Display for TlsProblem {
         }
     }
 }
+
+/// Connects to `addr` (`host:port`) afresh with `config` and says what TLS
+/// problem, if any, that connection meets: for the failures an HTTP client
+/// reports without their cause. Under TLS 1.3 a server refuses a client's
+/// certificate only after the client has finished its side of the
+/// handshake, so its alert can arrive while the HTTP client still waits to
+/// send, which then sees only a connection that closed. Here the handshake
+/// is followed by a read of at most `wait`, which returns that alert.
+pub async fn diagnose(
+    addr: &str,
+    host: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    wait: std::time::Duration,
+) -> Option<TlsProblem> {
+    use tokio::io::AsyncReadExt;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+    let tcp = tokio::time::timeout(wait, tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let mut tls = match tokio::time::timeout(wait, connector.connect(name, tcp)).await.ok()? {
+        Ok(tls) => tls,
+        Err(error) => return TlsProblem::find(&error),
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(wait, tls.read(&mut byte)).await {
+        Ok(Err(error)) => TlsProblem::find(&error),
+        // Data, a clean close, or silence: the handshake was accepted.
+        _ => None,
+    }
+}
