@@ -103,10 +103,12 @@ struct Work<'a> {
 struct Ask<'a> {
     index: u32,
     reason: PlaceReason,
-    /// The allocation it replaces, stopped only if this one is placed
-    /// (a drained, updated or failed one: better kept than lost for want
-    /// of room). A lost one is stopped whatever happens.
+    /// The allocation it replaces.
     replaces: Option<&'a Alloc>,
+    /// Whether `replaces` is stopped only if this one is placed (a
+    /// drained, updated or failed one: better kept than lost for want of
+    /// room), rather than already (a lost one).
+    conditional: bool,
     reschedules: Vec<u64>,
 }
 
@@ -147,7 +149,8 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u
             w.asks.push(Ask {
                 index,
                 reason: PlaceReason::Lost,
-                replaces: None,
+                replaces: Some(keeper),
+                conditional: false,
                 reschedules: keeper.reschedules.clone(),
             });
             continue;
@@ -170,7 +173,13 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u
             }
             let mut reschedules = window;
             reschedules.push(now);
-            w.asks.push(Ask { index, reason: PlaceReason::Rescheduled, replaces: Some(keeper), reschedules });
+            w.asks.push(Ask {
+                index,
+                reason: PlaceReason::Rescheduled,
+                replaces: Some(keeper),
+                conditional: true,
+                reschedules,
+            });
             continue;
         }
         if node_of(keeper).is_some_and(|n| n.eligibility == Eligibility::Draining) {
@@ -179,10 +188,19 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u
             moves.push((1, keeper, PlaceReason::Updated));
         }
     }
+    let mut taken = vec![false; job.count as usize];
+    for index in w.kept.iter().map(|a| a.index).chain(w.asks.iter().map(|a| a.index)) {
+        taken[index as usize] = true;
+    }
     for index in 0..job.count {
-        let taken = w.kept.iter().any(|a| a.index == index) || w.asks.iter().any(|a| a.index == index);
-        if !taken {
-            w.asks.push(Ask { index, reason: PlaceReason::New, replaces: None, reschedules: Vec::new() });
+        if !taken[index as usize] {
+            w.asks.push(Ask {
+                index,
+                reason: PlaceReason::New,
+                replaces: None,
+                conditional: false,
+                reschedules: Vec::new(),
+            });
         }
     }
     // Moves (drains first, then version updates) wait while max_parallel
@@ -192,7 +210,13 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u
     let budget = job.max_parallel.max(1).saturating_sub(pending) as usize;
     moves.sort_by_key(|(order, a, _)| (*order, a.index));
     for (_, alloc, reason) in moves.into_iter().take(budget) {
-        w.asks.push(Ask { index: alloc.index, reason, replaces: Some(alloc), reschedules: alloc.reschedules.clone() });
+        w.asks.push(Ask {
+            index: alloc.index,
+            reason,
+            replaces: Some(alloc),
+            conditional: true,
+            reschedules: alloc.reschedules.clone(),
+        });
     }
     if exhausted > 0 {
         out.pending.push(Pending {
@@ -204,7 +228,7 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u
             },
         });
     }
-    w.asks.sort_by_key(|a| (a.replaces.is_some(), a.index));
+    w.asks.sort_by_key(|a| (a.conditional, a.index));
     w.homes = w.kept.iter().filter_map(|a| cluster.node(&a.node)).collect();
     w
 }
@@ -231,11 +255,11 @@ fn place_job(cluster: &mut Cluster, w: &mut Work, sequence: u64, out: &mut Plan)
     w.blocked = None;
     let mut left = Vec::new();
     for ask in std::mem::take(&mut w.asks) {
-        if w.blocked.is_some() && ask.replaces.is_none() {
+        if w.blocked.is_some() && !ask.conditional {
             left.push(ask);
             continue;
         }
-        let old = ask.replaces.and_then(|a| cluster.node(&a.node).map(|n| (a, n)));
+        let old = ask.replaces.filter(|_| ask.conditional).and_then(|a| cluster.node(&a.node).map(|n| (a, n)));
         if let Some((a, n)) = old {
             cluster.release(n, a.resources, a.port);
             hosting[n as usize] -= 1;

@@ -150,3 +150,39 @@ fn spread_targets_split_by_percent() {
     assert_eq!(per_rack.values().copied().collect::<Vec<_>>(), [3, 3, 3]);
     assert!(plan.place[0].explanation.contains("spread label.rack="), "{}", plan.place[0].explanation);
 }
+
+#[test]
+fn compaction_compares_nodes_used_with_the_lower_bound() {
+    let nodes: Vec<_> = (0..6).map(|i| node(&format!("n{i}"), 4, 4096)).collect();
+    // 6 cores and 3 GB of demand: two nodes at the least (CPU decides).
+    let (packed, _) = converge(input(nodes.clone(), vec![job("w", 3, 2000, 1024)]));
+    let c = gantry_sched::compaction(&packed);
+    assert_eq!((c.nodes_used, c.lower_bound, c.ratio), (2, 2, 1.0));
+    // Spread out, the same work takes three.
+    let mut spread = job("w", 3, 2000, 1024);
+    spread.strategy = Strategy::Spread;
+    let (loose, _) = converge(input(nodes, vec![spread]));
+    let c = gantry_sched::compaction(&loose);
+    assert_eq!((c.nodes_used, c.lower_bound, c.ratio), (3, 2, 1.5));
+}
+
+#[test]
+fn a_job_from_a_scheduled_service_file() {
+    let text = r#"{"id": "worker", "command": "exec bin/worker", "count": 3,
+                   "resources": {"cpu": 0.25, "memory_mb": 300},
+                   "constraints": [{"operator": "distinct_hosts"}], "strategy": "spread"}"#;
+    let service = gantry_spec::parse_service_json("worker", text).unwrap_or_else(|e| panic!("{}", e.render()));
+    let job = gantry_sched::Job::from_service(&service, 7).expect("scheduled");
+    assert_eq!((job.id.as_str(), job.version, job.count), ("worker", 7, 3));
+    assert_eq!(job.resources, Resources::new(250, 300));
+    assert_eq!(job.port, PortAsk::DYNAMIC);
+    assert_eq!(job.strategy, Strategy::Spread);
+    assert_eq!(job.constraints, [Constraint::DistinctHosts]);
+    // A fixed PORT is a static port ask; a run-list service is no job.
+    let fixed = text.replace("\"count\": 3,", "\"count\": 3, \"environment\": {\"PORT\": 9000},");
+    let service = gantry_spec::parse_service_json("worker", &fixed).unwrap();
+    assert_eq!(gantry_sched::Job::from_service(&service, 1).unwrap().port, PortAsk::Static(9000));
+    let static_service =
+        gantry_spec::parse_service_json("worker", r#"{"id": "worker", "command": "exec bin/worker"}"#).unwrap();
+    assert!(gantry_sched::Job::from_service(&static_service, 1).is_none());
+}

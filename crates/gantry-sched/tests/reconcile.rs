@@ -65,6 +65,11 @@ fn a_lost_node_is_replaced_at_once_and_its_return_stops_the_stale_copies() {
     let plan = gantry_sched::plan(&down);
     assert_eq!(plan.place.len(), on_lost, "every allocation of the lost node, at once (no max_parallel)");
     assert!(plan.place.iter().all(|p| p.reason == PlaceReason::Lost && p.node != lost));
+    // Each a move: the placement names the stopped allocation it replaces.
+    for p in &plan.place {
+        let replaced = p.replaces.as_deref().expect("a lost allocation's replacement names it");
+        assert!(plan.stop.iter().any(|s| s.alloc == replaced && s.node == lost), "{replaced}");
+    }
     assert!(plan.stop.iter().all(|s| s.reason == StopReason::NodeLost && s.node == lost));
 
     // The node comes back before the stops reached it: its agent reports
