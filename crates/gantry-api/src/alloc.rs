@@ -21,8 +21,9 @@ pub struct Allocation {
     pub federation: String,
     /// Which of the service's `count` slots it fills (0-based).
     pub index: u32,
-    /// The service definition's version it runs: the store revision the
-    /// definition was written at.
+    /// The version of the service definition it runs: a digest of what it
+    /// runs (a change of `count` or placement rules keeps the version, a new
+    /// command or environment makes a new one, replacing the allocations).
     pub version: u64,
     pub machine: String,
     /// What it reserves on the node.
@@ -137,4 +138,49 @@ pub struct NodeEligibility {
     pub drain: bool,
     /// Unix milliseconds.
     pub updated_at_ms: u64,
+}
+
+/// What a change to a scheduled service would do (`POST
+/// /v1/jobs/{service}/plan`, `gantry job:plan`): computed as the scheduler
+/// would, written nowhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobPlan {
+    pub service: String,
+    /// Whether the proposed definition differs from the stored one (its
+    /// allocations would be replaced by ones of the new version).
+    pub changed: bool,
+    pub place: Vec<PlannedPlacement>,
+    pub stop: Vec<PlannedStop>,
+    /// Allocations that would not be placed, and why.
+    pub pending: Vec<PlannedPending>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedPlacement {
+    pub index: u32,
+    pub machine: String,
+    pub port: u16,
+    /// `new`, `lost`, `rescheduled`, `drained`, `updated`.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    pub score: f64,
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedStop {
+    pub allocation: String,
+    pub machine: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedPending {
+    pub count: u32,
+    pub reason: String,
 }

@@ -30,7 +30,10 @@ pub use agent::{
     LbStatus, ListenerStatus, ListenerSwitch, ProcState, ProcessStatus, RunRecord, RunState, ServiceControl,
     ServiceState,
 };
-pub use alloc::{AllocReport, AllocState, Allocation, DesiredState, JobStatus, NodeEligibility, Placement};
+pub use alloc::{
+    AllocReport, AllocState, Allocation, DesiredState, JobPlan, JobStatus, NodeEligibility, Placement, PlannedPending,
+    PlannedPlacement, PlannedStop,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use inventory::{DEFAULT_FEDERATION, Disk, Facts, Group, Health, Instance, Machine};
 pub use kv::{DeleteResult, HealthStatus, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, WriteResult};

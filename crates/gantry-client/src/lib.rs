@@ -20,9 +20,9 @@ use futures::{Stream, StreamExt};
 use gantry_api::keys::AgentKey;
 use gantry_api::{
     AgentControl, AgentStatus, Allocation, DeleteResult, DeployRequest, ErrorBody, ErrorCode, Group, HealthStatus,
-    Instance, JobStatus, KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, NodeEligibility,
-    NodeUsage, Policy, ResetEvent, ServiceControl, ServiceDefinition, Token, TokenCreated, TokenRequest,
-    WATCH_RESET_EVENT, WatchEvent, Whoami, WriteResult, keys,
+    Instance, JobPlan, JobStatus, KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine,
+    NodeEligibility, NodeUsage, Policy, ResetEvent, ServiceControl, ServiceDefinition, Token, TokenCreated,
+    TokenRequest, WATCH_RESET_EVENT, WatchEvent, Whoami, WriteResult, keys,
 };
 use gantry_tls::TlsError;
 use gantry_tls::config::ClientTls;
@@ -572,6 +572,12 @@ impl Client {
     pub async fn put_allocation(&self, alloc: &Allocation) -> Result<WriteResult, ClientError> {
         let path = format!("/v1/nodes/{}/allocations/{}", encode_path(&alloc.machine), encode_path(&alloc.id));
         self.call(self.request(Method::PUT, &path).json(alloc)).await
+    }
+
+    /// What writing `definition` would make the scheduler do (nothing is written).
+    pub async fn plan_job(&self, definition: &ServiceDefinition) -> Result<JobPlan, ClientError> {
+        let path = format!("/v1/jobs/{}/plan", encode_path(&definition.id));
+        self.call(self.request(Method::POST, &path).json(definition)).await
     }
 
     /// Each scheduled service's latest evaluation.

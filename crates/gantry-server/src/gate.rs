@@ -177,6 +177,14 @@ impl Gate {
         &self.state.0.acl
     }
 
+    /// The store, for a computation that only reads and that the caller's
+    /// right to write `key` covers (`job:plan`: what writing a service
+    /// definition would make the scheduler do, written nowhere).
+    pub fn store_if_may_write(&self, key: &str, owner: Option<Owner<'_>>) -> ApiResult<&Store> {
+        self.allow(Action::Write, Target::Key { key: layout_key(key)?, raw: key, owner })?;
+        Ok(self.store())
+    }
+
     fn store(&self) -> &Store {
         &self.state.0.store
     }

@@ -34,6 +34,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(watch::watch))
         .routes(routes!(inventory::machine_instances))
         .routes(routes!(scheduling::node_allocations))
+        .routes(routes!(scheduling::job_plan))
         .routes(routes!(inventory::service_instances))
         .routes(routes!(inventory::instances_with_property))
         .routes(routes!(inventory::lookup))

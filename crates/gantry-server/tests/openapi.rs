@@ -135,6 +135,9 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
             alloc.id = "a1".into();
             json(&alloc)
         }
+        ("POST", "/v1/jobs/{service}/plan") => {
+            br#"{"id": "api", "command": "exec sleep 100", "count": 2, "resources": {"memory_mb": 64}}"#.to_vec()
+        }
         ("PUT", "/v1/jobs/{service}") => json(&gantry_api::JobStatus {
             service: "api".into(),
             version: 1,

@@ -384,11 +384,26 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Per node and in total: capacity, what is reserved (static services'
-    /// and allocations' resources) and what is actually used, CPU and
-    /// memory; and how tightly the fleet is packed.
+    /// CPU and memory per node and in total: allocatable, reserved, used
+    ///
+    /// Reserved is the `resources` of the static services a node runs and of
+    /// the allocations placed on it; used is measured by its agent. The last
+    /// line compares the nodes in use with the fewest that could hold the work.
     #[command(name = "nodes:usage")]
     NodesUsage {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// What a change to a scheduled service would place, stop and move
+    ///
+    /// Plans the repository's definition of SERVICE as the scheduler would if
+    /// it were written; writes nothing (`gantry apply` does).
+    #[command(name = "job:plan")]
+    JobPlan {
+        service: String,
+        /// The repository [default: the current directory or the nearest parent with a nodes.json]
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -418,6 +433,12 @@ pub enum Command {
     #[command(name = "node:drain")]
     NodeDrain {
         machine: String,
+        /// Return at once instead of following the drain until it ends
+        #[arg(long)]
+        detach: bool,
+        /// How long to follow the drain before giving up (it goes on)
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -659,6 +680,7 @@ impl Command {
             | Command::MachineList { server }
             | Command::MachineShow { server, .. }
             | Command::NodesUsage { server }
+            | Command::JobPlan { server, .. }
             | Command::AllocList { server, .. }
             | Command::AllocShow { server, .. }
             | Command::NodeDrain { server, .. }
@@ -972,8 +994,9 @@ pub struct AgentArgs {
     /// The machine id [default: saved in DATA_DIR, else HOSTNAME-RANDOM]
     #[arg(long, value_name = "ID")]
     pub machine_id: Option<String>,
-    /// Lease time to live: how soon a dead agent leaves the inventory
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    /// Lease time to live: how soon a dead agent leaves the inventory (and its
+    /// scheduled work is replaced elsewhere)
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub lease_ttl: Duration,
     /// Between withdrawing a departing service and stopping it
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]

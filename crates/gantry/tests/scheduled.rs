@@ -179,4 +179,38 @@ fn scheduled_work_goes_where_memory_is_free_and_moves_off_a_dead_node() {
     for pid in victims {
         assert!(!alive(pid), "a dead node's process came back");
     }
+
+    // job:plan shows what a change would do, and writes nothing.
+    let repo = work.path().join("repo");
+    let file = repo.join("data_bags/service/worker.json");
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("\"count\":3", "\"count\":4")).unwrap();
+    let before = allocations(&server);
+    let planned = gantry(&server, &["job:plan", "worker", "--repo", repo.to_str().unwrap()]).ok();
+    assert!(planned.contains("differs") && planned.contains("+ place worker[3] on"), "{planned}");
+    let json: serde_json::Value = serde_json::from_str(
+        &gantry(&server, &["job:plan", "worker", "--repo", repo.to_str().unwrap(), "--json"]).ok(),
+    )
+    .unwrap();
+    assert_eq!(json["place"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(allocations(&server), before, "job:plan wrote nothing");
+    let static_service = gantry(&server, &["job:plan", "nope", "--repo", repo.to_str().unwrap()]);
+    assert_eq!(static_service.code, 2, "{}", static_service.stderr);
+
+    // node:drain moves a node's workers off it, then leaves it ineligible.
+    let busiest = {
+        let mut count = std::collections::BTreeMap::<String, u32>::new();
+        for a in running(&server, "worker") {
+            *count.entry(a.machine).or_default() += 1;
+        }
+        count.into_iter().max_by_key(|(_, n)| *n).unwrap().0
+    };
+    let drained = gantry(&server, &["node:drain", &busiest]).ok();
+    assert!(drained.contains("drained; ineligible"), "{drained}");
+    let after = eventually("the drained workers run and pass elsewhere", Duration::from_secs(20), || settled(&server));
+    assert!(after.iter().all(|a| a.machine != busiest && a.machine != "small"), "{after:?}");
+    let records = block_on(server.client().eligibilities()).unwrap().items;
+    assert!(records.iter().any(|e| e.machine == busiest && !e.eligible && !e.drain), "{records:?}");
+    gantry(&server, &["node:eligible", &busiest]).ok();
+    let records = block_on(server.client().eligibilities()).unwrap().items;
+    assert!(records.iter().any(|e| e.machine == busiest && e.eligible), "{records:?}");
 }

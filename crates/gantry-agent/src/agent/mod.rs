@@ -139,7 +139,7 @@ impl AgentConfig {
             provision_command: None,
             provision_timeout: Duration::from_secs(30 * 60),
             throttle: Throttle::default(),
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(5),
             drain: Duration::from_secs(5),
             facts_interval: Duration::from_secs(60),
             events: None,

@@ -86,7 +86,8 @@ impl Local {
     }
 
     /// How its allocation is doing, for the agent's status: running once
-    /// its process runs (or, without one, once it passes); failed when it
+    /// its process runs and its check passes (or, without a process, once it
+    /// passes); failed when it
     /// cannot be started, or keeps exiting ([`FAILED_AFTER_RESTARTS`]
     /// restarts in place and waiting for the next), which lets the
     /// scheduler move it elsewhere.
@@ -94,7 +95,8 @@ impl Local {
         let health = self.health();
         let process = self.supervisor.as_ref().map(Supervisor::status);
         let state = match &process {
-            Some(p) if p.state == ProcState::Running => AllocState::Running,
+            // Running means serving: its check passes (a drain waits for that).
+            Some(p) if p.state == ProcState::Running && health == Health::Passing => AllocState::Running,
             Some(p) if p.state == ProcState::Failed => AllocState::Failed,
             Some(p) if p.state == ProcState::Backoff && p.restarts >= FAILED_AFTER_RESTARTS => AllocState::Failed,
             None if !self.runs_command() && health == Health::Passing => AllocState::Running,

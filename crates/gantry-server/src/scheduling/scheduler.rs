@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gantry_api::keys::{self, AgentKeyRef, StoreKey};
-use gantry_api::{AgentStatus, Allocation, DesiredState, JobStatus, Machine, NodeEligibility, now_ms};
+use gantry_api::{
+    AgentStatus, Allocation, DesiredState, JobPlan, JobStatus, Machine, NodeEligibility, PlannedPending,
+    PlannedPlacement, PlannedStop, now_ms,
+};
 use gantry_sched::model::{self as sched, Desired, Eligibility, Input, Job, Node, Resources};
 use gantry_sched::plan::{PlaceReason, Plan};
 use gantry_store::{EventKind, KeyValue, LeaseId, Store, StoreError, Txn};
@@ -185,6 +188,64 @@ async fn evaluate(store: &Store, term: Term) -> Result<Evaluated, StoreError> {
     apply(store, term, &snapshot, &plan).await
 }
 
+/// The plan the scheduler would make for `proposed` if it were written
+/// now, for that service only; nothing is written.
+pub(crate) async fn dry_run(store: &Store, proposed: gantry_spec::Service) -> Result<JobPlan, StoreError> {
+    let mut snapshot = Snapshot::read(store).await?;
+    let shape = |s: &gantry_spec::Service| serde_json::to_value(s).ok();
+    let id = proposed.id.clone();
+    let changed = snapshot.services.get(&id).is_none_or(|(current, _)| shape(current) != shape(&proposed));
+    let version = version_of(&proposed);
+    snapshot.services.insert(id.clone(), (proposed, version));
+    let mut input = snapshot.input(now_ms() / 1000);
+    input.sequence = snapshot.revision + 1;
+    let plan = gantry_sched::plan(&input);
+    Ok(JobPlan {
+        service: id.clone(),
+        changed,
+        place: plan
+            .place
+            .iter()
+            .filter(|p| p.job == id)
+            .map(|p| PlannedPlacement {
+                index: p.index,
+                machine: p.node.clone(),
+                port: p.port,
+                reason: reason_word(p.reason).to_owned(),
+                replaces: p.replaces.clone(),
+                score: p.score,
+                explanation: p.explanation.clone(),
+            })
+            .collect(),
+        stop: plan
+            .stop
+            .iter()
+            .filter(|s| s.job == id)
+            .map(|s| PlannedStop { allocation: s.alloc.clone(), machine: s.node.clone(), reason: s.reason.to_string() })
+            .collect(),
+        pending: plan
+            .pending
+            .iter()
+            .filter(|p| p.job == id)
+            .map(|p| PlannedPending { count: p.count, reason: p.to_string() })
+            .collect(),
+    })
+}
+
+/// The version of what an allocation of `service` runs: a digest of its
+/// definition without the keys that only say where and how many
+/// (`count`, `constraints`, `spread`, `strategy`, `reschedule`). A new
+/// command, environment or check replaces the running allocations; a new
+/// count only adds or stops some. Stable across releases (SHA-256 of the
+/// definition's JSON), since it is stored in every allocation.
+pub(crate) fn version_of(service: &gantry_spec::Service) -> u64 {
+    use sha2::Digest as _;
+    let mut runs = service.clone();
+    runs.scheduling = None;
+    let digest = sha2::Sha256::digest(serde_json::to_vec(&runs).expect("a definition serializes"));
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
 /// The cluster as one evaluation read it.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
@@ -193,7 +254,7 @@ pub(crate) struct Snapshot {
     /// Machine id -> its record and the record's revision (the CAS guard).
     machines: BTreeMap<String, (Machine, u64)>,
     statuses: BTreeMap<String, AgentStatus>,
-    /// Service id -> its parsed definition and version (the definition's revision).
+    /// Service id -> its parsed definition and version ([`version_of`]).
     services: BTreeMap<String, (gantry_spec::Service, u64)>,
     allocations: BTreeMap<String, Allocation>,
     eligibility: BTreeMap<String, NodeEligibility>,
@@ -238,7 +299,8 @@ impl Snapshot {
             // A definition that does not parse is not scheduled (the API
             // refuses such definitions; this is a store written by hand).
             if let Ok(service) = gantry_spec::parse_service_json(id, text) {
-                snapshot.services.insert(id.to_owned(), (service, kv.mod_revision));
+                let version = version_of(&service);
+                snapshot.services.insert(id.to_owned(), (service, version));
             }
         }
         for kv in &allocations.kvs {
@@ -413,6 +475,18 @@ async fn apply(store: &Store, term: Term, snapshot: &Snapshot, plan: &Plan) -> R
             .is_some_and(|old| JobStatus { evaluated_at_ms: status.evaluated_at_ms, ..old.clone() } == status);
         if !unchanged {
             writes.push((keys::job(&status.service), json(&status), None));
+        }
+    }
+    // A draining node that has nothing left is done: ineligible from now on.
+    for record in snapshot.eligibility.values().filter(|e| e.drain) {
+        let stopped: BTreeSet<&str> = plan.stop.iter().map(|s| s.alloc.as_str()).collect();
+        let left =
+            snapshot.allocations.values().any(|a| {
+                a.machine == record.machine && a.desired == DesiredState::Run && !stopped.contains(a.id.as_str())
+            }) || plan.place.iter().any(|p| p.node == record.machine);
+        if !left {
+            let done = NodeEligibility { eligible: false, drain: false, updated_at_ms: now, ..record.clone() };
+            writes.push((keys::eligibility(&record.machine), json(&done), None));
         }
     }
     // Evaluations of services that are no longer scheduled go.

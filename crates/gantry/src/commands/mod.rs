@@ -114,11 +114,15 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::MachineList { .. } => machine::list(ctx),
         Command::MachineShow { id, .. } => machine::show(ctx, &id),
         Command::NodesUsage { .. } => sched::usage(ctx),
+        Command::JobPlan { service, repo, .. } => {
+            let opened = crate::repo::open_dir(repo.as_deref())?;
+            sched::job_plan(ctx, &opened, &service)
+        }
         Command::AllocList { service, node, all, .. } => {
             sched::alloc_list(ctx, service.as_deref(), node.as_deref(), all)
         }
         Command::AllocShow { id, .. } => sched::alloc_show(ctx, &id),
-        Command::NodeDrain { machine, .. } => sched::eligibility(ctx, &machine, false),
+        Command::NodeDrain { machine, detach, timeout, .. } => sched::drain(ctx, &machine, detach, timeout),
         Command::NodeEligible { machine, .. } => sched::eligibility(ctx, &machine, true),
         Command::Lookup { service, wheres, .. } => lookup::lookup(ctx, &service, &wheres),
         Command::KvGet { key, .. } => kv::get(ctx, &key),

@@ -7,6 +7,8 @@ use gantry_api::{AllocReport, Allocation, DesiredState, NodeEligibility, Resourc
 use gantry_client::fleet::FleetUsage;
 use serde::Serialize;
 
+use anyhow::Context as _;
+
 use crate::BadInput;
 use crate::context::{Context, explain};
 use crate::output::print_table;
@@ -233,4 +235,90 @@ pub fn eligibility(ctx: &Context, machine: &str, eligible: bool) -> anyhow::Resu
         }
         Ok(())
     })
+}
+
+/// `job:plan SERVICE`: the repository's definition of SERVICE, planned by
+/// the server as if it were written.
+pub fn job_plan(ctx: &Context, opened: &crate::repo::Opened, service: &str) -> anyhow::Result<()> {
+    let Some(spec) = opened.repo.services.get(service) else {
+        return Err(BadInput(format!(
+            "error: no service {service:?} in {}\n = help: `gantry services:list` shows the repository's services",
+            opened.dir.display()
+        ))
+        .into());
+    };
+    if spec.scheduling.is_none() {
+        return Err(BadInput(format!(
+            "error: service {service:?} is not scheduled: it has no \"count\"\n = help: run lists place it; `gantry apply --dry-run` shows what would change"
+        ))
+        .into());
+    }
+    let path = opened.dir.join(gantry_spec::SERVICES_DIR).join(format!("{service}.json"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let definition: gantry_api::ServiceDefinition =
+        serde_json::from_str(&text).with_context(|| format!("{} changed while gantry read it", path.display()))?;
+    let plan = ctx.block_on(ctx.client().plan_job(&definition)).map_err(explain)?;
+    ctx.output().print(&plan, |out| {
+        let changed =
+            if plan.changed { "the definition differs from the server's" } else { "the definition is the server's" };
+        writeln!(out, "job:plan {service} ({changed}; nothing was written)")?;
+        if plan.place.is_empty() && plan.stop.is_empty() && plan.pending.is_empty() {
+            writeln!(out, "  no change: every allocation stays where it is")?;
+        }
+        for p in &plan.place {
+            let replaces = p.replaces.as_ref().map_or(String::new(), |r| format!(", replacing {r}"));
+            writeln!(
+                out,
+                "  + place {service}[{}] on {} port {} ({}{replaces}; score {:.3})",
+                p.index, p.machine, p.port, p.reason, p.score
+            )?;
+        }
+        for s in &plan.stop {
+            writeln!(out, "  - stop {} on {} ({})", s.allocation, s.machine, s.reason)?;
+        }
+        for p in &plan.pending {
+            writeln!(out, "  ! {}", p.reason)?;
+        }
+        Ok(())
+    })
+}
+
+/// `node:drain M`: marks it draining, then (unless `detach`) follows it
+/// until the scheduler has moved everything off it and marked it
+/// ineligible, a line per change.
+pub fn drain(ctx: &Context, machine: &str, detach: bool, timeout: std::time::Duration) -> anyhow::Result<()> {
+    eligibility(ctx, machine, false)?;
+    if detach {
+        return Ok(());
+    }
+    let client = ctx.client();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut shown = None;
+    let mut progress = ctx.output().lines();
+    loop {
+        let (left, done) = ctx
+            .block_on(async {
+                let allocations = client.node_allocations(machine).await?;
+                let records = client.eligibilities().await?;
+                let left = allocations.items.iter().filter(|a| a.desired == DesiredState::Run).count();
+                let done = records.items.iter().any(|e| e.machine == machine && !e.eligible && !e.drain);
+                Ok::<_, gantry_client::ClientError>((left, done))
+            })
+            .map_err(explain)?;
+        if done {
+            writeln!(progress, "{machine}: drained; ineligible until `gantry node:eligible {machine}`")?;
+            return Ok(());
+        }
+        if shown != Some(left) {
+            writeln!(progress, "{machine}: {left} allocation(s) still to move")?;
+            shown = Some(left);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(anyhow::anyhow!(
+                "{machine}: still draining after {} ({left} allocation(s) left); the drain goes on: `gantry alloc:list --node {machine}` follows it",
+                humantime::format_duration(timeout)
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
