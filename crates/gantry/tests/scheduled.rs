@@ -67,12 +67,17 @@ fn passing_workers(server: &ServerProcess) -> Vec<String> {
     ids
 }
 
-/// Whether the three running allocations are exactly the passing instances.
+/// Whether three running workers are exactly the passing instances.
 fn settled(server: &ServerProcess) -> Option<Vec<Allocation>> {
+    settled_at(server, 3)
+}
+
+/// Whether `count` running workers are exactly the passing instances.
+fn settled_at(server: &ServerProcess, count: usize) -> Option<Vec<Allocation>> {
     let allocs = running(server, "worker");
     let mut ids: Vec<String> = allocs.iter().map(|a| a.id.clone()).collect();
     ids.sort();
-    (allocs.len() == 3 && passing_workers(server) == ids).then_some(allocs)
+    (allocs.len() == count && passing_workers(server) == ids).then_some(allocs)
 }
 
 #[test]
@@ -213,4 +218,139 @@ fn scheduled_work_goes_where_memory_is_free_and_moves_off_a_dead_node() {
     gantry(&server, &["node:eligible", &busiest]).ok();
     let records = block_on(server.client().eligibilities()).unwrap().items;
     assert!(records.iter().any(|e| e.machine == busiest && e.eligible), "{records:?}");
+}
+
+/// Two servers on one etcd: one schedules; SIGKILLed, the other takes over
+/// within the leader lease's few seconds, and no slot is ever placed twice.
+#[test]
+fn scheduling_moves_to_another_server_when_the_leader_dies_and_nothing_is_placed_twice() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let etcd = rt
+        .block_on(gantry_store::local_etcd::LocalEtcd::start())
+        .unwrap_or_else(|e| panic!("{e} (install etcd with `apt-get install etcd-server`, or run scripts/test)"));
+    let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
+    let work = tempfile::tempdir().unwrap();
+    write_repo(&work.path().join("repo"));
+    let repo = work.path().join("repo");
+    // The first server leads (it campaigns alone); the second waits.
+    let mut leader = ServerProcess::start_with(&work.path().join("server"), "127.0.0.1:0", &store);
+    gantry(&leader, &["apply", "--repo", repo.to_str().unwrap()]).ok();
+    let standby = ServerProcess::start_with(&work.path().join("server"), "127.0.0.1:0", &store);
+    // The nodes talk to the standby, so the leader's death is not theirs.
+    let node = |name: &str, address: &str| {
+        let args = ["--machine-id", name, "--address", address, "--capacity", "cpu=2,memory_mb=450"];
+        AgentProcess::start(&standby, &work.path().join(name), &args)
+    };
+    let _agents = [node("n1", "127.0.0.21"), node("n2", "127.0.0.22")];
+    eventually("three workers run and pass", Duration::from_secs(30), || settled(&standby));
+
+    leader.kill();
+    let killed = Instant::now();
+    // A change only a scheduler can act on: a fourth worker (it fits: 4 x 200 MB on 2 x 450).
+    let file = repo.join("data_bags/service/worker.json");
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("\"count\":3", "\"count\":4")).unwrap();
+    gantry(&standby, &["apply", "--repo", repo.to_str().unwrap()]).ok();
+    let four = eventually("the standby schedules the fourth worker", Duration::from_secs(20), || {
+        let allocs = running(&standby, "worker");
+        (allocs.len() == 4).then_some(allocs)
+    });
+    eprintln!("leader killed to the fourth worker placed by the standby: {:?}", killed.elapsed());
+    let mut indexes: Vec<u32> = four.iter().map(|a| a.index).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, [0, 1, 2, 3], "each slot placed once: {four:?}");
+    // And it stays so: nothing more is placed, every one of them passes.
+    std::thread::sleep(Duration::from_secs(1));
+    let all = allocations(&standby);
+    assert_eq!(all.iter().filter(|a| a.desired == DesiredState::Run).count(), 4, "{all:?}");
+    eventually("four workers pass", Duration::from_secs(15), || (passing_workers(&standby).len() == 4).then_some(()));
+}
+
+/// One HTTP/1.0 GET; whether it answered 200.
+fn get_ok(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(format!("GET / HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
+/// A node drained under traffic through haproxy: its workers move one at a
+/// time, each replacement passing before the next moves, and not one
+/// request fails.
+#[test]
+fn a_drain_under_traffic_through_haproxy_fails_no_request() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    write_repo(&repo);
+    // The workers are fronted on port 18610 for `client`, a static service
+    // of group `front` that requires them.
+    let file = repo.join("data_bags/service/worker.json");
+    let text = std::fs::read_to_string(&file).unwrap().replace("\"count\":3", "\"count\":2");
+    let mut worker: serde_json::Value = serde_json::from_str(&text).unwrap();
+    worker["local_port"] = 18610.into();
+    std::fs::write(&file, worker.to_string()).unwrap();
+    std::fs::remove_file(repo.join("data_bags/service/big.json")).unwrap();
+    std::fs::write(
+        repo.join("data_bags/service/client.json"),
+        r#"{"id": "client", "command": true, "environment": {"PORT": 18611}, "requires": {"WORKER": "{WORKER_URL}"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("nodes.json"),
+        r#"{"__base__": {"run_list": []}, "front": {"run_list": ["recipe[services::client]"]}}"#,
+    )
+    .unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    gantry(&server, &["apply", "--repo", repo.to_str().unwrap()]).ok();
+    let node = |name: &str, address: &str| {
+        // Room for one worker each: a drained worker must go to the spare.
+        let args = ["--machine-id", name, "--address", address, "--capacity", "cpu=2,memory_mb=250", "--drain", "2s"];
+        AgentProcess::start(&server, &work.path().join(name), &args)
+    };
+    let _workers = [node("w1", "127.0.0.31"), node("w2", "127.0.0.32")];
+    let front_args = ["--machine-id", "front", "--group", "front", "--address", "127.0.0.33", "--lb", "haproxy"];
+    let _front = AgentProcess::start(&server, &work.path().join("front"), &front_args);
+    let frontend = "127.0.0.33:18610";
+    eventually("both workers pass and answer through haproxy", Duration::from_secs(30), || {
+        (settled_at(&server, 2).is_some() && get_ok(frontend)).then_some(())
+    });
+    let _spare = node("w3", "127.0.0.34");
+    eventually("the spare node registers", Duration::from_secs(10), || block_on(server.client().machine("w3")).ok());
+
+    // Traffic throughout the drain.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                if get_ok(frontend) {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (ok, failed)
+        })
+    };
+    let drained = gantry(&server, &["node:drain", "w1"]).ok();
+    assert!(drained.contains("drained"), "{drained}");
+    eventually("the moved worker passes on the spare", Duration::from_secs(20), || {
+        let allocs = settled_at(&server, 2)?;
+        allocs.iter().all(|a| a.machine != "w1").then_some(())
+    });
+    // Past the old worker's drain delay, so its stop is under traffic too.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.join().unwrap();
+    assert!(ok > 100, "only {ok} requests were made");
+    assert_eq!(failed, 0, "{failed} of {} requests failed during the drain", ok + failed);
 }
