@@ -22,7 +22,9 @@ pub struct NodeLine {
     /// The `resources` of the static services it runs and of the
     /// allocations placed on it.
     pub reserved: Resources,
-    /// Measured: the node's busy CPU cores and memory in use (whole node).
+    /// Measured by its agent: the CPU cores busy and the resident memory of
+    /// the process trees it supervises (its services and allocations; not
+    /// the rest of the machine, which local nodes of `gantry up` share).
     pub used: Option<Resources>,
     /// Allocations placed on it (not stopped).
     pub allocations: u32,
@@ -86,10 +88,11 @@ impl FleetUsage {
                     machine: m.id.clone(),
                     allocatable: m.capacity.map_or(Resources::ZERO, |c| c.allocatable()),
                     reserved,
-                    used: usages
-                        .iter()
-                        .find(|u| u.machine == m.id)
-                        .map(|u| Resources { cpu: u.cpu, memory_mb: u.memory_mb }),
+                    used: usages.iter().find(|u| u.machine == m.id).map(|u| {
+                        u.processes.values().fold(Resources::ZERO, |sum, p| {
+                            sum + Resources { cpu: p.cpu, memory_mb: p.rss_mb.round() as u64 }
+                        })
+                    }),
                     allocations: u32::try_from(placed.len()).unwrap_or(u32::MAX),
                     eligible: !ineligible.contains(&m.id),
                 }

@@ -66,6 +66,18 @@ pub fn plan(
     let mut problems = Vec::new();
     for (id, (service, public)) in fronted(local, instances, services, role.external) {
         let Some(port) = service.local_port else { continue };
+        // A service of this node already listens there (a scheduled
+        // service placed beside what it requires): the requirement reaches
+        // that instance directly; a frontend could not bind.
+        if let Some(listening) = local.iter().find(|s| s.port() == Some(port)) {
+            if listening.id != id {
+                problems.push(format!(
+                    "service {id}: local_port {port} is where {} listens on this node: give one of them another port",
+                    listening.id
+                ));
+            }
+            continue;
+        }
         let bind = SocketAddr::new(role.address, port);
         if let Some(taken) = frontends.iter().find(|f| f.bind == bind) {
             problems.push(format!(
@@ -198,6 +210,23 @@ mod tests {
         );
         let ids: Vec<&str> = api.backends.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
+    }
+
+    /// A scheduled service placed on a node that runs what it requires, on
+    /// the port the frontend would take: no frontend, the local instance
+    /// answers there itself; another service on that port is a problem.
+    #[test]
+    fn no_frontend_where_a_local_service_already_listens() {
+        let mut services = world();
+        services.insert("api".into(), service("api", r#"{"local_port": 8500, "environment": {"PORT": 8500}, "provides": {"API_URL": "http://{HOST}:{PORT}"}}"#));
+        services.insert("other".into(), service("other", r#"{"environment": {"PORT": 8500}}"#));
+        let instances = vec![instance("api", "a", 8500, Health::Passing)];
+        let role = Role { address: [127, 0, 0, 2].into(), external: None };
+        let (plan_, problems) = plan(&[&services["api"], &services["www"]], &instances, &services, role);
+        assert!(plan_.frontends.is_empty() && problems.is_empty(), "{plan_:?} {problems:?}");
+        let (plan_, problems) = plan(&[&services["other"], &services["www"]], &instances, &services, role);
+        assert!(plan_.frontends.is_empty());
+        assert!(problems[0].contains("local_port 8500 is where other listens"), "{problems:?}");
     }
 
     #[test]

@@ -346,8 +346,23 @@ impl Snapshot {
                 })
             })
             .collect();
-        let jobs =
-            self.services.values().filter_map(|(service, version)| Job::from_service(service, *version)).collect();
+        let jobs = self
+            .services
+            .values()
+            .filter_map(|(service, version)| {
+                let mut job = Job::from_service(service, *version)?;
+                // A federation never sees another's services: its work runs
+                // on its own nodes only.
+                job.constraints.insert(
+                    0,
+                    sched::Constraint::Attribute {
+                        attribute: "federation".to_owned(),
+                        test: sched::AttributeTest::Equals(service.federation.clone()),
+                    },
+                );
+                Some(job)
+            })
+            .collect();
         let allocs = self
             .allocations
             .values()

@@ -344,15 +344,9 @@ fn start_server(state: &Path, tls: &StackTls) -> anyhow::Result<(Proc, String)> 
 /// The node's own agent token (its machine, its services' federation),
 /// in `.gantry/nodes/<node>/token` (0600): the one it had if the server
 /// still knows it, else a new one. An agent never holds the management token.
-async fn agent_token(client: &Client, state: &Path, opened: &Opened, node: &Node) -> anyhow::Result<PathBuf> {
-    let dir = state.join("nodes").join(&node.name);
-    let path = dir.join("token");
-    if let Ok(secret) = crate::context::read_token(&path)
-        && client.clone().with_token(&secret).whoami().await.is_ok()
-    {
-        return Ok(path);
-    }
-    let federation = match (&node.external, &node.group) {
+/// A node's federation: its balancer's, or its group's services'.
+fn node_federation(opened: &Opened, node: &Node) -> String {
+    match (&node.external, &node.group) {
         (Some(federation), _) => federation.clone(),
         (None, Some(group)) => opened
             .repo
@@ -361,7 +355,18 @@ async fn agent_token(client: &Client, state: &Path, opened: &Opened, node: &Node
             .and_then(|g| opened.repo.services_of(g).first().map(|s| s.federation.clone()))
             .unwrap_or_else(|| gantry_api::DEFAULT_FEDERATION.to_owned()),
         (None, None) => gantry_api::DEFAULT_FEDERATION.to_owned(),
-    };
+    }
+}
+
+async fn agent_token(client: &Client, state: &Path, opened: &Opened, node: &Node) -> anyhow::Result<PathBuf> {
+    let dir = state.join("nodes").join(&node.name);
+    let path = dir.join("token");
+    if let Ok(secret) = crate::context::read_token(&path)
+        && client.clone().with_token(&secret).whoami().await.is_ok()
+    {
+        return Ok(path);
+    }
+    let federation = node_federation(opened, node);
     let request = gantry_api::TokenRequest {
         name: format!("agent {}", node.name),
         agent: Some(gantry_api::AgentIdentity { machine: node.name.clone(), federation }),
@@ -407,12 +412,24 @@ fn start_agent(
     if let Some(group) = &node.group {
         command.args(["--group", group]);
     }
-    if let Some(federation) = &node.external {
-        command.args(["--external-lb", "--label", &format!("federation={federation}")]);
+    // The local nodes share one machine: each offers the scheduler a slice
+    // of it. A group node fits two 256 MB workers; the balancer none, so
+    // placement is visibly decided by memory.
+    command.args(["--capacity", if node.external.is_some() { LB_CAPACITY } else { NODE_CAPACITY }]);
+    if node.external.is_some() {
+        command.arg("--external-lb");
     }
+    // Its federation, as its token says: the scheduler places a service
+    // only on nodes of the service's federation.
+    command.args(["--label", &format!("federation={}", node_federation(opened, node))]);
     let child = command.spawn().with_context(|| format!("starting the agent of node {}", node.name))?;
     Proc::of(child.id()).with_context(|| format!("the agent of node {} exited at once", node.name))
 }
+
+/// What each local group node offers the scheduler (`gantry agent --capacity`).
+const NODE_CAPACITY: &str = "cpu=1,memory_mb=600";
+/// What the local external balancer offers: too little for a worker.
+const LB_CAPACITY: &str = "cpu=0.5,memory_mb=128";
 
 /// What one look at the stack found: a line per node and service, and
 /// whether it is ready, or failed for good.
@@ -469,6 +486,17 @@ async fn look(client: &Client, stack: &Stack) -> Look {
             if state.health != Health::Passing {
                 look.waiting.push(format!("{service} on {} is {}", node.name, state.health.word()));
             }
+        }
+    }
+    // Scheduled work that could not be placed keeps the stack from being ready.
+    for job in client.jobs().await.map(|l| l.items).unwrap_or_default() {
+        if job.pending > 0 {
+            look.waiting.push(format!(
+                "{}: {} allocation(s) pending: {}",
+                job.service,
+                job.pending,
+                job.reason.as_deref().unwrap_or("not placed yet")
+            ));
         }
     }
     for url in &stack.public {
@@ -614,9 +642,11 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
         let Some(status) = agents.iter().find(|s| s.machine == node.name) else { continue };
         for (service, state) in &status.processes {
             let p = state.process.as_ref();
+            // Scheduled work is named by its allocation.
+            let kind = if status.allocations.contains_key(service) { "alloc  " } else { "service" };
             writeln!(
                 out,
-                "  service {:<12} :{:<6} {:<9} {:<8} restarts {}",
+                "  {kind} {:<12} :{:<6} {:<9} {:<8} restarts {}",
                 service,
                 state.port,
                 p.map_or("-", |p| p.state.as_str()),
