@@ -427,7 +427,9 @@ impl<'a> Cluster<'a> {
             // the balance in the score must not buy a new node.
             let rank = (strategy == Strategy::Spread || self.in_use_on(n), score);
             scored += 1;
-            if best_rank.is_none_or(|b: (bool, f64)| rank.0 > b.0 || (rank.0 == b.0 && rank.1 > b.1)) {
+            if best_rank
+                .is_none_or(|(in_use, best): (bool, f64)| (rank.0 && !in_use) || (rank.0 == in_use && rank.1 > best))
+            {
                 best_rank = Some(rank);
                 best = Some(Choice { node: n, score, scored: 0 });
             }
