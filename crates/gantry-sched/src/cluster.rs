@@ -4,31 +4,44 @@
 //! whether a node may take a job's allocation and why not.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::model::{Alloc, AttributeTest, Constraint, Eligibility, Node, PortAsk, Resources, Strategy};
 use crate::plan::Blocked;
 
 pub(crate) type NodeIx = u32;
 
-/// A node's place in an index: free memory, free CPU, a tiebreak that
-/// differs per node, the node. Ascending order is fullest first by memory.
+/// A node's place in an index: its free amount of the index's first
+/// dimension, of the other, a tiebreak that differs per node, the node.
+/// Ascending order is fullest first in the first dimension.
 pub(crate) type Key = (u64, u64, u64, NodeIx);
+
+/// Which resource an index orders by first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dimension {
+    Memory = 0,
+    Cpu = 1,
+}
 
 const NONE: u32 = u32::MAX;
 
 pub(crate) struct Cluster<'a> {
     pub nodes: Vec<&'a Node>,
-    by_id: HashMap<&'a str, NodeIx>,
     /// What allocations use on each node (not counting `reserved`).
     used: Vec<Resources>,
-    /// Ports taken on each node: its own and its allocations'.
-    ports: Vec<BTreeSet<u16>>,
+    /// Ports taken on each node, its own and its allocations', sorted
+    /// (a few per node: a sorted vector beats a tree for size and speed).
+    ports: Vec<Vec<u16>>,
     tiebreak: Vec<u64>,
     columns: Vec<Column<'a>>,
-    column_of: HashMap<String, usize>,
+    column_of: FastMap<String, usize>,
     /// Indexes of the placeable nodes, each split into groups by the
     /// values of some attributes; the first splits by none.
     partitions: Vec<Partition>,
+    /// What the placeable nodes offer and have in use in all (reserved
+    /// included), to tell the scarcer resource.
+    offered: Resources,
+    in_use: Resources,
 }
 
 /// One attribute's values on every node, interned.
@@ -50,7 +63,11 @@ pub(crate) struct Group {
     /// The value number of each of the partition's columns (`NONE`: the
     /// nodes lack the attribute).
     pub values: Vec<u32>,
-    pub index: BTreeSet<Key>,
+    members: Vec<NodeIx>,
+    /// The group's nodes ordered by free memory first, and by free CPU
+    /// first (by [`Dimension`]), each built when a placement first needs
+    /// it: a plan that never walks one does not pay for it.
+    indexes: [Option<BTreeSet<Key>>; 2],
 }
 
 /// A node chosen for an allocation.
@@ -70,36 +87,45 @@ pub(crate) struct Feasible {
 
 impl<'a> Cluster<'a> {
     /// `nodes` sorted by id without duplicates; `allocs` the live ones.
-    pub fn new(nodes: Vec<&'a Node>, allocs: &[&Alloc]) -> Cluster<'a> {
-        let by_id: HashMap<&str, NodeIx> =
+    /// Also returns each allocation's node (`None`: not a known node).
+    pub fn new(nodes: Vec<&'a Node>, allocs: &[&Alloc]) -> (Cluster<'a>, Vec<Option<NodeIx>>) {
+        let by_id: FastMap<&str, NodeIx> =
             nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i as NodeIx)).collect();
         let mut used = vec![Resources::ZERO; nodes.len()];
-        let mut ports: Vec<BTreeSet<u16>> = nodes.iter().map(|n| n.used_ports.clone()).collect();
-        for alloc in allocs {
-            if let Some(&n) = by_id.get(alloc.node.as_str()) {
+        let mut ports: Vec<Vec<u16>> = nodes.iter().map(|n| n.used_ports.iter().copied().collect()).collect();
+        let homes = allocs
+            .iter()
+            .map(|alloc| {
+                let n = by_id.get(alloc.node.as_str()).copied()?;
                 used[n as usize] = used[n as usize] + alloc.resources;
-                ports[n as usize].insert(alloc.port);
-            }
-        }
+                take_port(&mut ports[n as usize], alloc.port);
+                Some(n)
+            })
+            .collect();
         // A fixed permutation of the nodes (a bijective mix of their
         // position), so that ties do not always go to the first ids.
         let tiebreak = (0..nodes.len() as u64).map(mix).collect();
         let mut cluster = Cluster {
             nodes,
-            by_id,
             used,
             ports,
             tiebreak,
             columns: Vec::new(),
-            column_of: HashMap::new(),
+            column_of: FastMap::default(),
             partitions: Vec::new(),
+            offered: Resources::ZERO,
+            in_use: Resources::ZERO,
         };
+        for n in 0..cluster.nodes.len() as NodeIx {
+            if !cluster.placeable(n) {
+                continue;
+            }
+            let node = cluster.nodes[n as usize];
+            cluster.offered = cluster.offered + node.allocatable;
+            cluster.in_use = cluster.in_use + node.reserved + cluster.used[n as usize];
+        }
         cluster.partition(&[]);
-        cluster
-    }
-
-    pub fn node(&self, id: &str) -> Option<NodeIx> {
-        self.by_id.get(id).copied()
+        (cluster, homes)
     }
 
     /// Alive and eligible: may take new allocations.
@@ -113,16 +139,20 @@ impl<'a> Cluster<'a> {
         node.allocatable.saturating_sub(node.reserved + self.used[n as usize])
     }
 
-    fn key(&self, n: NodeIx) -> Key {
+    fn key(&self, n: NodeIx, first: Dimension) -> Key {
         let free = self.free(n);
-        (free.memory_mb, free.cpu_milli, self.tiebreak[n as usize], n)
+        let tiebreak = self.tiebreak[n as usize];
+        match first {
+            Dimension::Memory => (free.memory_mb, free.cpu_milli, tiebreak, n),
+            Dimension::Cpu => (free.cpu_milli, free.memory_mb, tiebreak, n),
+        }
     }
 
     /// Takes `resources` and `port` on node `n`.
     pub fn reserve(&mut self, n: NodeIx, resources: Resources, port: u16) {
         self.update(n, |c| {
             c.used[n as usize] = c.used[n as usize] + resources;
-            c.ports[n as usize].insert(port);
+            take_port(&mut c.ports[n as usize], port);
         });
     }
 
@@ -130,23 +160,48 @@ impl<'a> Cluster<'a> {
     pub fn release(&mut self, n: NodeIx, resources: Resources, port: u16) {
         self.update(n, |c| {
             c.used[n as usize] = c.used[n as usize].saturating_sub(resources);
-            if !c.nodes[n as usize].used_ports.contains(&port) {
-                c.ports[n as usize].remove(&port);
+            let taken = &mut c.ports[n as usize];
+            if !c.nodes[n as usize].used_ports.contains(&port)
+                && let Ok(at) = taken.binary_search(&port)
+            {
+                taken.remove(at);
             }
         });
     }
 
     fn update(&mut self, n: NodeIx, change: impl FnOnce(&mut Self)) {
-        let before = self.key(n);
+        let before = (self.key(n, Dimension::Memory), self.key(n, Dimension::Cpu), self.used[n as usize]);
         change(self);
-        let after = self.key(n);
+        let after = (self.key(n, Dimension::Memory), self.key(n, Dimension::Cpu), self.used[n as usize]);
+        if self.placeable(n) {
+            self.in_use = (self.in_use + after.2).saturating_sub(before.2);
+        }
         for p in &mut self.partitions {
             let g = p.group_of[n as usize];
             if g != NONE {
-                let index = &mut p.groups[g as usize].index;
-                index.remove(&before);
-                index.insert(after);
+                let [by_memory, by_cpu] = &mut p.groups[g as usize].indexes;
+                for (index, before, after) in [(by_memory, before.0, after.0), (by_cpu, before.1, after.1)] {
+                    if let Some(index) = index {
+                        index.remove(&before);
+                        index.insert(after);
+                    }
+                }
             }
+        }
+    }
+
+    /// The resource the placeable nodes have the least of left, in
+    /// proportion: the one to fit tightly first. Walking the index of the
+    /// other one skips every node that is full in this one (measured:
+    /// 25 µs a placement instead of 3 on a cluster whose CPU filled first).
+    fn scarcer(&self) -> Dimension {
+        let fraction = |used: u64, offered: u64| if offered == 0 { 1.0 } else { used as f64 / offered as f64 };
+        if fraction(self.in_use.cpu_milli, self.offered.cpu_milli)
+            > fraction(self.in_use.memory_mb, self.offered.memory_mb)
+        {
+            Dimension::Cpu
+        } else {
+            Dimension::Memory
         }
     }
 
@@ -154,11 +209,11 @@ impl<'a> Cluster<'a> {
     pub fn port_for(&self, n: NodeIx, ask: PortAsk) -> Option<u16> {
         let taken = &self.ports[n as usize];
         match ask {
-            PortAsk::Static(port) => (!taken.contains(&port)).then_some(port),
+            PortAsk::Static(port) => taken.binary_search(&port).is_err().then_some(port),
             PortAsk::Dynamic { first, last } => {
                 let mut next = first;
-                for &port in taken.range(first..=last) {
-                    if port != next {
+                for &port in &taken[taken.partition_point(|&p| p < first)..] {
+                    if port != next || port > last {
                         break;
                     }
                     next = next.checked_add(1)?;
@@ -173,7 +228,7 @@ impl<'a> Cluster<'a> {
         if let Some(&c) = self.column_of.get(attribute) {
             return c;
         }
-        let mut numbers: HashMap<&'a str, u32> = HashMap::new();
+        let mut numbers: FastMap<&'a str, u32> = FastMap::default();
         let mut values = Vec::new();
         let of_node = self
             .nodes
@@ -251,21 +306,50 @@ impl<'a> Cluster<'a> {
         if let Some(p) = self.partitions.iter().position(|p| p.columns == columns) {
             return p;
         }
-        let mut number: HashMap<Vec<u32>, u32> = HashMap::new();
-        let mut groups: Vec<Group> = Vec::new();
+        let mut number: FastMap<Vec<u32>, u32> = FastMap::default();
+        let mut dense: Vec<u32> = Vec::new();
+        let mut groups: Vec<(Vec<u32>, Vec<NodeIx>)> = Vec::new();
         let mut group_of = vec![NONE; self.nodes.len()];
+        let mut values = Vec::with_capacity(columns.len());
         for n in 0..self.nodes.len() as NodeIx {
             if !self.placeable(n) {
                 continue;
             }
-            let values: Vec<u32> = columns.iter().map(|&c| self.value_of(c, n)).collect();
-            let g = *number.entry(values.clone()).or_insert_with(|| {
-                groups.push(Group { values, index: BTreeSet::new() });
-                groups.len() as u32 - 1
-            });
+            values.clear();
+            values.extend(columns.iter().map(|&c| self.value_of(c, n)));
+            // One attribute or none (the usual cases): its value numbers
+            // the group directly, without hashing.
+            let found = match values.as_slice() {
+                [] => dense.first().copied(),
+                [v] => dense.get(v.wrapping_add(1) as usize).copied().filter(|&g| g != NONE),
+                _ => number.get(&values).copied(),
+            };
+            let g = match found {
+                Some(g) => g,
+                None => {
+                    let g = groups.len() as u32;
+                    match values.as_slice() {
+                        [] => dense.push(g),
+                        [v] => {
+                            let slot = v.wrapping_add(1) as usize;
+                            if dense.len() <= slot {
+                                dense.resize(slot + 1, NONE);
+                            }
+                            dense[slot] = g;
+                        }
+                        _ => {
+                            number.insert(values.clone(), g);
+                        }
+                    }
+                    groups.push((values.clone(), Vec::new()));
+                    g
+                }
+            };
             group_of[n as usize] = g;
-            groups[g as usize].index.insert(self.key(n));
+            groups[g as usize].1.push(n);
         }
+        let groups =
+            groups.into_iter().map(|(values, members)| Group { values, members, indexes: [None, None] }).collect();
         self.partitions.push(Partition { columns, group_of, groups });
         self.partitions.len() - 1
     }
@@ -277,6 +361,24 @@ impl<'a> Cluster<'a> {
 
     pub fn partition_value_text(&self, partition: usize, b: usize, value: u32) -> &str {
         self.value_text(self.partitions[partition].columns[b], value)
+    }
+
+    /// Readies `partition`'s indexes for the next placements: those of
+    /// the scarcer resource, which [`Cluster::select`] walks.
+    pub fn prepare(&mut self, partition: usize) -> Dimension {
+        let first = self.scarcer();
+        let mut groups = std::mem::take(&mut self.partitions[partition].groups);
+        for group in &mut groups {
+            if group.indexes[first as usize].is_none() {
+                // Built from sorted keys in bulk: a third of the time of
+                // inserting 10,000 keys in node order.
+                let mut keys: Vec<Key> = group.members.iter().map(|&n| self.key(n, first)).collect();
+                keys.sort_unstable();
+                group.indexes[first as usize] = Some(keys.into_iter().collect());
+            }
+        }
+        self.partitions[partition].groups = groups;
+        first
     }
 
     pub fn groups(&self, partition: usize) -> &[Group] {
@@ -293,6 +395,7 @@ impl<'a> Cluster<'a> {
         &self,
         partition: usize,
         g: usize,
+        first: Dimension,
         need: Resources,
         port: PortAsk,
         strategy: Strategy,
@@ -300,13 +403,19 @@ impl<'a> Cluster<'a> {
         avoid: Option<NodeIx>,
         allowed: impl Fn(NodeIx) -> bool,
     ) -> Option<Choice> {
-        let index = &self.partitions[partition].groups[g].index;
-        let from: Key = (need.memory_mb, 0, 0, 0);
+        let group = &self.partitions[partition].groups[g];
+        let index = group.indexes[first as usize].as_ref().expect("Cluster::prepare built the index");
+        let (from, other) = match first {
+            Dimension::Memory => (need.memory_mb, need.cpu_milli),
+            Dimension::Cpu => (need.cpu_milli, need.memory_mb),
+        };
+        let from: Key = (from, 0, 0, 0);
         let mut best: Option<Choice> = None;
+        let mut best_rank = None;
         let mut fallback = None;
         let mut scored = 0;
-        let mut visit = |&(_, cpu, _, n): &Key| -> bool {
-            if cpu < need.cpu_milli || !allowed(n) || self.port_for(n, port).is_none() {
+        let mut visit = |&(_, free_other, _, n): &Key| -> bool {
+            if free_other < other || !allowed(n) || self.port_for(n, port).is_none() {
                 return false;
             }
             if avoid == Some(n) {
@@ -314,8 +423,14 @@ impl<'a> Cluster<'a> {
                 return false;
             }
             let score = self.score(n, need, strategy);
+            // Binpack opens an empty node only when no node in use fits:
+            // the balance in the score must not buy a new node.
+            let rank = (strategy == Strategy::Spread || self.in_use_on(n), score);
             scored += 1;
-            if best.as_ref().is_none_or(|b| score > b.score) {
+            if best_rank
+                .is_none_or(|(in_use, best): (bool, f64)| (rank.0 && !in_use) || (rank.0 == in_use && rank.1 > best))
+            {
+                best_rank = Some(rank);
                 best = Some(Choice { node: n, score, scored: 0 });
             }
             scored >= limit
@@ -343,11 +458,24 @@ impl<'a> Cluster<'a> {
         }
     }
 
-    /// Nomad's fit score of node `n` once `need` is placed on it: with
-    /// `f` the free fraction of each of CPU and memory, binpack scores
+    /// Whether anything runs on node `n` (allocations or static services).
+    fn in_use_on(&self, n: NodeIx) -> bool {
+        self.nodes[n as usize].reserved != Resources::ZERO || self.used[n as usize] != Resources::ZERO
+    }
+
+    /// The score of node `n` once `need` is placed on it, 0 to 1. With
+    /// `f` the free fraction of each of CPU and memory, Nomad's fit is
     /// `(20 - 10^f_cpu - 10^f_mem) / 18` (1 for a node filled exactly, 0
-    /// for an empty one; the power makes a half-empty dimension cost more
-    /// than two quarter-empty ones), spread the complement.
+    /// for an empty one). Spread scores its complement. Binpack weighs it
+    /// equally with the node's balance, `1 - |f_cpu - f_mem|`
+    /// (Kubernetes' BalancedAllocation): among the tightest fits in the
+    /// scarcer resource, the one left balanced strands less memory behind
+    /// full CPU or the other way round. Measured on `bench-scheduler`'s
+    /// random workloads (nodes used over the lower bound, mean and worst
+    /// of 10): 10.6% and 16.9% with the fit alone, 10.2% and 16.1% with
+    /// balance. Letting balance open empty nodes reached 4.2% and 9.0%
+    /// on those mixed workloads, but it put one allocation per node for a
+    /// single job of identical ones, so [`Cluster::select`] does not.
     pub fn score(&self, n: NodeIx, need: Resources, strategy: Strategy) -> f64 {
         let node = self.nodes[n as usize];
         let after = node.reserved + self.used[n as usize] + need;
@@ -356,10 +484,13 @@ impl<'a> Cluster<'a> {
         };
         let f_cpu = free_fraction(after.cpu_milli, node.allocatable.cpu_milli);
         let f_mem = free_fraction(after.memory_mb, node.allocatable.memory_mb);
-        let binpack = (20.0 - 10f64.powf(f_cpu) - 10f64.powf(f_mem)) / 18.0;
+        let fit = (20.0 - 10f64.powf(f_cpu) - 10f64.powf(f_mem)) / 18.0;
         match strategy {
-            Strategy::Binpack => binpack,
-            Strategy::Spread => 1.0 - binpack,
+            Strategy::Binpack => {
+                let balance = 1.0 - (f_cpu - f_mem).abs();
+                (fit + BALANCE_WEIGHT * balance) / (1.0 + BALANCE_WEIGHT)
+            }
+            Strategy::Spread => 1.0 - fit,
         }
     }
 
@@ -408,10 +539,46 @@ impl<'a> Cluster<'a> {
     }
 }
 
+/// Marks `port` taken in the sorted `taken`.
+fn take_port(taken: &mut Vec<u16>, port: u16) {
+    if let Err(at) = taken.binary_search(&port) {
+        taken.insert(at, port);
+    }
+}
+
+/// How much more a binpack score weighs a node's balance than its fit.
+const BALANCE_WEIGHT: f64 = 1.0;
+
 /// A bijection of u64 with good mixing (splitmix64's finaliser).
 fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A hash map with FNV-1a: ids and attribute values hash several times
+/// faster than with SipHash, and the map is only looked up, never iterated
+/// in an order that shows (no flooding concern: the keys are the
+/// operator's own node and job ids).
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }

@@ -3,33 +3,31 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster::{Choice, Cluster, NodeIx};
+use crate::cluster::{Choice, Cluster, FastMap, NodeIx};
 use crate::model::{Alloc, ClientState, Constraint, Desired, Eligibility, Input, Job, Node, Strategy};
 use crate::plan::{Blocked, Pending, PendingReason, PlaceReason, Placement, Plan, Stop, StopReason};
 
 /// Computes the plan for `input`. Pure: the same input gives the same plan.
 pub fn plan(input: &Input) -> Plan {
-    let mut nodes: Vec<&Node> = input.nodes.iter().collect();
-    nodes.sort_by(|a, b| a.id.cmp(&b.id));
-    nodes.dedup_by(|a, b| a.id == b.id);
-    let mut jobs: Vec<&Job> = input.jobs.iter().collect();
-    jobs.sort_by(|a, b| a.id.cmp(&b.id));
-    jobs.dedup_by(|a, b| a.id == b.id);
-    let mut live: Vec<&Alloc> = input.allocs.iter().filter(|a| a.desired == Desired::Run).collect();
-    live.sort_by(|a, b| a.id.cmp(&b.id));
+    let nodes = sorted_by_id(input.nodes.iter().collect(), |n: &&Node| n.id.as_str());
+    let jobs = sorted_by_id(input.jobs.iter().collect(), |j: &&Job| j.id.as_str());
+    // The allocations' order never shows: they are grouped by job and
+    // index, and each index's copies are ranked with the id as the last
+    // key. (Sorting 50,000 ids was a fifth of a plan's time.)
+    let live: Vec<&Alloc> = input.allocs.iter().filter(|a| a.desired == Desired::Run).collect();
 
-    let mut cluster = Cluster::new(nodes, &live);
+    let (mut cluster, at) = Cluster::new(nodes, &live);
     let mut out = Plan::default();
-    let mut by_job: BTreeMap<&str, Vec<&Alloc>> = BTreeMap::new();
-    for alloc in live {
-        by_job.entry(alloc.job.as_str()).or_default().push(alloc);
+    let mut by_job: FastMap<&str, Vec<Live>> = FastMap::default();
+    for (alloc, at) in live.into_iter().zip(at) {
+        by_job.entry(alloc.job.as_str()).or_default().push(Live { alloc, at });
     }
 
     // Allocations of jobs that are gone.
     for (job, allocs) in &by_job {
         if jobs.iter().all(|j| j.id != *job) {
             for alloc in allocs {
-                stop(&mut cluster, &mut out, alloc, StopReason::JobRemoved);
+                stop(&mut cluster, &mut out, *alloc, StopReason::JobRemoved);
             }
         }
     }
@@ -42,19 +40,18 @@ pub fn plan(input: &Input) -> Plan {
         // their resources before anything is placed, so a placement never
         // waits for room that the same plan frees.
         for (alloc, reason) in &w.stops {
-            stop(&mut cluster, &mut out, alloc, *reason);
+            stop(&mut cluster, &mut out, *alloc, *reason);
         }
         if !w.asks.is_empty() {
             work.push(w);
         }
     }
 
-    // Larger asks first (first-fit decreasing): fewer nodes used, and a
-    // big job is not left without a node that small ones fragmented.
-    work.sort_by(|a, b| {
-        let size = |w: &Work| (w.job.resources.memory_mb, w.job.resources.cpu_milli);
-        size(b).cmp(&size(a)).then_with(|| a.job.id.cmp(&b.job.id))
-    });
+    // Jobs are placed in id order. Not largest first: first-fit
+    // decreasing by dominant share packed worse here (nodes used over the
+    // lower bound, worst of 5 random workloads: 21% against 6%), as it
+    // puts all memory-heavy allocations together before any CPU-heavy
+    // one could complement them.
     // A move frees room on its old node that a job placed before it may
     // have lacked: another pass over what is left until nothing moves, so
     // that the plan applied and planned again changes nothing.
@@ -78,8 +75,33 @@ pub fn plan(input: &Input) -> Plan {
     out
 }
 
-fn stop(cluster: &mut Cluster, out: &mut Plan, alloc: &Alloc, reason: StopReason) {
-    if let Some(n) = cluster.node(&alloc.node) {
+/// `items` in id order without duplicate ids (the first kept); usually
+/// given sorted, which is checked in one pass.
+fn sorted_by_id<T>(mut items: Vec<T>, id: impl Fn(&T) -> &str) -> Vec<T> {
+    if !items.is_sorted_by(|a, b| id(a) < id(b)) {
+        items.sort_by(|a, b| id(a).cmp(id(b)));
+        items.dedup_by(|a, b| id(a) == id(b));
+    }
+    items
+}
+
+/// A live allocation and its node (`None`: a node the input lacks).
+#[derive(Clone, Copy)]
+struct Live<'a> {
+    alloc: &'a Alloc,
+    at: Option<NodeIx>,
+}
+
+impl std::ops::Deref for Live<'_> {
+    type Target = Alloc;
+
+    fn deref(&self) -> &Alloc {
+        self.alloc
+    }
+}
+
+fn stop(cluster: &mut Cluster, out: &mut Plan, alloc: Live, reason: StopReason) {
+    if let Some(n) = alloc.at {
         cluster.release(n, alloc.resources, alloc.port);
     }
     out.stop.push(Stop { alloc: alloc.id.clone(), job: alloc.job.clone(), node: alloc.node.clone(), reason });
@@ -90,8 +112,8 @@ struct Work<'a> {
     job: &'a Job,
     /// Live allocations that stay (moves' old allocations included until
     /// their replacement is placed).
-    kept: Vec<&'a Alloc>,
-    stops: Vec<(&'a Alloc, StopReason)>,
+    kept: Vec<Live<'a>>,
+    stops: Vec<(Live<'a>, StopReason)>,
     asks: Vec<Ask<'a>>,
     /// The node of each of the job's allocations: kept, and placed.
     homes: Vec<NodeIx>,
@@ -104,7 +126,7 @@ struct Ask<'a> {
     index: u32,
     reason: PlaceReason,
     /// The allocation it replaces.
-    replaces: Option<&'a Alloc>,
+    replaces: Option<Live<'a>>,
     /// Whether `replaces` is stopped only if this one is placed (a
     /// drained, updated or failed one: better kept than lost for want of
     /// room), rather than already (a lost one).
@@ -113,26 +135,25 @@ struct Ask<'a> {
 }
 
 /// Decides, for one job, what each of its live allocations becomes.
-fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u64, out: &mut Plan) -> Work<'a> {
+fn reconcile<'a>(job: &'a Job, allocs: Vec<Live<'a>>, cluster: &Cluster, now: u64, out: &mut Plan) -> Work<'a> {
     let mut w = Work { job, kept: Vec::new(), stops: Vec::new(), asks: Vec::new(), homes: Vec::new(), blocked: None };
-    let node_of = |a: &Alloc| cluster.node(&a.node).map(|n| cluster.nodes[n as usize]);
-    let on_live_node = |a: &Alloc| node_of(a).is_some_and(|n| n.alive);
+    let node_of = |a: &Live| a.at.map(|n| cluster.nodes[n as usize]);
+    let on_live_node = |a: &Live| node_of(a).is_some_and(|n| n.alive);
 
-    let mut by_index: BTreeMap<u32, Vec<&Alloc>> = BTreeMap::new();
-    for alloc in allocs {
-        by_index.entry(alloc.index).or_default().push(alloc);
-    }
+    let mut allocs = allocs;
+    allocs.sort_unstable_by_key(|a| a.index);
     let mut moves = Vec::new();
     let mut exhausted = 0;
-    for (index, mut copies) in by_index {
+    for copies in allocs.chunk_by_mut(|a, b| a.index == b.index) {
+        let index = copies[0].index;
         if index >= job.count {
-            w.stops.extend(copies.into_iter().map(|a| (a, StopReason::CountReduced)));
+            w.stops.extend(copies.iter().map(|a| (*a, StopReason::CountReduced)));
             continue;
         }
         // One allocation per index: the best copy stays (on a live node,
         // running, of the current version), the others were replaced
         // while their node was away.
-        copies.sort_by_key(|a| {
+        copies.sort_by_cached_key(|a| {
             let state = match a.client {
                 ClientState::Running => 3,
                 ClientState::Pending => 2,
@@ -144,7 +165,7 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u
         let keeper = copies[0];
         w.stops.extend(copies[1..].iter().map(|a| (*a, StopReason::Stale)));
 
-        if !on_live_node(keeper) {
+        if !on_live_node(&keeper) {
             w.stops.push((keeper, StopReason::NodeLost));
             w.asks.push(Ask {
                 index,
@@ -182,7 +203,7 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u
             });
             continue;
         }
-        if node_of(keeper).is_some_and(|n| n.eligibility == Eligibility::Draining) {
+        if node_of(&keeper).is_some_and(|n| n.eligibility == Eligibility::Draining) {
             moves.push((0, keeper, PlaceReason::Drained));
         } else if keeper.job_version != job.version {
             moves.push((1, keeper, PlaceReason::Updated));
@@ -229,7 +250,7 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<&'a Alloc>, cluster: &Cluster, now: u
         });
     }
     w.asks.sort_by_key(|a| (a.conditional, a.index));
-    w.homes = w.kept.iter().filter_map(|a| cluster.node(&a.node)).collect();
+    w.homes = w.kept.iter().filter_map(|a| a.at).collect();
     w
 }
 
@@ -259,7 +280,7 @@ fn place_job(cluster: &mut Cluster, w: &mut Work, sequence: u64, out: &mut Plan)
             left.push(ask);
             continue;
         }
-        let old = ask.replaces.filter(|_| ask.conditional).and_then(|a| cluster.node(&a.node).map(|n| (a, n)));
+        let old = ask.replaces.filter(|_| ask.conditional).and_then(|a| a.at.map(|n| (a, n)));
         if let Some((a, n)) = old {
             cluster.release(n, a.resources, a.port);
             hosting[n as usize] -= 1;
@@ -269,6 +290,7 @@ fn place_job(cluster: &mut Cluster, w: &mut Work, sequence: u64, out: &mut Plan)
             PlaceReason::Rescheduled => old.map(|(_, n)| n),
             _ => None,
         };
+        let first = cluster.prepare(spread.partition);
         let allowed = |n: NodeIx| feasible.pass[n as usize] && !(distinct && hosting[n as usize] > 0);
         let mut choice = None;
         for g in spread.order(cluster) {
@@ -276,7 +298,17 @@ fn place_job(cluster: &mut Cluster, w: &mut Work, sequence: u64, out: &mut Plan)
             if dead[g] && old.is_none() {
                 continue;
             }
-            match cluster.select(spread.partition, g, job.resources, job.port, job.strategy, limit, avoid, allowed) {
+            match cluster.select(
+                spread.partition,
+                g,
+                first,
+                job.resources,
+                job.port,
+                job.strategy,
+                limit,
+                avoid,
+                allowed,
+            ) {
                 Some(c) => {
                     choice = Some((g, c));
                     break;
