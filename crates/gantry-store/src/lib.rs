@@ -356,6 +356,8 @@ impl Txn {
 pub enum Engine {
     /// One append-only log file on this machine.
     Embedded,
+    /// The embedded engine on one redb file instead of the log.
+    Redb,
     /// An etcd v3 cluster.
     Etcd,
 }
@@ -364,6 +366,7 @@ impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Engine::Embedded => "embedded",
+            Engine::Redb => "redb",
             Engine::Etcd => "etcd",
         })
     }
@@ -374,6 +377,8 @@ impl std::fmt::Display for Engine {
 pub enum StoreConfig {
     /// The embedded engine.
     Embedded(EmbeddedConfig),
+    /// The embedded engine on a redb file (`path` is that file).
+    Redb(EmbeddedConfig),
     /// An etcd cluster.
     #[cfg(feature = "etcd")]
     Etcd(EtcdConfig),
@@ -414,6 +419,12 @@ impl EmbeddedConfig {
     /// Defaults for the file `store.log` in the data directory `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> EmbeddedConfig {
         EmbeddedConfig::new(dir.into().join("store.log"))
+    }
+
+    /// Defaults for the redb engine's file `store.redb` in the data
+    /// directory `dir`.
+    pub fn redb_in_dir(dir: impl Into<PathBuf>) -> EmbeddedConfig {
+        EmbeddedConfig::new(dir.into().join("store.redb"))
     }
 }
 
@@ -527,6 +538,7 @@ impl Store {
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
         match config {
             StoreConfig::Embedded(config) => Store::open_embedded(config).await,
+            StoreConfig::Redb(config) => Store::open_redb(config).await,
             #[cfg(feature = "etcd")]
             StoreConfig::Etcd(config) => Store::connect_etcd(config).await,
         }
@@ -537,6 +549,14 @@ impl Store {
     /// second open fails until this store is closed or dropped.
     pub async fn open_embedded(config: EmbeddedConfig) -> Result<Store, StoreError> {
         let backend = embedded::Embedded::open(config).await?;
+        Ok(Store { backend: Arc::new(backend) })
+    }
+
+    /// Opens (or creates) the embedded engine on the redb file at
+    /// `config.path` (checkpoint settings do not apply: redb keeps its
+    /// file compact itself). Locked like the log.
+    pub async fn open_redb(config: EmbeddedConfig) -> Result<Store, StoreError> {
+        let backend = embedded::Embedded::open_redb(config).await?;
         Ok(Store { backend: Arc::new(backend) })
     }
 

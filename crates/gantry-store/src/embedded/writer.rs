@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::{self, Entry, Mutation, Stored};
 use super::file::{self, Checkpoint, LogFile};
 use super::log;
+use super::redb_file::RedbFile;
 use super::state::State;
 use super::{Inner, LeaseClock};
 use crate::backend::{Write, Written};
@@ -89,6 +90,16 @@ pub(crate) enum Outcome {
     Done,
 }
 
+/// Where the writer makes batches durable.
+#[derive(Debug)]
+pub(crate) enum Journal {
+    /// Gantry's append-only log: a record and an `fdatasync` per batch,
+    /// checkpoints beside it.
+    Log(LogFile),
+    /// A redb file: a write transaction per batch.
+    Redb(RedbFile),
+}
+
 /// How the writer runs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WriterConfig {
@@ -101,14 +112,14 @@ pub(crate) struct WriterConfig {
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     queue: mpsc::Receiver<Request>,
-    log: LogFile,
+    journal: Journal,
     config: WriterConfig,
 ) -> Result<(), StoreError> {
     let path = inner.path.clone();
     let writer = Writer {
         inner,
         queue,
-        log,
+        journal,
         config,
         writers: 1,
         last_sync: Duration::ZERO,
@@ -129,7 +140,7 @@ pub(crate) fn spawn(
 struct Writer {
     inner: Arc<Inner>,
     queue: mpsc::Receiver<Request>,
-    log: LogFile,
+    journal: Journal,
     config: WriterConfig,
     /// How many requests the last batch held: an estimate of how many
     /// callers are writing concurrently.
@@ -181,7 +192,9 @@ impl Writer {
             // Let it finish, so that it does not write beside a log that
             // someone else may open once this one is unlocked.
             let _ = in_progress.thread.join();
-            let _ = std::fs::remove_file(file::checkpoint_path(&self.inner.path));
+            if let Journal::Log(log) = &self.journal {
+                log.remove_checkpoint();
+            }
         }
         // Release (and unlock) the file before saying the store is closed.
         drop(self);
@@ -262,22 +275,27 @@ impl Writer {
 
         // Refused requests and failed comparisons change nothing: no record.
         if !changes.entries.is_empty() {
-            let mut payload = Vec::new();
-            for entry in &changes.entries {
-                codec::encode(entry, &mut payload);
-            }
-            let mut record = Vec::with_capacity(payload.len() + 16);
-            log::frame(&payload, &mut record);
             let started = Instant::now();
-            let appended = self.log.append(&record);
+            let durable = match &mut self.journal {
+                Journal::Log(log) => {
+                    let mut payload = Vec::new();
+                    for entry in &changes.entries {
+                        codec::encode(entry, &mut payload);
+                    }
+                    let mut record = Vec::with_capacity(payload.len() + 16);
+                    log::frame(&payload, &mut record);
+                    let appended = log.append(&record);
+                    if let (Ok(()), Some(in_progress)) = (&appended, &mut self.checkpoint) {
+                        in_progress.tail.extend_from_slice(&record);
+                    }
+                    appended.map_err(|error| file::io_error(&self.inner.path, "append to the log", error))
+                }
+                Journal::Redb(redb) => redb.commit(&changes.entries),
+            };
             self.last_sync = started.elapsed();
-            if let Err(error) = appended {
-                let error = file::io_error(&self.inner.path, "append to the log", error);
+            if let Err(error) = durable {
                 fail_all(replies, &error);
                 return Err(Stop);
-            }
-            if let Some(in_progress) = &mut self.checkpoint {
-                in_progress.tail.extend_from_slice(&record);
             }
             self.publish(changes);
         }
@@ -328,15 +346,16 @@ impl Writer {
                     .thread
                     .join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("the checkpoint thread panicked")));
+                let Journal::Log(log) = &mut self.journal else { unreachable!("only the log is checkpointed") };
                 match written {
                     Ok(checkpoint) => {
-                        if self.log.install(checkpoint, &in_progress.tail).is_err() {
+                        if log.install(checkpoint, &in_progress.tail).is_err() {
                             return Err(Stop);
                         }
                     }
                     Err(_) => {
                         // The log is intact: carry on with it, retry later.
-                        self.next_checkpoint = self.log.len() + self.config.checkpoint_bytes;
+                        self.next_checkpoint = log.len() + self.config.checkpoint_bytes;
                     }
                 }
             }
@@ -348,7 +367,11 @@ impl Writer {
     }
 
     fn checkpoint_due(&self) -> bool {
-        let len = self.log.len();
+        // redb keeps its file compact itself.
+        let Journal::Log(log) = &self.journal else {
+            return false;
+        };
+        let len = log.len();
         if len < self.config.checkpoint_bytes.max(self.next_checkpoint) {
             return false;
         }
@@ -360,22 +383,27 @@ impl Writer {
     /// this is a consistent cut), and writes and syncs it on another thread
     /// while the writer goes on.
     fn start_checkpoint(&mut self) {
+        let Journal::Log(log) = &self.journal else {
+            return;
+        };
         let records = encode_checkpoint(&self.inner.state());
         let path = self.inner.path.clone();
+        let disk = log.disk();
+        let log_len = log.len();
         let spawned = std::thread::Builder::new()
             .name("gantry-store-checkpoint".into())
-            .spawn(move || file::write_checkpoint(&path, &records));
+            .spawn(move || file::write_checkpoint(&*disk, &path, &records));
         match spawned {
             Ok(thread) => {
                 self.checkpoint = Some(InProgress { thread, tail: Vec::new() });
             }
-            Err(_) => self.next_checkpoint = self.log.len() + self.config.checkpoint_bytes,
+            Err(_) => self.next_checkpoint = log_len + self.config.checkpoint_bytes,
         }
     }
 }
 
 /// The whole state as framed records.
-fn encode_checkpoint(state: &State) -> Vec<u8> {
+pub(crate) fn encode_checkpoint(state: &State) -> Vec<u8> {
     let mut records = Vec::with_capacity(state.kv_bytes + state.history_bytes + 4096);
     let mut payload = Vec::with_capacity(CHECKPOINT_RECORD_BYTES * 2);
     for entry in state.checkpoint() {
