@@ -108,7 +108,9 @@ use std::time::Duration;
 pub use bytes::Bytes;
 
 use backend::{Backend, Write};
-pub use embedded::{DEFAULT_CHECKPOINT_BYTES, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_REVISIONS};
+pub use embedded::{
+    DEFAULT_CHECKPOINT_BYTES, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_REVISIONS, DEFAULT_MAX_DATA_BYTES,
+};
 pub use error::StoreError;
 pub use key::{MAX_KEY_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES, validate_key, validate_prefix};
 pub use watch::Watch;
@@ -402,6 +404,10 @@ pub struct EmbeddedConfig {
     /// The log is rewritten as a checkpoint once it is larger than this and
     /// than twice the checkpoint (default [`DEFAULT_CHECKPOINT_BYTES`]).
     pub checkpoint_bytes: u64,
+    /// The most bytes of keys and values (plus 48 per key) the store holds:
+    /// it keeps them all in memory, so a write past this bound is refused
+    /// with [`StoreError::Full`] (default [`DEFAULT_MAX_DATA_BYTES`]).
+    pub max_data_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -413,6 +419,7 @@ impl EmbeddedConfig {
             history_bytes: DEFAULT_HISTORY_BYTES,
             watch_buffer: 4096,
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
         }
     }
 
@@ -696,6 +703,14 @@ impl Store {
     /// below an already compacted revision does nothing.
     pub async fn compact(&self, revision: u64) -> Result<(), StoreError> {
         self.backend.compact(revision).await
+    }
+
+    /// Rewrites the embedded store's file compactly now, holding writes
+    /// meanwhile: the log is replaced by a checkpoint of the live state
+    /// (as it is by itself once it outgrows the state), a redb file is
+    /// compacted. Nothing to do on etcd, which compacts its own files.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.backend.checkpoint().await
     }
 
     /// Stops this store. Embedded: later writes on any clone fail with

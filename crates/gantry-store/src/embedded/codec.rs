@@ -145,8 +145,11 @@ pub(crate) fn decode_stored(bytes: &[u8]) -> Option<Stored> {
 /// Roughly how many bytes [`encode`] writes for a stored key: enough to
 /// size buffers and compare the log with the live data.
 pub(crate) fn stored_size(key: &str, stored: &Stored) -> usize {
-    key.len() + stored.value.len() + 48
+    key.len() + stored.value.len() + STORED_OVERHEAD
 }
+
+/// What [`stored_size`] counts for a key besides its name and value.
+pub(crate) const STORED_OVERHEAD: usize = 48;
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
     // Keys, values and counts are bounded far below 4 GiB by the store's

@@ -119,6 +119,11 @@ impl RedbFile {
         self.write(entries).map_err(|e| redb_error(&self.path, "commit", e))
     }
 
+    /// Compacts the file (redb's own: free pages released).
+    pub(crate) fn compact(&mut self) -> Result<(), StoreError> {
+        self.db.compact().map(drop).map_err(|e| redb_error(&self.path, "compact", e))
+    }
+
     fn write(&mut self, entries: &[Entry]) -> Result<(), redb::Error> {
         let txn = self.db.begin_write()?;
         let mut oldest = self.oldest;

@@ -64,6 +64,8 @@ pub(crate) enum Op {
     /// alive since.
     Expire(Vec<i64>),
     Compact(u64),
+    /// Rewrite the file compactly now ([`crate::Store::checkpoint`]).
+    Checkpoint,
     Close,
 }
 
@@ -105,6 +107,9 @@ pub(crate) enum Journal {
 pub(crate) struct WriterConfig {
     /// No checkpoint while the log is smaller than this.
     pub checkpoint_bytes: u64,
+    /// Writes that would take the live keys and values past this are
+    /// refused ([`StoreError::Full`]).
+    pub max_data_bytes: usize,
 }
 
 /// Starts the writer thread. It stops when every sender is dropped, on
@@ -176,7 +181,20 @@ impl Writer {
             let mut batch = self.gather(first);
             let close_at = batch.iter().position(|request| matches!(request.op, Op::Close));
             let rest = close_at.map(|at| batch.split_off(at));
-            let stop = self.commit(batch).is_err() || self.checkpoint_step().is_err();
+            let (forced, batch): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|request| matches!(request.op, Op::Checkpoint));
+            let mut stop = self.commit(batch).is_err() || self.checkpoint_step().is_err();
+            if !stop && !forced.is_empty() {
+                let done = self.checkpoint_now();
+                stop = done.is_err();
+                for reply in forced.into_iter().filter_map(|request| request.reply) {
+                    let answer = match &done {
+                        Ok(()) => Ok(Outcome::Done),
+                        Err(error) => Err(error.copy_for_another_caller()),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
             if let Some(rest) = rest {
                 let mut rest = rest.into_iter();
                 close_reply = rest.next().and_then(|close| close.reply);
@@ -268,7 +286,7 @@ impl Writer {
         let (ops, replies): (Vec<Op>, Vec<_>) = requests.into_iter().map(|request| (request.op, request.reply)).unzip();
         let (outcomes, changes) = {
             let state = self.inner.state();
-            let mut pending = Pending::new(&state, &self.inner);
+            let mut pending = Pending::new(&state, &self.inner, self.config.max_data_bytes);
             let outcomes: Vec<_> = ops.into_iter().map(|op| pending.decide(op)).collect();
             (outcomes, pending.changes)
         };
@@ -366,6 +384,29 @@ impl Writer {
         Ok(())
     }
 
+    /// Checkpoints the log (after finishing one in progress), or compacts
+    /// the redb file, holding writes meanwhile.
+    fn checkpoint_now(&mut self) -> Result<(), StoreError> {
+        let path = self.inner.path.clone();
+        if let Some(in_progress) = self.checkpoint.take() {
+            let _ = in_progress.thread.join().map(|written| {
+                written.and_then(|checkpoint| match &mut self.journal {
+                    Journal::Log(log) => log.install(checkpoint, &in_progress.tail),
+                    Journal::Redb(_) => Ok(()),
+                })
+            });
+        }
+        match &mut self.journal {
+            Journal::Log(log) => {
+                let records = encode_checkpoint(&self.inner.state());
+                let checkpoint = file::write_checkpoint(&*log.disk(), &path, &records)
+                    .map_err(|error| file::io_error(&path, "write a checkpoint", error))?;
+                log.install(checkpoint, &[]).map_err(|error| file::io_error(&path, "install a checkpoint", error))
+            }
+            Journal::Redb(redb) => redb.compact(),
+        }
+    }
+
     fn checkpoint_due(&self) -> bool {
         // redb keeps its file compact itself.
         let Journal::Log(log) = &self.journal else {
@@ -447,12 +488,16 @@ struct Pending<'a> {
     leases: HashMap<i64, bool>,
     revision: u64,
     oldest: u64,
+    /// The live keys' size, as [`State::kv_bytes`] counts it, with this
+    /// batch's changes.
+    kv_bytes: usize,
+    max_data_bytes: usize,
     now: Instant,
     changes: Changes,
 }
 
 impl<'a> Pending<'a> {
-    fn new(state: &'a State, inner: &'a Inner) -> Pending<'a> {
+    fn new(state: &'a State, inner: &'a Inner, max_data_bytes: usize) -> Pending<'a> {
         Pending {
             state,
             inner,
@@ -460,6 +505,8 @@ impl<'a> Pending<'a> {
             leases: HashMap::new(),
             revision: state.revision,
             oldest: state.oldest,
+            kv_bytes: state.kv_bytes,
+            max_data_bytes,
             now: Instant::now(),
             changes: Changes::default(),
         }
@@ -532,6 +579,25 @@ impl<'a> Pending<'a> {
                         return Err(StoreError::LeaseNotFound { lease: *lease });
                     }
                 }
+                let size =
+                    |key: &str, stored: Option<&Stored>| stored.map_or(0, |stored| codec::stored_size(key, stored));
+                let (mut added, mut removed) = (0, 0);
+                for op in &txn.ops {
+                    match op {
+                        TxnOp::Put { key, value, .. } => {
+                            added += key.len() + value.len() + codec::STORED_OVERHEAD;
+                            removed += size(key, self.get(key));
+                        }
+                        TxnOp::Delete { key } => removed += size(key, self.get(key)),
+                    }
+                }
+                // Everything is in memory: past the bound, refuse rather
+                // than grow (a write that does not grow the data passes).
+                let kv_bytes = (self.kv_bytes + added).saturating_sub(removed);
+                if kv_bytes > self.max_data_bytes && added > removed {
+                    return Err(StoreError::Full { limit: self.max_data_bytes as u64 });
+                }
+                self.kv_bytes = kv_bytes;
                 let revision = self.revision + 1;
                 let mut mutations = Vec::with_capacity(txn.ops.len());
                 let mut deleted = 0;
@@ -607,7 +673,7 @@ impl<'a> Pending<'a> {
                 }
                 Ok(Outcome::Done)
             }
-            Op::Close => Ok(Outcome::Done),
+            Op::Close | Op::Checkpoint => Ok(Outcome::Done),
         }
     }
 
@@ -615,6 +681,8 @@ impl<'a> Pending<'a> {
     fn delete_all(&mut self, keys: Vec<String>) {
         let mut mutations = Vec::with_capacity(keys.len());
         for key in keys {
+            let removed = self.get(&key).map_or(0, |stored| codec::stored_size(&key, stored));
+            self.kv_bytes = self.kv_bytes.saturating_sub(removed);
             self.keys.insert(key.clone(), None);
             mutations.push(Mutation::Delete { key });
         }
