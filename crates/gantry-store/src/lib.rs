@@ -20,7 +20,12 @@
 //!   history, written beside it and synced by another thread while writes
 //!   go on, then renamed over it). The file is locked while open, so two
 //!   processes never share it. Everything, keys and watch history, lives in
-//!   memory: the engine is made for a control plane's tens of megabytes.
+//!   memory: the engine is made for a control plane's tens of megabytes,
+//!   and a write that would take the keys and values past
+//!   [`EmbeddedConfig::max_data_bytes`] is refused with
+//!   [`StoreError::Full`]. The same engine runs on a redb file instead of
+//!   the log ([`StoreConfig::Redb`], `--store redb`), measured against it
+//!   and slower (ARCHITECTURE.md, Decisions).
 //! - **etcd** (cargo feature `etcd`, on by default): an etcd v3 cluster that
 //!   several Gantry servers may share. Everything maps onto etcd's own
 //!   primitives: our revision is etcd's revision, compare-and-set is a txn
@@ -86,7 +91,6 @@
 //! `Compacted` once it is behind the history too. Fan-out is one broadcast
 //! of shared events, filtered per watcher, so a thousand watchers of one
 //! prefix cost one commit.
-//! [redb]: https://docs.rs/redb
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -53,9 +53,11 @@ pub const DEFAULT_HISTORY_BYTES: usize = 256 << 20;
 pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// The most bytes of keys and values the embedded engine holds by default:
-/// 1 GiB, about 3.4 million keys of 256 B. Everything is in memory, and
-/// the process takes about 2.4 times this (`bench --only engine`: 1
-/// million keys of 256 B, with the default watch history).
+/// 1 GiB as [`codec::stored_size`] counts them, about 3.4 million keys of
+/// 256 B. Everything is in memory: at 1 million keys of 256 B (318 MB so
+/// counted) and the default watch history the process held 580 MB after
+/// opening and peaked at 907 MB while replaying (`bench --only engine`),
+/// so plan on about three times the bound.
 pub const DEFAULT_MAX_DATA_BYTES: u64 = 1 << 30;
 
 /// How often lease deadlines are checked; a lease ends at most this much
