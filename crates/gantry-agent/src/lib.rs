@@ -18,5 +18,6 @@ pub mod lb;
 pub mod listener;
 pub mod resolve;
 pub mod supervise;
+pub mod usage;
 
 mod process_group;

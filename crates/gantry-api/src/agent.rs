@@ -41,6 +41,9 @@ pub struct AgentStatus {
     /// The local load balancer (`gantry lb:status`); `None` when it is off.
     #[serde(default)]
     pub lb: Option<LbStatus>,
+    /// The scheduled allocations assigned to this node, by allocation id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocations: BTreeMap<String, crate::AllocReport>,
     /// Unix milliseconds.
     pub updated_at_ms: u64,
 }

@@ -28,6 +28,9 @@ pub struct Machine {
     /// Unix seconds of the last registration or fact refresh.
     #[serde(default)]
     pub updated_at: u64,
+    /// What it offers the scheduler; `None` from agents before issue 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<crate::resources::NodeCapacity>,
 }
 
 /// What a machine is made of, like ohai or facter report it.

@@ -12,6 +12,10 @@
 //! agents/<machine>/listener              ListenerSwitch
 //! agents/<machine>/deploy                DeployRequest
 //! agents/<machine>/service/<service>     ServiceControl
+//! agents/<machine>/usage                 NodeUsage (under the agent's lease)
+//! allocs/<machine>/<alloc>               Allocation (the scheduler's; the node's agent runs it)
+//! jobs/<service>                         JobStatus (the scheduler's latest evaluation)
+//! eligibility/<machine>                  NodeEligibility (node:drain / node:eligible)
 //! kv/datastores/<NAME>                   a datastore value (free text)
 //! kv/<anything else>                     free keys (user data)
 //! acl/tokens/<accessor>                  StoredToken (the secret's SHA-256, never the secret)
@@ -28,6 +32,10 @@ pub const GROUPS: &str = "groups/";
 /// Agents' control documents and published status: `agents/<machine>/...`.
 pub const AGENTS: &str = "agents/";
 pub const KV: &str = "kv/";
+/// Scheduled work: `allocs/<machine>/<alloc>`.
+pub const ALLOCS: &str = "allocs/";
+pub const JOBS: &str = "jobs/";
+pub const ELIGIBILITY: &str = "eligibility/";
 /// KV keys (under [`KV`]) of datastore values: `datastores/<NAME>`.
 pub const DATASTORES_KV: &str = "datastores/";
 /// Access control's documents.
@@ -67,6 +75,19 @@ pub fn group(name: &str) -> String {
 pub fn agent(machine: &str) -> String {
     format!("{AGENTS}{machine}/")
 }
+/// The allocations of one node: `allocs/<machine>/`.
+pub fn allocs_of(machine: &str) -> String {
+    format!("{ALLOCS}{machine}/")
+}
+pub fn alloc(machine: &str, id: &str) -> String {
+    format!("{ALLOCS}{machine}/{id}")
+}
+pub fn job(service: &str) -> String {
+    format!("{JOBS}{service}")
+}
+pub fn eligibility(machine: &str) -> String {
+    format!("{ELIGIBILITY}{machine}")
+}
 /// The store key of a KV key (`datastores/X` -> `kv/datastores/X`).
 pub fn kv(key: &str) -> String {
     format!("{KV}{key}")
@@ -87,6 +108,8 @@ pub enum AgentKey {
     Deploy,
     /// `service/<id>`: stop/start/restart of one service ([`crate::ServiceControl`]).
     Service(String),
+    /// `usage`: what the node and its processes use ([`crate::NodeUsage`]).
+    Usage,
 }
 
 impl AgentKey {
@@ -97,6 +120,7 @@ impl AgentKey {
             AgentKey::Listener => format!("{AGENTS}{machine}/listener"),
             AgentKey::Deploy => format!("{AGENTS}{machine}/deploy"),
             AgentKey::Service(id) => format!("{AGENTS}{machine}/service/{id}"),
+            AgentKey::Usage => format!("{AGENTS}{machine}/usage"),
         }
     }
 
@@ -106,6 +130,7 @@ impl AgentKey {
             "status" => Some(AgentKey::Status),
             "listener" => Some(AgentKey::Listener),
             "deploy" => Some(AgentKey::Deploy),
+            "usage" => Some(AgentKey::Usage),
             _ => rest.strip_prefix("service/").filter(|id| is_segment(id)).map(|id| AgentKey::Service(id.to_owned())),
         }
     }
@@ -125,6 +150,12 @@ pub enum StoreKey<'a> {
         machine: &'a str,
         key: AgentKeyRef<'a>,
     },
+    Alloc {
+        machine: &'a str,
+        id: &'a str,
+    },
+    Job(&'a str),
+    Eligibility(&'a str),
     Datastore(&'a str),
     /// Any other KV key (without the `kv/` prefix).
     Kv(&'a str),
@@ -142,6 +173,7 @@ pub enum AgentKeyRef<'a> {
     Listener,
     Deploy,
     Service(&'a str),
+    Usage,
 }
 
 impl AgentKeyRef<'_> {
@@ -151,6 +183,7 @@ impl AgentKeyRef<'_> {
             AgentKeyRef::Listener => AgentKey::Listener,
             AgentKeyRef::Deploy => AgentKey::Deploy,
             AgentKeyRef::Service(id) => AgentKey::Service(id.to_owned()),
+            AgentKeyRef::Usage => AgentKey::Usage,
         }
     }
 }
@@ -181,10 +214,21 @@ impl<'a> StoreKey<'a> {
                 AgentKey::Status => AgentKeyRef::Status,
                 AgentKey::Listener => AgentKeyRef::Listener,
                 AgentKey::Deploy => AgentKeyRef::Deploy,
+                AgentKey::Usage => AgentKeyRef::Usage,
                 // Borrow the id from `key` rather than the parsed copy.
                 AgentKey::Service(_) => AgentKeyRef::Service(&rest["service/".len()..]),
             };
             return Some(StoreKey::Agent { machine, key });
+        }
+        if let Some(rest) = key.strip_prefix(ALLOCS) {
+            let (machine, id) = rest.split_once('/')?;
+            return (is_segment(machine) && is_segment(id)).then_some(StoreKey::Alloc { machine, id });
+        }
+        if let Some(service) = key.strip_prefix(JOBS) {
+            return is_segment(service).then_some(StoreKey::Job(service));
+        }
+        if let Some(machine) = key.strip_prefix(ELIGIBILITY) {
+            return is_segment(machine).then_some(StoreKey::Eligibility(machine));
         }
         if key == ACL_BOOTSTRAP {
             return Some(StoreKey::AclBootstrap);
@@ -228,6 +272,13 @@ mod tests {
         assert_eq!(StoreKey::parse(&acl_policy("ops")), Some(StoreKey::AclPolicy("ops")));
         assert_eq!(StoreKey::parse(&acl_lease("7f")), Some(StoreKey::AclLease("7f")));
         assert_eq!(StoreKey::parse(ACL_BOOTSTRAP), Some(StoreKey::AclBootstrap));
+        assert_eq!(
+            StoreKey::parse(&alloc("m1", "worker-0-1")),
+            Some(StoreKey::Alloc { machine: "m1", id: "worker-0-1" })
+        );
+        assert!(alloc("m1", "a").starts_with(&allocs_of("m1")));
+        assert_eq!(StoreKey::parse(&job("worker")), Some(StoreKey::Job("worker")));
+        assert_eq!(StoreKey::parse(&eligibility("m1")), Some(StoreKey::Eligibility("m1")));
         for (key, parsed) in [
             (AgentKey::Status, AgentKeyRef::Status),
             (AgentKey::Listener, AgentKeyRef::Listener),

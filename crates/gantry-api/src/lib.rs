@@ -13,10 +13,12 @@
 
 pub mod acl;
 pub mod agent;
+pub mod alloc;
 pub mod error;
 pub mod inventory;
 pub mod keys;
 pub mod kv;
+pub mod resources;
 pub mod service;
 pub mod watch;
 
@@ -28,10 +30,15 @@ pub use agent::{
     LbStatus, ListenerStatus, ListenerSwitch, ProcState, ProcessStatus, RunRecord, RunState, ServiceControl,
     ServiceState,
 };
+pub use alloc::{AllocReport, AllocState, Allocation, DesiredState, JobStatus, NodeEligibility, Placement};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use inventory::{DEFAULT_FEDERATION, Disk, Facts, Group, Health, Instance, Machine};
 pub use kv::{DeleteResult, HealthStatus, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, WriteResult};
-pub use service::{CheckSpec, CommandSpec, EnvValue, ResourcesSpec, ServiceDefinition, StatusSpec};
+pub use resources::{CapacitySource, NodeCapacity, NodeUsage, ProcessUsage, Resources};
+pub use service::{
+    CheckSpec, CommandSpec, ConstraintSpec, ConstraintValue, EnvValue, RescheduleSpec, ResourcesSpec,
+    ServiceDefinition, SpreadSpec, StatusSpec,
+};
 pub use watch::{ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind};
 
 /// The port `gantry server` listens on and clients use when none is given.

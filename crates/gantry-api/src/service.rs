@@ -47,6 +47,68 @@ pub struct ServiceDefinition {
     pub check: Option<CheckSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
+    /// A scheduled service: the scheduler keeps this many allocations
+    /// running on nodes with room for them (issue 16); run lists do not name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Where its allocations may go (each must hold on the node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<ConstraintSpec>,
+    /// How its allocations spread over a node attribute's values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<SpreadSpec>,
+    /// `binpack` (the default: the fullest node that fits) or `spread`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// When an allocation that keeps failing is moved to another node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule: Option<RescheduleSpec>,
+}
+
+/// One placement constraint: `{"attribute": "region", "operator": "=",
+/// "value": "us-east-1"}` (operators `=`, `!=`, `in` with a list, `regex`),
+/// or `{"operator": "distinct_hosts"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConstraintSpec {
+    /// `group`, `region`, `federation`, `machine`, `label.NAME` or `fact.NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ConstraintValue>,
+}
+
+/// A constraint's value: one, or a list for `in`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ConstraintValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Spread over a node attribute's values, evenly or by target percentages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadSpec {
+    pub attribute: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<String, u8>,
+}
+
+/// `"reschedule"`: at most `attempts` moves within `interval_s`, the first
+/// after `delay_s`, doubling up to `max_delay_s`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay_s: Option<u64>,
 }
 
 /// `"command"`: a shell line, an argv array, or `true`.

@@ -17,8 +17,30 @@ fn agent_status() {
 
 #[test]
 fn agent_status_without_listener_or_balancer() {
-    let bare = AgentStatus { listener: None, lb: None, processes: Default::default(), ..samples::agent_status() };
+    let bare = AgentStatus {
+        listener: None,
+        lb: None,
+        processes: Default::default(),
+        allocations: Default::default(),
+        ..samples::agent_status()
+    };
     expect_file!["golden/agent_status_bare.json"].assert_eq(&pretty(&bare));
+}
+
+/// A machine record as agents of issue 16 publish it (capacity for the
+/// scheduler), and the usage document beside its status.
+#[test]
+fn capacity_and_usage() {
+    expect_file!["golden/machine.json"].assert_eq(&pretty(&samples::machine()));
+    expect_file!["golden/node_usage.json"].assert_eq(&pretty(&samples::node_usage()));
+}
+
+/// What the scheduler writes: an allocation and a service's evaluation.
+#[test]
+fn scheduled_work() {
+    expect_file!["golden/allocation.json"].assert_eq(&pretty(&samples::allocation()));
+    expect_file!["golden/job_status.json"].assert_eq(&pretty(&samples::job_status()));
+    expect_file!["golden/scheduled_service.json"].assert_eq(&pretty(&samples::scheduled_definition()));
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: T) {
 #[test]
 fn inventory() {
     round_trip(samples::machine());
-    round_trip(Machine { id: "bare".into(), ..samples::machine() });
+    round_trip(Machine { id: "bare".into(), capacity: None, ..samples::machine() });
     round_trip(samples::group());
     round_trip(samples::instance());
     for health in [Health::Passing, Health::Failing, Health::Unknown] {
@@ -52,7 +52,13 @@ fn service_definitions() {
         federation: None,
         check: None,
         resources: None,
+        count: None,
+        constraints: vec![],
+        spread: vec![],
+        strategy: None,
+        reschedule: None,
     });
+    round_trip(samples::scheduled_definition());
     round_trip(StatusSpec::Code(200));
 }
 
@@ -82,6 +88,19 @@ fn agent_documents() {
     round_trip(samples::agent_status());
     round_trip(AgentStatus { listener: None, lb: None, last_deploy: None, api: None, ..samples::agent_status() });
     round_trip(samples::agent_control());
+    round_trip(samples::node_usage());
+    round_trip(samples::allocation());
+    round_trip(Allocation {
+        desired: DesiredState::Stop,
+        stop_reason: Some("node lost".into()),
+        ..samples::allocation()
+    });
+    round_trip(samples::job_status());
+    round_trip(NodeEligibility { machine: "web-1".into(), eligible: false, drain: true, updated_at_ms: 1 });
+    for state in [AllocState::Pending, AllocState::Running, AllocState::Failed, AllocState::Lost, AllocState::Complete]
+    {
+        round_trip(state);
+    }
     round_trip(AgentControl::default());
     round_trip(samples::run_record());
     for state in [RunState::Idle, RunState::Running, RunState::Queued, RunState::Throttled] {

@@ -27,6 +27,28 @@ pub fn machine() -> Machine {
         },
         labels: BTreeMap::from([("group".into(), "web".into()), ("region".into(), "us-east-1".into())]),
         updated_at: 1_700_000_100,
+        capacity: Some(NodeCapacity {
+            total: Resources { cpu: 2.0, memory_mb: 4096 },
+            source: CapacitySource::Measured,
+            reserved: Resources { cpu: 0.5, memory_mb: 512 },
+            scheduled_only: false,
+        }),
+    }
+}
+
+pub fn node_usage() -> NodeUsage {
+    NodeUsage {
+        machine: "web-1".into(),
+        cpu: 0.75,
+        memory_mb: 1900,
+        memory_total_mb: 4096,
+        cpus: 2,
+        load1: 0.42,
+        processes: BTreeMap::from([(
+            "api".into(),
+            ProcessUsage { cpu_seconds: 12.5, cpu: 0.25, rss_mb: 48.0, processes: 3 },
+        )]),
+        measured_at_ms: 1_700_000_000_000,
     }
 }
 
@@ -79,6 +101,48 @@ pub fn service_definition() -> ServiceDefinition {
             restart_after: Some(30),
         }),
         resources: Some(ResourcesSpec { cpu: Some(0.5), memory_mb: Some(256) }),
+        count: None,
+        constraints: vec![],
+        spread: vec![],
+        strategy: None,
+        reschedule: None,
+    }
+}
+
+/// A scheduled service: `count` and what decides where its allocations go.
+pub fn scheduled_definition() -> ServiceDefinition {
+    ServiceDefinition {
+        id: "worker".into(),
+        command: Some(CommandSpec::Shell("exec python3 bin/worker.py".into())),
+        environment: BTreeMap::new(),
+        local_port: None,
+        run_list: vec![],
+        count: Some(3),
+        constraints: vec![
+            ConstraintSpec {
+                attribute: Some("region".into()),
+                operator: "=".into(),
+                value: Some(ConstraintValue::One("us-east-1".into())),
+            },
+            ConstraintSpec {
+                attribute: Some("label.rack".into()),
+                operator: "in".into(),
+                value: Some(ConstraintValue::Many(vec!["r1".into(), "r2".into()])),
+            },
+            ConstraintSpec { attribute: None, operator: "distinct_hosts".into(), value: None },
+        ],
+        spread: vec![SpreadSpec {
+            attribute: "label.rack".into(),
+            targets: BTreeMap::from([("r1".into(), 50), ("r2".into(), 50)]),
+        }],
+        strategy: Some("binpack".into()),
+        reschedule: Some(RescheduleSpec {
+            attempts: Some(3),
+            interval_s: Some(600),
+            delay_s: Some(5),
+            max_delay_s: None,
+        }),
+        ..service_definition()
     }
 }
 
@@ -152,7 +216,52 @@ pub fn agent_status() -> AgentStatus {
             last_apply: Some(LbApply { at_ms: 1_700_000_002_000, check_us: 80_000, reload_us: 100_000 }),
             error: None,
         }),
+        allocations: BTreeMap::from([(
+            "worker.0.7".into(),
+            AllocReport {
+                state: AllocState::Running,
+                restarts: 0,
+                healthy: true,
+                since_ms: 1_700_000_009_000,
+                message: None,
+            },
+        )]),
         updated_at_ms: 1_700_000_010_000,
+    }
+}
+
+pub fn allocation() -> Allocation {
+    Allocation {
+        id: "worker.0.7".into(),
+        service: "worker".into(),
+        federation: "default".into(),
+        index: 0,
+        version: 31,
+        machine: "web-1".into(),
+        resources: Resources { cpu: 0.25, memory_mb: 256 },
+        port: 20417,
+        desired: DesiredState::Run,
+        stop_reason: None,
+        placement: Placement {
+            reason: "lost".into(),
+            score: 0.82,
+            explanation: "binpack score 0.82; 2 of 3 nodes feasible".into(),
+        },
+        replaces: Some("worker.0.3".into()),
+        reschedules: vec![],
+        created_at_ms: 1_700_000_008_000,
+    }
+}
+
+pub fn job_status() -> JobStatus {
+    JobStatus {
+        service: "worker".into(),
+        version: 31,
+        desired: 3,
+        placed: 2,
+        pending: 1,
+        reason: Some("3 nodes lack memory (need 256 MB, largest free 128 MB)".into()),
+        evaluated_at_ms: 1_700_000_008_000,
     }
 }
 

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod deploy;
+pub mod fleet;
 
 use std::time::Duration;
 
@@ -18,9 +19,10 @@ use bytes::{Buf, BytesMut};
 use futures::{Stream, StreamExt};
 use gantry_api::keys::AgentKey;
 use gantry_api::{
-    AgentControl, AgentStatus, DeleteResult, DeployRequest, ErrorBody, ErrorCode, Group, HealthStatus, Instance,
-    KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, Policy, ResetEvent, ServiceControl,
-    ServiceDefinition, Token, TokenCreated, TokenRequest, WATCH_RESET_EVENT, WatchEvent, Whoami, WriteResult, keys,
+    AgentControl, AgentStatus, Allocation, DeleteResult, DeployRequest, ErrorBody, ErrorCode, Group, HealthStatus,
+    Instance, JobStatus, KvEntry, KvList, LeaseGrant, LeaseRequest, ListenerSwitch, Listing, Machine, NodeEligibility,
+    NodeUsage, Policy, ResetEvent, ServiceControl, ServiceDefinition, Token, TokenCreated, TokenRequest,
+    WATCH_RESET_EVENT, WatchEvent, Whoami, WriteResult, keys,
 };
 use gantry_tls::TlsError;
 use gantry_tls::config::ClientTls;
@@ -460,6 +462,10 @@ impl Client {
                 if statuses.items.iter().any(|s| under(AgentKey::Status.of(&s.machine))) {
                     return Ok((statuses.revision, true));
                 }
+                let usages = self.usages().await?;
+                if usages.items.iter().any(|u| under(AgentKey::Usage.of(&u.machine))) {
+                    return Ok((usages.revision, true));
+                }
                 let machines = self.machines().await?;
                 let mut known: Vec<&str> = machines.items.iter().map(|m| m.id.as_str()).collect();
                 known.extend(statuses.items.iter().map(|s| s.machine.as_str()));
@@ -537,6 +543,51 @@ impl Client {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// What every connected node and its processes use (`gantry nodes:usage`).
+    pub async fn usages(&self) -> Result<Listing<NodeUsage>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/usage")).await
+    }
+
+    /// Publishes what a node uses (under its agent's lease).
+    pub async fn put_usage(&self, usage: &NodeUsage, options: PutOptions) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/agents/{}/usage", encode_path(&usage.machine));
+        self.call(options.apply(self.request(Method::PUT, &path).json(usage))).await
+    }
+
+    // ---- Scheduling ----
+
+    /// Every allocation, on every node (`gantry alloc:list`).
+    pub async fn allocations(&self) -> Result<Listing<Allocation>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/allocations")).await
+    }
+
+    /// The allocations placed on one node: what its agent runs.
+    pub async fn node_allocations(&self, machine: &str) -> Result<Listing<Allocation>, ClientError> {
+        self.call(self.request(Method::GET, &format!("/v1/nodes/{}/allocations", encode_path(machine)))).await
+    }
+
+    /// Writes an allocation as is (the scheduler writes them; an operator may).
+    pub async fn put_allocation(&self, alloc: &Allocation) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/nodes/{}/allocations/{}", encode_path(&alloc.machine), encode_path(&alloc.id));
+        self.call(self.request(Method::PUT, &path).json(alloc)).await
+    }
+
+    /// Each scheduled service's latest evaluation.
+    pub async fn jobs(&self) -> Result<Listing<JobStatus>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/jobs")).await
+    }
+
+    /// Every node's eligibility record (nodes without one are eligible).
+    pub async fn eligibilities(&self) -> Result<Listing<NodeEligibility>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/eligibility")).await
+    }
+
+    /// Sets a node's eligibility (`gantry node:drain`, `node:eligible`).
+    pub async fn put_eligibility(&self, eligibility: &NodeEligibility) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/nodes/{}/eligibility", encode_path(&eligibility.machine));
+        self.call(self.request(Method::PUT, &path).json(eligibility)).await
     }
 
     /// Publishes an agent's status (under its lease, so it leaves with the agent).

@@ -265,10 +265,15 @@ fn by_rules(
 /// definition without one is in `default`); `None` for other keys.
 fn federation_of(key: &StoreKey<'_>, owner: Option<&Owner<'_>>, acl: &Acl) -> Option<String> {
     match key {
-        StoreKey::Service(id) | StoreKey::Instance { service: id, .. } => Some(
+        StoreKey::Service(id) | StoreKey::Instance { service: id, .. } | StoreKey::Job(id) => Some(
             owner
                 .and_then(|o| o.federation.map(str::to_owned))
                 .or_else(|| acl.service_federation(id))
+                .unwrap_or_else(|| gantry_api::DEFAULT_FEDERATION.to_owned()),
+        ),
+        StoreKey::Alloc { .. } => Some(
+            owner
+                .and_then(|o| o.federation.map(str::to_owned))
                 .unwrap_or_else(|| gantry_api::DEFAULT_FEDERATION.to_owned()),
         ),
         _ => None,
@@ -294,18 +299,26 @@ fn as_agent(agent: &AgentIdentity, known: &Known, acl: &Acl, action: Action, tar
             StoreKey::Instance { service, id } => {
                 // Only its own instance, of a service it runs, in its
                 // federation, at its own address: no one else's traffic.
-                *id == me
+                // A static service's instance is named after the machine,
+                // a scheduled one's after the allocation placed here.
+                let allocation = acl.agent_runs_allocation(me, service, id);
+                (*id == me || allocation)
                     && match owner {
                         None => action == Action::Delete,
                         Some(o) => {
                             o.machine == Some(me)
                                 && o.federation == Some(agent.federation.as_str())
                                 && o.address.is_some_and(|a| acl.machine_address(me).as_deref() == Some(a))
-                                && acl.agent_runs(me, service)
+                                && (allocation || acl.agent_runs(me, service))
                         }
                     }
             }
-            StoreKey::Agent { machine, key } => *machine == me && (reading || matches!(key, AgentKeyRef::Status)),
+            // Its own allocations: read, never written (the scheduler's).
+            StoreKey::Alloc { machine, .. } => reading && *machine == me,
+            StoreKey::Job(_) | StoreKey::Eligibility(_) => false,
+            StoreKey::Agent { machine, key } => {
+                *machine == me && (reading || matches!(key, AgentKeyRef::Status | AgentKeyRef::Usage))
+            }
             StoreKey::Datastore(name) => reading && acl.agent_may_read_datastore(agent, name),
             StoreKey::Kv(_)
             | StoreKey::AclToken(_)
@@ -318,6 +331,7 @@ fn as_agent(agent: &AgentIdentity, known: &Known, acl: &Acl, action: Action, tar
                 && (matches!(*prefix, "groups/" | "services/" | "instances/" | "kv/datastores/")
                     || prefix.strip_prefix("instances/").is_some_and(|s| s.ends_with('/') && s.len() > 1)
                     || *prefix == gantry_api::keys::agent(me)
+                    || *prefix == gantry_api::keys::allocs_of(me)
                     || *prefix == gantry_api::keys::machine(me))
         }
         Target::Lease(None) => true,

@@ -65,9 +65,12 @@ mod openapi;
 mod query;
 mod resource;
 mod routes;
+mod scheduling;
 #[cfg(test)]
 mod tests;
 mod watch;
+
+pub use scheduling::scheduler::{LEADER_KEY as SCHEDULER_LEADER_KEY, SchedulerConfig, spawn as spawn_scheduler};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -66,6 +66,7 @@ pub fn base() -> OpenApi {
             (name = "leases", description = "Leases: keys written under one disappear when it is not renewed."),
             (name = "watch", description = "Every change under a key prefix, as Server-Sent Events, resumable."),
             (name = "agents", description = "What agents publish about themselves and the control documents operators write for them."),
+            (name = "scheduling", description = "Scheduled services (issue 16): allocations placed on nodes, each service's latest evaluation, and nodes' eligibility (drain)."),
             (name = "acl", description = "Access control: tokens (`Authorization: Bearer <secret>` on every request) and the policies they hold. Default deny."),
             (name = "server", description = "The server itself."),
         ),

@@ -11,8 +11,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::routing::{self, MethodRouter};
 use gantry_api::keys::{self, AgentKey, AgentKeyRef, StoreKey};
 use gantry_api::{
-    AgentStatus, DeployRequest, ErrorCode, Group, Instance, ListenerSwitch, Listing, MANAGEMENT_POLICY, Machine,
-    Policy, ServiceControl, ServiceDefinition, WriteResult,
+    AgentStatus, Allocation, DeployRequest, ErrorCode, Group, Instance, JobStatus, ListenerSwitch, Listing,
+    MANAGEMENT_POLICY, Machine, NodeEligibility, NodeUsage, Policy, ServiceControl, ServiceDefinition, WriteResult,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -343,6 +343,141 @@ impl Resource for AgentStatuses {
 
     fn missing(machine: &String) -> String {
         format!("no agent {machine:?} connected")
+    }
+}
+
+/// `agents/<machine>/usage`: what each node and its processes use.
+#[derive(Debug)]
+pub struct AgentUsages;
+
+impl Resource for AgentUsages {
+    type Body = NodeUsage;
+    type Id = String;
+    const WHAT: &'static str = "usage of machine";
+    const IDS: &'static [&'static str] = &["machine"];
+    const TAG: &'static str = "agents";
+    const ROUTES: Routes = Routes {
+        list: Some(List { path: "/v1/usage", prefix: keys::AGENTS }),
+        item: "/v1/agents/{machine}/usage",
+        put: "/v1/agents/{machine}/usage",
+        delete: false,
+    };
+
+    fn key(machine: &String) -> String {
+        AgentKey::Usage.of(machine)
+    }
+
+    fn is_document(key: &StoreKey<'_>) -> bool {
+        matches!(key, StoreKey::Agent { key: AgentKeyRef::Usage, .. })
+    }
+
+    fn check(machine: &String, usage: &NodeUsage, _raw: &[u8]) -> ApiResult<()> {
+        same("machine", &usage.machine, machine)
+    }
+
+    fn owner(usage: &NodeUsage) -> Owner<'_> {
+        Owner { machine: Some(&usage.machine), federation: None, address: None }
+    }
+
+    fn missing(machine: &String) -> String {
+        format!("no usage published by machine {machine:?} (is its agent connected?)")
+    }
+}
+
+/// `allocs/<machine>/<id>`: scheduled work placed on a node. The scheduler
+/// writes them; an operator may (as any document), an agent only reads its own.
+#[derive(Debug)]
+pub struct Allocations;
+
+impl Resource for Allocations {
+    type Body = Allocation;
+    type Id = (String, String);
+    const WHAT: &'static str = "allocation";
+    const IDS: &'static [&'static str] = &["machine", "allocation"];
+    const TAG: &'static str = "scheduling";
+    const ROUTES: Routes = Routes {
+        list: Some(List { path: "/v1/allocations", prefix: keys::ALLOCS }),
+        item: "/v1/nodes/{machine}/allocations/{id}",
+        put: "/v1/nodes/{machine}/allocations/{id}",
+        delete: true,
+    };
+
+    fn key((machine, id): &(String, String)) -> String {
+        keys::alloc(machine, id)
+    }
+
+    fn check((machine, id): &(String, String), alloc: &Allocation, _raw: &[u8]) -> ApiResult<()> {
+        same("machine", &alloc.machine, machine)?;
+        same("id", &alloc.id, id)
+    }
+
+    fn owner(alloc: &Allocation) -> Owner<'_> {
+        Owner { machine: Some(&alloc.machine), federation: Some(&alloc.federation), address: None }
+    }
+
+    fn missing((machine, id): &(String, String)) -> String {
+        format!("no allocation {id:?} on node {machine:?}")
+    }
+}
+
+/// `jobs/<service>`: the scheduler's latest evaluation of a scheduled service.
+#[derive(Debug)]
+pub struct Jobs;
+
+impl Resource for Jobs {
+    type Body = JobStatus;
+    type Id = String;
+    const WHAT: &'static str = "job status of service";
+    const IDS: &'static [&'static str] = &["service"];
+    const TAG: &'static str = "scheduling";
+    const ROUTES: Routes = Routes {
+        list: Some(List { path: "/v1/jobs", prefix: keys::JOBS }),
+        item: "/v1/jobs/{service}",
+        put: "/v1/jobs/{service}",
+        delete: true,
+    };
+
+    fn key(service: &String) -> String {
+        keys::job(service)
+    }
+
+    fn check(service: &String, job: &JobStatus, _raw: &[u8]) -> ApiResult<()> {
+        same("service", &job.service, service)
+    }
+
+    fn missing(service: &String) -> String {
+        format!("no job status for service {service:?} (is it a scheduled service, with a \"count\"?)")
+    }
+}
+
+/// `eligibility/<machine>`: whether the scheduler may place work on a node,
+/// and whether it is draining (`gantry node:drain`, `node:eligible`).
+#[derive(Debug)]
+pub struct Eligibilities;
+
+impl Resource for Eligibilities {
+    type Body = NodeEligibility;
+    type Id = String;
+    const WHAT: &'static str = "eligibility of node";
+    const IDS: &'static [&'static str] = &["machine"];
+    const TAG: &'static str = "scheduling";
+    const ROUTES: Routes = Routes {
+        list: Some(List { path: "/v1/eligibility", prefix: keys::ELIGIBILITY }),
+        item: "/v1/nodes/{machine}/eligibility",
+        put: "/v1/nodes/{machine}/eligibility",
+        delete: true,
+    };
+
+    fn key(machine: &String) -> String {
+        keys::eligibility(machine)
+    }
+
+    fn check(machine: &String, eligibility: &NodeEligibility, _raw: &[u8]) -> ApiResult<()> {
+        same("machine", &eligibility.machine, machine)
+    }
+
+    fn missing(machine: &String) -> String {
+        format!("node {machine:?} has no eligibility record: it is eligible")
     }
 }
 

@@ -15,10 +15,10 @@ use crate::error::ApiResult;
 use crate::gate::{AppState, Gate};
 use crate::openapi::{self, Errors};
 use crate::resource::{
-    self, AgentStatuses, DeployRequests, Groups, Instances, ListenerSwitches, Machines, Policies, ServiceControls,
-    Services,
+    self, AgentStatuses, AgentUsages, Allocations, DeployRequests, Eligibilities, Groups, Instances, Jobs,
+    ListenerSwitches, Machines, Policies, ServiceControls, Services,
 };
-use crate::{acl_routes, agents, inventory, kv, watch};
+use crate::{acl_routes, agents, inventory, kv, scheduling, watch};
 
 /// Every route, with its documentation.
 pub fn api() -> OpenApiRouter<AppState> {
@@ -33,6 +33,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(kv::lease_revoke))
         .routes(routes!(watch::watch))
         .routes(routes!(inventory::machine_instances))
+        .routes(routes!(scheduling::node_allocations))
         .routes(routes!(inventory::service_instances))
         .routes(routes!(inventory::instances_with_property))
         .routes(routes!(inventory::lookup))
@@ -46,6 +47,10 @@ pub fn api() -> OpenApiRouter<AppState> {
     api = resource::mount::<Services>(api);
     api = resource::mount::<Instances>(api);
     api = resource::mount::<AgentStatuses>(api);
+    api = resource::mount::<AgentUsages>(api);
+    api = resource::mount::<Allocations>(api);
+    api = resource::mount::<Jobs>(api);
+    api = resource::mount::<Eligibilities>(api);
     api = resource::mount::<ListenerSwitches>(api);
     api = resource::mount::<DeployRequests>(api);
     api = resource::mount::<ServiceControls>(api);

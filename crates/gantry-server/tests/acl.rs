@@ -60,6 +60,7 @@ fn machine(id: &str, address: &str, group: &str) -> Machine {
         facts: Default::default(),
         labels: BTreeMap::from([("group".into(), group.into())]),
         updated_at: 0,
+        capacity: None,
     }
 }
 
@@ -207,6 +208,7 @@ async fn every_route_refuses_callers_without_the_right() {
                 || template.starts_with("/v1/leases/")
                 || template == "/v1/machines/{id}"
                 || template == "/v1/agents/{machine}/status"
+                || template == "/v1/agents/{machine}/usage"
                 || template == "/v1/services/{service}/instances/{id}";
             let operator_only = writes && !agents_write;
             let about_m1 = template.contains("{machine}")
@@ -278,6 +280,10 @@ async fn the_attacks_found_on_an_open_server_all_fail() {
         assert_eq!(code(forger.put_service_control("m1", "api", &stop).await), Some(ErrorCode::Forbidden));
     }
     assert_eq!(code(m2.put_agent_status(&status("m1"), PutOptions::default()).await), Some(ErrorCode::Forbidden));
+    // Usage: its own only (the scheduler reads it beside what it placed).
+    assert_eq!(code(m2.put_usage(&usage("m1"), PutOptions::default()).await), Some(ErrorCode::Forbidden));
+    m1.put_usage(&usage("m1"), PutOptions::default()).await.unwrap();
+    assert_eq!(code(anonymous.usages().await), Some(ErrorCode::Unauthorized));
     // Cross-federation reads: green's agent sees green's only.
     let services: Vec<String> = m2.services().await.unwrap().items.into_iter().map(|d| d.id).collect();
     assert_eq!(services, ["www"]);
@@ -297,6 +303,71 @@ async fn the_attacks_found_on_an_open_server_all_fail() {
     let m1_instance = s.client.service_instances("api", &[]).await.unwrap().items.remove(0);
     assert_eq!(m1_instance.address, "127.0.0.2");
     let _ = before;
+}
+
+/// Scheduled work (issue 16): the scheduler's documents are written by no
+/// agent; an agent reads its own node's allocations only, and registers an
+/// instance under an allocation's id only where that allocation was placed.
+#[tokio::test]
+async fn agents_read_their_own_allocations_and_register_only_what_was_placed_on_them() {
+    let s = TestServer::embedded_with_acl().await;
+    fleet(&s).await;
+    let anonymous = Client::new(&s.url);
+    let m1 = agent(&s, "m1", "blue").await;
+    let m2 = agent(&s, "m2", "green").await;
+    let placed: gantry_api::Allocation = serde_json::from_value(serde_json::json!({
+        "id": "api.0.9", "service": "api", "federation": "blue", "index": 0, "version": 1, "machine": "m1",
+        "resources": {"cpu": 0.5, "memory_mb": 64}, "port": 20001, "desired": "run",
+        "placement": {"reason": "new", "score": 0.5, "explanation": "binpack"}, "created_at_ms": 1}))
+    .unwrap();
+    // Only an operator (the scheduler writes the store directly) writes them.
+    for forger in [&m1, &m2] {
+        assert_eq!(code(forger.put_allocation(&placed).await), Some(ErrorCode::Forbidden));
+    }
+    assert_eq!(code(anonymous.put_allocation(&placed).await), Some(ErrorCode::Unauthorized));
+    s.client.put_allocation(&placed).await.unwrap();
+    // m1 reads its own; m2 neither m1's nor the whole list's items.
+    assert_eq!(m1.node_allocations("m1").await.unwrap().items, std::slice::from_ref(&placed));
+    assert_eq!(code(m2.node_allocations("m1").await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(m2.allocations().await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(anonymous.allocations().await), Some(ErrorCode::Unauthorized));
+    // Drain and evaluations are the operators'.
+    let drain = gantry_api::NodeEligibility { machine: "m1".into(), eligible: false, drain: true, updated_at_ms: 1 };
+    assert_eq!(code(m1.put_eligibility(&drain).await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(m1.jobs().await), Some(ErrorCode::Forbidden));
+    // A federation-scoped reader sees its federation's allocations only.
+    let green = Policy {
+        name: "green-reader".into(),
+        description: String::new(),
+        rules: vec![Rule { prefix: "allocs/".into(), access: Access::Read }],
+        federations: vec!["green".into()],
+    };
+    s.client.put_policy(&green).await.unwrap();
+    let reader =
+        token(&s, TokenRequest { name: "green".into(), policies: vec![green.name], ..Default::default() }).await;
+    assert_eq!(reader.allocations().await.unwrap().items, []);
+    // m1 registers the allocation's instance (id = the allocation's, its
+    // own address); m2 cannot claim it, and m1 cannot invent another.
+    let mut mine = instance("api", "m1", "127.0.0.2", "blue");
+    mine.id = placed.id.clone();
+    mine.port = placed.port;
+    m1.put_instance(&mine, PutOptions::default()).await.unwrap();
+    let mut claimed = instance("api", "m2", "127.0.0.3", "blue");
+    claimed.id = placed.id.clone();
+    assert_eq!(code(m2.put_instance(&claimed, PutOptions::default()).await), Some(ErrorCode::Forbidden));
+    let mut invented = mine.clone();
+    invented.id = "api.7.9".into();
+    assert_eq!(code(m1.put_instance(&invented, PutOptions::default()).await), Some(ErrorCode::Forbidden));
+    // Stopped, the allocation no longer lets m1 register it.
+    let stopped = gantry_api::Allocation { desired: gantry_api::DesiredState::Stop, ..placed };
+    s.client.put_allocation(&stopped).await.unwrap();
+    assert_eq!(code(m1.put_instance(&mine, PutOptions::default()).await), Some(ErrorCode::Forbidden));
+}
+
+fn usage(machine: &str) -> gantry_api::NodeUsage {
+    serde_json::from_value(serde_json::json!({"machine": machine, "cpu": 0.2, "memory_mb": 100,
+        "memory_total_mb": 1000, "cpus": 2, "load1": 0.0, "measured_at_ms": 1}))
+    .unwrap()
 }
 
 fn status(machine: &str) -> gantry_api::AgentStatus {

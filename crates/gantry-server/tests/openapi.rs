@@ -64,6 +64,7 @@ pub(crate) fn fill(template: &str, lease: &str, accessor: &str) -> String {
                 "machines" | "instances" => "m1",
                 "services" => "api",
                 "leases" => lease,
+                "allocations" => "a1",
                 other => panic!("no plausible {{id}} after {other:?} in {template}: add one"),
             },
             s if s.starts_with('{') => panic!("no plausible value for {s} in {template}: add one"),
@@ -86,6 +87,7 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
             facts: Default::default(),
             labels: BTreeMap::new(),
             updated_at: 0,
+            capacity: None,
         }),
         ("PUT", "/v1/groups/{name}") => {
             json(&Group { name: "web".into(), run_list: vec![], services: vec!["api".into()] })
@@ -114,8 +116,37 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
             api: Some("http://127.0.0.1:9".into()),
             processes: BTreeMap::new(),
             lb: None,
+            allocations: Default::default(),
             updated_at_ms: 1,
         }),
+        ("PUT", "/v1/agents/{machine}/usage") => json(&gantry_api::NodeUsage {
+            machine: "m1".into(),
+            cpu: 0.5,
+            memory_mb: 300,
+            memory_total_mb: 1000,
+            cpus: 2,
+            load1: 0.1,
+            processes: BTreeMap::new(),
+            measured_at_ms: 1,
+        }),
+        ("PUT", "/v1/nodes/{machine}/allocations/{id}") => {
+            let mut alloc = serde_json::from_str::<gantry_api::Allocation>(ALLOCATION).unwrap();
+            alloc.machine = "m1".into();
+            alloc.id = "a1".into();
+            json(&alloc)
+        }
+        ("PUT", "/v1/jobs/{service}") => json(&gantry_api::JobStatus {
+            service: "api".into(),
+            version: 1,
+            desired: 1,
+            placed: 1,
+            pending: 0,
+            reason: None,
+            evaluated_at_ms: 1,
+        }),
+        ("PUT", "/v1/nodes/{machine}/eligibility") => {
+            json(&gantry_api::NodeEligibility { machine: "m1".into(), eligible: true, drain: false, updated_at_ms: 1 })
+        }
         ("PUT", "/v1/agents/{machine}/listener") => json(&ListenerSwitch { enabled: true }),
         ("PUT", "/v1/agents/{machine}/deploy") => json(&DeployRequest { id: "d1".into(), requested_at_ms: 1 }),
         ("PUT", "/v1/agents/{machine}/services/{service}") => json(&ServiceControl { running: true, restart: None }),
@@ -128,6 +159,11 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
         _ => Vec::new(),
     }
 }
+
+/// An allocation as the scheduler writes one.
+const ALLOCATION: &str = r#"{"id": "a1", "service": "api", "federation": "default", "index": 0, "version": 1,
+    "machine": "m1", "resources": {"cpu": 0.5, "memory_mb": 256}, "port": 20001, "desired": "run",
+    "placement": {"reason": "new", "score": 0.5, "explanation": "binpack"}, "created_at_ms": 1}"#;
 
 /// `serde::Serialize` is not object-safe; this is the one call the table needs.
 mod erased {

@@ -34,6 +34,7 @@ fn machine(id: &str) -> Machine {
         facts: Default::default(),
         labels: BTreeMap::from([("group".to_string(), "api".to_string())]),
         updated_at: 0,
+        capacity: None,
     }
 }
 

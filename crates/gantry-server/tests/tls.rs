@@ -255,6 +255,7 @@ fn status_with_api(machine: &str, api: String) -> AgentStatus {
         api: Some(api),
         processes: BTreeMap::new(),
         lb: None,
+        allocations: Default::default(),
         updated_at_ms: 0,
     }
 }
@@ -267,6 +268,7 @@ fn machine_at(id: &str, address: &str) -> Machine {
         facts: Default::default(),
         labels: BTreeMap::new(),
         updated_at: 0,
+        capacity: None,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod json;
 pub mod merge;
 pub mod nodes;
 pub mod runlist;
+pub mod scheduling;
 pub mod service;
 pub mod template;
 
@@ -22,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceMap, Span};
 pub use nodes::{Autoscale, NodeGroup};
 pub use runlist::RunListItem;
+pub use scheduling::{AttributeTest, Constraint, Reschedule, Scheduling, Spread, Strategy};
 pub use service::{Check, CheckKind, Command, Resources, Service};
 pub use template::Template;
 
@@ -179,6 +181,7 @@ pub fn load(files: &RepoFiles) -> Result<Repo, LoadError> {
 
     if sink.is_empty() {
         check_services(&services, &datastores, &mut sink);
+        check_scheduled_not_in_run_lists(&groups, &services, &mut sink);
     }
     match sink.finish() {
         Ok(()) => Ok(Repo { groups, services, datastores, sources }),
@@ -259,6 +262,34 @@ fn check_services(services: &BTreeMap<String, Service>, datastores: &BTreeMap<St
                     ))
                     .at(span)
                     .help(help),
+                );
+            }
+        }
+    }
+}
+
+/// A service is placed either by run lists or by the scheduler: a group
+/// whose run list names a scheduled service would run it on every node of
+/// the group besides the scheduler's allocations.
+fn check_scheduled_not_in_run_lists(
+    groups: &BTreeMap<String, NodeGroup>,
+    services: &BTreeMap<String, Service>,
+    sink: &mut Sink,
+) {
+    for group in groups.values() {
+        for item in group.role_run_list() {
+            if let Some(service) = item.recipe_name().and_then(|r| services.get(r))
+                && service.scheduling.is_some()
+            {
+                sink.push(
+                    Diagnostic::new(format!(
+                        "service \"{}\" has \"count\" (the scheduler places it), but the run list of group \"{}\" names it too",
+                        service.id, group.name
+                    ))
+                    .at(service.span_of("count"))
+                    .help(format!(
+                        "a service is placed by run lists or by the scheduler: remove \"count\", or remove {item} from the group's run list"
+                    )),
                 );
             }
         }

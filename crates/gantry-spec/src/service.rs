@@ -11,6 +11,7 @@ use crate::diagnostic::{Diagnostic, Sink, Span};
 use crate::json::{Json, JsonKind, Member};
 use crate::nodes::is_group_name;
 use crate::runlist::RunListItem;
+use crate::scheduling::{Scheduling, parse_scheduling};
 use crate::template::{Template, is_env_name};
 
 /// Every key a service definition may have.
@@ -29,6 +30,11 @@ pub const SERVICE_KEYS: &[&str] = &[
     "federation",
     "check",
     "resources",
+    "count",
+    "constraints",
+    "spread",
+    "strategy",
+    "reschedule",
 ];
 
 const CHECK_KEYS: &[&str] =
@@ -68,6 +74,11 @@ pub struct Service {
     pub federation: String,
     pub check: Option<Check>,
     pub resources: Resources,
+    /// `Some` for a scheduled service (one with `"count"`): the scheduler
+    /// places its allocations, not run lists. Without a fixed `PORT` in
+    /// its environment each allocation is given a port of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<Scheduling>,
     #[serde(skip)]
     pub span: Span,
     /// Where values are written, for diagnostics: top-level keys
@@ -234,6 +245,9 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         );
     }
 
+    let resources = get(members, "resources").map(|v| parse_resources(v, sink)).unwrap_or_default();
+    let scheduling = parse_scheduling(members, &resources, root, sink);
+
     let service = Service {
         id: id.unwrap_or_default(),
         description: string("description", sink),
@@ -248,7 +262,8 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         public: get(members, "public").and_then(|v| decode::boolean("public", v, sink)).unwrap_or(false),
         federation,
         check: get(members, "check").and_then(|v| parse_check(v, sink)),
-        resources: get(members, "resources").map(|v| parse_resources(v, sink)).unwrap_or_default(),
+        resources,
+        scheduling,
         span: root.span,
         spans,
     };

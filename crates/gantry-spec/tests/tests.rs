@@ -4,6 +4,7 @@
 
 mod diagnostics;
 mod model;
+mod scheduling;
 
 use gantry_spec::{Repo, RepoFiles};
 

@@ -384,6 +384,50 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Per node and in total: capacity, what is reserved (static services'
+    /// and allocations' resources) and what is actually used, CPU and
+    /// memory; and how tightly the fleet is packed.
+    #[command(name = "nodes:usage")]
+    NodesUsage {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List scheduled allocations: where each service's instances were placed.
+    #[command(name = "alloc:list")]
+    AllocList {
+        /// Only this service's
+        service: Option<String>,
+        /// Only this node's
+        #[arg(long, value_name = "MACHINE")]
+        node: Option<String>,
+        /// Also the stopped ones (replaced, drained, lost)
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show one allocation: why it is where it is, and how it is doing.
+    #[command(name = "alloc:show")]
+    AllocShow {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Move a node's allocations elsewhere, a few at a time, then keep new
+    /// work off it.
+    #[command(name = "node:drain")]
+    NodeDrain {
+        machine: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Let the scheduler place work on a node again (undoes node:drain).
+    #[command(name = "node:eligible")]
+    NodeEligible {
+        machine: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Show one machine with its facts and labels.
     #[command(name = "machine:show")]
     MachineShow {
@@ -614,6 +658,11 @@ impl Command {
             | Command::LbStatus { server, .. }
             | Command::MachineList { server }
             | Command::MachineShow { server, .. }
+            | Command::NodesUsage { server }
+            | Command::AllocList { server, .. }
+            | Command::AllocShow { server, .. }
+            | Command::NodeDrain { server, .. }
+            | Command::NodeEligible { server, .. }
             | Command::ServiceHosts { server, .. }
             | Command::ServiceOn { server, .. }
             | Command::Lookup { server, .. }
@@ -952,6 +1001,13 @@ pub struct AgentArgs {
     /// otherwise whoever may write a service definition runs commands here)
     #[arg(long)]
     pub enable_script_checks: bool,
+    /// Keep this much for the system: never given to scheduled services
+    #[arg(long, value_name = "cpu=C,memory_mb=M", default_value = "cpu=0,memory_mb=0")]
+    pub reserve: gantry_api::Resources,
+    /// The node's capacity for the scheduler instead of its measured CPUs
+    /// and memory (test nodes, nodes that share a machine)
+    #[arg(long, value_name = "cpu=C,memory_mb=M")]
+    pub capacity: Option<gantry_api::Resources>,
     /// The agent's token (prefer GANTRY_TOKEN or --token-file)
     #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true, value_name = "SECRET")]
     pub token: Option<String>,

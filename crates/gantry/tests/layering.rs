@@ -15,7 +15,7 @@ const BENCH: &str = "gantry-bench";
 /// binary that hands `gantry server` its store).
 const STORE_OPENERS: &[&str] = &["gantry-server", "gantry"];
 /// Plain data: no IO crate anywhere among their dependencies.
-const PLAIN_DATA: &[&str] = &["gantry-spec", "gantry-api"];
+const PLAIN_DATA: &[&str] = &["gantry-spec", "gantry-api", "gantry-sched"];
 const IO_CRATES: &[&str] = &["tokio", "mio", "reqwest", "hyper", "axum", "tonic"];
 
 #[test]

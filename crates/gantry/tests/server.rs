@@ -41,6 +41,7 @@ fn client_commands_against_a_server() {
             facts: Default::default(),
             labels: BTreeMap::from([("group".into(), "12_04-api".into())]),
             updated_at: 0,
+            capacity: None,
         };
         client.put_machine(&m, PutOptions::default()).await.unwrap();
         let i = gantry_api::Instance {
@@ -208,6 +209,7 @@ fn watch_follows_store_prefixes_with_store() {
         facts: Default::default(),
         labels: BTreeMap::new(),
         updated_at: 0,
+        capacity: None,
     };
     rt.block_on(client.put_machine(&machine("m1"), PutOptions::default())).unwrap();
     let (kind, key, value) = watch.next_event();

@@ -7,6 +7,7 @@ mod aws;
 mod generate;
 mod layering;
 mod running;
+mod scheduled;
 mod server;
 mod show;
 mod tidy;

@@ -28,7 +28,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use gantry_api::{AgentStatus, DeployOutcome, Instance, LbStatus, Machine, WatchKind, keys, now_ms};
+use gantry_api::{
+    AgentStatus, CapacitySource, DeployOutcome, Instance, LbStatus, Machine, NodeCapacity, Resources, WatchKind, keys,
+    now_ms,
+};
 use gantry_client::{Client, ClientError, PutOptions, WatchItem};
 use gantry_tls::config::{ClientAuth, ClientTls};
 use tokio::task::JoinHandle;
@@ -40,6 +43,7 @@ use crate::facts;
 use crate::lb::{Balancer, LbKind};
 use crate::listener::{Listener, ListenerConfig, RunRecord, Throttle};
 use crate::supervise::RestartPolicy;
+use crate::usage::Meter;
 use runtime::Local;
 pub use runtime::RunSettings;
 
@@ -101,6 +105,13 @@ pub struct AgentConfig {
     /// the servers and serves its own API over TLS with it, answering only
     /// clients with a certificate of role server from the same CA.
     pub tls: Option<ClientTls>,
+    /// The node's whole capacity for the scheduler (`--capacity`); `None`:
+    /// measured, the machine's CPUs and memory.
+    pub capacity: Option<Resources>,
+    /// Kept for the system, never scheduled (`--reserve`).
+    pub reserve: Resources,
+    /// How often the node's usage is measured and published.
+    pub usage_interval: Duration,
 }
 
 /// What an embedded agent reports through [`AgentConfig::events`].
@@ -138,6 +149,9 @@ impl AgentConfig {
             workdir: None,
             restart_policy: RestartPolicy::default(),
             api_port: None,
+            capacity: None,
+            reserve: Resources::ZERO,
+            usage_interval: Duration::from_secs(10),
             enable_script_checks: false,
             token: None,
             tls: None,
@@ -256,6 +270,8 @@ struct Agent {
     published_status: Option<AgentStatus>,
     /// Whether the current session got as far as watching.
     session_was_healthy: bool,
+    /// Measures the node's usage; out while a measurement runs.
+    meter: Option<Meter>,
 }
 
 impl Agent {
@@ -327,6 +343,7 @@ impl Agent {
             policy: config.restart_policy,
             script_checks: config.enable_script_checks,
         };
+        let capacity = capacity(&config, &collected.facts);
         let machine = Machine {
             id: id.clone(),
             hostname: collected.hostname,
@@ -334,6 +351,7 @@ impl Agent {
             facts: collected.facts,
             labels,
             updated_at: now_secs(),
+            capacity: Some(capacity),
         };
         Ok(Agent {
             client: match &config.token {
@@ -372,6 +390,7 @@ impl Agent {
             last_deploy: None,
             published_status: None,
             session_was_healthy: false,
+            meter: Some(Meter::new()),
         })
     }
 
@@ -416,6 +435,8 @@ impl Agent {
         keep_alive.reset();
         let mut facts_timer = tokio::time::interval(self.config.facts_interval);
         facts_timer.reset();
+        let mut usage_timer = tokio::time::interval(self.config.usage_interval);
+        usage_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut listener_status = self.listener.as_ref().map(Listener::subscribe);
         let mut pending = Touched::default();
         let mut due: Option<tokio::time::Instant> = None;
@@ -490,6 +511,7 @@ impl Agent {
                     }
                 }
                 _ = facts_timer.tick() => self.refresh_facts(&lease).await,
+                _ = usage_timer.tick() => self.publish_usage(&lease).await,
             }
         }
     }
@@ -505,9 +527,16 @@ impl Agent {
             keys::SERVICES.to_owned(),
             keys::kv(keys::DATASTORES_KV),
             keys::agent(&self.machine.id),
+            keys::allocs_of(&self.machine.id),
         ]
         .into();
-        let (local, _) = self.world.local_services(self.config.group.as_deref(), &self.config.services);
+        let (units, _) = self.world.local_units(self.config.group.as_deref(), &self.config.services);
+        let mut local: Vec<&gantry_spec::Service> = Vec::new();
+        for unit in units {
+            if !local.iter().any(|s| s.id == unit.service.id) {
+                local.push(unit.service);
+            }
+        }
         if self.config.external_lb {
             let federation = self.config.labels.get("federation").map_or("default", String::as_str);
             for service in self.world.services.values().filter(|s| s.public && s.federation == federation) {
@@ -556,6 +585,11 @@ impl Agent {
         let instances = self.client.instances_with(&[]).await?;
         let datastores = self.client.kv_list(keys::DATASTORES_KV).await?;
         let control = self.client.agent_control(&self.machine.id).await?;
+        let allocations = self.client.node_allocations(&self.machine.id).await?;
+        for alloc in allocations.items {
+            let text = serde_json::to_string(&alloc).unwrap_or_default();
+            world.apply(&keys::alloc(&alloc.machine, &alloc.id), Some(&text));
+        }
         for group in groups.items {
             world.groups.insert(group.name.clone(), group);
         }
@@ -573,10 +607,17 @@ impl Agent {
         world.deploy = control.deploy;
         world.service_control = control.services;
         self.world = world;
-        Ok([groups.revision, services.revision, instances.revision, datastores.revision, control.revision]
-            .into_iter()
-            .min()
-            .unwrap_or(0))
+        Ok([
+            groups.revision,
+            services.revision,
+            instances.revision,
+            datastores.revision,
+            control.revision,
+            allocations.revision,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0))
     }
 
     /// Brings the node in line with the world: processes, checks,
@@ -651,13 +692,23 @@ impl Agent {
         let mut status = AgentStatus {
             machine: self.machine.id.clone(),
             group: self.config.group.clone(),
-            services: self.locals.keys().cloned().collect(),
+            services: {
+                let ids: BTreeSet<String> = self.locals.values().map(|l| l.service.id.clone()).collect();
+                ids.into_iter().collect()
+            },
             listener: self.listener.as_ref().map(Listener::status),
             problems: self.problems.clone(),
             last_deploy: self.last_deploy.clone(),
             api: self.api_url.clone(),
             processes: self.locals.iter().map(|(id, local)| (id.clone(), local.state())).collect(),
             lb: self.lb_status.clone(),
+            allocations: {
+                let now = now_ms();
+                self.locals
+                    .values_mut()
+                    .filter_map(|local| Some((local.allocation.clone()?, local.alloc_report(now))))
+                    .collect()
+            },
             updated_at_ms: 0,
         };
         // Commands' output leaves the node without the secrets it was given.
@@ -673,6 +724,29 @@ impl Agent {
         }
     }
 
+    /// Measures the node and each supervised process tree (off the event
+    /// loop: it reads /proc) and publishes it under the lease.
+    async fn publish_usage(&mut self, lease: &str) {
+        let Some(mut meter) = self.meter.take() else { return };
+        let groups: BTreeMap<String, u32> = self
+            .locals
+            .iter()
+            .filter_map(|(id, local)| Some((id.clone(), local.supervisor.as_ref()?.status().pid?)))
+            .collect();
+        let machine = self.machine.id.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let usage = meter.measure(&machine, &groups);
+            (meter, usage)
+        })
+        .await;
+        let Ok((meter, usage)) = measured else { return self.meter = Some(Meter::new()) };
+        self.meter = Some(meter);
+        let options = PutOptions { lease: Some(lease.to_owned()), ..PutOptions::default() };
+        if let Err(e) = self.client.put_usage(&usage, options).await {
+            self.log(&format!("publishing usage: {e}"));
+        }
+    }
+
     async fn refresh_facts(&mut self, lease: &str) {
         let collected = tokio::task::spawn_blocking(facts::collect).await;
         let Ok(collected) = collected else { return };
@@ -681,6 +755,7 @@ impl Agent {
         }
         self.machine.facts = collected.facts;
         self.machine.hostname = collected.hostname;
+        self.machine.capacity = Some(capacity(&self.config, &self.machine.facts));
         self.machine.updated_at = now_secs();
         let options = PutOptions { lease: Some(lease.to_owned()), ..PutOptions::default() };
         if let Err(e) = self.client.put_machine(&self.machine, options).await {
@@ -702,6 +777,19 @@ fn outcome(id: &str, run: &RunRecord) -> DeployOutcome {
         format!("exit code {}", run.exit_code.unwrap_or(-1))
     };
     DeployOutcome { id: id.to_owned(), ok: run.succeeded(), detail, duration_ms: run.duration_ms }
+}
+
+/// What the node offers the scheduler: `--capacity`, else its CPUs and
+/// memory, less `--reserve`.
+fn capacity(config: &AgentConfig, facts: &gantry_api::Facts) -> NodeCapacity {
+    let (total, source) = match config.capacity {
+        Some(given) => (given, CapacitySource::Configured),
+        None => (
+            Resources { cpu: f64::from(facts.cpu_count), memory_mb: facts.memory_bytes / (1024 * 1024) },
+            CapacitySource::Measured,
+        ),
+    };
+    NodeCapacity { total, source, reserved: config.reserve, scheduled_only: config.group.is_none() }
 }
 
 fn now_secs() -> u64 {

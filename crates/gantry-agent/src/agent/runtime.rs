@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use gantry_api::{Health, ProcessStatus, ServiceControl, ServiceState};
+use gantry_api::{AllocReport, AllocState, Health, ProcessStatus, ServiceControl, ServiceState};
 use gantry_spec::{CheckKind, Command, Service};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -38,7 +38,18 @@ pub(crate) fn script_checks_off(service: &str) -> String {
     )
 }
 
+/// Restarts in place after which an allocation still exiting is reported
+/// failed (the scheduler's `reschedule` takes it from there).
+pub const FAILED_AFTER_RESTARTS: u64 = 3;
+
 pub(crate) struct Local {
+    /// The service id, or the allocation id for scheduled work: its
+    /// process and log are named after it.
+    pub name: String,
+    /// The id its instance is registered under.
+    pub instance: String,
+    /// The allocation it runs, for scheduled work.
+    pub allocation: Option<String>,
     pub service: Service,
     pub port: u16,
     /// The environment the process was last given (None until every
@@ -50,14 +61,57 @@ pub(crate) struct Local {
     restarted_at_failures: u32,
     /// The last restart request acted on (`gantry service:restart`).
     restart_seen: Option<String>,
+    /// The allocation's state as last reported, and since when (Unix ms).
+    reported: Option<(AllocState, u64)>,
 }
 
 impl Local {
     /// `control`: the service's control key as the agent found it; a
     /// restart request already there was for an earlier process.
-    pub fn new(service: Service, port: u16, control: Option<&ServiceControl>) -> Local {
+    pub fn new(unit: &super::services::Running, port: u16, control: Option<&ServiceControl>) -> Local {
         let restart_seen = control.and_then(|c| c.restart.clone());
-        Local { service, port, env: None, supervisor: None, checker: None, restarted_at_failures: 0, restart_seen }
+        Local {
+            name: unit.name.clone(),
+            instance: unit.instance.clone(),
+            allocation: unit.allocation.clone(),
+            service: unit.service.clone(),
+            port,
+            env: None,
+            supervisor: None,
+            checker: None,
+            restarted_at_failures: 0,
+            restart_seen,
+            reported: None,
+        }
+    }
+
+    /// How its allocation is doing, for the agent's status: running once
+    /// its process runs (or, without one, once it passes); failed when it
+    /// cannot be started, or keeps exiting ([`FAILED_AFTER_RESTARTS`]
+    /// restarts in place and waiting for the next), which lets the
+    /// scheduler move it elsewhere.
+    pub fn alloc_report(&mut self, now_ms: u64) -> AllocReport {
+        let health = self.health();
+        let process = self.supervisor.as_ref().map(Supervisor::status);
+        let state = match &process {
+            Some(p) if p.state == ProcState::Running => AllocState::Running,
+            Some(p) if p.state == ProcState::Failed => AllocState::Failed,
+            Some(p) if p.state == ProcState::Backoff && p.restarts >= FAILED_AFTER_RESTARTS => AllocState::Failed,
+            None if !self.runs_command() && health == Health::Passing => AllocState::Running,
+            _ => AllocState::Pending,
+        };
+        let since = match self.reported {
+            Some((was, since)) if was == state => since,
+            _ => now_ms,
+        };
+        self.reported = Some((state, since));
+        AllocReport {
+            state,
+            restarts: process.as_ref().map_or(0, |p| p.restarts),
+            healthy: health == Health::Passing,
+            since_ms: since,
+            message: process.and_then(|p| p.problem.or(p.last_exit.map(|e| format!("last exit: {e}")))),
+        }
     }
 
     /// What the instance is published with: the check's verdict when there
@@ -136,17 +190,17 @@ impl Local {
         if let Some(supervisor) = &self.supervisor {
             supervisor.set_env(env.clone());
             supervisor.restart("its environment changed");
-            return Some(format!("{}: environment changed, restarting it", self.service.id));
+            return Some(format!("{}: environment changed, restarting it", self.name));
         }
-        let mut config = SupervisorConfig::new(self.service.id.clone(), program, settings.log_dir.clone());
+        let mut config = SupervisorConfig::new(self.name.clone(), program, settings.log_dir.clone());
         config.env = env.clone();
         config.user = self.service.user.clone();
         config.cwd = settings.workdir.clone();
         config.policy = settings.policy;
         let supervisor = Supervisor::start(config);
-        forward(&self.service.id, supervisor.subscribe(), wake);
+        forward(&self.name, supervisor.subscribe(), wake);
         self.supervisor = Some(supervisor);
-        Some(format!("{}: started", self.service.id))
+        Some(format!("{}: started", self.name))
     }
 
     /// Starts the health check if the service has one and it is not
@@ -172,7 +226,7 @@ impl Local {
             user: self.service.user.clone(),
         };
         let checker = Checker::start(check.clone(), target);
-        forward(&self.service.id, checker.subscribe(), wake);
+        forward(&self.name, checker.subscribe(), wake);
         self.checker = Some(checker);
         None
     }
@@ -197,13 +251,13 @@ impl Local {
         }
         self.restarted_at_failures = failures;
         supervisor.restart("its health check kept failing");
-        Some(format!("{}: health check failed {failures} times in a row, restarting it", self.service.id))
+        Some(format!("{}: health check failed {failures} times in a row, restarting it", self.name))
     }
 
     /// Acts on `gantry service:stop/start/restart`. Returns a note when it did.
     pub fn control(&mut self, control: &ServiceControl) -> Option<String> {
         let supervisor = self.supervisor.as_ref()?;
-        let id = &self.service.id;
+        let id = &self.name;
         let status = supervisor.status();
         let stopped = matches!(status.state, ProcState::Stopped | ProcState::Stopping);
         if let Some(request) = control.restart.as_ref().filter(|r| self.restart_seen.as_ref() != Some(*r)) {

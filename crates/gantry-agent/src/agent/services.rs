@@ -12,19 +12,20 @@ use gantry_spec::Service;
 use super::runtime::Local;
 use gantry_api::now_ms;
 
+use super::world::Unit;
 use super::{Agent, AgentEvent, balance, local};
 use crate::{envfile, resolve};
 
 impl Agent {
     pub(super) async fn reconcile_services(&mut self) {
-        let (services, mut problems) = self.world.local_services(self.config.group.as_deref(), &self.config.services);
-        let services: Vec<Service> = services.into_iter().cloned().collect();
+        let (units, mut problems) = self.world.local_units(self.config.group.as_deref(), &self.config.services);
+        let units: Vec<Running> = units.into_iter().map(Running::from).collect();
 
         // Withdraw what left first (seed 004: tell everyone before taking it away).
         let leaving: Vec<String> =
-            self.locals.keys().filter(|id| !services.iter().any(|s| &s.id == *id)).cloned().collect();
-        for id in leaving {
-            if let Some(local) = self.locals.remove(&id) {
+            self.locals.keys().filter(|name| !units.iter().any(|u| &u.name == *name)).cloned().collect();
+        for name in leaving {
+            if let Some(local) = self.locals.remove(&name) {
                 self.decommission(local).await;
             }
         }
@@ -35,12 +36,13 @@ impl Agent {
         self.prefixes = self.watch_prefixes();
         let instances = self.watched_instances();
         let lb_on = self.balancer.is_some();
-        for service in &services {
-            if let Some(drain) = self.draining.remove(&service.id) {
+        for unit in &units {
+            let service = &unit.service;
+            if let Some(drain) = self.draining.remove(&unit.name) {
                 drain.abort();
-                self.log(&format!("{} is back before its drain ended; not stopping it", service.id));
+                self.log(&format!("{} is back before its drain ended; not stopping it", unit.name));
             }
-            let port = match service.port() {
+            let port = match unit.port.or_else(|| service.port()) {
                 Some(port) => port,
                 None => match local::assigned_port(&self.config.data_dir, &service.id, self.address) {
                     Ok(port) => port,
@@ -51,27 +53,26 @@ impl Agent {
                 },
             };
             let control = self.world.service_control.get(&service.id);
-            if self.locals.get(&service.id).is_some_and(|l| l.service != *service || l.port != port)
-                && let Some(mut old) = self.locals.remove(&service.id)
+            if self.locals.get(&unit.name).is_some_and(|l| l.service != *service || l.port != port)
+                && let Some(mut old) = self.locals.remove(&unit.name)
             {
-                self.log(&format!("{}: its definition changed, starting it again", service.id));
+                self.log(&format!("{}: its definition changed, starting it again", unit.name));
                 old.shutdown().await;
             }
-            let local =
-                self.locals.entry(service.id.clone()).or_insert_with(|| Local::new(service.clone(), port, control));
+            let local = self.locals.entry(unit.name.clone()).or_insert_with(|| Local::new(unit, port, control));
             let frontends =
                 lb_on.then_some(resolve::Frontends { address: &self.machine.address, services: &self.world.services });
             match resolve::resolve_via(service, &self.machine.id, &instances, &self.world.datastores, frontends) {
                 Ok(resolution) => {
                     let env = resolve::env_for(service, &self.machine.address, port, &resolution);
-                    let (dir, id, file_env) = (self.env_dir.clone(), service.id.clone(), env.clone());
+                    let (dir, id, file_env) = (self.env_dir.clone(), unit.name.clone(), env.clone());
                     match tokio::task::spawn_blocking(move || envfile::write_env_files(&dir, &id, &file_env)).await {
                         Ok(Ok(true)) => {
-                            reasons.push(format!("{} environment changed", service.id));
+                            reasons.push(format!("{} environment changed", unit.name));
                             if let Some(events) = &self.config.events {
                                 let _ = events.send(AgentEvent::EnvWritten {
                                     machine: self.machine.id.clone(),
-                                    service: service.id.clone(),
+                                    service: unit.name.clone(),
                                 });
                             }
                         }
@@ -92,11 +93,12 @@ impl Agent {
                 problems.push(problem);
             }
             let health = local.health();
-            if let Err(e) = self.register(service, port, health).await {
-                problems.push(format!("service {}: registering its instance: {e}", service.id));
+            if let Err(e) = self.register(&unit.name, service, &unit.instance, port, health).await {
+                problems.push(format!("{}: registering its instance: {e}", unit.name));
             }
         }
         self.apply_service_control();
+        let services = distinct_services(&units);
         let lb_problems = self.apply_lb(&services, &instances).await;
         problems.extend(lb_problems);
         if problems != self.problems {
@@ -139,19 +141,20 @@ impl Agent {
                 eprintln!("gantry agent {}: {note}", self.machine.id);
             }
             let health = local.health();
-            if self.registered.get(&local.service.id).is_some_and(|i| i.health != health) {
-                changed.push((local.service.clone(), local.port, health));
+            if self.registered.get(&local.name).is_some_and(|i| i.health != health) {
+                changed.push((local.name.clone(), local.service.clone(), local.instance.clone(), local.port, health));
             }
         }
-        for (service, port, health) in changed {
-            self.log(&format!("{} is now {}", service.id, health.word()));
-            if let Err(e) = self.register(&service, port, health).await {
-                self.log(&format!("service {}: publishing its health: {e}", service.id));
+        for (name, service, instance, port, health) in changed {
+            self.log(&format!("{name} is now {}", health.word()));
+            if let Err(e) = self.register(&name, &service, &instance, port, health).await {
+                self.log(&format!("{name}: publishing its health: {e}"));
             }
         }
         if self.balancer.is_some() {
-            let (services, _) = self.world.local_services(self.config.group.as_deref(), &self.config.services);
-            let services: Vec<Service> = services.into_iter().cloned().collect();
+            let (units, _) = self.world.local_units(self.config.group.as_deref(), &self.config.services);
+            let units: Vec<Running> = units.into_iter().map(Running::from).collect();
+            let services = distinct_services(&units);
             let instances = self.watched_instances();
             let lb_problems = self.apply_lb(&services, &instances).await;
             for problem in lb_problems.iter().filter(|p| !self.problems.contains(p)) {
@@ -162,8 +165,8 @@ impl Agent {
 
     /// `gantry service:stop/start/restart` requests.
     pub(super) fn apply_service_control(&mut self) {
-        for (id, local) in &mut self.locals {
-            if let Some(note) = self.world.service_control.get(id).and_then(|c| local.control(c))
+        for local in self.locals.values_mut() {
+            if let Some(note) = self.world.service_control.get(&local.service.id).and_then(|c| local.control(c))
                 && self.config.log
             {
                 eprintln!("gantry agent {}: {note}", self.machine.id);
@@ -221,9 +224,17 @@ impl Agent {
         problems
     }
 
-    /// Publishes this machine's instance of `service` (under the lease) if
-    /// it is new or changed.
-    pub(super) async fn register(&mut self, service: &Service, port: u16, health: Health) -> Result<(), ClientError> {
+    /// Publishes the instance of unit `name` (under the lease) if it is new
+    /// or changed: `service`'s instance `id` (the machine's id for a static
+    /// service, the allocation's for scheduled work).
+    pub(super) async fn register(
+        &mut self,
+        name: &str,
+        service: &Service,
+        id: &str,
+        port: u16,
+        health: Health,
+    ) -> Result<(), ClientError> {
         let mut values = service.environment.clone();
         values.insert("HOST".into(), self.machine.address.clone());
         values.insert("PORT".into(), port.to_string());
@@ -234,7 +245,7 @@ impl Agent {
             .collect();
         let instance = Instance {
             service: service.id.clone(),
-            id: self.machine.id.clone(),
+            id: id.to_owned(),
             machine: self.machine.id.clone(),
             address: self.machine.address.clone(),
             port,
@@ -244,12 +255,12 @@ impl Agent {
             public: service.public,
             provides,
         };
-        if self.registered.get(&service.id) == Some(&instance) {
+        if self.registered.get(name) == Some(&instance) {
             return Ok(());
         }
         self.client.put_instance(&instance, PutOptions { lease: self.lease.clone(), ..PutOptions::default() }).await?;
         self.world.instances.insert(keys::instance(&instance.service, &instance.id), instance.clone());
-        self.registered.insert(service.id.clone(), instance);
+        self.registered.insert(name.to_owned(), instance);
         Ok(())
     }
 
@@ -257,16 +268,16 @@ impl Agent {
     /// delay stop the process, run the service's `on_delete` hook and remove
     /// its env files.
     pub(super) async fn decommission(&mut self, mut local: Local) {
-        let id = local.service.id.clone();
+        let (id, service_id, instance) = (local.name.clone(), local.service.id.clone(), local.instance.clone());
         self.log(&format!(
             "{id} no longer runs here: withdrawing its instance, stopping it in {:?}",
             self.config.drain
         ));
-        if let Err(e) = self.client.delete_instance(&id, &self.machine.id).await {
+        if let Err(e) = self.client.delete_instance(&service_id, &instance).await {
             self.log(&format!("withdrawing {id}: {e} (its lease will)"));
         }
         self.registered.remove(&id);
-        self.world.instances.remove(&keys::instance(&id, &self.machine.id));
+        self.world.instances.remove(&keys::instance(&service_id, &instance));
         let (drain, env_dir, machine) = (self.config.drain, self.env_dir.clone(), self.machine.id.clone());
         let script_checks = self.run_settings.script_checks;
         let hurry = self.hurry.clone();
@@ -283,7 +294,7 @@ impl Agent {
                     service.id
                 ),
                 Some(hook) => {
-                    let env_file = envfile::conf_path(&env_dir, &service.id);
+                    let env_file = envfile::conf_path(&env_dir, &local.name);
                     let script = format!("[ -f '{0}' ] && . '{0}'; {hook}", env_file.display());
                     let mut sh = tokio::process::Command::new("sh");
                     sh.arg("-c").arg(script);
@@ -300,7 +311,7 @@ impl Agent {
                 }
                 None => {}
             }
-            for path in [envfile::conf_path(&env_dir, &service.id), envfile::json_path(&env_dir, &service.id)] {
+            for path in [envfile::conf_path(&env_dir, &local.name), envfile::json_path(&env_dir, &local.name)] {
                 let _ = std::fs::remove_file(path);
             }
         });
@@ -337,4 +348,37 @@ impl Agent {
             }
         }
     }
+}
+
+/// A [`Unit`] owning its service, so the world can change while it is reconciled.
+pub(super) struct Running {
+    pub name: String,
+    pub service: Service,
+    pub port: Option<u16>,
+    pub instance: String,
+    pub allocation: Option<String>,
+}
+
+impl From<Unit<'_>> for Running {
+    fn from(unit: Unit<'_>) -> Running {
+        Running {
+            name: unit.name,
+            service: unit.service.clone(),
+            port: unit.port,
+            instance: unit.instance,
+            allocation: unit.allocation,
+        }
+    }
+}
+
+/// Each service run here once (several allocations of one service share
+/// its frontend).
+fn distinct_services(units: &[Running]) -> Vec<Service> {
+    let mut services: Vec<Service> = Vec::new();
+    for unit in units {
+        if !services.iter().any(|s| s.id == unit.service.id) {
+            services.push(unit.service.clone());
+        }
+    }
+    services
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use gantry_api::keys::{AgentKeyRef, StoreKey};
-use gantry_api::{DeployRequest, Group, Instance, ListenerSwitch, ServiceControl};
+use gantry_api::{Allocation, DeployRequest, DesiredState, Group, Instance, ListenerSwitch, ServiceControl};
 use gantry_spec::Service;
 
 /// What a change touched, to know what to redo.
@@ -55,6 +55,27 @@ pub struct World {
     pub deploy: Option<DeployRequest>,
     /// `agents/<machine>/service/<id>`: stop/start/restart requests by service id.
     pub service_control: BTreeMap<String, ServiceControl>,
+    /// `allocs/<machine>/<id>`: the scheduled work placed here that should
+    /// run, by allocation id.
+    pub allocations: BTreeMap<String, Allocation>,
+}
+
+/// One thing this node runs: a static service (its group's run list or
+/// `--service`) or one allocation of a scheduled service.
+#[derive(Debug, Clone)]
+pub struct Unit<'a> {
+    /// What the agent calls it: the service id, or the allocation id. Its
+    /// process, env files and log are named after it.
+    pub name: String,
+    pub service: &'a Service,
+    /// The port the scheduler assigned (allocations); static services use
+    /// their own `PORT` or one the agent assigns.
+    pub port: Option<u16>,
+    /// The id its instance is registered under: the machine's for a static
+    /// service, the allocation's for scheduled work.
+    pub instance: String,
+    /// The allocation it runs, if it is scheduled work.
+    pub allocation: Option<String>,
 }
 
 impl World {
@@ -105,7 +126,17 @@ impl World {
                 world
             }
             StoreKey::Agent { machine, key } if machine == self.machine => self.apply_control(key, value),
+            StoreKey::Alloc { machine, id } if machine == self.machine => {
+                match value.and_then(|v| serde_json::from_str::<Allocation>(v).ok()) {
+                    Some(alloc) if alloc.desired == DesiredState::Run => self.allocations.insert(id.to_owned(), alloc),
+                    _ => self.allocations.remove(id),
+                };
+                world
+            }
             StoreKey::Agent { .. }
+            | StoreKey::Alloc { .. }
+            | StoreKey::Job(_)
+            | StoreKey::Eligibility(_)
             | StoreKey::Machine(_)
             | StoreKey::Kv(_)
             | StoreKey::AclToken(_)
@@ -136,8 +167,8 @@ impl World {
                 // Starting a held service needs its environment: redo the services too.
                 Touched { world: true, control: true, health: false }
             }
-            // Its own status is what it publishes, not an input.
-            AgentKeyRef::Status => Touched::default(),
+            // Its own status and usage are what it publishes, not inputs.
+            AgentKeyRef::Status | AgentKeyRef::Usage => Touched::default(),
         }
     }
 
@@ -165,5 +196,39 @@ impl World {
             }
         }
         (out, problems)
+    }
+
+    /// Everything this machine runs: its static services (as
+    /// [`World::local_services`]), then each allocation placed here.
+    pub fn local_units(&self, group: Option<&str>, extra: &[String]) -> (Vec<Unit<'_>>, Vec<String>) {
+        let (services, mut problems) = self.local_services(group, extra);
+        let mut units: Vec<Unit<'_>> = services
+            .into_iter()
+            .map(|service| Unit {
+                name: service.id.clone(),
+                service,
+                port: None,
+                instance: self.machine.clone(),
+                allocation: None,
+            })
+            .collect();
+        for (id, alloc) in &self.allocations {
+            match (self.services.get(&alloc.service), self.broken_services.get(&alloc.service)) {
+                (Some(service), _) if !units.iter().any(|u| u.name == *id) => units.push(Unit {
+                    name: id.clone(),
+                    service,
+                    port: Some(alloc.port),
+                    instance: id.clone(),
+                    allocation: Some(id.clone()),
+                }),
+                (Some(_), _) => problems.push(format!("allocation {id}: its id is also a static service's here")),
+                (None, Some(why)) => problems
+                    .push(format!("allocation {id}: service {:?} has an invalid definition: {why}", alloc.service)),
+                (None, None) => {
+                    problems.push(format!("allocation {id}: service {:?} is not on the server", alloc.service))
+                }
+            }
+        }
+        (units, problems)
     }
 }

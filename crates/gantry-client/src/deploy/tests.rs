@@ -98,6 +98,7 @@ fn status(machine: &str, last_deploy: Option<DeployOutcome>) -> AgentStatus {
         api: None,
         processes: BTreeMap::new(),
         lb: None,
+        allocations: Default::default(),
         updated_at_ms: 0,
     }
 }

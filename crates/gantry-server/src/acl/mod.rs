@@ -20,8 +20,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use gantry_api::keys::{self, AgentKeyRef, StoreKey};
 use gantry_api::{
-    Access, AgentIdentity, AgentStatus, Group, MANAGEMENT_POLICY, Machine, Policy, Rule, ServiceDefinition,
-    StoredToken, Token, now_ms,
+    Access, AgentIdentity, AgentStatus, Allocation, DesiredState, Group, MANAGEMENT_POLICY, Machine, Policy, Rule,
+    ServiceDefinition, StoredToken, Token, now_ms,
 };
 use gantry_store::{EventKind, LeaseId, Store, StoreError, Txn};
 use sha2::{Digest, Sha256};
@@ -108,6 +108,8 @@ struct View {
     machines: HashMap<String, MachineFacts>,
     /// Machine -> the services its agent reports running.
     agent_services: HashMap<String, Vec<String>>,
+    /// Machine -> its allocations the scheduler wants running: id -> service.
+    allocations: HashMap<String, HashMap<String, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,7 +125,7 @@ struct MachineFacts {
 }
 
 /// The prefixes the view follows.
-const FOLLOWED: [&str; 5] = [keys::ACL, keys::SERVICES, keys::GROUPS, keys::MACHINES, keys::AGENTS];
+const FOLLOWED: [&str; 6] = [keys::ACL, keys::SERVICES, keys::GROUPS, keys::MACHINES, keys::AGENTS, keys::ALLOCS];
 
 impl Acl {
     /// An ACL that allows everything ([`AclMode::Off`]), following nothing.
@@ -254,6 +256,14 @@ impl Acl {
         self.view.read().expect("acl lock").services_of(machine).any(|id| id == service)
     }
 
+    /// Whether the scheduler placed allocation `id` of `service` on
+    /// `machine` (and wants it running): the one instance id an agent may
+    /// register besides its machine id.
+    pub fn agent_runs_allocation(&self, machine: &str, service: &str, id: &str) -> bool {
+        let view = self.view.read().expect("acl lock");
+        view.allocations.get(machine).and_then(|allocs| allocs.get(id)).is_some_and(|s| s == service)
+    }
+
     /// The federation of a service definition, if it is known.
     pub fn service_federation(&self, service: &str) -> Option<String> {
         self.view.read().expect("acl lock").services.get(service).map(|f| f.federation.clone())
@@ -342,6 +352,19 @@ impl View {
                     ),
                     None => self.machines.remove(id),
                 };
+            }
+            StoreKey::Alloc { machine, id } => {
+                let running = value
+                    .and_then(|v| serde_json::from_slice::<Allocation>(v).ok())
+                    .filter(|a| a.desired == DesiredState::Run);
+                let allocs = self.allocations.entry(machine.to_owned()).or_default();
+                match running {
+                    Some(alloc) => allocs.insert(id.to_owned(), alloc.service),
+                    None => allocs.remove(id),
+                };
+                if allocs.is_empty() {
+                    self.allocations.remove(machine);
+                }
             }
             StoreKey::Agent { machine, key: AgentKeyRef::Status } => {
                 match value.and_then(|v| serde_json::from_slice::<AgentStatus>(v).ok()) {

@@ -45,6 +45,8 @@ pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     config.restart_policy.max = args.restart_max_delay.max(args.restart_delay);
     config.api_port = Some(args.api_port);
     config.enable_script_checks = args.enable_script_checks;
+    config.reserve = args.reserve;
+    config.capacity = args.capacity;
     config.token = match (args.token, &args.token_file) {
         (Some(token), _) => Some(token),
         (None, Some(file)) => Some(crate::context::read_token(file)?),

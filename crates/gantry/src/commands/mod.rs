@@ -31,6 +31,7 @@ mod nodes;
 mod packer;
 mod repo;
 mod resolve;
+mod sched;
 mod server;
 mod service;
 mod services;
@@ -112,6 +113,13 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::LbStatus { machine, .. } => lb::status(ctx, machine.as_deref()),
         Command::MachineList { .. } => machine::list(ctx),
         Command::MachineShow { id, .. } => machine::show(ctx, &id),
+        Command::NodesUsage { .. } => sched::usage(ctx),
+        Command::AllocList { service, node, all, .. } => {
+            sched::alloc_list(ctx, service.as_deref(), node.as_deref(), all)
+        }
+        Command::AllocShow { id, .. } => sched::alloc_show(ctx, &id),
+        Command::NodeDrain { machine, .. } => sched::eligibility(ctx, &machine, false),
+        Command::NodeEligible { machine, .. } => sched::eligibility(ctx, &machine, true),
         Command::Lookup { service, wheres, .. } => lookup::lookup(ctx, &service, &wheres),
         Command::KvGet { key, .. } => kv::get(ctx, &key),
         Command::KvPut { key, value, cas, .. } => kv::put(ctx, &key, &value, cas),

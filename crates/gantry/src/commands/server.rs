@@ -66,8 +66,17 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         // Scripts and tests read this line to learn the port.
         println!("gantry server listening on {scheme}://{addr} (store: {described})");
         std::io::stdout().flush()?;
+        // Every server campaigns; one at a time schedules (a lease-held key).
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        let scheduler = gantry_server::spawn_scheduler(
+            store.clone(),
+            gantry_server::SchedulerConfig::new(format!("{host}:{}:{}", addr.port(), std::process::id())),
+        );
         let options = ServeOptions { threads: usize::from(args.threads), tls, acl, limits: args.limits.limits() };
-        gantry_server::serve_with(listener, store.clone(), options, shutdown_signal()).await.context("serving")?;
+        let served = gantry_server::serve_with(listener, store.clone(), options, shutdown_signal()).await;
+        scheduler.abort();
+        served.context("serving")?;
         store.close().await.context("closing the store")?;
         Ok(())
     })
