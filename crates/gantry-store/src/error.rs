@@ -82,6 +82,19 @@ pub enum StoreError {
         oldest_available: u64,
     },
 
+    /// The embedded engine keeps every key and value in memory, up to
+    /// [`crate::EmbeddedConfig::max_data_bytes`]; a write that would take
+    /// them past it is refused whole (nothing is written, the file stays
+    /// as it was). Deletes are always accepted.
+    #[error(
+        "the embedded store is full: this write would take its keys and values past {limit} bytes, \
+         the most it keeps (it holds them all in memory); delete keys, or use etcd for more"
+    )]
+    Full {
+        /// The bound, in bytes of keys and values (plus 48 per key).
+        limit: u64,
+    },
+
     /// A compaction asked for a revision the store has not reached yet.
     #[error("revision {requested} is in the future")]
     FutureRevision {

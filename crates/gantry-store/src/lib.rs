@@ -20,7 +20,12 @@
 //!   history, written beside it and synced by another thread while writes
 //!   go on, then renamed over it). The file is locked while open, so two
 //!   processes never share it. Everything, keys and watch history, lives in
-//!   memory: the engine is made for a control plane's tens of megabytes.
+//!   memory: the engine is made for a control plane's tens of megabytes,
+//!   and a write that would take the keys and values past
+//!   [`EmbeddedConfig::max_data_bytes`] is refused with
+//!   [`StoreError::Full`]. The same engine runs on a redb file instead of
+//!   the log ([`StoreConfig::Redb`], `--store redb`), measured against it
+//!   and slower (ARCHITECTURE.md, Decisions).
 //! - **etcd** (cargo feature `etcd`, on by default): an etcd v3 cluster that
 //!   several Gantry servers may share. Everything maps onto etcd's own
 //!   primitives: our revision is etcd's revision, compare-and-set is a txn
@@ -86,7 +91,6 @@
 //! `Compacted` once it is behind the history too. Fan-out is one broadcast
 //! of shared events, filtered per watcher, so a thousand watchers of one
 //! prefix cost one commit.
-//! [redb]: https://docs.rs/redb
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -108,7 +112,9 @@ use std::time::Duration;
 pub use bytes::Bytes;
 
 use backend::{Backend, Write};
-pub use embedded::{DEFAULT_CHECKPOINT_BYTES, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_REVISIONS};
+pub use embedded::{
+    DEFAULT_CHECKPOINT_BYTES, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_REVISIONS, DEFAULT_MAX_DATA_BYTES,
+};
 pub use error::StoreError;
 pub use key::{MAX_KEY_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES, validate_key, validate_prefix};
 pub use watch::Watch;
@@ -356,6 +362,8 @@ impl Txn {
 pub enum Engine {
     /// One append-only log file on this machine.
     Embedded,
+    /// The embedded engine on one redb file instead of the log.
+    Redb,
     /// An etcd v3 cluster.
     Etcd,
 }
@@ -364,6 +372,7 @@ impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Engine::Embedded => "embedded",
+            Engine::Redb => "redb",
             Engine::Etcd => "etcd",
         })
     }
@@ -374,6 +383,8 @@ impl std::fmt::Display for Engine {
 pub enum StoreConfig {
     /// The embedded engine.
     Embedded(EmbeddedConfig),
+    /// The embedded engine on a redb file (`path` is that file).
+    Redb(EmbeddedConfig),
     /// An etcd cluster.
     #[cfg(feature = "etcd")]
     Etcd(EtcdConfig),
@@ -397,6 +408,10 @@ pub struct EmbeddedConfig {
     /// The log is rewritten as a checkpoint once it is larger than this and
     /// than twice the checkpoint (default [`DEFAULT_CHECKPOINT_BYTES`]).
     pub checkpoint_bytes: u64,
+    /// The most bytes of keys and values (plus 48 per key) the store holds:
+    /// it keeps them all in memory, so a write past this bound is refused
+    /// with [`StoreError::Full`] (default [`DEFAULT_MAX_DATA_BYTES`]).
+    pub max_data_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -408,12 +423,19 @@ impl EmbeddedConfig {
             history_bytes: DEFAULT_HISTORY_BYTES,
             watch_buffer: 4096,
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
         }
     }
 
     /// Defaults for the file `store.log` in the data directory `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> EmbeddedConfig {
         EmbeddedConfig::new(dir.into().join("store.log"))
+    }
+
+    /// Defaults for the redb engine's file `store.redb` in the data
+    /// directory `dir`.
+    pub fn redb_in_dir(dir: impl Into<PathBuf>) -> EmbeddedConfig {
+        EmbeddedConfig::new(dir.into().join("store.redb"))
     }
 }
 
@@ -527,6 +549,7 @@ impl Store {
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
         match config {
             StoreConfig::Embedded(config) => Store::open_embedded(config).await,
+            StoreConfig::Redb(config) => Store::open_redb(config).await,
             #[cfg(feature = "etcd")]
             StoreConfig::Etcd(config) => Store::connect_etcd(config).await,
         }
@@ -537,6 +560,14 @@ impl Store {
     /// second open fails until this store is closed or dropped.
     pub async fn open_embedded(config: EmbeddedConfig) -> Result<Store, StoreError> {
         let backend = embedded::Embedded::open(config).await?;
+        Ok(Store { backend: Arc::new(backend) })
+    }
+
+    /// Opens (or creates) the embedded engine on the redb file at
+    /// `config.path` (checkpoint settings do not apply: redb keeps its
+    /// file compact itself). Locked like the log.
+    pub async fn open_redb(config: EmbeddedConfig) -> Result<Store, StoreError> {
+        let backend = embedded::Embedded::open_redb(config).await?;
         Ok(Store { backend: Arc::new(backend) })
     }
 
@@ -676,6 +707,14 @@ impl Store {
     /// below an already compacted revision does nothing.
     pub async fn compact(&self, revision: u64) -> Result<(), StoreError> {
         self.backend.compact(revision).await
+    }
+
+    /// Rewrites the embedded store's file compactly now, holding writes
+    /// meanwhile: the log is replaced by a checkpoint of the live state
+    /// (as it is by itself once it outgrows the state), a redb file is
+    /// compacted. Nothing to do on etcd, which compacts its own files.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.backend.checkpoint().await
     }
 
     /// Stops this store. Embedded: later writes on any clone fail with

@@ -201,3 +201,67 @@ async fn the_store_is_private_from_its_creation() {
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["store.log"]);
 }
+
+/// `checkpoint` rewrites the log as the live state now: the file shrinks
+/// to about the live data, and everything reads back after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_checkpoint_shrinks_the_log_and_keeps_everything() {
+    let dir = TempDir::new().unwrap();
+    let config = EmbeddedConfig { history_revisions: 10, ..EmbeddedConfig::in_dir(dir.path()) };
+    let store = Store::open_embedded(config.clone()).await.unwrap();
+    for round in 0..50 {
+        for key in 0..20 {
+            store.put(&format!("kv/{key}"), format!("{round:0>200}")).await.unwrap();
+        }
+    }
+    let written_end = |path: &std::path::Path| {
+        let data = std::fs::read(path).unwrap();
+        data.iter().rposition(|&byte| byte != 0).map_or(0, |i| i + 1)
+    };
+    let before = written_end(&config.path);
+    store.checkpoint().await.unwrap();
+    let after = written_end(&config.path);
+    assert!(after * 10 < before, "the log went from {before} to {after} bytes");
+    store.put("kv/after", "yes").await.unwrap();
+    store.close().await.unwrap();
+    let store = Store::open_embedded(config).await.unwrap();
+    assert_eq!(store.range("kv/", None).await.unwrap().kvs.len(), 21);
+    assert_eq!(store.get("kv/7").await.unwrap().kv.unwrap().value, format!("{:0>200}", 49));
+    store.close().await.unwrap();
+}
+
+/// Everything is in memory, so the data has a bound: a write past it is
+/// refused whole with `Full`, deletes still work and make room, and the
+/// file stays whole (it reopens with every accepted write, also under a
+/// bound lowered below what it holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_past_the_memory_bound_are_refused_and_the_file_stays_whole() {
+    let dir = TempDir::new().unwrap();
+    // Ten keys of 1,000 B (each counts its name, its value and 48 B).
+    let config = EmbeddedConfig { max_data_bytes: 10 * (6 + 1000 + 48), ..EmbeddedConfig::in_dir(dir.path()) };
+    let store = Store::open_embedded(config.clone()).await.unwrap();
+    let value = vec![b'v'; 1000];
+    for i in 0..10 {
+        store.put(&format!("kv/{i:03}"), value.clone()).await.unwrap();
+    }
+    let error = store.put("kv/010", value.clone()).await.unwrap_err();
+    assert!(matches!(error, StoreError::Full { limit: 10_540 }), "{error:?}");
+    assert!(error.to_string().contains("the embedded store is full"), "{error}");
+    // A transaction that would grow past it is refused whole.
+    let txn = gantry_store::Txn::new().put("kv/000", "small").put("kv/011", value.clone());
+    assert!(matches!(store.txn(txn).await, Err(StoreError::Full { .. })));
+    assert_eq!(store.get("kv/000").await.unwrap().kv.unwrap().value.len(), 1000);
+    // Overwriting in place does not grow it; deleting makes room.
+    store.put("kv/001", value.clone()).await.unwrap();
+    store.delete("kv/002").await.unwrap();
+    store.put("kv/010", value.clone()).await.unwrap();
+    store.close().await.unwrap();
+
+    let lower = EmbeddedConfig { max_data_bytes: 5_000, ..config };
+    let store = Store::open_embedded(lower).await.unwrap();
+    assert_eq!(store.range("kv/", None).await.unwrap().kvs.len(), 10);
+    assert!(matches!(store.put("kv/100", "x").await, Err(StoreError::Full { .. })));
+    store.delete_prefix("kv/00").await.unwrap();
+    store.put("kv/100", "x").await.unwrap();
+    store.close().await.unwrap();
+}

@@ -1,11 +1,12 @@
 //! Integration tests of gantry-store: one conformance suite run against the
-//! embedded engine and against a real etcd, plus engine-specific and
+//! embedded engine (on its log and on redb) and against a real etcd, plus engine-specific and
 //! crash-safety tests. One test binary, one module per concern.
 
 mod crash;
 mod embedded;
 mod etcd;
 mod log_file;
+mod redb;
 mod suite;
 mod support;
 

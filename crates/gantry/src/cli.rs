@@ -796,7 +796,8 @@ pub struct ServeArgs {
     /// Directory of the embedded store
     #[arg(long, default_value = ".gantry/server", value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// `embedded` (one crash-safe file in --data-dir) or `etcd://HOST:PORT[,HOST:PORT...]`
+    /// `embedded` (one crash-safe log file in --data-dir), `redb` (the same
+    /// engine on a redb file there) or `etcd://HOST:PORT[,HOST:PORT...]`
     #[arg(long, default_value = "embedded", value_name = "STORE")]
     pub store: String,
     /// HTTP event loops, each on a thread of its own (one serves about 35k

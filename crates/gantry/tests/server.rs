@@ -344,7 +344,7 @@ fn unknown_store_is_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_in(dir.path(), &["server", "--store", "postgres://x"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("use --store embedded, or --store etcd://HOST:PORT"), "{}", run.stderr);
+    assert!(run.stderr.contains("use --store embedded, --store redb, or --store etcd://HOST:PORT"), "{}", run.stderr);
 }
 
 /// Every limit is a flag of `gantry server`: each value reaches the

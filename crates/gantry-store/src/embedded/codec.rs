@@ -130,11 +130,26 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Vec<Entry>, String> {
     Ok(entries)
 }
 
+/// A stored key's value and metadata alone (the redb engine's table rows).
+pub(crate) fn encode_stored(stored: &Stored, out: &mut Vec<u8>) {
+    put_stored(out, stored);
+}
+
+/// Reads what [`encode_stored`] wrote.
+pub(crate) fn decode_stored(bytes: &[u8]) -> Option<Stored> {
+    let mut reader = Reader(bytes);
+    let stored = reader.stored()?;
+    reader.0.is_empty().then_some(stored)
+}
+
 /// Roughly how many bytes [`encode`] writes for a stored key: enough to
 /// size buffers and compare the log with the live data.
 pub(crate) fn stored_size(key: &str, stored: &Stored) -> usize {
-    key.len() + stored.value.len() + 48
+    key.len() + stored.value.len() + STORED_OVERHEAD
 }
+
+/// What [`stored_size`] counts for a key besides its name and value.
+pub(crate) const STORED_OVERHEAD: usize = 48;
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
     // Keys, values and counts are bounded far below 4 GiB by the store's

@@ -100,7 +100,7 @@ pub(crate) fn read(data: &[u8], mut apply: impl FnMut(&[u8]) -> Result<(), Strin
     Ok((offset, Tail::Clean))
 }
 
-fn check_header(data: &[u8]) -> Result<(), Damage> {
+pub(crate) fn check_header(data: &[u8]) -> Result<(), Damage> {
     let header =
         data.get(..FILE_HEADER_BYTES).ok_or_else(|| Damage::Header(format!("only {} bytes long", data.len())))?;
     if &header[..8] != MAGIC {

@@ -3,16 +3,27 @@
 //! `fdatasync` per batch), reads served from memory, watches fed by a
 //! broadcast of committed events with the in-memory history as their
 //! fallback.
+//!
+//! The same engine runs on a redb file instead of the log (`redb_file`:
+//! one write transaction per batch, read into memory at open), for the
+//! side-by-side measurement of issue 20 (ARCHITECTURE.md, Decisions).
 
 mod codec;
+mod disk;
 mod file;
+#[cfg(test)]
+mod fuzz;
 mod log;
+#[cfg(test)]
+mod power_loss;
+mod redb_file;
+#[cfg(test)]
+mod sim_disk;
 mod state;
 mod watcher;
 mod writer;
 
 use std::collections::HashMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
@@ -24,6 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::backend::{Backend, Write, Written};
 use crate::{EmbeddedConfig, Engine, Event, GetResponse, KeyValue, Lease, LeaseId, RangeResponse, StoreError, Watch};
 use codec::Stored;
+use disk::Disk;
 use state::{HistoryLimits, State};
 
 /// How many revisions of watch history the embedded engine keeps by default:
@@ -40,6 +52,14 @@ pub const DEFAULT_HISTORY_BYTES: usize = 256 << 20;
 /// more than twice what a checkpoint would write.
 pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
 
+/// The most bytes of keys and values the embedded engine holds by default:
+/// 1 GiB as [`codec::stored_size`] counts them, about 3.4 million keys of
+/// 256 B. Everything is in memory: at 1 million keys of 256 B (318 MB so
+/// counted) and the default watch history the process held 580 MB after
+/// opening and peaked at 907 MB while replaying (`bench --only engine`),
+/// so plan on about three times the bound.
+pub const DEFAULT_MAX_DATA_BYTES: u64 = 1 << 30;
+
 /// How often lease deadlines are checked; a lease ends at most this much
 /// after its TTL ran out.
 const LEASE_TICK: Duration = Duration::from_millis(100);
@@ -54,6 +74,7 @@ pub(crate) struct Embedded {
 
 /// What the writer thread, readers, watchers and the lease clock share.
 pub(crate) struct Inner {
+    engine: Engine,
     path: std::path::PathBuf,
     /// Everything durable in the log, and nothing more: the writer applies a
     /// batch only after its record is synced.
@@ -97,20 +118,53 @@ impl Inner {
 
 impl Embedded {
     pub(crate) async fn open(config: EmbeddedConfig) -> Result<Embedded, StoreError> {
+        Embedded::open_on(config, Arc::new(disk::RealDisk)).await
+    }
+
+    /// Opens the log of `config` on `disk` (the real one, or a simulated one
+    /// in tests).
+    pub(crate) async fn open_on(config: EmbeddedConfig, disk: Arc<dyn disk::Disk>) -> Result<Embedded, StoreError> {
         let path = config.path.clone();
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            // Created private; an existing directory is the operator's choice.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(file::PRIVATE_DIR)
-                .create(dir)
-                .map_err(|source| StoreError::Io { path: dir.to_owned(), action: "create directory", source })?;
+            disk.create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                action: "create directory",
+                source,
+            })?;
         }
-        let limits = HistoryLimits { revisions: config.history_revisions.max(1), bytes: config.history_bytes };
+        let limits = limits(&config);
         // Replaying reads the whole log: off the async threads.
-        let (log, state) =
-            tokio::task::spawn_blocking(move || file::open(&path, limits)).await.map_err(|_| StoreError::Closed)??;
+        let (log, state) = tokio::task::spawn_blocking(move || file::open(disk, &path, limits))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        Embedded::start(config, Engine::Embedded, writer::Journal::Log(log), state)
+    }
 
+    /// Opens the redb file of `config`: the same engine, each batch a redb
+    /// write transaction instead of a log record.
+    pub(crate) async fn open_redb(config: EmbeddedConfig) -> Result<Embedded, StoreError> {
+        let path = config.path.clone();
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            disk::RealDisk.create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                action: "create directory",
+                source,
+            })?;
+        }
+        let limits = limits(&config);
+        let (file, state) = tokio::task::spawn_blocking(move || redb_file::open(&path, limits))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        Embedded::start(config, Engine::Redb, writer::Journal::Redb(file), state)
+    }
+
+    /// Starts the writer and the lease clock over an opened file.
+    fn start(
+        config: EmbeddedConfig,
+        engine: Engine,
+        journal: writer::Journal,
+        state: State,
+    ) -> Result<Embedded, StoreError> {
         let now = Instant::now();
         let leases = state
             .leases
@@ -122,6 +176,7 @@ impl Embedded {
             .collect();
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
         let inner = Arc::new(Inner {
+            engine,
             path: config.path.clone(),
             revision: AtomicU64::new(state.revision),
             state: RwLock::new(state),
@@ -129,8 +184,11 @@ impl Embedded {
             leases: Mutex::new(leases),
         });
         let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
-        let writer_config = writer::WriterConfig { checkpoint_bytes: config.checkpoint_bytes };
-        writer::spawn(inner.clone(), queue, log, writer_config)?;
+        let writer_config = writer::WriterConfig {
+            checkpoint_bytes: config.checkpoint_bytes,
+            max_data_bytes: usize::try_from(config.max_data_bytes).unwrap_or(usize::MAX),
+        };
+        writer::spawn(inner.clone(), queue, journal, writer_config)?;
         tokio::spawn(expire_leases(Arc::downgrade(&inner), requests.downgrade()));
         Ok(Embedded { inner, requests })
     }
@@ -155,7 +213,7 @@ fn key_value(key: &str, stored: &Stored) -> KeyValue {
 
 impl Backend for Embedded {
     fn engine(&self) -> Engine {
-        Engine::Embedded
+        self.inner.engine
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -229,6 +287,10 @@ impl Backend for Embedded {
         async move { self.request(writer::Op::Compact(revision)).await.map(drop) }.boxed()
     }
 
+    fn checkpoint(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move { self.request(writer::Op::Checkpoint).await.map(drop) }.boxed()
+    }
+
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             match self.request(writer::Op::Close).await {
@@ -238,6 +300,10 @@ impl Backend for Embedded {
         }
         .boxed()
     }
+}
+
+fn limits(config: &EmbeddedConfig) -> HistoryLimits {
+    HistoryLimits { revisions: config.history_revisions.max(1), bytes: config.history_bytes }
 }
 
 /// Ends leases whose deadline passed, until the store is dropped.

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::{self, Entry, Mutation, Stored};
 use super::file::{self, Checkpoint, LogFile};
 use super::log;
+use super::redb_file::RedbFile;
 use super::state::State;
 use super::{Inner, LeaseClock};
 use crate::backend::{Write, Written};
@@ -63,6 +64,8 @@ pub(crate) enum Op {
     /// alive since.
     Expire(Vec<i64>),
     Compact(u64),
+    /// Rewrite the file compactly now ([`crate::Store::checkpoint`]).
+    Checkpoint,
     Close,
 }
 
@@ -89,11 +92,24 @@ pub(crate) enum Outcome {
     Done,
 }
 
+/// Where the writer makes batches durable.
+#[derive(Debug)]
+pub(crate) enum Journal {
+    /// Gantry's append-only log: a record and an `fdatasync` per batch,
+    /// checkpoints beside it.
+    Log(LogFile),
+    /// A redb file: a write transaction per batch.
+    Redb(RedbFile),
+}
+
 /// How the writer runs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WriterConfig {
     /// No checkpoint while the log is smaller than this.
     pub checkpoint_bytes: u64,
+    /// Writes that would take the live keys and values past this are
+    /// refused ([`StoreError::Full`]).
+    pub max_data_bytes: usize,
 }
 
 /// Starts the writer thread. It stops when every sender is dropped, on
@@ -101,14 +117,14 @@ pub(crate) struct WriterConfig {
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     queue: mpsc::Receiver<Request>,
-    log: LogFile,
+    journal: Journal,
     config: WriterConfig,
 ) -> Result<(), StoreError> {
     let path = inner.path.clone();
     let writer = Writer {
         inner,
         queue,
-        log,
+        journal,
         config,
         writers: 1,
         last_sync: Duration::ZERO,
@@ -129,7 +145,7 @@ pub(crate) fn spawn(
 struct Writer {
     inner: Arc<Inner>,
     queue: mpsc::Receiver<Request>,
-    log: LogFile,
+    journal: Journal,
     config: WriterConfig,
     /// How many requests the last batch held: an estimate of how many
     /// callers are writing concurrently.
@@ -165,7 +181,20 @@ impl Writer {
             let mut batch = self.gather(first);
             let close_at = batch.iter().position(|request| matches!(request.op, Op::Close));
             let rest = close_at.map(|at| batch.split_off(at));
-            let stop = self.commit(batch).is_err() || self.checkpoint_step().is_err();
+            let (forced, batch): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|request| matches!(request.op, Op::Checkpoint));
+            let mut stop = self.commit(batch).is_err() || self.checkpoint_step().is_err();
+            if !stop && !forced.is_empty() {
+                let done = self.checkpoint_now();
+                stop = done.is_err();
+                for reply in forced.into_iter().filter_map(|request| request.reply) {
+                    let answer = match &done {
+                        Ok(()) => Ok(Outcome::Done),
+                        Err(error) => Err(error.copy_for_another_caller()),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
             if let Some(rest) = rest {
                 let mut rest = rest.into_iter();
                 close_reply = rest.next().and_then(|close| close.reply);
@@ -181,7 +210,9 @@ impl Writer {
             // Let it finish, so that it does not write beside a log that
             // someone else may open once this one is unlocked.
             let _ = in_progress.thread.join();
-            let _ = std::fs::remove_file(file::checkpoint_path(&self.inner.path));
+            if let Journal::Log(log) = &self.journal {
+                log.remove_checkpoint();
+            }
         }
         // Release (and unlock) the file before saying the store is closed.
         drop(self);
@@ -255,29 +286,34 @@ impl Writer {
         let (ops, replies): (Vec<Op>, Vec<_>) = requests.into_iter().map(|request| (request.op, request.reply)).unzip();
         let (outcomes, changes) = {
             let state = self.inner.state();
-            let mut pending = Pending::new(&state, &self.inner);
+            let mut pending = Pending::new(&state, &self.inner, self.config.max_data_bytes);
             let outcomes: Vec<_> = ops.into_iter().map(|op| pending.decide(op)).collect();
             (outcomes, pending.changes)
         };
 
         // Refused requests and failed comparisons change nothing: no record.
         if !changes.entries.is_empty() {
-            let mut payload = Vec::new();
-            for entry in &changes.entries {
-                codec::encode(entry, &mut payload);
-            }
-            let mut record = Vec::with_capacity(payload.len() + 16);
-            log::frame(&payload, &mut record);
             let started = Instant::now();
-            let appended = self.log.append(&record);
+            let durable = match &mut self.journal {
+                Journal::Log(log) => {
+                    let mut payload = Vec::new();
+                    for entry in &changes.entries {
+                        codec::encode(entry, &mut payload);
+                    }
+                    let mut record = Vec::with_capacity(payload.len() + 16);
+                    log::frame(&payload, &mut record);
+                    let appended = log.append(&record);
+                    if let (Ok(()), Some(in_progress)) = (&appended, &mut self.checkpoint) {
+                        in_progress.tail.extend_from_slice(&record);
+                    }
+                    appended.map_err(|error| file::io_error(&self.inner.path, "append to the log", error))
+                }
+                Journal::Redb(redb) => redb.commit(&changes.entries),
+            };
             self.last_sync = started.elapsed();
-            if let Err(error) = appended {
-                let error = file::io_error(&self.inner.path, "append to the log", error);
+            if let Err(error) = durable {
                 fail_all(replies, &error);
                 return Err(Stop);
-            }
-            if let Some(in_progress) = &mut self.checkpoint {
-                in_progress.tail.extend_from_slice(&record);
             }
             self.publish(changes);
         }
@@ -328,15 +364,16 @@ impl Writer {
                     .thread
                     .join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("the checkpoint thread panicked")));
+                let Journal::Log(log) = &mut self.journal else { unreachable!("only the log is checkpointed") };
                 match written {
                     Ok(checkpoint) => {
-                        if self.log.install(checkpoint, &in_progress.tail).is_err() {
+                        if log.install(checkpoint, &in_progress.tail).is_err() {
                             return Err(Stop);
                         }
                     }
                     Err(_) => {
                         // The log is intact: carry on with it, retry later.
-                        self.next_checkpoint = self.log.len() + self.config.checkpoint_bytes;
+                        self.next_checkpoint = log.len() + self.config.checkpoint_bytes;
                     }
                 }
             }
@@ -347,8 +384,35 @@ impl Writer {
         Ok(())
     }
 
+    /// Checkpoints the log (after finishing one in progress), or compacts
+    /// the redb file, holding writes meanwhile.
+    fn checkpoint_now(&mut self) -> Result<(), StoreError> {
+        let path = self.inner.path.clone();
+        if let Some(in_progress) = self.checkpoint.take() {
+            let _ = in_progress.thread.join().map(|written| {
+                written.and_then(|checkpoint| match &mut self.journal {
+                    Journal::Log(log) => log.install(checkpoint, &in_progress.tail),
+                    Journal::Redb(_) => Ok(()),
+                })
+            });
+        }
+        match &mut self.journal {
+            Journal::Log(log) => {
+                let records = encode_checkpoint(&self.inner.state());
+                let checkpoint = file::write_checkpoint(&*log.disk(), &path, &records)
+                    .map_err(|error| file::io_error(&path, "write a checkpoint", error))?;
+                log.install(checkpoint, &[]).map_err(|error| file::io_error(&path, "install a checkpoint", error))
+            }
+            Journal::Redb(redb) => redb.compact(),
+        }
+    }
+
     fn checkpoint_due(&self) -> bool {
-        let len = self.log.len();
+        // redb keeps its file compact itself.
+        let Journal::Log(log) = &self.journal else {
+            return false;
+        };
+        let len = log.len();
         if len < self.config.checkpoint_bytes.max(self.next_checkpoint) {
             return false;
         }
@@ -360,22 +424,27 @@ impl Writer {
     /// this is a consistent cut), and writes and syncs it on another thread
     /// while the writer goes on.
     fn start_checkpoint(&mut self) {
+        let Journal::Log(log) = &self.journal else {
+            return;
+        };
         let records = encode_checkpoint(&self.inner.state());
         let path = self.inner.path.clone();
+        let disk = log.disk();
+        let log_len = log.len();
         let spawned = std::thread::Builder::new()
             .name("gantry-store-checkpoint".into())
-            .spawn(move || file::write_checkpoint(&path, &records));
+            .spawn(move || file::write_checkpoint(&*disk, &path, &records));
         match spawned {
             Ok(thread) => {
                 self.checkpoint = Some(InProgress { thread, tail: Vec::new() });
             }
-            Err(_) => self.next_checkpoint = self.log.len() + self.config.checkpoint_bytes,
+            Err(_) => self.next_checkpoint = log_len + self.config.checkpoint_bytes,
         }
     }
 }
 
 /// The whole state as framed records.
-fn encode_checkpoint(state: &State) -> Vec<u8> {
+pub(crate) fn encode_checkpoint(state: &State) -> Vec<u8> {
     let mut records = Vec::with_capacity(state.kv_bytes + state.history_bytes + 4096);
     let mut payload = Vec::with_capacity(CHECKPOINT_RECORD_BYTES * 2);
     for entry in state.checkpoint() {
@@ -419,12 +488,16 @@ struct Pending<'a> {
     leases: HashMap<i64, bool>,
     revision: u64,
     oldest: u64,
+    /// The live keys' size, as [`State::kv_bytes`] counts it, with this
+    /// batch's changes.
+    kv_bytes: usize,
+    max_data_bytes: usize,
     now: Instant,
     changes: Changes,
 }
 
 impl<'a> Pending<'a> {
-    fn new(state: &'a State, inner: &'a Inner) -> Pending<'a> {
+    fn new(state: &'a State, inner: &'a Inner, max_data_bytes: usize) -> Pending<'a> {
         Pending {
             state,
             inner,
@@ -432,6 +505,8 @@ impl<'a> Pending<'a> {
             leases: HashMap::new(),
             revision: state.revision,
             oldest: state.oldest,
+            kv_bytes: state.kv_bytes,
+            max_data_bytes,
             now: Instant::now(),
             changes: Changes::default(),
         }
@@ -504,6 +579,25 @@ impl<'a> Pending<'a> {
                         return Err(StoreError::LeaseNotFound { lease: *lease });
                     }
                 }
+                let size =
+                    |key: &str, stored: Option<&Stored>| stored.map_or(0, |stored| codec::stored_size(key, stored));
+                let (mut added, mut removed) = (0, 0);
+                for op in &txn.ops {
+                    match op {
+                        TxnOp::Put { key, value, .. } => {
+                            added += key.len() + value.len() + codec::STORED_OVERHEAD;
+                            removed += size(key, self.get(key));
+                        }
+                        TxnOp::Delete { key } => removed += size(key, self.get(key)),
+                    }
+                }
+                // Everything is in memory: past the bound, refuse rather
+                // than grow (a write that does not grow the data passes).
+                let kv_bytes = (self.kv_bytes + added).saturating_sub(removed);
+                if kv_bytes > self.max_data_bytes && added > removed {
+                    return Err(StoreError::Full { limit: self.max_data_bytes as u64 });
+                }
+                self.kv_bytes = kv_bytes;
                 let revision = self.revision + 1;
                 let mut mutations = Vec::with_capacity(txn.ops.len());
                 let mut deleted = 0;
@@ -579,7 +673,7 @@ impl<'a> Pending<'a> {
                 }
                 Ok(Outcome::Done)
             }
-            Op::Close => Ok(Outcome::Done),
+            Op::Close | Op::Checkpoint => Ok(Outcome::Done),
         }
     }
 
@@ -587,6 +681,8 @@ impl<'a> Pending<'a> {
     fn delete_all(&mut self, keys: Vec<String>) {
         let mut mutations = Vec::with_capacity(keys.len());
         for key in keys {
+            let removed = self.get(&key).map_or(0, |stored| codec::stored_size(&key, stored));
+            self.kv_bytes = self.kv_bytes.saturating_sub(removed);
             self.keys.insert(key.clone(), None);
             mutations.push(Mutation::Delete { key });
         }

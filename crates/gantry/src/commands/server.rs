@@ -14,18 +14,21 @@ use crate::cli::{AclArg, EtcdArgs, ServeArgs, ServeTlsArgs};
 use crate::context::{Context, tls_input};
 
 pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
+    let embedded = matches!(args.store.as_str(), "embedded" | "redb");
     let config = if args.store == "embedded" {
         StoreConfig::Embedded(EmbeddedConfig::in_dir(&args.data_dir))
+    } else if args.store == "redb" {
+        StoreConfig::Redb(EmbeddedConfig::redb_in_dir(&args.data_dir))
     } else if let Some(etcd) = EtcdConfig::from_url(&args.store) {
         StoreConfig::Etcd(secure_etcd(etcd, &args.etcd)?)
     } else {
         return Err(BadInput(format!(
-            "error: unknown store {:?}\n = help: use --store embedded, or --store etcd://HOST:PORT[,HOST:PORT...]",
+            "error: unknown store {:?}\n = help: use --store embedded, --store redb, or --store etcd://HOST:PORT[,HOST:PORT...]",
             args.store
         ))
         .into());
     };
-    if args.store == "embedded" && (args.etcd.etcd_ca.is_some() || args.etcd.etcd_user.is_some()) {
+    if embedded && (args.etcd.etcd_ca.is_some() || args.etcd.etcd_user.is_some()) {
         return Err(BadInput(
             "error: --etcd-* options are for --store etcd://...\n = help: leave them out with the embedded store"
                 .into(),
@@ -36,6 +39,7 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let described = match &config {
         StoreConfig::Embedded(_) => format!("embedded in {}", args.data_dir.display()),
+        StoreConfig::Redb(_) => format!("redb in {}", args.data_dir.display()),
         StoreConfig::Etcd(_) => args.store.clone(),
     };
     ctx.block_on(async move {

@@ -11,8 +11,14 @@
 //! ACLs off, on, and on with mutual TLS, and etcd without and with TLS.
 //! Every loop is bounded in count and time.
 //!
-//! Run: `cargo run --release -p gantry-bench --bin bench [-- --seconds 3 --watchers 1000 --rounds 200 --only writes|fan-out|security]`
+//! The embedded engine runs twice: on its own log, and on a redb file
+//! (`--store redb`), for issue 20's side by side. The engine part
+//! ([`engine`]) measures both at a million keys: filling, opening
+//! (replay), resident memory, checkpoint.
+//!
+//! Run: `cargo run --release -p gantry-bench --bin bench [-- --seconds 3 --watchers 1000 --rounds 200 --only writes|fan-out|security|engine]`
 
+mod engine;
 mod security;
 
 use std::future::Future;
@@ -53,7 +59,9 @@ struct Options {
     seconds: f64,
     watchers: usize,
     rounds: usize,
-    /// Run only one part: `writes`, `fan-out` or `security`.
+    /// Keys the engine part fills each engine with.
+    keys: u64,
+    /// Run only one part: `writes`, `fan-out`, `security` or `engine`.
     only: Option<String>,
     /// Print every fan-out round's time, in order, to stderr (periodic
     /// stalls show there; a 50 ms one was Nagle against delayed ACKs).
@@ -71,6 +79,9 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some(SERVE) {
         return runtime.block_on(serve_child(&args[1..]));
     }
+    if args.first().map(String::as_str) == Some(engine::CHILD) {
+        return runtime.block_on(engine::child(&args[1..]));
+    }
     runtime.block_on(run(parse_args(args)?))
 }
 
@@ -79,14 +90,16 @@ fn main() -> anyhow::Result<()> {
 const SERVER_CERT_FILE: &str = "server.pem";
 const SERVER_KEY_FILE: &str = "server-key.pem";
 
-/// The server process: `__serve embedded DIR | etcd URL`, then `--acl
+/// The server process: `__serve embedded DIR | redb DIR | etcd URL`, then `--acl
 /// TOKEN_DIR` (access control on, the bootstrap token's secret written to
 /// TOKEN_DIR/bootstrap-token) and `--tls TLS_DIR` (HTTPS requiring client
 /// certificates of TLS_DIR/ca.pem). Prints its URL once it serves.
 async fn serve_child(args: &[String]) -> anyhow::Result<()> {
-    let usage = || anyhow::anyhow!("usage: bench {SERVE} embedded DIR | etcd URL [--acl TOKEN_DIR] [--tls TLS_DIR]");
+    let usage =
+        || anyhow::anyhow!("usage: bench {SERVE} embedded DIR | redb DIR | etcd URL [--acl TOKEN_DIR] [--tls TLS_DIR]");
     let (config, flags) = match args {
         [kind, dir, flags @ ..] if kind == "embedded" => (StoreConfig::Embedded(EmbeddedConfig::in_dir(dir)), flags),
+        [kind, dir, flags @ ..] if kind == "redb" => (StoreConfig::Redb(EmbeddedConfig::redb_in_dir(dir)), flags),
         [kind, endpoint, flags @ ..] if kind == "etcd" => {
             (StoreConfig::Etcd(EtcdConfig::new([endpoint.clone()])), flags)
         }
@@ -269,14 +282,17 @@ impl Endpoint {
 /// What the measurements run against.
 struct Targets {
     etcd: LocalEtcd,
-    /// Gantry servers: on the embedded store, on etcd.
+    /// Gantry servers: on the embedded store (its log, redb), on etcd.
     server_embedded: Endpoint,
+    server_redb: Endpoint,
     server_etcd: Endpoint,
     /// Their process ids.
     embedded_pid: u32,
+    redb_pid: u32,
     on_etcd_pid: u32,
-    /// The store API in this process: embedded, on etcd.
+    /// The store API in this process: embedded (its log, redb), on etcd.
     embedded: Store,
+    redb: Store,
     on_etcd: Store,
     direct: etcd_client::Client,
 }
@@ -290,8 +306,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let measured = async {
-        if options.only.as_deref() != Some("security") {
+        if matches!(options.only.as_deref(), None | Some("writes" | "fan-out")) {
             store_rows(&options, &dir).await?;
+        }
+        if matches!(options.only.as_deref(), None | Some("engine")) {
+            engine::rows(&options, &dir).await?;
         }
         if matches!(options.only.as_deref(), None | Some("security")) {
             security::rows(&options, &dir).await?;
@@ -313,9 +332,14 @@ async fn store_rows(options: &Options, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&server_dir)?;
     std::fs::create_dir_all(&store_dir)?;
     let embedded_process = ServerProcess::start(&["embedded", &server_dir.to_string_lossy()])?;
+    let redb_dir = dir.join("server-redb");
+    std::fs::create_dir_all(&redb_dir)?;
+    let redb_process = ServerProcess::start(&["redb", &redb_dir.to_string_lossy()])?;
     let etcd_process = ServerProcess::start(&["etcd", etcd.endpoint()])?;
     let (server_embedded, server_etcd) = (Endpoint::plain(&embedded_process.url), Endpoint::plain(&etcd_process.url));
+    let server_redb = Endpoint::plain(&redb_process.url);
     let embedded = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(&store_dir))).await?;
+    let redb = Store::open(StoreConfig::Redb(EmbeddedConfig::redb_in_dir(&store_dir))).await?;
     let on_etcd = Store::open(StoreConfig::Etcd(EtcdConfig::new([etcd.endpoint().to_string()]))).await?;
     let direct = etcd_client::Client::connect([etcd.endpoint()], None).await?;
 
@@ -326,8 +350,20 @@ async fn store_rows(options: &Options, dir: &Path) -> anyhow::Result<()> {
         server_etcd.url
     );
     println!();
-    let (embedded_pid, on_etcd_pid) = (embedded_process.pid(), etcd_process.pid());
-    let targets = Targets { etcd, server_embedded, server_etcd, embedded_pid, on_etcd_pid, embedded, on_etcd, direct };
+    let (embedded_pid, redb_pid, on_etcd_pid) = (embedded_process.pid(), redb_process.pid(), etcd_process.pid());
+    let targets = Targets {
+        etcd,
+        server_embedded,
+        server_redb,
+        server_etcd,
+        embedded_pid,
+        redb_pid,
+        on_etcd_pid,
+        embedded,
+        redb,
+        on_etcd,
+        direct,
+    };
     if options.only.as_deref() != Some("fan-out") {
         write_rows(options, &targets).await?;
     }
@@ -345,7 +381,7 @@ async fn store_rows(options: &Options, dir: &Path) -> anyhow::Result<()> {
     println!("as etcd's own watch benchmark runs them; the store API row has no network. CPU: the serving processes'");
     println!("user + system time (gantry server, etcd under it, or etcd) per write or per round; watchers': this");
     println!("process's (the watchers' and the writer's) per round.");
-    drop((targets, embedded_process, etcd_process));
+    drop((targets, embedded_process, redb_process, etcd_process));
     Ok(())
 }
 
@@ -357,10 +393,13 @@ async fn write_rows(options: &Options, t: &Targets) -> anyhow::Result<()> {
     for clients in [1usize, 64] {
         let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 8).tcp_nodelay(true).build()?;
         let (embedded, on_etcd, etcd) = ([t.embedded_pid], [t.on_etcd_pid, t.etcd.pid()], [t.etcd.pid()]);
+        let redb = [t.redb_pid];
         let rows: Vec<(&str, &[u32], Op)> = vec![
             ("gantry server, embedded (HTTP)", &embedded, http_put(&t.server_embedded, "he", clients, &value).await?),
+            ("gantry server, redb (HTTP)", &redb, http_put(&t.server_redb, "hr", clients, &value).await?),
             ("gantry server, on etcd (HTTP)", &on_etcd, http_put(&t.server_etcd, "hg", clients, &value).await?),
             ("gantry store API, embedded", &[], store_put(&t.embedded, "se", &value)),
+            ("gantry store API, redb", &[], store_put(&t.redb, "sr", &value)),
             ("gantry store API, on etcd", &etcd, store_put(&t.on_etcd, "sg", &value)),
             ("etcd direct (gRPC, etcd-client)", &etcd, etcd_put(&t.direct, &value)),
         ];
@@ -466,7 +505,8 @@ fn print_fan_out(options: &Options, rows: &[(&str, usize, FanOut)], reference: D
 }
 
 fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
-    let mut options = Options { seconds: 3.0, watchers: 1000, rounds: 200, only: None, print_rounds: false };
+    let mut options =
+        Options { seconds: 3.0, watchers: 1000, rounds: 200, keys: 1_000_000, only: None, print_rounds: false };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -475,13 +515,14 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
             "--watchers" => options.watchers = value("--watchers")?.parse().context("--watchers takes a number")?,
             "--rounds" => options.rounds = value("--rounds")?.parse().context("--rounds takes a number")?,
             "--print-rounds" => options.print_rounds = true,
+            "--keys" => options.keys = value("--keys")?.parse().context("--keys takes a number")?,
             "--only" => match value("--only")?.as_str() {
-                part @ ("writes" | "fan-out" | "security") => options.only = Some(part.to_string()),
-                other => bail!("--only takes writes, fan-out or security, not {other:?}"),
+                part @ ("writes" | "fan-out" | "security" | "engine") => options.only = Some(part.to_string()),
+                other => bail!("--only takes writes, fan-out, security or engine, not {other:?}"),
             },
             "--help" | "-h" => {
                 println!(
-                    "usage: bench [--seconds N (3)] [--watchers N (1000)] [--rounds N (200)] [--only writes|fan-out|security] [--print-rounds]"
+                    "usage: bench [--seconds N (3)] [--watchers N (1000)] [--rounds N (200)] [--keys N (1000000)] [--only writes|fan-out|security|engine] [--print-rounds]"
                 );
                 std::process::exit(0);
             }
@@ -493,8 +534,9 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
         || options.watchers > 10_000
         || options.rounds == 0
         || options.rounds > 10_000
+        || !(1..=10_000_000).contains(&options.keys)
     {
-        bail!("--seconds 0.1..600, --watchers 1..10000, --rounds 1..10000");
+        bail!("--seconds 0.1..600, --watchers 1..10000, --rounds 1..10000, --keys 1..10000000");
     }
     Ok(options)
 }
