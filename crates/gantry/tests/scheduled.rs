@@ -354,3 +354,59 @@ fn a_drain_under_traffic_through_haproxy_fails_no_request() {
     assert!(ok > 100, "only {ok} requests were made");
     assert_eq!(failed, 0, "{failed} of {} requests failed during the drain", ok + failed);
 }
+
+/// An allocation whose process keeps exiting is restarted in place, then,
+/// failed past its restarts, rescheduled on another node after its delay.
+#[test]
+fn an_allocation_that_keeps_failing_is_rescheduled_elsewhere() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    let fail_dir = work.path().join("fail");
+    std::fs::create_dir_all(&fail_dir).unwrap();
+    write_repo(&repo);
+    std::fs::remove_file(repo.join("data_bags/service/big.json")).unwrap();
+    // Exits at once on a host that has a file in FAIL_DIR.
+    let worker = serde_json::json!({
+        "id": "worker",
+        "command": format!("[ -e \"$FAIL_DIR/$HOST\" ] && exit 3; exec python3 {STATUS_SERVER}"),
+        "environment": {"FAIL_DIR": fail_dir.to_str().unwrap()},
+        "count": 1,
+        "resources": {"cpu": 0.25, "memory_mb": 200},
+        "reschedule": {"attempts": 2, "interval_s": 600, "delay_s": 1, "max_delay_s": 4},
+        "check": {"type": "http", "path": "/status", "interval": "200ms", "timeout": "150ms", "rise": 1, "fall": 2}
+    });
+    std::fs::write(repo.join("data_bags/service/worker.json"), worker.to_string()).unwrap();
+    std::fs::write(fail_dir.join("127.0.0.41"), "").unwrap();
+    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    gantry(&server, &["apply", "--repo", repo.to_str().unwrap()]).ok();
+    let node = |name: &str, address: &str| {
+        let args = [
+            "--machine-id",
+            name,
+            "--address",
+            address,
+            "--capacity",
+            "cpu=2,memory_mb=450",
+            "--restart-delay",
+            "200ms",
+        ];
+        AgentProcess::start(&server, &work.path().join(name), &args)
+    };
+    // Alone at first, the failing node gets the allocation.
+    let _bad = node("bad", "127.0.0.41");
+    let first = eventually("the worker is placed on the only node", Duration::from_secs(15), || {
+        running(&server, "worker").into_iter().next()
+    });
+    assert_eq!(first.machine, "bad");
+    let _good = node("good", "127.0.0.42");
+    let moved = eventually("the failing worker is rescheduled and passes elsewhere", Duration::from_secs(30), || {
+        let allocs = running(&server, "worker");
+        (allocs.len() == 1 && allocs[0].machine == "good" && passing_workers(&server) == [allocs[0].id.clone()])
+            .then(|| allocs[0].clone())
+    });
+    assert_eq!(moved.placement.reason, "rescheduled", "{moved:?}");
+    assert_eq!(moved.replaces.as_deref(), Some(first.id.as_str()));
+    assert_eq!(moved.reschedules.len(), 1, "{moved:?}");
+    let old = allocations(&server).into_iter().find(|a| a.id == first.id).unwrap();
+    assert_eq!((old.desired, old.stop_reason.as_deref()), (DesiredState::Stop, Some("failed, rescheduled")));
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use gantry_client::PutOptions;
 
-use super::{ServerProcess, gantry, run_in};
+use super::{ServerProcess, eventually, gantry, run_in};
 
 #[test]
 fn client_commands_against_a_server() {
@@ -306,6 +306,12 @@ fn acknowledged_writes_survive_sigkill() {
             })
             .collect();
         std::thread::sleep(stop_at.saturating_duration_since(Instant::now()));
+        // On a loaded machine the first writes may take longer than the
+        // round's moment: kill once this round has had one acknowledged.
+        let prefix = format!("crash/r{round}-");
+        eventually("the round's first acknowledged write", Duration::from_secs(20), || {
+            acknowledged.lock().unwrap().keys().any(|k| k.starts_with(&prefix)).then_some(())
+        });
         server.kill();
         for w in writers {
             rt.block_on(w).unwrap();
