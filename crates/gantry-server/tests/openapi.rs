@@ -136,7 +136,8 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
             json(&alloc)
         }
         ("POST", "/v1/jobs/{service}/plan") => {
-            br#"{"id": "api", "command": "exec sleep 100", "count": 2, "resources": {"memory_mb": 64}}"#.to_vec()
+            br#"{"id": "api", "command": "exec sleep 100", "count": 2, "resources": {"cpu": 0.1, "memory_mb": 64}}"#
+                .to_vec()
         }
         ("PUT", "/v1/jobs/{service}") => json(&gantry_api::JobStatus {
             service: "api".into(),

@@ -589,3 +589,69 @@ fn job_statuses(snapshot: &Snapshot, plan: &Plan, now: u64) -> Vec<JobStatus> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use gantry_api::{CapacitySource, NodeCapacity};
+    use gantry_store::EmbeddedConfig;
+
+    use super::*;
+
+    fn machine(updated_at: u64) -> Vec<u8> {
+        json(&Machine {
+            id: "m1".into(),
+            hostname: "m1".into(),
+            address: "127.0.0.2".into(),
+            facts: Default::default(),
+            labels: Default::default(),
+            updated_at,
+            capacity: Some(NodeCapacity {
+                total: gantry_api::Resources { cpu: 2.0, memory_mb: 512 },
+                source: CapacitySource::Configured,
+                reserved: gantry_api::Resources::ZERO,
+                scheduled_only: true,
+            }),
+        })
+    }
+
+    async fn claim(store: &Store) -> Term {
+        let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+        let claimed = store.txn(Txn::new().put_with_lease(LEADER_KEY, "a", lease.id)).await.unwrap();
+        Term { lease: lease.id, revision: claimed.revision }
+    }
+
+    /// A plan is written only by the lead it was made under, and only if
+    /// the nodes it touches are as it read them.
+    #[tokio::test]
+    async fn a_lost_lead_or_a_changed_node_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(EmbeddedConfig::in_dir(dir.path())).await.unwrap();
+        store.put(&keys::machine("m1"), machine(1)).await.unwrap();
+        let worker = r#"{"id": "w", "command": "sleep 100", "count": 1, "resources": {"cpu": 0.1, "memory_mb": 64}}"#;
+        store.put(&keys::service("w"), worker).await.unwrap();
+        let allocations = async |store: &Store| store.range(keys::ALLOCS, None).await.unwrap().kvs.len();
+
+        // Another server took the lead after this one read and planned.
+        let term = claim(&store).await;
+        let snapshot = Snapshot::read(&store).await.unwrap();
+        let plan = gantry_sched::plan(&snapshot.input(0));
+        assert_eq!(plan.place.len(), 1, "{plan:?}");
+        store.put(LEADER_KEY, "b").await.unwrap();
+        assert!(matches!(apply(&store, term, &snapshot, &plan).await, Ok(Evaluated::NotLeader)));
+        assert_eq!(allocations(&store).await, 0);
+
+        // Leading, but the node's record changed since the read: stale.
+        let term = claim(&store).await;
+        store.put(&keys::machine("m1"), machine(2)).await.unwrap();
+        assert!(matches!(apply(&store, term, &snapshot, &plan).await, Ok(Evaluated::Stale)));
+        assert_eq!(allocations(&store).await, 0);
+
+        // Read again and planned again: written, once.
+        let snapshot = Snapshot::read(&store).await.unwrap();
+        let plan = gantry_sched::plan(&snapshot.input(0));
+        assert!(matches!(apply(&store, term, &snapshot, &plan).await, Ok(Evaluated::Applied { .. })));
+        assert_eq!(allocations(&store).await, 1);
+        let snapshot = Snapshot::read(&store).await.unwrap();
+        assert!(gantry_sched::plan(&snapshot.input(0)).is_empty(), "a plan applied is not planned again");
+    }
+}
