@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use gantry_api::keys::{self, AgentKeyRef, StoreKey};
+use gantry_api::keys::{self, AgentKey, AgentKeyRef, StoreKey};
 use gantry_api::{
     AgentStatus, Allocation, DesiredState, JobPlan, JobStatus, Machine, NodeEligibility, PlannedPending,
     PlannedPlacement, PlannedStop, now_ms,
@@ -653,5 +653,28 @@ mod tests {
         assert_eq!(allocations(&store).await, 1);
         let snapshot = Snapshot::read(&store).await.unwrap();
         assert!(gantry_sched::plan(&snapshot.input(0)).is_empty(), "a plan applied is not planned again");
+    }
+
+    /// Static services (run lists) and scheduled work share nodes: what the
+    /// static ones reserve, and their ports, are not handed out again.
+    #[tokio::test]
+    async fn static_services_reserve_their_resources_and_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(EmbeddedConfig::in_dir(dir.path())).await.unwrap();
+        store.put(&keys::machine("m1"), machine(1)).await.unwrap();
+        let db = r#"{"id": "db", "command": "sleep 100", "environment": {"PORT": 20000}, "resources": {"cpu": 1, "memory_mb": 400}}"#;
+        store.put(&keys::service("db"), db).await.unwrap();
+        let worker = r#"{"id": "w", "command": "sleep 100", "count": 2, "resources": {"cpu": 0.1, "memory_mb": 100}}"#;
+        store.put(&keys::service("w"), worker).await.unwrap();
+        // m1's agent runs db (static): 400 of its 512 MB, and port 20000.
+        let status = serde_json::json!({"machine": "m1", "services": ["db"], "updated_at_ms": 1,
+            "processes": {"db": {"port": 20000, "health": "passing"}}});
+        store.put(&AgentKey::Status.of("m1"), status.to_string()).await.unwrap();
+        let snapshot = Snapshot::read(&store).await.unwrap();
+        let plan = gantry_sched::plan(&snapshot.input(0));
+        assert_eq!(plan.place.len(), 1, "one 100 MB worker fits beside db's 400 MB: {plan:?}");
+        assert_ne!(plan.place[0].port, 20000, "db's port is taken");
+        let pending: Vec<String> = plan.pending.iter().map(ToString::to_string).collect();
+        assert!(pending[0].contains("lack memory (need 100 MB, largest free 12 MB)"), "{pending:?}");
     }
 }
