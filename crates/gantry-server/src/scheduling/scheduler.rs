@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use gantry_api::keys::{self, AgentKey, AgentKeyRef, StoreKey};
+use gantry_api::keys::{self, AgentKeyRef, StoreKey};
 use gantry_api::{
     AgentStatus, Allocation, DesiredState, JobPlan, JobStatus, Machine, NodeEligibility, PlannedPending,
     PlannedPlacement, PlannedStop, now_ms,
@@ -592,6 +592,7 @@ fn job_statuses(snapshot: &Snapshot, plan: &Plan, now: u64) -> Vec<JobStatus> {
 
 #[cfg(test)]
 mod tests {
+    use gantry_api::keys::AgentKey;
     use gantry_api::{CapacitySource, NodeCapacity};
     use gantry_store::EmbeddedConfig;
 
