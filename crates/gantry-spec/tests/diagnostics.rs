@@ -315,13 +315,20 @@ fn requirement_from_another_federation_is_unknown() {
     check(
         edit_service("api.json", "\"federation\": \"seatgeek\"", "\"federation\": \"pivotly\""),
         expect![[r#"
-        error: service "app-www" requires {READONLY_API_URL} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
-          --> data_bags/service/app-www.json:15:16
-           |
-        15 |     "API_URL": "{READONLY_API_URL}"
-           |                ^^^^^^^^^^^^^^^^^^^^
-           = help: add "READONLY_API_URL" to configuration/datastores.json, or add a service in federation "seatgeek" that provides it
-    "#]],
+            error: service "app-www" requires {READONLY_API_URL} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
+              --> data_bags/service/app-www.json:15:16
+               |
+            15 |     "API_URL": "{READONLY_API_URL}"
+               |                ^^^^^^^^^^^^^^^^^^^^
+               = help: add "READONLY_API_URL" to configuration/datastores.json, or add a service in federation "seatgeek" that provides it
+            error: service "worker" requires {READONLY_API_URL} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
+             --> data_bags/service/worker.json:9:16
+              |
+            9 |     "API_URL": "{READONLY_API_URL}"
+              |                ^^^^^^^^^^^^^^^^^^^^
+              = help: add "READONLY_API_URL" to configuration/datastores.json, or add a service in federation "seatgeek" that provides it
+            error: found 2 problems
+        "#]],
     );
 }
 

@@ -31,10 +31,15 @@ fn check(files: RepoFiles, expect: Expect) {
     }
 }
 
+/// The example's run-list services stay static; its `worker` (no run
+/// list names it) is scheduled.
 #[test]
 fn run_list_services_are_not_scheduled() {
     let repo = load_example();
-    assert!(repo.services.values().all(|s| s.scheduling.is_none()));
+    let scheduled: Vec<&str> =
+        repo.services.values().filter(|s| s.scheduling.is_some()).map(|s| s.id.as_str()).collect();
+    assert_eq!(scheduled, ["worker"]);
+    assert_eq!(repo.services["worker"].scheduling.as_ref().map(|s| s.count), Some(3));
 }
 
 #[test]
