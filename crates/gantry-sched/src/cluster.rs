@@ -205,6 +205,13 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// `need`'s share of what the placeable nodes offer in all: of CPU,
+    /// of memory (0 where none is offered).
+    pub fn shares(&self, need: Resources) -> (f64, f64) {
+        let share = |need: u64, offered: u64| if offered == 0 { 0.0 } else { need as f64 / offered as f64 };
+        (share(need.cpu_milli, self.offered.cpu_milli), share(need.memory_mb, self.offered.memory_mb))
+    }
+
     /// The port an allocation of `ask` would get on node `n`, if one is free.
     pub fn port_for(&self, n: NodeIx, ask: PortAsk) -> Option<u16> {
         let taken = &self.ports[n as usize];
