@@ -478,9 +478,9 @@ impl<'a> Cluster<'a> {
     /// (Kubernetes' BalancedAllocation): among the tightest fits in the
     /// scarcer resource, the one left balanced strands less memory behind
     /// full CPU or the other way round. Measured on `bench-scheduler`'s
-    /// random workloads (nodes used over the lower bound, mean and worst
-    /// of 10): 10.6% and 16.9% with the fit alone, 10.2% and 16.1% with
-    /// balance. Letting balance open empty nodes reached 4.2% and 9.0%
+    /// random workloads with whole jobs placed in id order (nodes used
+    /// over the lower bound, mean and worst of 10): 10.6% and 16.9% with
+    /// the fit alone, 10.2% and 16.1% with balance. Letting balance open empty nodes reached 4.2% and 9.0%
     /// on those mixed workloads, but it put one allocation per node for a
     /// single job of identical ones, so [`Cluster::select`] does not.
     pub fn score(&self, n: NodeIx, need: Resources, strategy: Strategy) -> f64 {
