@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster::{Choice, Cluster, FastMap, NodeIx};
+use crate::cluster::{Choice, Cluster, FastMap, Feasible, NodeIx};
 use crate::model::{Alloc, ClientState, Constraint, Desired, Eligibility, Input, Job, Node, Strategy};
 use crate::plan::{Blocked, Pending, PendingReason, PlaceReason, Placement, Plan, Stop, StopReason};
 
@@ -47,20 +47,13 @@ pub fn plan(input: &Input) -> Plan {
         }
     }
 
-    // Jobs are placed in id order. Not largest first: first-fit
-    // decreasing by dominant share packed worse here (nodes used over the
-    // lower bound, worst of 5 random workloads: 21% against 6%), as it
-    // puts all memory-heavy allocations together before any CPU-heavy
-    // one could complement them.
-    // A move frees room on its old node that a job placed before it may
+    // The asks of all jobs are interleaved by shape (see `interleave`).
+    // A move frees room on its old node that an ask placed before it may
     // have lacked: another pass over what is left until nothing moves, so
     // that the plan applied and planned again changes nothing.
     let mut moved = true;
     while moved && work.iter().any(|w| !w.asks.is_empty()) {
-        moved = false;
-        for w in work.iter_mut().filter(|w| !w.asks.is_empty()) {
-            moved |= place_job(&mut cluster, w, input.sequence, &mut out);
-        }
+        moved = place_all(&mut cluster, &mut work, input.sequence, &mut out);
     }
     for w in work.into_iter().filter(|w| !w.asks.is_empty()) {
         out.pending.push(Pending {
@@ -254,119 +247,187 @@ fn reconcile<'a>(job: &'a Job, allocs: Vec<Live<'a>>, cluster: &Cluster, now: u6
     w
 }
 
-/// Places what it can of one job's asks, best node first by its strategy
-/// and spread; leaves the others in `w.asks` with the reason in
-/// `w.blocked`. Returns whether it moved an allocation (which frees room
-/// that an earlier job may have lacked).
-fn place_job(cluster: &mut Cluster, w: &mut Work, sequence: u64, out: &mut Plan) -> bool {
-    let job = w.job;
-    let feasible = cluster.feasible(&job.constraints);
-    let distinct = job.constraints.contains(&Constraint::DistinctHosts);
-    let mut hosting = vec![0u32; cluster.nodes.len()];
-    for &n in &w.homes {
-        hosting[n as usize] += 1;
+/// One job's placement state during a pass: fixed for the pass (which
+/// nodes pass its constraints, how many to score) or kept up to date with
+/// each of its placements (its allocations per node, its spread, the
+/// groups found full).
+struct Turn {
+    feasible: Feasible,
+    distinct: bool,
+    hosting: Vec<u32>,
+    spread: Spreads,
+    limit: u32,
+    dead: Vec<bool>,
+}
+
+impl Turn {
+    fn new(cluster: &mut Cluster, w: &Work) -> Turn {
+        let job = w.job;
+        let feasible = cluster.feasible(&job.constraints);
+        let distinct = job.constraints.contains(&Constraint::DistinctHosts);
+        let mut hosting = vec![0u32; cluster.nodes.len()];
+        for &n in &w.homes {
+            hosting[n as usize] += 1;
+        }
+        let spread = Spreads::new(cluster, job, &feasible.pass, &w.homes);
+        // Nomad scores a bounded sample of the nodes that fit; here the
+        // sample is the log2(n) best-ordered ones of an ordered index, so a
+        // placement costs O(log n) and not a look at every node.
+        let limit = (u32::BITS - feasible.count.leading_zeros()).max(2);
+        let dead = vec![false; cluster.groups(spread.partition).len()];
+        Turn { feasible, distinct, hosting, spread, limit, dead }
     }
-    let mut spread = Spreads::new(cluster, job, &feasible.pass, &w.homes);
-    // Nomad scores a bounded sample of the nodes that fit; here the
-    // sample is the log2(n) best-ordered ones of an ordered index, so a
-    // placement costs O(log n) and not a look at every node.
-    let limit = (u32::BITS - feasible.count.leading_zeros()).max(2);
-    let mut dead = vec![false; cluster.groups(spread.partition).len()];
+}
+
+/// One pass over every job's asks, interleaved by shape; leaves the asks
+/// that found no node in their job's `asks` with the reason in its
+/// `blocked`. Returns whether it moved an allocation (which frees room
+/// that an ask placed earlier may have lacked).
+fn place_all<'a>(cluster: &mut Cluster, work: &mut [Work<'a>], sequence: u64, out: &mut Plan) -> bool {
+    let mut turns: Vec<Option<Turn>> = Vec::with_capacity(work.len());
+    let mut asks: Vec<std::vec::IntoIter<Ask<'a>>> = Vec::with_capacity(work.len());
+    for w in work.iter_mut() {
+        w.blocked = None;
+        turns.push(None);
+        asks.push(std::mem::take(&mut w.asks).into_iter());
+    }
+    let counts: Vec<usize> = asks.iter().map(ExactSizeIterator::len).collect();
     let mut moved = false;
-    w.blocked = None;
-    let mut left = Vec::new();
-    for ask in std::mem::take(&mut w.asks) {
-        if w.blocked.is_some() && !ask.conditional {
-            left.push(ask);
-            continue;
-        }
-        let old = ask.replaces.filter(|_| ask.conditional).and_then(|a| a.at.map(|n| (a, n)));
-        if let Some((a, n)) = old {
-            cluster.release(n, a.resources, a.port);
-            hosting[n as usize] -= 1;
-            spread.count(cluster, n, -1);
-        }
-        let avoid = match ask.reason {
-            PlaceReason::Rescheduled => old.map(|(_, n)| n),
-            _ => None,
-        };
-        let first = cluster.prepare(spread.partition);
-        let allowed = |n: NodeIx| feasible.pass[n as usize] && !(distinct && hosting[n as usize] > 0);
-        let mut choice = None;
-        for g in spread.order(cluster) {
-            // A move's own release may have made room in a dead group.
-            if dead[g] && old.is_none() {
-                continue;
-            }
-            match cluster.select(
-                spread.partition,
-                g,
-                first,
-                job.resources,
-                job.port,
-                job.strategy,
-                limit,
-                avoid,
-                allowed,
-            ) {
-                Some(c) => {
-                    choice = Some((g, c));
-                    break;
-                }
-                // Resources only shrink while a job places, so a group
-                // with no room stays so (unless a move frees some).
-                None if old.is_none() => dead[g] = true,
-                None => {}
-            }
-        }
-        let Some((g, c)) = choice else {
-            if let Some((a, n)) = old {
-                cluster.reserve(n, a.resources, a.port);
-                hosting[n as usize] += 1;
-                spread.count(cluster, n, 1);
-            }
-            if w.blocked.is_none() {
-                let hosting = &hosting;
-                w.blocked =
-                    Some(cluster.blocked(&job.constraints, job.resources, job.port, |n| hosting[n as usize] > 0));
-            }
-            left.push(ask);
-            continue;
-        };
-        let port = cluster.port_for(c.node, job.port).expect("select checked the port");
-        let explanation = explain(cluster, job, &spread, g, &c, feasible.count);
-        cluster.reserve(c.node, job.resources, port);
-        hosting[c.node as usize] += 1;
-        spread.count(cluster, c.node, 1);
-        w.homes.push(c.node);
-        if let Some((a, n)) = old {
-            moved = true;
-            let at = w.homes.iter().position(|&h| h == n).expect("a moved allocation's node is a home");
-            w.homes.swap_remove(at);
-            let reason = match ask.reason {
-                PlaceReason::Drained => StopReason::Drained,
-                PlaceReason::Updated => StopReason::Updated,
-                _ => StopReason::Rescheduled,
-            };
-            out.stop.push(Stop { alloc: a.id.clone(), job: a.job.clone(), node: a.node.clone(), reason });
-        }
-        out.place.push(Placement {
-            alloc: format!("{}.{}.{sequence}", job.id, ask.index),
-            job: job.id.clone(),
-            job_version: job.version,
-            index: ask.index,
-            node: cluster.nodes[c.node as usize].id.clone(),
-            port,
-            resources: job.resources,
-            reason: ask.reason,
-            replaces: ask.replaces.map(|a| a.id.clone()),
-            reschedules: ask.reschedules,
-            score: c.score,
-            explanation,
-        });
+    for j in interleave(cluster, work, &counts) {
+        let ask = asks[j].next().expect("interleave gives each job its count of asks");
+        let turn = turns[j].get_or_insert_with(|| Turn::new(cluster, &work[j]));
+        moved |= place_ask(cluster, &mut work[j], turn, ask, sequence, out);
     }
-    w.asks = left;
     moved
+}
+/// Places one ask of a job on the best node by its strategy and spread,
+/// or leaves it in `w.asks` with the reason in `w.blocked`. Returns
+/// whether it moved an allocation.
+fn place_ask<'a>(
+    cluster: &mut Cluster,
+    w: &mut Work<'a>,
+    turn: &mut Turn,
+    ask: Ask<'a>,
+    sequence: u64,
+    out: &mut Plan,
+) -> bool {
+    let job = w.job;
+    let Turn { feasible, distinct, hosting, spread, limit, dead } = turn;
+    let (distinct, limit) = (*distinct, *limit);
+    if w.blocked.is_some() && !ask.conditional {
+        w.asks.push(ask);
+        return false;
+    }
+    let old = ask.replaces.filter(|_| ask.conditional).and_then(|a| a.at.map(|n| (a, n)));
+    if let Some((a, n)) = old {
+        cluster.release(n, a.resources, a.port);
+        hosting[n as usize] -= 1;
+        spread.count(cluster, n, -1);
+    }
+    let avoid = match ask.reason {
+        PlaceReason::Rescheduled => old.map(|(_, n)| n),
+        _ => None,
+    };
+    let first = cluster.prepare(spread.partition);
+    let allowed = |n: NodeIx| feasible.pass[n as usize] && !(distinct && hosting[n as usize] > 0);
+    let mut choice = None;
+    for g in spread.order(cluster) {
+        // A move's own release may have made room in a dead group.
+        if dead[g] && old.is_none() {
+            continue;
+        }
+        match cluster.select(spread.partition, g, first, job.resources, job.port, job.strategy, limit, avoid, allowed) {
+            Some(c) => {
+                choice = Some((g, c));
+                break;
+            }
+            // Resources only shrink while a pass places nothing that
+            // moves, so a group with no room stays so (unless a move
+            // frees some, which starts another pass).
+            None if old.is_none() => dead[g] = true,
+            None => {}
+        }
+    }
+    let Some((g, c)) = choice else {
+        if let Some((a, n)) = old {
+            cluster.reserve(n, a.resources, a.port);
+            hosting[n as usize] += 1;
+            spread.count(cluster, n, 1);
+        }
+        if w.blocked.is_none() {
+            let hosting = &*hosting;
+            w.blocked = Some(cluster.blocked(&job.constraints, job.resources, job.port, |n| hosting[n as usize] > 0));
+        }
+        w.asks.push(ask);
+        return false;
+    };
+    let port = cluster.port_for(c.node, job.port).expect("select checked the port");
+    let explanation = explain(cluster, job, spread, g, &c, feasible.count);
+    cluster.reserve(c.node, job.resources, port);
+    hosting[c.node as usize] += 1;
+    spread.count(cluster, c.node, 1);
+    w.homes.push(c.node);
+    let mut moved = false;
+    if let Some((a, n)) = old {
+        moved = true;
+        let at = w.homes.iter().position(|&h| h == n).expect("a moved allocation's node is a home");
+        w.homes.swap_remove(at);
+        let reason = match ask.reason {
+            PlaceReason::Drained => StopReason::Drained,
+            PlaceReason::Updated => StopReason::Updated,
+            _ => StopReason::Rescheduled,
+        };
+        out.stop.push(Stop { alloc: a.id.clone(), job: a.job.clone(), node: a.node.clone(), reason });
+    }
+    out.place.push(Placement {
+        alloc: format!("{}.{}.{sequence}", job.id, ask.index),
+        job: job.id.clone(),
+        job_version: job.version,
+        index: ask.index,
+        node: cluster.nodes[c.node as usize].id.clone(),
+        port,
+        resources: job.resources,
+        reason: ask.reason,
+        replaces: ask.replaces.map(|a| a.id.clone()),
+        reschedules: ask.reschedules,
+        score: c.score,
+        explanation,
+    });
+    moved
+}
+
+/// The order in which a pass places asks: the job of each, every job
+/// `counts[j]` times. One job keeps its own order. Several are
+/// interleaved by shape: with jobs ranked by the memory share of their
+/// ask (each resource over what the placeable nodes offer in all), asks
+/// are taken alternately from the most memory-heavy job and the most
+/// CPU-heavy one, so that each node is offered complementary shapes while
+/// it fills. Placing whole jobs in id order left nodes full in memory
+/// with CPU stranded (or the other way round); sorting largest first was
+/// worse still, as it keeps like shapes together (numbers in
+/// ARCHITECTURE.md).
+fn interleave(cluster: &Cluster, work: &[Work], counts: &[usize]) -> Vec<usize> {
+    let mut ranked: Vec<usize> = (0..work.len()).filter(|&j| counts[j] > 0).collect();
+    let share = |j: usize| {
+        let (cpu, memory) = cluster.shares(work[j].job.resources);
+        if cpu + memory == 0.0 { 0.5 } else { memory / (cpu + memory) }
+    };
+    // Stable: equal shapes stay in id order.
+    ranked.sort_by(|&a, &b| share(a).total_cmp(&share(b)));
+    let mut left: Vec<usize> = counts.to_vec();
+    let mut order = Vec::with_capacity(counts.iter().sum());
+    let (mut low, mut high) = (0, ranked.len());
+    let mut from_high = true;
+    while low < high {
+        let j = if from_high { ranked[high - 1] } else { ranked[low] };
+        order.push(j);
+        left[j] -= 1;
+        if left[j] == 0 {
+            if from_high { high -= 1 } else { low += 1 }
+        }
+        from_high = !from_high;
+    }
+    order
 }
 
 /// A job's spread blocks during its turn: how many of its allocations

@@ -167,6 +167,34 @@ fn compaction_compares_nodes_used_with_the_lower_bound() {
 }
 
 #[test]
+fn one_plan_pairs_memory_heavy_and_cpu_heavy_asks_of_different_jobs() {
+    let nodes: Vec<_> = (0..4).map(|i| node(&format!("n{i}"), 2, 2048)).collect();
+    // Two of "a" fill a node's memory and strand three quarters of its
+    // CPU; one "a" and one "b" fill a node exactly.
+    let jobs = vec![job("a", 2, 250, 1024), job("b", 2, 1750, 1024)];
+    let plan = gantry_sched::plan(&input(nodes.clone(), jobs.clone()));
+    assert_eq!(plan.place.len(), 4);
+    let c = gantry_sched::compaction(&gantry_sched::apply(&input(nodes.clone(), jobs.clone()), &plan));
+    assert_eq!((c.nodes_used, c.lower_bound), (2, 2));
+    // Each node holds one of each.
+    let mut by_node: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in &plan.place {
+        by_node.entry(p.node.as_str()).or_default().push(p.job.as_str());
+    }
+    for (node, jobs) in &by_node {
+        let mut jobs = jobs.clone();
+        jobs.sort_unstable();
+        assert_eq!(jobs, ["a", "b"], "{node}");
+    }
+    // Planned one job at a time, "a" cannot know "b" is coming: three
+    // nodes (the limit of placing each job as it arrives).
+    let (after_a, _) = converge(input(nodes, jobs[..1].to_vec()));
+    let both = gantry_sched::Input { jobs, ..after_a.clone() };
+    let c = gantry_sched::compaction(&gantry_sched::apply(&both, &gantry_sched::plan(&both)));
+    assert_eq!((c.nodes_used, c.lower_bound), (3, 2));
+}
+
+#[test]
 fn a_job_from_a_scheduled_service_file() {
     let text = r#"{"id": "worker", "command": "exec bin/worker", "count": 3,
                    "resources": {"cpu": 0.25, "memory_mb": 300},
