@@ -16,17 +16,27 @@
 //!   dimension), all jobs in one plan and one job per plan, over 10
 //!   seeded workloads.
 //!
-//! The end-to-end rate through a server (part 2) and node loss to a
-//! passing replacement (part 4) are to come, as `--only end-to-end` and
-//! `--only recovery`.
+//! - `endtoend`: placements per second through a `gantry server` process
+//!   (scheduler, API, store: allocations written in CAS-guarded
+//!   transactions), on the embedded store and on etcd, with simulated nodes
+//!   (machine records with a capacity, written through the API).
+//! - `nodeloss`: a node SIGKILLed (its agent and its work) to the
+//!   replacement passing its check elsewhere, p50/p99 over 20 trials with
+//!   real `gantry agent` processes.
 //!
-//! Run: `cargo run --release -p gantry-bench --bin bench-scheduler [-- --only placement|packing --rounds 5]`
+//! The last two run the `gantry` binary built beside this one
+//! (`cargo build --release -p gantry` first).
+//!
+//! Run: `cargo run --release -p gantry-bench --bin bench-scheduler [-- --only placement|packing|endtoend|nodeloss --rounds 5 --nodes 5000 --trials 20]`
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gantry_bench::{ms, percentile};
+#[path = "scheduler/cluster.rs"]
+mod cluster;
+
 use gantry_sched::{Alloc, ClientState, Desired, Input, Job, Node, Resources, Spread, Strategy};
 
 /// Nomad's published rate: one million containers in about 11 minutes
@@ -49,6 +59,10 @@ struct Options {
     only: Option<String>,
     /// Plans timed per row; the median is printed.
     rounds: usize,
+    /// Simulated nodes of the `endtoend` part.
+    nodes: usize,
+    /// Node losses of the `nodeloss` part.
+    trials: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,25 +74,46 @@ fn main() -> anyhow::Result<()> {
     if wants("packing") {
         packing();
     }
+    if wants("endtoend") || wants("nodeloss") {
+        gantry_tls::config::install_crypto_provider();
+        let runtime = tokio::runtime::Runtime::new()?;
+        if wants("endtoend") {
+            runtime.block_on(cluster::endtoend(options.nodes))?;
+        }
+        if wants("nodeloss") {
+            runtime.block_on(cluster::nodeloss(options.trials))?;
+        }
+    }
     Ok(())
 }
 
 fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
-    let mut options = Options { only: None, rounds: 5 };
+    let mut options = Options { only: None, rounds: 5, nodes: 5000, trials: 20 };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--only" => match value("--only")?.as_str() {
-                part @ ("placement" | "packing") => options.only = Some(part.to_string()),
-                other => bail!("--only takes placement or packing, not {other:?}"),
+                part @ ("placement" | "packing" | "endtoend" | "nodeloss") => options.only = Some(part.to_string()),
+                other => bail!("--only takes placement, packing, endtoend or nodeloss, not {other:?}"),
             },
             "--rounds" => {
                 options.rounds = value("--rounds")?.parse().context("--rounds takes a number")?;
                 anyhow::ensure!(options.rounds > 0, "--rounds takes a number above 0");
             }
+            "--nodes" => {
+                options.nodes = value("--nodes")?.parse().context("--nodes takes a number")?;
+                anyhow::ensure!(options.nodes >= 1000, "--nodes takes a number of at least 1000");
+            }
+            "--trials" => {
+                options.trials = value("--trials")?.parse().context("--trials takes a number")?;
+                anyhow::ensure!(options.trials > 0, "--trials takes a number above 0");
+            }
             "--help" | "-h" => {
-                println!("usage: bench-scheduler [--only placement|packing] [--rounds N (5)]");
+                println!(
+                    "usage: bench-scheduler [--only placement|packing|endtoend|nodeloss] [--rounds N (5)] \
+                     [--nodes N (5000)] [--trials N (20)]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
