@@ -22,6 +22,20 @@ pub async fn fixture() -> Fixture {
 
 crate::all_cases!(fixture);
 
+/// A range larger than gRPC's default 4 MB message comes back whole (the
+/// scheduler reads every allocation at once).
+#[tokio::test]
+async fn a_range_over_four_megabytes_comes_back_whole() {
+    let f = fixture().await;
+    let value = vec![b'x'; 900 * 1024];
+    for n in 0..7 {
+        f.store.put(&format!("big/{n}"), value.clone()).await.unwrap();
+    }
+    let range = f.store.range("big/", None).await.unwrap();
+    assert_eq!(range.kvs.len(), 7);
+    assert!(range.kvs.iter().all(|kv| kv.value.len() == value.len()));
+}
+
 /// The whole conformance suite again, on an etcd that speaks only TLS,
 /// requires client certificates from its CA, and has authentication on
 /// (`root` with a password): as a production cluster is run.

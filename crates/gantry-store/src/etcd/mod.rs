@@ -28,6 +28,12 @@ pub(crate) struct Etcd {
     endpoints: String,
 }
 
+/// The largest range answer read from etcd. gRPC's default, 4 MB, cut a
+/// range of 7,000 allocations short ("decoded message length too large");
+/// the embedded store holds up to 1 GiB, and a listing as large as that is
+/// read whole here too.
+const MAX_RANGE_RESPONSE_BYTES: usize = 1 << 30;
+
 impl Etcd {
     pub(crate) async fn connect(config: EtcdConfig) -> Result<Etcd, StoreError> {
         let endpoints = config.endpoints.join(",");
@@ -225,6 +231,7 @@ impl Backend for Etcd {
             let response = self
                 .client
                 .kv_client()
+                .max_decoding_message_size(MAX_RANGE_RESPONSE_BYTES)
                 .get(self.full_key(prefix), Some(options))
                 .await
                 .map_err(|source| self.error("range", source))?;
