@@ -43,6 +43,14 @@ fn write_repo(dir: &Path) {
     }
 }
 
+/// An agent of `server` named `name` at `address` with no group (scheduled
+/// work only), its data dir under `work`, with `more` arguments.
+fn node(server: &ServerProcess, work: &Path, name: &str, address: &str, more: &[&str]) -> AgentProcess {
+    let mut args = vec!["--machine-id", name, "--address", address];
+    args.extend_from_slice(more);
+    AgentProcess::start(server, &work.join(name), &args)
+}
+
 fn allocations(server: &ServerProcess) -> Vec<Allocation> {
     let out = gantry(server, &["alloc:list", "--all", "--json"]).ok();
     let views: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
@@ -90,19 +98,13 @@ fn scheduled_work_goes_where_memory_is_free_and_moves_off_a_dead_node() {
     // no --group: they run scheduled work only.
     let node = |name: &str, address: &str, memory: u32| {
         let capacity = format!("cpu=2,memory_mb={memory}");
-        let args = [
-            "--machine-id",
+        node(
+            &server,
+            work.path(),
             name,
-            "--address",
             address,
-            "--capacity",
-            &capacity,
-            "--lease-ttl",
-            "3s",
-            "--restart-delay",
-            "300ms",
-        ];
-        AgentProcess::start(&server, &work.path().join(name), &args)
+            &["--capacity", &capacity, "--lease-ttl", "3s", "--restart-delay", "300ms"],
+        )
     };
     let mut agents = [
         node("n1", "127.0.0.11", 450),
@@ -237,10 +239,8 @@ fn scheduling_moves_to_another_server_when_the_leader_dies_and_nothing_is_placed
     gantry(&leader, &["apply", "--repo", repo.to_str().unwrap()]).ok();
     let standby = ServerProcess::start_with(&work.path().join("server"), "127.0.0.1:0", &store);
     // The nodes talk to the standby, so the leader's death is not theirs.
-    let node = |name: &str, address: &str| {
-        let args = ["--machine-id", name, "--address", address, "--capacity", "cpu=2,memory_mb=450"];
-        AgentProcess::start(&standby, &work.path().join(name), &args)
-    };
+    let node =
+        |name: &str, address: &str| node(&standby, work.path(), name, address, &["--capacity", "cpu=2,memory_mb=450"]);
     let _agents = [node("n1", "127.0.0.21"), node("n2", "127.0.0.22")];
     eventually("three workers run and pass", Duration::from_secs(30), || settled(&standby));
 
@@ -308,10 +308,9 @@ fn a_drain_under_traffic_through_haproxy_fails_no_request() {
     .unwrap();
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", repo.to_str().unwrap()]).ok();
+    // Room for one worker each: a drained worker must go to the spare.
     let node = |name: &str, address: &str| {
-        // Room for one worker each: a drained worker must go to the spare.
-        let args = ["--machine-id", name, "--address", address, "--capacity", "cpu=2,memory_mb=250", "--drain", "2s"];
-        AgentProcess::start(&server, &work.path().join(name), &args)
+        node(&server, work.path(), name, address, &["--capacity", "cpu=2,memory_mb=250", "--drain", "2s"])
     };
     let _workers = [node("w1", "127.0.0.31"), node("w2", "127.0.0.32")];
     let front_args = ["--machine-id", "front", "--group", "front", "--address", "127.0.0.33", "--lb", "haproxy"];
@@ -380,17 +379,7 @@ fn an_allocation_that_keeps_failing_is_rescheduled_elsewhere() {
     let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
     gantry(&server, &["apply", "--repo", repo.to_str().unwrap()]).ok();
     let node = |name: &str, address: &str| {
-        let args = [
-            "--machine-id",
-            name,
-            "--address",
-            address,
-            "--capacity",
-            "cpu=2,memory_mb=450",
-            "--restart-delay",
-            "200ms",
-        ];
-        AgentProcess::start(&server, &work.path().join(name), &args)
+        node(&server, work.path(), name, address, &["--capacity", "cpu=2,memory_mb=450", "--restart-delay", "200ms"])
     };
     // Alone at first, the failing node gets the allocation.
     let _bad = node("bad", "127.0.0.41");
