@@ -134,28 +134,14 @@ impl FleetUsage {
     }
 }
 
-/// The fewest of `nodes` that together offer `demand`, counted per
-/// dimension taking the largest nodes first, the larger count of the two
-/// (no packing can do with fewer); all of them when even that falls short.
+/// The fewest of `nodes` that together offer `demand`, as the scheduler
+/// counts it ([`gantry_sched::lower_bound`]: the roomiest first, per
+/// dimension; all of them when even that falls short).
 pub fn lower_bound(demand: Resources, nodes: &[Resources]) -> u32 {
-    fn fewest(need: f64, mut sizes: Vec<f64>) -> usize {
-        if need <= 0.0 {
-            return 0;
-        }
-        sizes.sort_by(|a, b| b.total_cmp(a));
-        let mut covered = 0.0;
-        for (i, size) in sizes.iter().enumerate() {
-            covered += size;
-            // A hair of slack for sums of fractional cores.
-            if covered + 1e-9 >= need {
-                return i + 1;
-            }
-        }
-        sizes.len()
-    }
-    let cpu = fewest(demand.cpu, nodes.iter().map(|n| n.cpu).collect());
-    let memory = fewest(demand.memory_mb as f64, nodes.iter().map(|n| n.memory_mb as f64).collect());
-    u32::try_from(cpu.max(memory)).unwrap_or(u32::MAX)
+    let rooms: Vec<gantry_sched::model::Resources> =
+        nodes.iter().map(|n| gantry_sched::model::Resources::offer(n.cpu, n.memory_mb)).collect();
+    let demand = gantry_sched::model::Resources::ask(demand.cpu, demand.memory_mb);
+    u32::try_from(gantry_sched::lower_bound(demand, &rooms)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

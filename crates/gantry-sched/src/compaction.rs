@@ -24,10 +24,20 @@ pub fn compaction(input: &Input) -> Compaction {
     used.sort_unstable();
     used.dedup();
     let room: Vec<Resources> = input.nodes.iter().map(|n| n.allocatable.saturating_sub(n.reserved)).collect();
+    let demand = live.iter().fold(Resources::ZERO, |sum, a| sum + a.resources);
+    let lower_bound = lower_bound(demand, &room);
+    let ratio = if lower_bound == 0 { 1.0 } else { used.len() as f64 / lower_bound as f64 };
+    Compaction { nodes_used: used.len(), lower_bound, ratio }
+}
+
+/// The fewest of `rooms` that together hold `demand`: per dimension, the
+/// roomiest first, and the larger count of CPU's and memory's (no placement
+/// can use fewer); every room when even all of them fall short.
+pub fn lower_bound(demand: Resources, rooms: &[Resources]) -> usize {
     let fewest = |dimension: fn(&Resources) -> u64| {
-        let mut sizes: Vec<u64> = room.iter().map(dimension).collect();
+        let mut sizes: Vec<u64> = rooms.iter().map(dimension).collect();
         sizes.sort_unstable_by(|a, b| b.cmp(a));
-        let need = live.iter().map(|a| dimension(&a.resources)).sum::<u64>();
+        let need = dimension(&demand);
         let mut sum = 0;
         sizes
             .iter()
@@ -38,7 +48,5 @@ pub fn compaction(input: &Input) -> Compaction {
             })
             .count()
     };
-    let lower_bound = fewest(|r| r.cpu_milli).max(fewest(|r| r.memory_mb));
-    let ratio = if lower_bound == 0 { 1.0 } else { used.len() as f64 / lower_bound as f64 };
-    Compaction { nodes_used: used.len(), lower_bound, ratio }
+    fewest(|r| r.cpu_milli).max(fewest(|r| r.memory_mb))
 }

@@ -23,7 +23,7 @@ pub mod plan;
 mod schedule;
 
 pub use apply::apply;
-pub use compaction::{Compaction, compaction};
+pub use compaction::{Compaction, compaction, lower_bound};
 pub use model::{
     Alloc, AttributeTest, ClientState, Constraint, Desired, Eligibility, Input, Job, Node, PortAsk, Reschedule,
     Resources, Spread, Strategy,

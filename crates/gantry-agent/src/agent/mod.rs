@@ -531,12 +531,7 @@ impl Agent {
         ]
         .into();
         let (units, _) = self.world.local_units(self.config.group.as_deref(), &self.config.services);
-        let mut local: Vec<&gantry_spec::Service> = Vec::new();
-        for unit in units {
-            if !local.iter().any(|s| s.id == unit.service.id) {
-                local.push(unit.service);
-            }
-        }
+        let local = world::distinct(units.iter().map(|u| u.service));
         if self.config.external_lb {
             let federation = self.config.labels.get("federation").map_or("default", String::as_str);
             for service in self.world.services.values().filter(|s| s.public && s.federation == federation) {

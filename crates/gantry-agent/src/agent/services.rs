@@ -374,11 +374,5 @@ impl From<Unit<'_>> for Running {
 /// Each service run here once (several allocations of one service share
 /// its frontend).
 fn distinct_services(units: &[Running]) -> Vec<Service> {
-    let mut services: Vec<Service> = Vec::new();
-    for unit in units {
-        if !services.iter().any(|s| s.id == unit.service.id) {
-            services.push(unit.service.clone());
-        }
-    }
-    services
+    super::world::distinct(units.iter().map(|u| &u.service)).into_iter().cloned().collect()
 }

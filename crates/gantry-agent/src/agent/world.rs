@@ -60,6 +60,18 @@ pub struct World {
     pub allocations: BTreeMap<String, Allocation>,
 }
 
+/// Each service once, in first-seen order (several allocations of one
+/// service share its frontend and its watches).
+pub fn distinct<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec<&'a Service> {
+    let mut out: Vec<&Service> = Vec::new();
+    for service in services {
+        if !out.iter().any(|s| s.id == service.id) {
+            out.push(service);
+        }
+    }
+    out
+}
+
 /// One thing this node runs: a static service (its group's run list or
 /// `--service`) or one allocation of a scheduled service.
 #[derive(Debug, Clone)]

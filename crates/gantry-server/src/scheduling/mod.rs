@@ -37,15 +37,12 @@ pub async fn job_plan(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<JobPlan>> {
     check_id("service", &service)?;
-    let store = gate.store_if_may_write(&keys::service(&service), None)?;
+    // Asked before the body is read, and again for the federation it names.
+    gate.store_if_may_write(&keys::service(&service), None)?;
     let bytes = body_bytes(body)?;
     let definition: ServiceDefinition = json_body(&bytes)?;
     Services::check(&service, &definition, &bytes)?;
-    let store = if definition.federation.is_some() {
-        gate.store_if_may_write(&keys::service(&service), Some(Services::owner(&definition)))?
-    } else {
-        store
-    };
+    let store = gate.store_if_may_write(&keys::service(&service), Some(Services::owner(&definition)))?;
     let text = std::str::from_utf8(&bytes).unwrap_or_default();
     let proposed = gantry_spec::parse_service_json(&service, text)
         .map_err(|e| crate::error::ApiError::new(gantry_api::ErrorCode::InvalidBody, e.to_string()))?;
