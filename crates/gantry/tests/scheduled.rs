@@ -51,6 +51,23 @@ fn node(server: &ServerProcess, work: &Path, name: &str, address: &str, more: &[
     AgentProcess::start(server, &work.join(name), &args)
 }
 
+/// SIGKILLs the process group `leader` leads, only if it leads one: a pid
+/// above 1 whose group id (`/proc/PID/stat`) is its own and not this
+/// test's. A stale or wrong pid signals nothing.
+fn kill_group(leader: u64) {
+    let group_of = |stat: &str| -> Option<u64> {
+        // After the command's closing parenthesis: state, ppid, pgrp.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+    };
+    let Some(group) = std::fs::read_to_string(format!("/proc/{leader}/stat")).ok().as_deref().and_then(group_of) else {
+        return;
+    };
+    let ours = std::fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(group_of);
+    if leader > 1 && group == leader && ours != Some(group) {
+        let _ = Command::new("kill").args(["-KILL", &format!("-{leader}")]).status();
+    }
+}
+
 fn allocations(server: &ServerProcess) -> Vec<Allocation> {
     let out = gantry(server, &["alloc:list", "--all", "--json"]).ok();
     let views: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
@@ -161,7 +178,7 @@ fn scheduled_work_goes_where_memory_is_free_and_moves_off_a_dead_node() {
     agents[index].child.kill().unwrap();
     agents[index].child.wait().unwrap();
     for pid in &victims {
-        let _ = Command::new("kill").args(["-KILL", &format!("-{pid}")]).status();
+        kill_group(*pid);
     }
     let moved = eventually("the dead node's workers run and pass elsewhere", Duration::from_secs(20), || {
         settled(&server).filter(|allocs| allocs.iter().all(|a| a.machine != doomed))
