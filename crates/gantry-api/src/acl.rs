@@ -73,6 +73,11 @@ pub struct AgentIdentity {
     /// Its services' federation (`default` when the node names none).
     #[serde(default = "default_federation")]
     pub federation: String,
+    /// Services it may run besides its group's and those the scheduler
+    /// places on it (`gantry agent --service`). What an agent reports
+    /// running grants nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 fn default_federation() -> String {

@@ -309,7 +309,7 @@ fn as_agent(agent: &AgentIdentity, known: &Known, acl: &Acl, action: Action, tar
                             o.machine == Some(me)
                                 && o.federation == Some(agent.federation.as_str())
                                 && o.address.is_some_and(|a| acl.machine_address(me).as_deref() == Some(a))
-                                && (allocation || acl.agent_runs(me, service))
+                                && (allocation || acl.agent_runs(agent, service))
                         }
                     }
             }

@@ -86,7 +86,7 @@ async fn token(s: &TestServer, request: TokenRequest) -> Client {
 }
 
 async fn agent(s: &TestServer, machine: &str, federation: &str) -> Client {
-    let identity = AgentIdentity { machine: machine.into(), federation: federation.into() };
+    let identity = AgentIdentity { machine: machine.into(), federation: federation.into(), services: vec![] };
     token(s, TokenRequest { name: format!("agent {machine}"), agent: Some(identity), ..Default::default() }).await
 }
 
@@ -146,7 +146,7 @@ async fn every_route_refuses_callers_without_the_right() {
     let m2 = s
         .client
         .create_token(&TokenRequest {
-            agent: Some(AgentIdentity { machine: "m2".into(), federation: "green".into() }),
+            agent: Some(AgentIdentity { machine: "m2".into(), federation: "green".into(), services: vec![] }),
             ..Default::default()
         })
         .await
@@ -303,6 +303,35 @@ async fn the_attacks_found_on_an_open_server_all_fail() {
     let m1_instance = s.client.service_instances("api", &[]).await.unwrap().items.remove(0);
     assert_eq!(m1_instance.address, "127.0.0.2");
     let _ = before;
+}
+
+/// What a node runs comes from its group, the scheduler and its token, never
+/// from what its agent says: a node that claims `api` in its status neither
+/// registers an api instance (and draws api's traffic) nor reads api's
+/// datastores. Its token naming `api` (`acl:token:create --agent m3
+/// --service api`, for `gantry agent --service api`) grants both.
+#[tokio::test]
+async fn a_service_an_agent_claims_to_run_grants_it_nothing() {
+    let s = TestServer::embedded_with_acl().await;
+    fleet(&s).await;
+    s.client.put_machine(&machine("m3", "127.0.0.4", "none"), PutOptions::default()).await.unwrap();
+    let m3 = agent(&s, "m3", "blue").await;
+    let claim: gantry_api::AgentStatus =
+        serde_json::from_value(serde_json::json!({"machine": "m3", "services": ["api"], "updated_at_ms": 1})).unwrap();
+    m3.put_agent_status(&claim, PutOptions::default()).await.unwrap();
+    let api_here = instance("api", "m3", "127.0.0.4", "blue");
+    assert_eq!(code(m3.put_instance(&api_here, PutOptions::default()).await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(m3.kv_get("datastores/BLUE_DB").await), Some(ErrorCode::Forbidden));
+    let hosts = s.client.service_instances("api", &[]).await.unwrap().items;
+    assert_eq!(hosts.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["m1"], "nothing was registered");
+
+    let identity = AgentIdentity { machine: "m3".into(), federation: "blue".into(), services: vec!["api".into()] };
+    let named = token(&s, TokenRequest { name: "agent m3".into(), agent: Some(identity), ..Default::default() }).await;
+    named.put_instance(&api_here, PutOptions::default()).await.unwrap();
+    assert_eq!(
+        named.kv_get("datastores/BLUE_DB").await.unwrap().map(|e| e.value).as_deref(),
+        Some("mysql://blue:secret@db/blue")
+    );
 }
 
 /// Scheduled work (issue 16): the scheduler's documents are written by no

@@ -521,6 +521,10 @@ pub enum Command {
         /// The agent's federation (its services')
         #[arg(long, value_name = "FEDERATION", requires = "agent", default_value = gantry_api::DEFAULT_FEDERATION)]
         federation: String,
+        /// A service the agent may run besides its group's and those the
+        /// scheduler places on it, as `gantry agent --service` (repeatable)
+        #[arg(long = "service", value_name = "SERVICE", requires = "agent")]
+        services: Vec<String>,
         /// A name for people (shown in lists and refusals)
         #[arg(long, default_value = "", value_name = "NAME")]
         name: String,
@@ -966,7 +970,8 @@ pub struct AgentArgs {
     /// The node group whose services this machine runs (see `gantry apply`)
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
-    /// A service to run besides the group's (repeatable)
+    /// A service to run besides the group's (repeatable; under access control
+    /// its token must name it too: `acl:token:create --agent M --service S`)
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
     /// The address instances are published with [default: the first private address]

@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry_api::{AgentStatus, Health, Instance, ProcState, ProcessStatus};
@@ -110,7 +109,7 @@ fn a_killed_service_comes_back_and_a_failing_check_takes_it_out_of_rotation() {
 
     // Killed: back after the 300 ms restart delay.
     let killed = Instant::now();
-    Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    crate::kill_group(pid);
     let again =
         eventually("api runs again", Duration::from_secs(5), || running_pid(&server, &machine).filter(|p| *p != pid));
     let took = killed.elapsed();

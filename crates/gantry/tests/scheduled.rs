@@ -5,12 +5,11 @@
 //! nowhere stays pending with the reason.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry_api::{Allocation, DesiredState, Health, JobStatus};
 
-use super::{AgentProcess, ServerProcess, alive, block_on, eventually, gantry};
+use super::{AgentProcess, ServerProcess, alive, block_on, eventually, gantry, kill_group};
 
 const STATUS_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/status_server.py");
 
@@ -49,23 +48,6 @@ fn node(server: &ServerProcess, work: &Path, name: &str, address: &str, more: &[
     let mut args = vec!["--machine-id", name, "--address", address];
     args.extend_from_slice(more);
     AgentProcess::start(server, &work.join(name), &args)
-}
-
-/// SIGKILLs the process group `leader` leads, only if it leads one: a pid
-/// above 1 whose group id (`/proc/PID/stat`) is its own and not this
-/// test's. A stale or wrong pid signals nothing.
-fn kill_group(leader: u64) {
-    let group_of = |stat: &str| -> Option<u64> {
-        // After the command's closing parenthesis: state, ppid, pgrp.
-        stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
-    };
-    let Some(group) = std::fs::read_to_string(format!("/proc/{leader}/stat")).ok().as_deref().and_then(group_of) else {
-        return;
-    };
-    let ours = std::fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(group_of);
-    if leader > 1 && group == leader && ours != Some(group) {
-        let _ = Command::new("kill").args(["-KILL", &format!("-{leader}")]).status();
-    }
 }
 
 fn allocations(server: &ServerProcess) -> Vec<Allocation> {

@@ -356,3 +356,20 @@ pub(crate) fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
 }
+
+/// SIGKILLs the process group `leader` leads, only if it leads one: a pid
+/// above 1 whose group id (`/proc/PID/stat`) is its own and not this
+/// test's. A stale or wrong pid signals nothing.
+pub(crate) fn kill_group(leader: u64) {
+    let group_of = |stat: &str| -> Option<u64> {
+        // After the command's closing parenthesis: state, ppid, pgrp.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+    };
+    let Some(group) = std::fs::read_to_string(format!("/proc/{leader}/stat")).ok().as_deref().and_then(group_of) else {
+        return;
+    };
+    let ours = std::fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(group_of);
+    if leader > 1 && group == leader && ours != Some(group) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{leader}")]).status();
+    }
+}

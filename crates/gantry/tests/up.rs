@@ -103,7 +103,7 @@ fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_not
 
     // api killed: restarted by its agent, and the page comes back.
     let pid = api_pid(dir).expect("api runs");
-    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    crate::kill_group(pid);
     eventually("api runs again", Duration::from_secs(10), || api_pid(dir).filter(|p| *p != pid));
     eventually("the page is served again", Duration::from_secs(10), || {
         page(&url).filter(|b| b.contains("Mets at Yankees"))

@@ -18,9 +18,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use gantry_api::keys::{self, AgentKeyRef, StoreKey};
+use gantry_api::keys::{self, StoreKey};
 use gantry_api::{
-    Access, AgentIdentity, AgentStatus, Allocation, DesiredState, Group, MANAGEMENT_POLICY, Machine, Policy, Rule,
+    Access, AgentIdentity, Allocation, DesiredState, Group, MANAGEMENT_POLICY, Machine, Policy, Rule,
     ServiceDefinition, StoredToken, Token, now_ms,
 };
 use gantry_store::{EventKind, LeaseId, Store, StoreError, Txn};
@@ -106,8 +106,6 @@ struct View {
     groups: HashMap<String, Vec<String>>,
     /// Machine -> its group label and registered address.
     machines: HashMap<String, MachineFacts>,
-    /// Machine -> the services its agent reports running.
-    agent_services: HashMap<String, Vec<String>>,
     /// Machine -> its allocations the scheduler wants running: id -> service.
     allocations: HashMap<String, HashMap<String, String>>,
 }
@@ -125,7 +123,7 @@ struct MachineFacts {
 }
 
 /// The prefixes the view follows.
-const FOLLOWED: [&str; 6] = [keys::ACL, keys::SERVICES, keys::GROUPS, keys::MACHINES, keys::AGENTS, keys::ALLOCS];
+const FOLLOWED: [&str; 5] = [keys::ACL, keys::SERVICES, keys::GROUPS, keys::MACHINES, keys::ALLOCS];
 
 impl Acl {
     /// An ACL that allows everything ([`AclMode::Off`]), following nothing.
@@ -237,11 +235,11 @@ impl Acl {
     }
 
     /// The datastore names `agent`'s node may read: what the requirements
-    /// of its services (its group's, and those it reports running) name,
-    /// among the services of its federation.
+    /// of its services (see [`Acl::agent_runs`]) name, among the services
+    /// of its federation.
     pub fn agent_may_read_datastore(&self, agent: &AgentIdentity, name: &str) -> bool {
         let view = self.view.read().expect("acl lock");
-        view.services_of(&agent.machine)
+        view.services_of(agent)
             .filter_map(|id| view.services.get(id))
             .any(|facts| facts.federation == agent.federation && facts.requires.contains(name))
     }
@@ -251,9 +249,13 @@ impl Acl {
         self.view.read().expect("acl lock").machines.get(machine).map(|m| m.address.clone())
     }
 
-    /// Whether `machine`'s node runs `service` (its group's, or reported).
-    pub fn agent_runs(&self, machine: &str, service: &str) -> bool {
-        self.view.read().expect("acl lock").services_of(machine).any(|id| id == service)
+    /// Whether `agent`'s node runs `service`: one of its group's, one the
+    /// scheduler placed on it, or one its token names (`acl:token:create
+    /// --agent M --service S`, for `gantry agent --service S`). Never what
+    /// the agent itself says it runs: a node could claim any service, and
+    /// then its instance, and draw that service's traffic.
+    pub fn agent_runs(&self, agent: &AgentIdentity, service: &str) -> bool {
+        self.view.read().expect("acl lock").services_of(agent).any(|id| id == service)
     }
 
     /// Whether the scheduler placed allocation `id` of `service` on
@@ -281,10 +283,11 @@ impl Acl {
 }
 
 impl View {
-    fn services_of<'a>(&'a self, machine: &str) -> impl Iterator<Item = &'a String> + 'a {
+    fn services_of<'a>(&'a self, agent: &'a AgentIdentity) -> impl Iterator<Item = &'a String> + 'a {
+        let machine = agent.machine.as_str();
         let group = self.machines.get(machine).and_then(|m| m.group.as_ref()).and_then(|g| self.groups.get(g));
-        let reported = self.agent_services.get(machine);
-        group.into_iter().flatten().chain(reported.into_iter().flatten())
+        let placed = self.allocations.get(machine).into_iter().flat_map(|allocs| allocs.values());
+        group.into_iter().flatten().chain(placed).chain(agent.services.iter())
     }
 
     /// One put (`Some`) or delete (`None`) of a followed key.
@@ -365,12 +368,6 @@ impl View {
                 if allocs.is_empty() {
                     self.allocations.remove(machine);
                 }
-            }
-            StoreKey::Agent { machine, key: AgentKeyRef::Status } => {
-                match value.and_then(|v| serde_json::from_slice::<AgentStatus>(v).ok()) {
-                    Some(status) => self.agent_services.insert(machine.to_owned(), status.services),
-                    None => self.agent_services.remove(machine),
-                };
             }
             _ => {}
         }

@@ -80,7 +80,7 @@ fn a_secret_resolves_to_its_token_until_revoked_or_expired() {
 #[test]
 fn the_management_policy_is_everything_and_an_agent_token_is_its_machine() {
     let (root, root_secret) = new_token("root".into(), vec![MANAGEMENT_POLICY.into()], None, None);
-    let agent = AgentIdentity { machine: "web-1".into(), federation: "blue".into() };
+    let agent = AgentIdentity { machine: "web-1".into(), federation: "blue".into(), services: vec![] };
     let (node, node_secret) = new_token("node".into(), vec![], Some(agent.clone()), None);
     let acl = view_with(&[(&root, &root_secret), (&node, &node_secret)]);
     assert!(matches!(&*acl.resolve(&root_secret).unwrap().identity, Identity::Management));
@@ -101,18 +101,34 @@ fn an_agent_reads_exactly_the_datastores_its_services_require() {
     put(keys::group("api"), serde_json::json!({"name": "api", "services": ["api", "green"]}));
     put(keys::machine("m1"), serde_json::json!({"id": "m1", "address": "10.0.0.1", "labels": {"group": "api"}}));
     put(keys::machine("m2"), serde_json::json!({"id": "m2", "address": "10.0.0.2", "labels": {"group": "web"}}));
-    let m1 = AgentIdentity { machine: "m1".into(), federation: "blue".into() };
-    let m2 = AgentIdentity { machine: "m2".into(), federation: "blue".into() };
+    let m1 = AgentIdentity { machine: "m1".into(), federation: "blue".into(), services: vec![] };
+    let m2 = AgentIdentity { machine: "m2".into(), federation: "blue".into(), services: vec![] };
     assert!(acl.agent_may_read_datastore(&m1, "BLUE_DB"));
     // Its group names `green`, but green is another federation's.
     assert!(!acl.agent_may_read_datastore(&m1, "GREEN_DB"));
     assert!(!acl.agent_may_read_datastore(&m2, "BLUE_DB"));
     assert_eq!(acl.machine_address("m2").as_deref(), Some("10.0.0.2"));
-    assert!(acl.agent_runs("m2", "www") && !acl.agent_runs("m2", "api"));
-    // What an agent reports running counts too.
+    assert!(acl.agent_runs(&m2, "www") && !acl.agent_runs(&m2, "api"));
+    // What an agent reports running grants nothing.
     put(
         gantry_api::keys::AgentKey::Status.of("m2"),
         serde_json::json!({"machine": "m2", "services": ["api"], "updated_at_ms": 0}),
     );
-    assert!(acl.agent_may_read_datastore(&m2, "BLUE_DB"));
+    assert!(!acl.agent_runs(&m2, "api") && !acl.agent_may_read_datastore(&m2, "BLUE_DB"));
+    // A service its token names does (`gantry agent --service api`)...
+    let named = AgentIdentity { services: vec!["api".into()], ..m2.clone() };
+    assert!(acl.agent_runs(&named, "api") && acl.agent_may_read_datastore(&named, "BLUE_DB"));
+    // ...and so does one the scheduler placed on it, while it is placed.
+    let alloc = keys::alloc("m2", "api-0001");
+    put(
+        alloc.clone(),
+        serde_json::json!({
+            "id": "api-0001", "service": "api", "federation": "blue", "index": 0, "version": 1, "machine": "m2",
+            "resources": {"cpu": 0.1, "memory_mb": 64}, "port": 8000, "desired": "run",
+            "placement": {"reason": "new", "score": 1.0, "explanation": ""}, "created_at_ms": 0
+        }),
+    );
+    assert!(acl.agent_runs(&m2, "api") && acl.agent_may_read_datastore(&m2, "BLUE_DB"));
+    acl.note(&alloc, None);
+    assert!(!acl.agent_runs(&m2, "api"));
 }

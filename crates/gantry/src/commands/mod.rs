@@ -129,8 +129,8 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::KvPut { key, value, cas, .. } => kv::put(ctx, &key, &value, cas),
         Command::KvDel { key, .. } => kv::del(ctx, &key),
         Command::Watch { prefix, store, from, .. } => watch::watch(ctx, &prefix, store, from),
-        Command::AclTokenCreate { policies, agent, federation, name, ttl, secret_file, .. } => {
-            let agent = agent.map(|machine| gantry_api::AgentIdentity { machine, federation });
+        Command::AclTokenCreate { policies, agent, federation, services, name, ttl, secret_file, .. } => {
+            let agent = agent.map(|machine| gantry_api::AgentIdentity { machine, federation, services });
             let ttl_secs = ttl.map(|ttl| ttl.as_secs().max(1));
             let request = gantry_api::TokenRequest { name, policies, agent, ttl_secs };
             acl::token_create(ctx, &request, secret_file.as_deref())

@@ -369,7 +369,7 @@ async fn agent_token(client: &Client, state: &Path, opened: &Opened, node: &Node
     let federation = node_federation(opened, node);
     let request = gantry_api::TokenRequest {
         name: format!("agent {}", node.name),
-        agent: Some(gantry_api::AgentIdentity { machine: node.name.clone(), federation }),
+        agent: Some(gantry_api::AgentIdentity { machine: node.name.clone(), federation, services: vec![] }),
         ..Default::default()
     };
     let created = client.create_token(&request).await.map_err(explain)?;
