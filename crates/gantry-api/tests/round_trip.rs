@@ -88,6 +88,9 @@ fn agent_documents() {
     round_trip(samples::agent_status());
     round_trip(AgentStatus { listener: None, lb: None, last_deploy: None, api: None, ..samples::agent_status() });
     round_trip(samples::agent_control());
+    round_trip(samples::release_target());
+    round_trip(samples::release());
+    round_trip(samples::rollout());
     round_trip(samples::node_usage());
     round_trip(samples::allocation());
     round_trip(Allocation {

@@ -256,6 +256,15 @@ impl Acl {
         self.view.read().expect("acl lock").services_of(machine).any(|id| id == service)
     }
 
+    /// Whether `machine`'s node runs `service`: its group's, reported, or
+    /// an allocation of it placed there (its releases and artifacts are
+    /// what such an agent may read).
+    pub fn agent_runs_or_allocated(&self, machine: &str, service: &str) -> bool {
+        let view = self.view.read().expect("acl lock");
+        view.services_of(machine).any(|id| id == service)
+            || view.allocations.get(machine).is_some_and(|allocs| allocs.values().any(|s| s == service))
+    }
+
     /// Whether the scheduler placed allocation `id` of `service` on
     /// `machine` (and wants it running): the one instance id an agent may
     /// register besides its machine id.

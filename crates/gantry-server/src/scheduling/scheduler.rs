@@ -53,7 +53,7 @@ impl SchedulerConfig {
 pub fn spawn(store: Store, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match campaign(&store, &config).await {
+            match campaign(&store, LEADER_KEY, &config.id, config.leader_ttl).await {
                 Ok(term) => {
                     eprintln!("gantry server: {} leads scheduling", config.id);
                     let outcome = lead(&store, &config, term).await;
@@ -75,20 +75,17 @@ pub fn spawn(store: Store, config: SchedulerConfig) -> tokio::task::JoinHandle<(
 /// The lead, once won: its lease, and the leader key's revision every
 /// write is guarded by.
 #[derive(Debug, Clone, Copy)]
-struct Term {
-    lease: LeaseId,
-    revision: u64,
+pub(crate) struct Term {
+    pub lease: LeaseId,
+    pub revision: u64,
 }
 
-/// Waits until this server holds the leader key.
-async fn campaign(store: &Store, config: &SchedulerConfig) -> Result<Term, StoreError> {
+/// Waits until this server (`id`) holds the leader key `key`, under a
+/// lease of `ttl` (the scheduler's, the release controller's).
+pub(crate) async fn campaign(store: &Store, key: &str, id: &str, ttl: Duration) -> Result<Term, StoreError> {
     loop {
-        let lease = store.grant_lease(config.leader_ttl).await?;
-        let claim = Txn::new().when_mod_revision(LEADER_KEY, 0).put_with_lease(
-            LEADER_KEY,
-            config.id.clone().into_bytes(),
-            lease.id,
-        );
+        let lease = store.grant_lease(ttl).await?;
+        let claim = Txn::new().when_mod_revision(key, 0).put_with_lease(key, id.as_bytes().to_vec(), lease.id);
         let claimed = store.txn(claim).await?;
         if claimed.succeeded {
             return Ok(Term { lease: lease.id, revision: claimed.revision });
@@ -96,11 +93,11 @@ async fn campaign(store: &Store, config: &SchedulerConfig) -> Result<Term, Store
         let _ = store.revoke_lease(lease.id).await;
         // Someone leads: wait for the key to go (its lease lapses when that
         // server dies), then try again.
-        let current = store.get(LEADER_KEY).await?;
+        let current = store.get(key).await?;
         if current.kv.is_none() {
             continue;
         }
-        let mut watch = store.watch(LEADER_KEY, current.revision + 1).await?;
+        let mut watch = store.watch(key, current.revision + 1).await?;
         while let Some(event) = watch.next().await {
             if event?.kind == EventKind::Delete {
                 break;
@@ -242,6 +239,8 @@ pub(crate) fn version_of(service: &gantry_spec::Service) -> u64 {
     use sha2::Digest as _;
     let mut runs = service.clone();
     runs.scheduling = None;
+    // How it is deployed is not what runs: a changed rollout stanza moves nothing.
+    runs.deploy = gantry_spec::Deploy::default();
     let digest = sha2::Sha256::digest(serde_json::to_vec(&runs).expect("a definition serializes"));
     u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
