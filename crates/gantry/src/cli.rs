@@ -443,8 +443,9 @@ pub enum Command {
     #[command(name = "deploy:show")]
     DeployShow {
         service: String,
-        /// vN
-        version: String,
+        /// The release: vN
+        #[arg(value_name = "vN")]
+        release: String,
         #[command(flatten)]
         server: ServerArgs,
     },

@@ -52,6 +52,8 @@ impl Net {
 }
 
 const LOCAL_PORT: u16 = 18600;
+/// Where each api node serves, on its own address.
+const API_PORT: u16 = 18700;
 
 /// The repository: `api` (the app above, from its artifact `dist/api`)
 /// and `www`, which requires it through the balancer. `update` is the
@@ -63,6 +65,7 @@ fn write_repo(dir: &Path, update: serde_json::Value) {
         "artifact": {"path": "dist/api"},
         "provides": {"API_URL": "http://{HOST}:{PORT}"},
         "local_port": LOCAL_PORT,
+        "environment": {"PORT": API_PORT},
         "shutdown_delay": "1s",
         "update": update,
         "check": {"type": "http", "path": "/status", "interval": "200ms", "timeout": "150ms", "rise": 1, "fall": 1}
@@ -315,7 +318,7 @@ fn canaries_wait_for_promotion_and_a_corrupt_artifact_switches_nothing() {
     assert_eq!(stack.versions().iter().filter(|v| v.as_deref() == Some("v1")).count(), 1);
     // A second deploy while the first waits is refused, naming who deploys what.
     let refused = stack.deploy(&["deploy", "api", "--detach"]);
-    assert_eq!(refused.code, 1, "{refused:?}");
+    assert_eq!(refused.code, 2, "a 409 is the caller's to fix: {refused:?}");
     assert!(refused.stderr.contains("is deploying api v1"), "{}", refused.stderr);
     let out = gantry(&stack.server, &["deploy:promote", "api"]).ok();
     assert!(out.contains("promoted"), "{out}");

@@ -130,7 +130,7 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
             release::deploy(ctx, &opened, args)
         }
         Command::DeployHistory { service, .. } => release::history(ctx, &service),
-        Command::DeployShow { service, version, .. } => release::show(ctx, &service, &version),
+        Command::DeployShow { service, release, .. } => release::show(ctx, &service, &release),
         Command::DeployStatus { service, follow, timeout, .. } => release::status(ctx, &service, follow, timeout),
         Command::DeployPromote { service, .. } => release::promote_or_abort(ctx, &service, true),
         Command::DeployAbort { service, .. } => release::promote_or_abort(ctx, &service, false),
