@@ -57,6 +57,10 @@ fn service_definitions() {
         spread: vec![],
         strategy: None,
         reschedule: None,
+        artifact: None,
+        deploy: None,
+        shutdown_delay: None,
+        update: None,
     });
     round_trip(samples::scheduled_definition());
     round_trip(StatusSpec::Code(200));

@@ -200,12 +200,11 @@ impl Gate {
     /// The store and the artifact store, for the deploys of `service`,
     /// once the caller may read them (`write`: create, upload, promote,
     /// abort, roll back).
-    #[allow(clippy::type_complexity)]
     pub fn deploys(
         &self,
         service: &str,
         write: bool,
-    ) -> ApiResult<(&Store, Option<Arc<dyn crate::deploys::artifacts::ArtifactStore>>)> {
+    ) -> ApiResult<(&Store, Option<crate::deploys::artifacts::SharedArtifacts>)> {
         let action = if write { Action::Write } else { Action::Read };
         self.allow(action, Target::Deploys { service })?;
         Ok((self.store(), self.state.0.artifacts.clone()))

@@ -18,6 +18,8 @@ use futures::Stream;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+/// The artifact store a server shares among its requests.
+pub type SharedArtifacts = std::sync::Arc<dyn ArtifactStore>;
 
 /// A content-addressed store of artifacts. Names are lower-case hex SHA-256.
 pub trait ArtifactStore: Send + Sync + Debug {

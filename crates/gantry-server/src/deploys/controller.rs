@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use gantry_api::keys::{self, AgentKeyRef, StoreKey};
 use gantry_api::{Release, ReleaseStatus, ReleaseTarget, Rollout, now_ms};
 use gantry_store::{Store, StoreError, Txn};
@@ -24,7 +23,7 @@ use gantry_store::{Store, StoreError, Txn};
 use super::rollout::{self, NodeView};
 use super::{parse_definition, prune, releases, stable, statuses, target_of, to_json};
 use crate::deploys::artifacts::ArtifactStore;
-use crate::scheduling::scheduler::{Term, campaign};
+use crate::scheduling::scheduler::{Follow, Next, Term, campaign, follow_while_leading};
 
 /// The key the release controller's leader holds under its lease.
 pub const LEADER_KEY: &str = "deploys/leader";
@@ -61,48 +60,19 @@ pub fn spawn(
 }
 
 async fn lead(store: &Store, term: Term, artifacts: Option<&dyn ArtifactStore>) -> Result<(), StoreError> {
-    let from = store.revision().await? + 1;
-    let mut watches = Vec::new();
-    for prefix in [keys::ROLLOUTS, keys::AGENTS] {
-        watches.push(store.watch(prefix, from).await?);
-    }
-    let mut changes = futures::stream::select_all(watches);
-    let mut keep_alive = tokio::time::interval(LEADER_TTL / 3);
-    keep_alive.reset();
-    let mut tick = tokio::time::interval(TICK);
-    let mut due = Some(tokio::time::Instant::now());
-    loop {
-        let wait = async {
-            match due {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            event = changes.next() => match event {
-                Some(Ok(event)) if matters(&event.key) => {
-                    due.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Err(StoreError::Closed),
-            },
-            _ = keep_alive.tick() => {
-                if store.keep_alive(term.lease).await.is_err() {
-                    return Ok(());
-                }
-            }
-            _ = tick.tick() => { due.get_or_insert_with(tokio::time::Instant::now); }
-            () = wait => {
-                due = None;
-                match evaluate(store, term, artifacts).await {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(()),
-                    Err(e) => eprintln!("gantry server: deploys: {e}; trying again"),
-                }
+    let prefixes = [keys::ROLLOUTS, keys::AGENTS];
+    let follow = Follow { prefixes: &prefixes, matters, ttl: LEADER_TTL, debounce: DEBOUNCE, tick: Some(TICK) };
+    follow_while_leading(store, term, follow, || async {
+        match evaluate(store, term, artifacts).await {
+            Ok(true) => Next::At(None),
+            Ok(false) => Next::Lost,
+            Err(e) => {
+                eprintln!("gantry server: deploys: {e}; trying again");
+                Next::At(None)
             }
         }
-    }
+    })
+    .await
 }
 
 /// Rollouts, and agents' statuses and release targets (not their usage).
@@ -167,7 +137,7 @@ async fn advance(
             Some((
                 n.machine.clone(),
                 NodeView {
-                    running: status.services.iter().any(|s| *s == service),
+                    running: status.services.contains(&service),
                     report: status.releases.get(&service).cloned(),
                 },
             ))
@@ -263,7 +233,7 @@ async fn converge(
         let written = store.txn(txn).await.map_err(|e| e.to_string())?;
         if !written.succeeded {
             let leader = store.get(LEADER_KEY).await.map_err(|e| e.to_string())?.kv;
-            if !leader.is_some_and(|kv| kv.mod_revision == term.revision) {
+            if leader.is_none_or(|kv| kv.mod_revision != term.revision) {
                 return Ok(false);
             }
         }

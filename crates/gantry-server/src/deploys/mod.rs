@@ -185,7 +185,7 @@ pub(crate) async fn releases(store: &Store, service: &str) -> ApiResult<Vec<(Rel
             out.push((decode::<Release>(kv)?, kv.mod_revision));
         }
     }
-    out.sort_by(|a, b| b.0.version.cmp(&a.0.version));
+    out.sort_by_key(|(r, _)| std::cmp::Reverse(r.version));
     Ok(out)
 }
 
@@ -359,10 +359,10 @@ pub(crate) async fn prune(store: &Store, artifacts: &dyn ArtifactStore, service:
         .partition(|(i, (r, _))| *i < keep || Some(r.version) == stable || !r.status.finished());
     for (_, (release, _)) in &gone {
         let _ = store.delete(&keys::release(service, release.version)).await;
-        if !kept.iter().any(|(_, (k, _))| k.sha256 == release.sha256) {
-            if let Err(e) = artifacts.delete(&release.sha256).await {
-                eprintln!("gantry server: deleting artifact {} of {service}: {e}", release.sha256);
-            }
+        if !kept.iter().any(|(_, (k, _))| k.sha256 == release.sha256)
+            && let Err(e) = artifacts.delete(&release.sha256).await
+        {
+            eprintln!("gantry server: deleting artifact {} of {service}: {e}", release.sha256);
         }
     }
 }

@@ -112,14 +112,69 @@ const FOLLOWED: [&str; 5] = [keys::SERVICES, keys::MACHINES, keys::ALLOCS, keys:
 /// Plans while this server leads: at once, after every relevant change,
 /// and when a delayed reschedule falls due.
 async fn lead(store: &Store, config: &SchedulerConfig, term: Term) -> Result<(), StoreError> {
+    let follow = Follow { prefixes: &FOLLOWED, matters, ttl: config.leader_ttl, debounce: DEBOUNCE, tick: None };
+    follow_while_leading(store, term, follow, || async {
+        match evaluate(store, term).await {
+            Ok(Evaluated::Applied { next }) => Next::At(next.map(|secs| {
+                let wait = secs.saturating_sub(now_ms() / 1000);
+                tokio::time::Instant::now() + Duration::from_secs(wait)
+            })),
+            // Something changed under the plan: read and plan again.
+            Ok(Evaluated::Stale) => Next::At(Some(tokio::time::Instant::now())),
+            Ok(Evaluated::NotLeader) => Next::Lost,
+            Err(e) => {
+                eprintln!("gantry server: scheduling: {e}; trying again");
+                Next::At(Some(tokio::time::Instant::now() + Duration::from_millis(500)))
+            }
+        }
+    })
+    .await
+}
+
+/// What a leader's loop follows (see [`follow_while_leading`]).
+pub(crate) struct Follow<'a> {
+    pub prefixes: &'a [&'a str],
+    /// Whether a change of a key calls for a step.
+    pub matters: fn(&str) -> bool,
+    /// The leader lease's TTL (kept alive at a third of it).
+    pub ttl: Duration,
+    /// After a change, how long to gather more before the step.
+    pub debounce: Duration,
+    /// A step at least this often, for deadlines.
+    pub tick: Option<Duration>,
+}
+
+/// What a leader's step says about the next one.
+pub(crate) enum Next {
+    /// Step again then (or after the next change, or tick).
+    At(Option<tokio::time::Instant>),
+    /// No longer the leader.
+    Lost,
+}
+
+/// The loop of a lease-held leader (the scheduler, the release
+/// controller): a step at once, after every change of the followed
+/// prefixes that matters (debounced), at each tick, and when the last step
+/// asked; the lease kept alive meanwhile. Returns when the lead is lost.
+pub(crate) async fn follow_while_leading<F, Fut>(
+    store: &Store,
+    term: Term,
+    follow: Follow<'_>,
+    mut step: F,
+) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Next>,
+{
     let from = store.revision().await? + 1;
     let mut watches = Vec::new();
-    for prefix in FOLLOWED {
+    for prefix in follow.prefixes {
         watches.push(store.watch(prefix, from).await?);
     }
     let mut changes = futures::stream::select_all(watches);
-    let mut keep_alive = tokio::time::interval(config.leader_ttl / 3);
+    let mut keep_alive = tokio::time::interval(follow.ttl / 3);
     keep_alive.reset();
+    let mut tick = tokio::time::interval(follow.tick.unwrap_or(Duration::from_secs(3600)));
     let mut due = Some(tokio::time::Instant::now());
     loop {
         let wait = async {
@@ -130,8 +185,8 @@ async fn lead(store: &Store, config: &SchedulerConfig, term: Term) -> Result<(),
         };
         tokio::select! {
             event = changes.next() => match event {
-                Some(Ok(event)) if matters(&event.key) => {
-                    due.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
+                Some(Ok(event)) if (follow.matters)(&event.key) => {
+                    due.get_or_insert_with(|| tokio::time::Instant::now() + follow.debounce);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
@@ -142,19 +197,13 @@ async fn lead(store: &Store, config: &SchedulerConfig, term: Term) -> Result<(),
                     return Ok(());
                 }
             }
+            _ = tick.tick(), if follow.tick.is_some() => {
+                due.get_or_insert_with(tokio::time::Instant::now);
+            }
             () = wait => {
-                due = match evaluate(store, term).await {
-                    Ok(Evaluated::Applied { next }) => next.map(|secs| {
-                        let wait = secs.saturating_sub(now_ms() / 1000);
-                        tokio::time::Instant::now() + Duration::from_secs(wait)
-                    }),
-                    // Something changed under the plan: read and plan again.
-                    Ok(Evaluated::Stale) => Some(tokio::time::Instant::now()),
-                    Ok(Evaluated::NotLeader) => return Ok(()),
-                    Err(e) => {
-                        eprintln!("gantry server: scheduling: {e}; trying again");
-                        Some(tokio::time::Instant::now() + Duration::from_millis(500))
-                    }
+                due = match step().await {
+                    Next::At(at) => at,
+                    Next::Lost => return Ok(()),
                 };
             }
         }
