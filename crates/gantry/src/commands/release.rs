@@ -126,8 +126,9 @@ pub fn deploy(ctx: &Context, opened: &Opened, args: DeployArgs<'_>) -> anyhow::R
 }
 
 /// `gantry up`: release v1 of each service with an artifact and no
-/// release yet, and follow each rollout; a line for each.
-pub fn first_releases(ctx: &Context, client: &Client, opened: &Opened, say: impl Fn(&str)) -> anyhow::Result<()> {
+/// release yet, and follow each rollout; a line for each. How many it made.
+pub fn first_releases(ctx: &Context, client: &Client, opened: &Opened, say: impl Fn(&str)) -> anyhow::Result<usize> {
+    let mut made = 0;
     for (id, service) in &opened.repo.services {
         if service.deploy.artifact.is_none() {
             continue;
@@ -146,8 +147,9 @@ pub fn first_releases(ctx: &Context, client: &Client, opened: &Opened, say: impl
         let (release, _) = publish(ctx, client, opened, args)?;
         let release = follow(ctx, client, id, release.version, Duration::from_secs(300))?;
         say(&format!("release     {id} v{} {}", release.version, release.status.word()));
+        made += 1;
     }
-    Ok(())
+    Ok(made)
 }
 
 /// Packs, uploads (unless stored) and releases; the release and a line saying so.
