@@ -44,6 +44,9 @@ pub struct AgentStatus {
     /// The scheduled allocations assigned to this node, by allocation id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub allocations: BTreeMap<String, crate::AllocReport>,
+    /// Each service's release here, by service id (issue 17).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub releases: BTreeMap<String, crate::UnitRelease>,
     /// Unix milliseconds.
     pub updated_at_ms: u64,
 }
@@ -386,4 +389,7 @@ pub struct AgentControl {
     /// By service id.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceControl>,
+    /// The release each service is to run, by service id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub releases: BTreeMap<String, crate::ReleaseTarget>,
 }

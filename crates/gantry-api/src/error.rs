@@ -86,6 +86,11 @@ error_codes! {
     QuotaExceeded = "quota_exceeded", 413, "The write would take its token over its quota of keys or bytes.";
     TooManyRequests = "too_many_requests", 429, "Over the request rate of its token (or client address): retry after `Retry-After` seconds.";
     LimitExceeded = "limit_exceeded", 429, "Its token (or client address) holds as many watches or leases as the server allows.";
+    RolloutInProgress = "rollout_in_progress", 409, "Another rollout of the service is running: the error names who deploys what.";
+    NoRollout = "no_rollout", 409, "No rollout of the service is running (promote, abort).";
+    ArtifactMissing = "artifact_missing", 409, "The release names an artifact the store does not hold: upload it first.";
+    ArtifactMismatch = "artifact_mismatch", 400, "The uploaded bytes do not hash to the SHA-256 in the path.";
+    NoArtifactStore = "no_artifact_store", 503, "This server keeps no artifacts.";
     CasFailed = "cas_failed", 409, "A compare-and-set lost: the key changed (or exists, or does not).";
     LeaseNotFound = "lease_not_found", 404, "The lease expired or never existed.";
     Compacted = "compacted", 410, "The history asked for is no longer kept.";

@@ -12,10 +12,13 @@
 //! agents/<machine>/listener              ListenerSwitch
 //! agents/<machine>/deploy                DeployRequest
 //! agents/<machine>/service/<service>     ServiceControl
+//! agents/<machine>/release/<service>     ReleaseTarget (the release controller's)
 //! agents/<machine>/usage                 NodeUsage (under the agent's lease)
 //! allocs/<machine>/<alloc>               Allocation (the scheduler's; the node's agent runs it)
 //! jobs/<service>                         JobStatus (the scheduler's latest evaluation)
 //! eligibility/<machine>                  NodeEligibility (node:drain / node:eligible)
+//! releases/<service>/v<N>                Release (issue 17)
+//! rollouts/<service>                     Rollout (the one in progress)
 //! kv/datastores/<NAME>                   a datastore value (free text)
 //! kv/<anything else>                     free keys (user data)
 //! acl/tokens/<accessor>                  StoredToken (the secret's SHA-256, never the secret)
@@ -36,6 +39,8 @@ pub const KV: &str = "kv/";
 pub const ALLOCS: &str = "allocs/";
 pub const JOBS: &str = "jobs/";
 pub const ELIGIBILITY: &str = "eligibility/";
+pub const RELEASES: &str = "releases/";
+pub const ROLLOUTS: &str = "rollouts/";
 /// KV keys (under [`KV`]) of datastore values: `datastores/<NAME>`.
 pub const DATASTORES_KV: &str = "datastores/";
 /// Access control's documents.
@@ -85,6 +90,22 @@ pub fn alloc(machine: &str, id: &str) -> String {
 pub fn job(service: &str) -> String {
     format!("{JOBS}{service}")
 }
+/// Every release of `service`: `releases/<service>/`.
+pub fn releases_of(service: &str) -> String {
+    format!("{RELEASES}{service}/")
+}
+pub fn release(service: &str, version: u64) -> String {
+    format!("{RELEASES}{service}/v{version}")
+}
+pub fn rollout(service: &str) -> String {
+    format!("{ROLLOUTS}{service}")
+}
+/// The version in a release key's last segment (`v12` -> 12).
+pub fn parse_version(segment: &str) -> Option<u64> {
+    let digits = segment.strip_prefix('v')?;
+    (!digits.starts_with('0') || digits == "0").then_some(())?;
+    digits.parse().ok()
+}
 pub fn eligibility(machine: &str) -> String {
     format!("{ELIGIBILITY}{machine}")
 }
@@ -110,6 +131,8 @@ pub enum AgentKey {
     Service(String),
     /// `usage`: what the node and its processes use ([`crate::NodeUsage`]).
     Usage,
+    /// `release/<id>`: the release service `id` runs here ([`crate::ReleaseTarget`]).
+    Release(String),
 }
 
 impl AgentKey {
@@ -121,6 +144,7 @@ impl AgentKey {
             AgentKey::Deploy => format!("{AGENTS}{machine}/deploy"),
             AgentKey::Service(id) => format!("{AGENTS}{machine}/service/{id}"),
             AgentKey::Usage => format!("{AGENTS}{machine}/usage"),
+            AgentKey::Release(id) => format!("{AGENTS}{machine}/release/{id}"),
         }
     }
 
@@ -131,7 +155,13 @@ impl AgentKey {
             "listener" => Some(AgentKey::Listener),
             "deploy" => Some(AgentKey::Deploy),
             "usage" => Some(AgentKey::Usage),
-            _ => rest.strip_prefix("service/").filter(|id| is_segment(id)).map(|id| AgentKey::Service(id.to_owned())),
+            _ => rest
+                .strip_prefix("service/")
+                .filter(|id| is_segment(id))
+                .map(|id| AgentKey::Service(id.to_owned()))
+                .or_else(|| {
+                    rest.strip_prefix("release/").filter(|id| is_segment(id)).map(|id| AgentKey::Release(id.to_owned()))
+                }),
         }
     }
 }
@@ -156,6 +186,11 @@ pub enum StoreKey<'a> {
     },
     Job(&'a str),
     Eligibility(&'a str),
+    Release {
+        service: &'a str,
+        version: u64,
+    },
+    Rollout(&'a str),
     Datastore(&'a str),
     /// Any other KV key (without the `kv/` prefix).
     Kv(&'a str),
@@ -174,6 +209,7 @@ pub enum AgentKeyRef<'a> {
     Deploy,
     Service(&'a str),
     Usage,
+    Release(&'a str),
 }
 
 impl AgentKeyRef<'_> {
@@ -184,6 +220,7 @@ impl AgentKeyRef<'_> {
             AgentKeyRef::Deploy => AgentKey::Deploy,
             AgentKeyRef::Service(id) => AgentKey::Service(id.to_owned()),
             AgentKeyRef::Usage => AgentKey::Usage,
+            AgentKeyRef::Release(id) => AgentKey::Release(id.to_owned()),
         }
     }
 }
@@ -217,6 +254,7 @@ impl<'a> StoreKey<'a> {
                 AgentKey::Usage => AgentKeyRef::Usage,
                 // Borrow the id from `key` rather than the parsed copy.
                 AgentKey::Service(_) => AgentKeyRef::Service(&rest["service/".len()..]),
+                AgentKey::Release(_) => AgentKeyRef::Release(&rest["release/".len()..]),
             };
             return Some(StoreKey::Agent { machine, key });
         }
@@ -229,6 +267,16 @@ impl<'a> StoreKey<'a> {
         }
         if let Some(machine) = key.strip_prefix(ELIGIBILITY) {
             return is_segment(machine).then_some(StoreKey::Eligibility(machine));
+        }
+        if let Some(rest) = key.strip_prefix(RELEASES) {
+            let (service, version) = rest.split_once('/')?;
+            return (is_segment(service))
+                .then_some(())
+                .and_then(|()| parse_version(version))
+                .map(|version| StoreKey::Release { service, version });
+        }
+        if let Some(service) = key.strip_prefix(ROLLOUTS) {
+            return is_segment(service).then_some(StoreKey::Rollout(service));
         }
         if key == ACL_BOOTSTRAP {
             return Some(StoreKey::AclBootstrap);
@@ -279,11 +327,15 @@ mod tests {
         assert!(alloc("m1", "a").starts_with(&allocs_of("m1")));
         assert_eq!(StoreKey::parse(&job("worker")), Some(StoreKey::Job("worker")));
         assert_eq!(StoreKey::parse(&eligibility("m1")), Some(StoreKey::Eligibility("m1")));
+        assert_eq!(StoreKey::parse(&release("api", 12)), Some(StoreKey::Release { service: "api", version: 12 }));
+        assert!(release("api", 3).starts_with(&releases_of("api")));
+        assert_eq!(StoreKey::parse(&rollout("api")), Some(StoreKey::Rollout("api")));
         for (key, parsed) in [
             (AgentKey::Status, AgentKeyRef::Status),
             (AgentKey::Listener, AgentKeyRef::Listener),
             (AgentKey::Deploy, AgentKeyRef::Deploy),
             (AgentKey::Service("api".into()), AgentKeyRef::Service("api")),
+            (AgentKey::Release("api".into()), AgentKeyRef::Release("api")),
         ] {
             let built = key.of("m1");
             assert!(built.starts_with(&agent("m1")));
@@ -315,6 +367,12 @@ mod tests {
             "acl/tokens/",
             "acl/tokens/a/b",
             "acl/other",
+            "releases/api",
+            "releases/api/12",
+            "releases/api/v012",
+            "releases/api/v1/x",
+            "rollouts/",
+            "agents/m1/release/",
         ] {
             assert_eq!(StoreKey::parse(key), None, "{key:?}");
         }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod inventory;
 pub mod keys;
 pub mod kv;
+pub mod release;
 pub mod resources;
 pub mod service;
 pub mod watch;
@@ -37,10 +38,15 @@ pub use alloc::{
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use inventory::{DEFAULT_FEDERATION, Disk, Facts, Group, Health, Instance, Machine};
 pub use kv::{DeleteResult, HealthStatus, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, WriteResult};
+pub use release::{
+    ArtifactStat, GitInfo, MachineRelease, MachineReleases, NodePhase, NodeProgress, Release, ReleaseDetail,
+    ReleaseHistory, ReleaseRequest, ReleaseStatus, ReleaseTarget, RollbackRequest, Rollout, RolloutPhase,
+    RolloutStatus, UnitRelease,
+};
 pub use resources::{CapacitySource, NodeCapacity, NodeUsage, ProcessUsage, Resources};
 pub use service::{
-    CheckSpec, CommandSpec, ConstraintSpec, ConstraintValue, EnvValue, RescheduleSpec, ResourcesSpec,
-    ServiceDefinition, SpreadSpec, StatusSpec,
+    ArtifactSpec, CheckSpec, CommandSpec, ConstraintSpec, ConstraintValue, DeployHooksSpec, EnvValue, RescheduleSpec,
+    ResourcesSpec, ServiceDefinition, SpreadSpec, StatusSpec, UpdateSpec,
 };
 pub use watch::{ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind};
 

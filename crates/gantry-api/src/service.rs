@@ -63,6 +63,54 @@ pub struct ServiceDefinition {
     /// When an allocation that keeps failing is moved to another node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reschedule: Option<RescheduleSpec>,
+    /// What `gantry deploy` packs: `{"path": "dist/api"}` (issue 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactSpec>,
+    /// Hooks run in the release directory around a switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployHooksSpec>,
+    /// Between withdrawing an instance from the balancers and stopping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_delay: Option<String>,
+    /// How a release rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
+}
+
+/// `"artifact"`: a directory or archive, relative to the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    pub path: String,
+}
+
+/// `"deploy"`: shell commands run in the new release's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployHooksSpec {
+    /// Before the switch (the old release still serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre: Option<String>,
+    /// After the new process passed `min_healthy_time`, before it returns to rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<String>,
+}
+
+/// `"update"`: the rollout of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// A duration: `"5s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_healthy_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_revert: Option<bool>,
 }
 
 /// One placement constraint: `{"attribute": "region", "operator": "=",

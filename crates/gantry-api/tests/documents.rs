@@ -22,6 +22,7 @@ fn agent_status_without_listener_or_balancer() {
         lb: None,
         processes: Default::default(),
         allocations: Default::default(),
+        releases: Default::default(),
         ..samples::agent_status()
     };
     expect_file!["golden/agent_status_bare.json"].assert_eq(&pretty(&bare));

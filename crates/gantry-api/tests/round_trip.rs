@@ -57,6 +57,10 @@ fn service_definitions() {
         spread: vec![],
         strategy: None,
         reschedule: None,
+        artifact: None,
+        deploy: None,
+        shutdown_delay: None,
+        update: None,
     });
     round_trip(samples::scheduled_definition());
     round_trip(StatusSpec::Code(200));
@@ -88,6 +92,9 @@ fn agent_documents() {
     round_trip(samples::agent_status());
     round_trip(AgentStatus { listener: None, lb: None, last_deploy: None, api: None, ..samples::agent_status() });
     round_trip(samples::agent_control());
+    round_trip(samples::release_target());
+    round_trip(samples::release());
+    round_trip(samples::rollout());
     round_trip(samples::node_usage());
     round_trip(samples::allocation());
     round_trip(Allocation {

@@ -106,6 +106,16 @@ pub fn service_definition() -> ServiceDefinition {
         spread: vec![],
         strategy: None,
         reschedule: None,
+        artifact: Some(ArtifactSpec { path: "dist/api".into() }),
+        deploy: Some(DeployHooksSpec { pre: Some("./migrate".into()), post: None }),
+        shutdown_delay: Some("2s".into()),
+        update: Some(UpdateSpec {
+            max_parallel: Some(2),
+            min_healthy_time: Some("5s".into()),
+            healthy_deadline: Some("2m".into()),
+            canary: Some(1),
+            auto_revert: Some(true),
+        }),
     }
 }
 
@@ -226,6 +236,10 @@ pub fn agent_status() -> AgentStatus {
                 message: None,
             },
         )]),
+        releases: BTreeMap::from([(
+            "api".into(),
+            UnitRelease { version: 7, phase: NodePhase::Healthy, message: None },
+        )]),
         updated_at_ms: 1_700_000_010_000,
     }
 }
@@ -271,5 +285,74 @@ pub fn agent_control() -> AgentControl {
         listener: Some(ListenerSwitch { enabled: false }),
         deploy: Some(DeployRequest { id: "18c".into(), requested_at_ms: 1_700_000_000_000 }),
         services: BTreeMap::from([("api".into(), ServiceControl { running: true, restart: Some("18d".into()) })]),
+        releases: BTreeMap::from([("api".into(), release_target())]),
+    }
+}
+
+pub fn release_target() -> ReleaseTarget {
+    ReleaseTarget {
+        service: "api".into(),
+        version: 7,
+        sha256: "ab".repeat(32),
+        size: 1024,
+        shutdown_delay_ms: 2000,
+        min_healthy_ms: 5000,
+        healthy_deadline_ms: 120_000,
+    }
+}
+
+pub fn release() -> Release {
+    Release {
+        service: "api".into(),
+        version: 7,
+        sha256: "ab".repeat(32),
+        size: 1024,
+        git: Some(GitInfo {
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            branch: Some("main".into()),
+            dirty: false,
+            subjects: vec!["Faster /events".into()],
+            tags: vec!["v1.2".into()],
+        }),
+        message: Some("faster events".into()),
+        who: "alice".into(),
+        created_ms: 1_700_000_000_000,
+        finished_ms: Some(1_700_000_030_000),
+        status: ReleaseStatus::Succeeded,
+        reason: None,
+        rollback_of: None,
+        definition: service_definition(),
+        nodes: vec![NodeProgress {
+            machine: "m1".into(),
+            phase: NodePhase::Healthy,
+            message: None,
+            told_ms: 1_700_000_000_100,
+            since_ms: 1_700_000_020_000,
+            reverting: false,
+        }],
+    }
+}
+
+pub fn rollout() -> Rollout {
+    Rollout {
+        service: "api".into(),
+        version: 8,
+        sha256: "cd".repeat(32),
+        size: 2048,
+        who: "alice".into(),
+        started_ms: 1_700_000_100_000,
+        phase: RolloutPhase::Canary,
+        stable: Some(release_target()),
+        promoted: false,
+        reason: None,
+        aborted: false,
+        nodes: vec![NodeProgress {
+            machine: "m1".into(),
+            phase: NodePhase::Starting,
+            message: None,
+            told_ms: 1_700_000_100_100,
+            since_ms: 1_700_000_101_000,
+            reverting: true,
+        }],
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod deploy;
 pub mod fleet;
+mod releases;
 
 use std::time::Duration;
 

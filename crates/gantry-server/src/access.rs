@@ -53,6 +53,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Who deploys: the token's name, if it has one (`None` with ACLs off).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Caller::Token { known, .. } if !known.token.name.is_empty() => Some(&known.token.name),
+            _ => None,
+        }
+    }
+
     /// The token's accessor, for lease ownership and messages.
     pub fn accessor(&self) -> Option<&str> {
         match self {
@@ -167,6 +175,10 @@ pub enum Target<'a> {
     Metrics,
     /// The caller's own token (`GET /v1/acl/self`): any token may read itself.
     OwnToken,
+    /// A service's deploys (issue 17): its releases, rollout and artifacts.
+    /// Reading needs read on the service (an agent: running it); creating,
+    /// promoting, aborting and rolling back need write on the service.
+    Deploys { service: &'a str },
 }
 
 /// Whom a document belongs to, as far as access control cares.
@@ -222,6 +234,7 @@ fn describe(target: &Target<'_>) -> String {
         Target::Health => "health".into(),
         Target::Metrics => "metrics".into(),
         Target::OwnToken => "its own token".into(),
+        Target::Deploys { service } => format!("the deploys of {service}"),
     }
 }
 
@@ -242,7 +255,20 @@ fn by_rules(
                 (Some(allowed), Some(federation)) => allowed.contains(&federation),
                 _ => true,
             };
-            in_federation && grants(raw)
+            // Releases and rollouts belong to their service.
+            let resource = match key {
+                StoreKey::Release { service, .. } | StoreKey::Rollout(service) => gantry_api::keys::service(service),
+                _ => (*raw).to_owned(),
+            };
+            in_federation && grants(&resource)
+        }
+        Target::Deploys { service } => {
+            let in_federation = federations.is_none_or(|allowed| {
+                allowed.contains(
+                    &acl.service_federation(service).unwrap_or_else(|| gantry_api::DEFAULT_FEDERATION.to_owned()),
+                )
+            });
+            in_federation && grants(&gantry_api::keys::service(service))
         }
         // A listing or watch of a prefix is allowed when something under it
         // may be read: its items are authorized one by one.
@@ -315,7 +341,9 @@ fn as_agent(agent: &AgentIdentity, known: &Known, acl: &Acl, action: Action, tar
             }
             // Its own allocations: read, never written (the scheduler's).
             StoreKey::Alloc { machine, .. } => reading && *machine == me,
-            StoreKey::Job(_) | StoreKey::Eligibility(_) => false,
+            StoreKey::Job(_) | StoreKey::Eligibility(_) | StoreKey::Rollout(_) => false,
+            // The releases of what it runs: read, never written.
+            StoreKey::Release { service, .. } => reading && acl.agent_runs(agent, service),
             StoreKey::Agent { machine, key } => {
                 *machine == me && (reading || matches!(key, AgentKeyRef::Status | AgentKeyRef::Usage))
             }
@@ -338,5 +366,6 @@ fn as_agent(agent: &AgentIdentity, known: &Known, acl: &Acl, action: Action, tar
         Target::Lease(Some(lease)) => acl.lease_owner(&lease.to_string()).as_deref() == Some(&*known.token.accessor),
         Target::AgentLogs { .. } | Target::Metrics => false,
         Target::Health | Target::OwnToken => true,
+        Target::Deploys { service } => reading && acl.agent_runs(agent, service),
     }
 }

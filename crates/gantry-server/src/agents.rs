@@ -81,6 +81,9 @@ pub async fn control(gate: Gate, Ids(machine): Ids<String>) -> ApiResult<Json<Ag
             Some(StoreKey::Agent { key: AgentKeyRef::Service(id), .. }) => {
                 control.services.insert(id.to_owned(), decode(kv)?);
             }
+            Some(StoreKey::Agent { key: AgentKeyRef::Release(id), .. }) => {
+                control.releases.insert(id.to_owned(), decode(kv)?);
+            }
             _ => {}
         }
     }

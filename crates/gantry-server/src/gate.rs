@@ -47,16 +47,24 @@ struct Shared {
     hubs: Hubs,
     /// To agents' own APIs (logs).
     agents: AgentClient,
+    /// Release artifacts (issue 17); `None`: this server keeps none.
+    artifacts: Option<Arc<dyn crate::deploys::artifacts::ArtifactStore>>,
 }
 
 impl AppState {
-    pub fn new(store: Store, acl: Arc<Acl>, agents: AgentClient, limits: Limits) -> AppState {
+    pub fn new(
+        store: Store,
+        acl: Arc<Acl>,
+        agents: AgentClient,
+        limits: Limits,
+        artifacts: Option<Arc<dyn crate::deploys::artifacts::ArtifactStore>>,
+    ) -> AppState {
         let hubs = Hubs::new(store.clone(), watch::encode);
         let usage = Arc::new(Usage::new(limits));
         // Keys under a lease go when it ends, without a request to say so.
         let weak = Arc::downgrade(&usage);
         acl.on_lease_end(Box::new(move |lease| weak.upgrade().map(|usage| usage.lease_ended(lease)).is_some()));
-        AppState(Arc::new(Shared { store, acl, usage, metrics: Arc::default(), hubs, agents }))
+        AppState(Arc::new(Shared { store, acl, usage, metrics: Arc::default(), hubs, agents, artifacts }))
     }
 
     pub fn acl(&self) -> &Arc<Acl> {
@@ -187,6 +195,19 @@ impl Gate {
 
     fn store(&self) -> &Store {
         &self.state.0.store
+    }
+
+    /// The store and the artifact store, for the deploys of `service`,
+    /// once the caller may read them (`write`: create, upload, promote,
+    /// abort, roll back).
+    pub fn deploys(
+        &self,
+        service: &str,
+        write: bool,
+    ) -> ApiResult<(&Store, Option<crate::deploys::artifacts::SharedArtifacts>)> {
+        let action = if write { Action::Write } else { Action::Read };
+        self.allow(action, Target::Deploys { service })?;
+        Ok((self.store(), self.state.0.artifacts.clone()))
     }
 
     /// `GET /v1/health`.

@@ -54,6 +54,7 @@ mod access;
 mod acl;
 mod acl_routes;
 mod agents;
+mod deploys;
 mod error;
 mod gate;
 mod hub;
@@ -70,6 +71,8 @@ mod scheduling;
 mod tests;
 mod watch;
 
+pub use deploys::artifacts::{ArtifactStore, BoxFuture, ByteStream, LocalArtifacts, read_stream};
+pub use deploys::controller::{LEADER_KEY as DEPLOYS_LEADER_KEY, spawn as spawn_deploys};
 pub use scheduling::scheduler::{LEADER_KEY as SCHEDULER_LEADER_KEY, SchedulerConfig, spawn as spawn_scheduler};
 
 use std::future::Future;
@@ -130,21 +133,29 @@ pub struct ServeOptions {
     pub acl: Arc<Acl>,
     /// What one token or client address may hold and ask at once.
     pub limits: Limits,
+    /// Where release artifacts live; `None`: the deploy routes answer 503.
+    pub artifacts: Option<Arc<dyn ArtifactStore>>,
 }
 
 /// The API router over `store`, with the access control `acl` decides
 /// ([`Acl::open`] for `gantry server`; [`Acl::off`] allows everything)
 /// and the default [`Limits`].
 pub fn router(store: Store, acl: Arc<Acl>) -> Router {
-    router_with(store, acl, None, Limits::default()).0
+    router_with(store, acl, None, Limits::default(), None).0
 }
 
 /// The API router over `store`, reaching agents with `tls`'s credentials,
 /// and what its requests use of `limits` (for the listeners to count
 /// connections in).
-fn router_with(store: Store, acl: Arc<Acl>, tls: Option<&ServerTls>, limits: Limits) -> (Router, Arc<limits::Usage>) {
+fn router_with(
+    store: Store,
+    acl: Arc<Acl>,
+    tls: Option<&ServerTls>,
+    limits: Limits,
+    artifacts: Option<Arc<dyn ArtifactStore>>,
+) -> (Router, Arc<limits::Usage>) {
     let agents = agents::AgentClient::new(tls.and_then(|tls| tls.agents.clone()));
-    let state = gate::AppState::new(store, acl, agents, limits);
+    let state = gate::AppState::new(store, acl, agents, limits, artifacts);
     let usage = Arc::clone(state.usage());
     let (router, _) = routes::api().split_for_parts();
     let router = router
@@ -180,8 +191,21 @@ pub async fn serve_limited(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (router, usage) = router_with(store, acl, None, limits);
-    serve_router(listener, router, None, usage, shutdown).await
+    let options = ServeOptions { threads: 1, tls: None, acl, limits, artifacts: None };
+    serve_here(listener, store, options, shutdown).await
+}
+
+/// Serves the API as `options` say on the caller's runtime (one event
+/// loop, whatever `options.threads`), until `shutdown` completes.
+pub async fn serve_here(
+    listener: TcpListener,
+    store: Store,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ServeOptions { tls, acl, limits, artifacts, .. } = options;
+    let (router, usage) = router_with(store, acl, tls.as_ref(), limits, artifacts);
+    serve_router(listener, router, tls.map(|tls| tls.config), usage, shutdown).await
 }
 
 /// How many event loops `gantry server` runs unless told otherwise.
@@ -218,7 +242,8 @@ pub async fn serve_threaded(
     threads: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, store, ServeOptions { threads, tls: None, acl, limits: Limits::default() }, shutdown).await
+    let options = ServeOptions { threads, tls: None, acl, limits: Limits::default(), artifacts: None };
+    serve_with(listener, store, options, shutdown).await
 }
 
 /// [`serve_threaded`], over HTTPS when `options` has TLS: each event loop
@@ -229,9 +254,9 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let ServeOptions { threads, tls, acl, limits } = options;
+    let ServeOptions { threads, tls, acl, limits, artifacts } = options;
     let listener = listener.into_std()?;
-    let (router, usage) = router_with(store, acl, tls.as_ref(), limits);
+    let (router, usage) = router_with(store, acl, tls.as_ref(), limits, artifacts);
     let tls = tls.map(|tls| tls.config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut loops = Vec::with_capacity(threads);

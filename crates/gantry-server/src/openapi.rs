@@ -67,6 +67,7 @@ pub fn base() -> OpenApi {
             (name = "watch", description = "Every change under a key prefix, as Server-Sent Events, resumable."),
             (name = "agents", description = "What agents publish about themselves and the control documents operators write for them."),
             (name = "scheduling", description = "Scheduled services (issue 16): allocations placed on nodes, each service's latest evaluation, and nodes' eligibility (drain)."),
+            (name = "deploys", description = "Deploys (issue 17): artifacts, releases with their history, the rollout in progress, and what each node runs."),
             (name = "acl", description = "Access control: tokens (`Authorization: Bearer <secret>` on every request) and the policies they hold. Default deny."),
             (name = "server", description = "The server itself."),
         ),

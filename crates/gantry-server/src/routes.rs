@@ -18,7 +18,7 @@ use crate::resource::{
     self, AgentStatuses, AgentUsages, Allocations, DeployRequests, Eligibilities, Groups, Instances, Jobs,
     ListenerSwitches, Machines, Policies, ServiceControls, Services,
 };
-use crate::{acl_routes, agents, inventory, kv, scheduling, watch};
+use crate::{acl_routes, agents, deploys, inventory, kv, scheduling, watch};
 
 /// Every route, with its documentation.
 pub fn api() -> OpenApiRouter<AppState> {
@@ -42,7 +42,16 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::logs))
         .routes(routes!(acl_routes::token_create, acl_routes::token_list))
         .routes(routes!(acl_routes::token_get, acl_routes::token_revoke))
-        .routes(routes!(acl_routes::whoami));
+        .routes(routes!(acl_routes::whoami))
+        .routes(routes!(deploys::artifact_stat))
+        .routes(routes!(deploys::artifact_put, deploys::artifact_get))
+        .routes(routes!(deploys::release_create, deploys::release_history))
+        .routes(routes!(deploys::release_show))
+        .routes(routes!(deploys::release_rollback))
+        .routes(routes!(deploys::rollout_status))
+        .routes(routes!(deploys::rollout_promote))
+        .routes(routes!(deploys::rollout_abort))
+        .routes(routes!(deploys::machine_releases));
     api = resource::mount::<Machines>(api);
     api = resource::mount::<Groups>(api);
     api = resource::mount::<Services>(api);

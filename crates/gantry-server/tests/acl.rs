@@ -18,7 +18,7 @@ use super::openapi::{body, document, fill};
 /// The fleet the attacks are tried on: machine m1 (group api, federation
 /// blue) runs api, which requires a datastore; m2 (group web, federation
 /// green) runs green's www.
-async fn fleet(s: &TestServer) {
+pub(crate) async fn fleet(s: &TestServer) {
     let c = &s.client;
     let put = |id: &str, json: serde_json::Value| {
         let definition: gantry_api::ServiceDefinition = serde_json::from_value(json).unwrap();
@@ -85,12 +85,12 @@ async fn token(s: &TestServer, request: TokenRequest) -> Client {
     Client::new(&s.url).with_token(&created.secret)
 }
 
-async fn agent(s: &TestServer, machine: &str, federation: &str) -> Client {
+pub(crate) async fn agent(s: &TestServer, machine: &str, federation: &str) -> Client {
     let identity = AgentIdentity { machine: machine.into(), federation: federation.into(), services: vec![] };
     token(s, TokenRequest { name: format!("agent {machine}"), agent: Some(identity), ..Default::default() }).await
 }
 
-async fn read_only(s: &TestServer) -> Client {
+pub(crate) async fn read_only(s: &TestServer) -> Client {
     let policy = Policy {
         name: "read-only".into(),
         description: "everything but secrets".into(),
@@ -105,7 +105,7 @@ async fn read_only(s: &TestServer) -> Client {
     token(s, TokenRequest { name: "auditor".into(), policies: vec!["read-only".into()], ..Default::default() }).await
 }
 
-fn code(result: Result<impl std::fmt::Debug, gantry_client::ClientError>) -> Option<ErrorCode> {
+pub(crate) fn code(result: Result<impl std::fmt::Debug, gantry_client::ClientError>) -> Option<ErrorCode> {
     result.err().and_then(|e| e.code())
 }
 

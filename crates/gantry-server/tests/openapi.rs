@@ -60,6 +60,8 @@ pub(crate) fn fill(template: &str, lease: &str, accessor: &str) -> String {
             "{name}" => "web",
             "{key}" => "probe/a",
             "{accessor}" => accessor,
+            "{sha256}" => ARTIFACT_SHA256,
+            "{version}" => "v1",
             "{id}" => match previous {
                 "machines" | "instances" => "m1",
                 "services" => "api",
@@ -117,6 +119,7 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
             processes: BTreeMap::new(),
             lb: None,
             allocations: Default::default(),
+            releases: Default::default(),
             updated_at_ms: 1,
         }),
         ("PUT", "/v1/agents/{machine}/usage") => json(&gantry_api::NodeUsage {
@@ -155,6 +158,12 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
         ("PUT", "/v1/agents/{machine}/deploy") => json(&DeployRequest { id: "d1".into(), requested_at_ms: 1 }),
         ("PUT", "/v1/agents/{machine}/services/{service}") => json(&ServiceControl { running: true, restart: None }),
         ("PUT", "/v1/kv/{key}") => b"value".to_vec(),
+        ("PUT", "/v1/artifacts/{service}/{sha256}") => ARTIFACT.to_vec(),
+        ("POST", "/v1/releases/{service}") => {
+            format!(r#"{{"sha256": "{ARTIFACT_SHA256}", "message": "probe", "definition": {{"id": "api"}}}}"#)
+                .into_bytes()
+        }
+        ("POST", "/v1/releases/{service}/rollback") => br#"{"to": 1}"#.to_vec(),
         ("POST", "/v1/leases") => br#"{"ttl_secs": 60}"#.to_vec(),
         ("PUT", "/v1/acl/policies/{name}") => {
             br#"{"name": "web", "rules": [{"prefix": "kv/app/", "access": "write"}]}"#.to_vec()
@@ -163,6 +172,10 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
         _ => Vec::new(),
     }
 }
+
+/// The artifact the probe uploads, and its SHA-256.
+pub(crate) const ARTIFACT: &[u8] = b"an artifact";
+pub(crate) const ARTIFACT_SHA256: &str = "326086a5d542fbb3f783c4d9182b3188caecd714d02d6c10cbdea982e2bfc409";
 
 /// An allocation as the scheduler writes one.
 const ALLOCATION: &str = r#"{"id": "a1", "service": "api", "federation": "default", "index": 0, "version": 1,

@@ -4,6 +4,7 @@
 //! started by the test.
 
 mod acl;
+mod deploys;
 mod http;
 mod limits;
 mod openapi;
@@ -114,16 +115,20 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = store.clone();
+        // Release artifacts beside the store, as `gantry server` keeps them.
+        let artifacts = dir.as_ref().map(|dir| {
+            let local = gantry_server::LocalArtifacts::open(&dir.path().join("artifacts")).unwrap();
+            std::sync::Arc::new(local) as std::sync::Arc<dyn gantry_server::ArtifactStore>
+        });
         let shutdown = async {
             let _ = stopped.await;
         };
         tokio::spawn(async move {
+            let options =
+                gantry_server::ServeOptions { threads: threads.unwrap_or(1), tls: None, acl, limits, artifacts };
             match threads {
-                Some(threads) => {
-                    let options = gantry_server::ServeOptions { threads, tls: None, acl, limits };
-                    gantry_server::serve_with(listener, serving, options, shutdown).await
-                }
-                None => gantry_server::serve_limited(listener, serving, acl, limits, shutdown).await,
+                Some(_) => gantry_server::serve_with(listener, serving, options, shutdown).await,
+                None => gantry_server::serve_here(listener, serving, options, shutdown).await,
             }
             .unwrap();
         });

@@ -73,7 +73,7 @@ impl TlsServer {
         let (stop, stopped) = oneshot::channel::<()>();
         // Access control off: these tests are about the transport.
         let tls = Some(ServerTls::new(identity, &clients).unwrap());
-        let options = ServeOptions { threads: 2, tls, acl: gantry_server::Acl::off(), limits };
+        let options = ServeOptions { threads: 2, tls, acl: gantry_server::Acl::off(), limits, artifacts: None };
         let serving = tokio::spawn(gantry_server::serve_with(listener, store, options, async {
             let _ = stopped.await;
         }));
@@ -256,6 +256,7 @@ fn status_with_api(machine: &str, api: String) -> AgentStatus {
         processes: BTreeMap::new(),
         lb: None,
         allocations: Default::default(),
+        releases: Default::default(),
         updated_at_ms: 0,
     }
 }

@@ -7,6 +7,7 @@
 //! a repository at once.
 #![forbid(unsafe_code)]
 
+pub mod deploy;
 pub mod diagnostic;
 pub mod json;
 pub mod merge;
@@ -20,6 +21,7 @@ mod decode;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use deploy::{Deploy, Update};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceMap, Span};
 pub use nodes::{Autoscale, NodeGroup};
 pub use runlist::RunListItem;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::decode::{self, get};
+use crate::deploy::{Deploy, parse_deploy};
 use crate::diagnostic::{Diagnostic, Sink, Span};
 use crate::json::{Json, JsonKind, Member};
 use crate::nodes::is_group_name;
@@ -35,6 +36,10 @@ pub const SERVICE_KEYS: &[&str] = &[
     "spread",
     "strategy",
     "reschedule",
+    "artifact",
+    "deploy",
+    "shutdown_delay",
+    "update",
 ];
 
 const CHECK_KEYS: &[&str] =
@@ -79,6 +84,8 @@ pub struct Service {
     /// its environment each allocation is given a port of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<Scheduling>,
+    /// Its artifact, hooks, drain and rollout (issue 17).
+    pub deploy: Deploy,
     #[serde(skip)]
     pub span: Span,
     /// Where values are written, for diagnostics: top-level keys
@@ -264,6 +271,7 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         check: get(members, "check").and_then(|v| parse_check(v, sink)),
         resources,
         scheduling,
+        deploy: parse_deploy(members, sink),
         span: root.span,
         spans,
     };
@@ -420,19 +428,7 @@ fn parse_check(value: &Json, sink: &mut Sink) -> Option<Check> {
     let before = sink.len();
     let string = |key: &str, sink: &mut Sink| get(members, key).and_then(|v| decode::string(key, v, sink));
     let duration = |key: &str, default: Duration, sink: &mut Sink| -> Duration {
-        let Some(v) = get(members, key) else { return default };
-        let Some(text) = decode::string(key, v, sink) else { return default };
-        match humantime::parse_duration(&text) {
-            Ok(d) if !d.is_zero() => d,
-            _ => {
-                sink.push(
-                    Diagnostic::new(format!("\"{key}\" is not a duration: \"{text}\""))
-                        .at(v.span)
-                        .help("write a duration such as \"500ms\", \"2s\" or \"1m\""),
-                );
-                default
-            }
-        }
+        get(members, key).and_then(|v| crate::deploy::duration(key, v, false, sink)).unwrap_or(default)
     };
     let threshold = |key: &str, default: u32, sink: &mut Sink| -> u32 {
         match get(members, key).and_then(|v| decode::integer(key, v, 100, sink)) {
@@ -528,12 +524,12 @@ fn parse_resources(value: &Json, sink: &mut Sink) -> Resources {
 }
 
 /// Durations as humans write them ("500ms"), both ways.
-mod duration_text {
+pub(crate) mod duration_text {
     use std::time::Duration;
 
     use serde::Serializer;
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 }

@@ -68,9 +68,9 @@ fn seed_missing_comma() {
         edit_service("app-www.json", "\"ENV\": \"production\",", "\"ENV\": \"production\""),
         expect![[r#"
             error: invalid JSON: missing comma
-              --> data_bags/service/app-www.json:10:24
+              --> data_bags/service/app-www.json:13:24
                |
-            10 |     "ENV": "production"
+            13 |     "ENV": "production"
                |                        ^
                = help: add a `,` after the previous item: JSON needs a comma between items
         "#]],
@@ -123,13 +123,13 @@ fn unknown_key_in_service_suggests_nearest() {
     check(
         edit_service("api.json", "\"requires\"", "\"requries\""),
         expect![[r#"
-        error: unknown key "requries" in service "api"
-          --> data_bags/service/api.json:15:3
-           |
-        15 |   "requries": {
-           |   ^^^^^^^^^^
-           = help: did you mean "requires"?
-    "#]],
+            error: unknown key "requries" in service "api"
+              --> data_bags/service/api.json:18:3
+               |
+            18 |   "requries": {
+               |   ^^^^^^^^^^
+               = help: did you mean "requires"?
+        "#]],
     );
 }
 
@@ -160,13 +160,13 @@ fn wrong_types() {
     check(
         edit_service("api.json", "\"local_port\": 1100", "\"local_port\": \"1100\""),
         expect![[r#"
-        error: wrong type for "local_port": expected a number, found a string
-          --> data_bags/service/api.json:23:17
-           |
-        23 |   "local_port": "1100",
-           |                 ^^^^^^
-           = help: remove the quotes: "local_port": 1100
-    "#]],
+            error: wrong type for "local_port": expected a number, found a string
+              --> data_bags/service/api.json:26:17
+               |
+            26 |   "local_port": "1100",
+               |                 ^^^^^^
+               = help: remove the quotes: "local_port": 1100
+        "#]],
     );
 }
 
@@ -270,43 +270,43 @@ fn unknown_placeholders() {
     check(
         edit_service("app-www.json", "{READONLY_API_URL}", "{READONLY_API_URI}"),
         expect![[r#"
-        error: service "app-www" requires {READONLY_API_URI} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
-          --> data_bags/service/app-www.json:15:16
-           |
-        15 |     "API_URL": "{READONLY_API_URI}"
-           |                ^^^^^^^^^^^^^^^^^^^^
-           = help: did you mean {READONLY_API_URL}?
-    "#]],
+            error: service "app-www" requires {READONLY_API_URI} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
+              --> data_bags/service/app-www.json:18:16
+               |
+            18 |     "API_URL": "{READONLY_API_URI}"
+               |                ^^^^^^^^^^^^^^^^^^^^
+               = help: did you mean {READONLY_API_URL}?
+        "#]],
     );
     check(
         edit_service("app-www.json", "{PRIMARY_DATABASE_URL}", "{ANALYTICS_DB}"),
         expect![[r#"
-        error: service "app-www" requires {ANALYTICS_DB} (for DATABASE_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
-          --> data_bags/service/app-www.json:14:21
-           |
-        14 |     "DATABASE_URL": "{ANALYTICS_DB}",
-           |                     ^^^^^^^^^^^^^^^^
-           = help: add "ANALYTICS_DB" to configuration/datastores.json, or add a service in federation "seatgeek" that provides it
-    "#]],
+            error: service "app-www" requires {ANALYTICS_DB} (for DATABASE_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
+              --> data_bags/service/app-www.json:17:21
+               |
+            17 |     "DATABASE_URL": "{ANALYTICS_DB}",
+               |                     ^^^^^^^^^^^^^^^^
+               = help: add "ANALYTICS_DB" to configuration/datastores.json, or add a service in federation "seatgeek" that provides it
+        "#]],
     );
     // Seed 001 writes {host}:{port} in one example and {HOST}:{PORT} in another.
     check(
         edit_service("app-www.json", "http://{HOST}:{PORT}", "http://{host}:{port}"),
         expect![[r#"
-        error: unknown placeholder {host} in provides "WWW_URL"
-          --> data_bags/service/app-www.json:18:16
-           |
-        18 |     "WWW_URL": "http://{host}:{port}/some-mount"
-           |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-           = help: did you mean {HOST}? placeholders are case-sensitive
-        error: unknown placeholder {port} in provides "WWW_URL"
-          --> data_bags/service/app-www.json:18:16
-           |
-        18 |     "WWW_URL": "http://{host}:{port}/some-mount"
-           |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-           = help: did you mean {PORT}? placeholders are case-sensitive
-        error: found 2 problems
-    "#]],
+            error: unknown placeholder {host} in provides "WWW_URL"
+              --> data_bags/service/app-www.json:21:16
+               |
+            21 |     "WWW_URL": "http://{host}:{port}/some-mount"
+               |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+               = help: did you mean {HOST}? placeholders are case-sensitive
+            error: unknown placeholder {port} in provides "WWW_URL"
+              --> data_bags/service/app-www.json:21:16
+               |
+            21 |     "WWW_URL": "http://{host}:{port}/some-mount"
+               |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+               = help: did you mean {PORT}? placeholders are case-sensitive
+            error: found 2 problems
+        "#]],
     );
 }
 
@@ -316,9 +316,9 @@ fn requirement_from_another_federation_is_unknown() {
         edit_service("api.json", "\"federation\": \"seatgeek\"", "\"federation\": \"pivotly\""),
         expect![[r#"
             error: service "app-www" requires {READONLY_API_URL} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
-              --> data_bags/service/app-www.json:15:16
+              --> data_bags/service/app-www.json:18:16
                |
-            15 |     "API_URL": "{READONLY_API_URL}"
+            18 |     "API_URL": "{READONLY_API_URL}"
                |                ^^^^^^^^^^^^^^^^^^^^
                = help: add "READONLY_API_URL" to configuration/datastores.json, or add a service in federation "seatgeek" that provides it
             error: service "worker" requires {READONLY_API_URL} (for API_URL), but no service in federation "seatgeek" provides it and configuration/datastores.json does not define it
@@ -337,13 +337,13 @@ fn local_port_collision() {
     check(
         edit_service("api.json", "\"local_port\": 1100", "\"local_port\": 8080"),
         expect![[r#"
-        error: local_port 8080 of "app-www" is also the local_port of "api" in federation "seatgeek"
-          --> data_bags/service/app-www.json:20:17
-           |
-        20 |   "local_port": 8080,
-           |                 ^^^^
-           = help: local load balancers listen on local_port: give each service its own
-    "#]],
+            error: local_port 8080 of "app-www" is also the local_port of "api" in federation "seatgeek"
+              --> data_bags/service/app-www.json:23:17
+               |
+            23 |   "local_port": 8080,
+               |                 ^^^^
+               = help: local load balancers listen on local_port: give each service its own
+        "#]],
     );
 }
 
@@ -372,9 +372,9 @@ fn check_fields() {
         ),
         expect![[r#"
             error: duplicate key "check" in this object
-              --> data_bags/service/api.json:23:23
+              --> data_bags/service/api.json:26:23
                |
-            23 |   "local_port": 1100, "check": {"type": "htp", "interval": "1s"},
+            26 |   "local_port": 1100, "check": {"type": "htp", "interval": "1s"},
                |                       ^^^^^^^
                = help: a key may appear once per object: remove one of the two
         "#]],
@@ -387,9 +387,9 @@ fn check_fields() {
         ),
         expect![[r#"
             error: duplicate key "check" in this object
-              --> data_bags/service/api.json:23:23
+              --> data_bags/service/api.json:26:23
                |
-            23 |   "local_port": 1100, "check": {"interval": "1s", "timeout": "5s"},
+            26 |   "local_port": 1100, "check": {"interval": "1s", "timeout": "5s"},
                |                       ^^^^^^^
                = help: a key may appear once per object: remove one of the two
         "#]],
@@ -404,20 +404,20 @@ fn every_problem_is_reported_at_once() {
     check(
         files,
         expect![[r#"
-        error: unknown key "instance_typ" in group "12_04-www"
-          --> nodes.json:51:5
-           |
-        51 |     "instance_typ": "m3.xlarge",
-           |     ^^^^^^^^^^^^^^
-           = help: did you mean "instance_type"?
-        error: unknown key "federaton" in service "api"
-          --> data_bags/service/api.json:24:3
-           |
-        24 |   "federaton": "seatgeek"
-           |   ^^^^^^^^^^^
-           = help: did you mean "federation"?
-        error: found 2 problems
-    "#]],
+            error: unknown key "instance_typ" in group "12_04-www"
+              --> nodes.json:51:5
+               |
+            51 |     "instance_typ": "m3.xlarge",
+               |     ^^^^^^^^^^^^^^
+               = help: did you mean "instance_type"?
+            error: unknown key "federaton" in service "api"
+              --> data_bags/service/api.json:27:3
+               |
+            27 |   "federaton": "seatgeek"
+               |   ^^^^^^^^^^^
+               = help: did you mean "federation"?
+            error: found 2 problems
+        "#]],
     );
 }
 
@@ -428,6 +428,57 @@ fn missing_nodes_json() {
         expect![[r#"
         error: no nodes.json in this directory or its parents
          = help: run gantry inside a repository (or pass --repo DIR) that has a nodes.json of node groups; see examples/seatgeek
+    "#]],
+    );
+}
+
+/// Issue 17's keys: a rollout that can never pass, an artifact outside the
+/// repository, a zero `max_parallel`, an unknown update key, an empty hook.
+#[test]
+fn deploy_settings() {
+    check(
+        edit_service(
+            "api.json",
+            r#""update": {"max_parallel": 1, "min_healthy_time": "1s", "healthy_deadline": "30s"}"#,
+            r#""update": {"max_parallel": 0, "min_healthy_time": "2m", "healthy_deadline": "1m", "canery": 1}, "deploy": {"pre": " "}"#,
+        ),
+        expect![[r#"
+            error: "min_healthy_time" (2m) is not shorter than "healthy_deadline" (1m)
+             --> data_bags/service/api.json:7:13
+              |
+            7 |   "update": {"max_parallel": 0, "min_healthy_time": "2m", "healthy_deadline": "1m", "canery": 1}, "deploy": {"pre": " "},
+              |             ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+              = help: a node must be able to pass: make min_healthy_time < healthy_deadline
+            error: "max_parallel" must be at least 1
+             --> data_bags/service/api.json:7:30
+              |
+            7 |   "update": {"max_parallel": 0, "min_healthy_time": "2m", "healthy_deadline": "1m", "canery": 1}, "deploy": {"pre": " "},
+              |                              ^
+              = help: write how many nodes switch at once: 1 (the default) is one at a time
+            error: unknown key "canery" in "update"
+             --> data_bags/service/api.json:7:85
+              |
+            7 |   "update": {"max_parallel": 0, "min_healthy_time": "2m", "healthy_deadline": "1m", "canery": 1}, "deploy": {"pre": " "},
+              |                                                                                     ^^^^^^^^
+              = help: did you mean "canary"?
+            error: "deploy.pre" is empty
+             --> data_bags/service/api.json:7:117
+              |
+            7 |   "update": {"max_parallel": 0, "min_healthy_time": "2m", "healthy_deadline": "1m", "canery": 1}, "deploy": {"pre": " "},
+              |                                                                                                                     ^^^
+              = help: write a shell command ("./bin/migrate"), or leave the hook out
+            error: found 4 problems
+        "#]],
+    );
+    check(
+        edit_service("api.json", r#""artifact": {"path": "bin"}"#, r#""artifact": {"path": "../secrets"}"#),
+        expect![[r#"
+        error: "artifact.path" must name a path inside the repository, found "../secrets"
+         --> data_bags/service/api.json:5:24
+          |
+        5 |   "artifact": {"path": "../secrets"},
+          |                        ^^^^^^^^^^^^
+          = help: write the directory or archive to deploy, relative to the repository: "dist/api"
     "#]],
     );
 }

@@ -185,13 +185,13 @@ fn a_scheduled_service_is_not_in_a_run_list() {
     check(
         files,
         expect![[r#"
-        error: service "api" has "count" (the scheduler places it), but the run list of group "12_04-api" names it too
-          --> data_bags/service/api.json:25:12
-           |
-        25 |   "count": 2,
-           |            ^
-           = help: a service is placed by run lists or by the scheduler: remove "count", or remove recipe[seatgeek-service::api] from the group's run list
-    "#]],
+            error: service "api" has "count" (the scheduler places it), but the run list of group "12_04-api" names it too
+              --> data_bags/service/api.json:28:12
+               |
+            28 |   "count": 2,
+               |            ^
+               = help: a service is placed by run lists or by the scheduler: remove "count", or remove recipe[seatgeek-service::api] from the group's run list
+        "#]],
     );
 }
 

@@ -407,6 +407,95 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Build and publish a release of SERVICE, and roll it out
+    ///
+    /// Packs the service's artifact (its definition's "artifact": {"path": ...},
+    /// or --artifact), uploads it unless the server has it, records the
+    /// release (vN, git commit, who, message) and follows its rollout.
+    Deploy {
+        service: String,
+        /// A directory or tar archive to deploy instead of the definition's artifact
+        #[arg(long, value_name = "PATH")]
+        artifact: Option<PathBuf>,
+        /// Recorded with the release
+        #[arg(long, short, value_name = "TEXT")]
+        message: Option<String>,
+        /// Return once the release is made, without following its rollout
+        #[arg(long)]
+        detach: bool,
+        /// How long to follow the rollout
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+        /// The repository [default: the current directory or the nearest parent with a nodes.json]
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// A service's releases: version, status, who, when, commit, how long, nodes.
+    #[command(name = "deploy:history")]
+    DeployHistory {
+        service: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One release: metadata, each node's outcome, the definition's diff against the previous.
+    #[command(name = "deploy:show")]
+    DeployShow {
+        service: String,
+        /// The release: vN
+        #[arg(value_name = "vN")]
+        release: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The rollout in progress: each node pending/draining/starting/healthy/failed.
+    #[command(name = "deploy:status")]
+    DeployStatus {
+        service: String,
+        /// Follow it until it is over
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Let a rollout whose canaries are healthy go on to every node.
+    #[command(name = "deploy:promote")]
+    DeployPromote {
+        service: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop the rollout in progress; switched nodes go back to the stable release.
+    #[command(name = "deploy:abort")]
+    DeployAbort {
+        service: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Deploy an earlier release's artifact again, as a new release.
+    #[command(name = "deploy:rollback")]
+    DeployRollback {
+        service: String,
+        /// The version to go back to [default: the stable release before the newest]
+        #[arg(long, value_name = "vN")]
+        to: Option<String>,
+        #[arg(long)]
+        detach: bool,
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// What release of each service a machine runs.
+    #[command(name = "releases:on")]
+    ReleasesOn {
+        machine: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// List scheduled allocations: where each service's instances were placed.
     #[command(name = "alloc:list")]
     AllocList {
@@ -685,6 +774,14 @@ impl Command {
             | Command::MachineShow { server, .. }
             | Command::NodesUsage { server }
             | Command::JobPlan { server, .. }
+            | Command::Deploy { server, .. }
+            | Command::DeployHistory { server, .. }
+            | Command::DeployShow { server, .. }
+            | Command::DeployStatus { server, .. }
+            | Command::DeployPromote { server, .. }
+            | Command::DeployAbort { server, .. }
+            | Command::DeployRollback { server, .. }
+            | Command::ReleasesOn { server, .. }
             | Command::AllocList { server, .. }
             | Command::AllocShow { server, .. }
             | Command::NodeDrain { server, .. }
@@ -819,6 +916,9 @@ pub struct ServeArgs {
     pub acl: AclArg,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Where release artifacts are kept: a directory [default: DATA_DIR/artifacts]
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
 }
 
 /// `gantry server`'s limits: what one token (or, for requests without a
@@ -1025,10 +1125,13 @@ pub struct AgentArgs {
     /// The port of the agent's own API (service logs) on --address; 0: any free port
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub api_port: u16,
-    /// Run services' command checks and on_delete hooks (off by default:
+    /// Run services' command checks, on_delete and deploy hooks (off by default:
     /// otherwise whoever may write a service definition runs commands here)
     #[arg(long)]
     pub enable_script_checks: bool,
+    /// Release directories kept per service (the running one and older ones to go back to)
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub keep_releases: u16,
     /// Keep this much for the system: never given to scheduled services
     #[arg(long, value_name = "cpu=C,memory_mb=M", default_value = "cpu=0,memory_mb=0")]
     pub reserve: gantry_api::Resources,

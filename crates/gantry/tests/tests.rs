@@ -4,6 +4,7 @@
 
 mod agent;
 mod aws;
+mod deploy;
 mod generate;
 mod layering;
 mod running;

@@ -9,7 +9,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gantry_tls::config::ClientTls;
 
@@ -130,6 +130,20 @@ fn up_serves_the_page_through_www_and_api_recovers_converges_and_down_leaves_not
     assert_ne!(tls_files(dir), certificates);
     assert!(page(&url).is_some_and(|b| b.contains("Mets at Yankees")));
     assert_eq!(gantry(dir, &["kv:get", "notes/probe"]).ok(), "over mutual TLS\n");
+
+    // Issue 17: up released v1; an edit of bin/api.py deployed is served within seconds.
+    let history = gantry(dir, &["deploy:history", "api"]).ok();
+    assert!(history.contains("v1 (stable)") && history.contains("gantry up"), "{history}");
+    std::fs::write(
+        dir.join("bin/api.py"),
+        std::fs::read_to_string(dir.join("bin/api.py")).unwrap().replace("Mets at Yankees", "Mets at Red Sox"),
+    )
+    .unwrap();
+    let deployed = Instant::now();
+    let out = gantry(dir, &["deploy", "api", "-m", "the Red Sox"]).ok();
+    assert!(out.contains("api v2 succeeded"), "{out}");
+    eventually("the new code serves", Duration::from_secs(10), || page(&url).filter(|b| b.contains("Mets at Red Sox")));
+    assert!(deployed.elapsed() < Duration::from_secs(20), "took {:?}", deployed.elapsed());
 
     let down = gantry(dir, &["down"]).ok();
     assert!(down.contains("stopped 5 node(s)"), "{down}");

@@ -16,6 +16,7 @@ mod api;
 pub mod balance;
 mod local;
 mod mask;
+mod releases;
 mod runtime;
 mod services;
 pub mod world;
@@ -112,6 +113,8 @@ pub struct AgentConfig {
     pub reserve: Resources,
     /// How often the node's usage is measured and published.
     pub usage_interval: Duration,
+    /// Release directories kept per service (`--keep-releases`, default 5).
+    pub keep_releases: usize,
 }
 
 /// What an embedded agent reports through [`AgentConfig::events`].
@@ -152,6 +155,7 @@ impl AgentConfig {
             capacity: None,
             reserve: Resources::ZERO,
             usage_interval: Duration::from_secs(10),
+            keep_releases: gantry_api::release::defaults::KEEP_ON_NODE,
             enable_script_checks: false,
             token: None,
             tls: None,
@@ -272,6 +276,10 @@ struct Agent {
     session_was_healthy: bool,
     /// Measures the node's usage; out while a measurement runs.
     meter: Option<Meter>,
+    /// Each service's release here, by service id.
+    releases: BTreeMap<String, releases::ReleaseRun>,
+    /// The release (version, directory) each service's processes run from.
+    running_release: BTreeMap<String, (u64, PathBuf)>,
 }
 
 impl Agent {
@@ -391,6 +399,8 @@ impl Agent {
             published_status: None,
             session_was_healthy: false,
             meter: Some(Meter::new()),
+            releases: BTreeMap::new(),
+            running_release: BTreeMap::new(),
         })
     }
 
@@ -601,6 +611,7 @@ impl Agent {
         world.listener_enabled = control.listener.map(|s| s.enabled);
         world.deploy = control.deploy;
         world.service_control = control.services;
+        world.releases = control.releases;
         self.world = world;
         Ok([
             groups.revision,
@@ -626,6 +637,9 @@ impl Agent {
         }
         if touched.control {
             self.reconcile_control();
+        }
+        if self.advance_releases().await {
+            self.reconcile_services().await;
         }
         self.publish_status().await;
     }
@@ -704,6 +718,7 @@ impl Agent {
                     .filter_map(|local| Some((local.allocation.clone()?, local.alloc_report(now))))
                     .collect()
             },
+            releases: self.release_reports(),
             updated_at_ms: 0,
         };
         // Commands' output leaves the node without the secrets it was given.

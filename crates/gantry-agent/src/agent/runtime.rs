@@ -63,12 +63,20 @@ pub(crate) struct Local {
     restart_seen: Option<String>,
     /// The allocation's state as last reported, and since when (Unix ms).
     reported: Option<(AllocState, u64)>,
+    /// The release directory its process runs from (issue 17); `None`:
+    /// the agent's working directory.
+    pub cwd: Option<PathBuf>,
 }
 
 impl Local {
     /// `control`: the service's control key as the agent found it; a
     /// restart request already there was for an earlier process.
-    pub fn new(unit: &super::services::Running, port: u16, control: Option<&ServiceControl>) -> Local {
+    pub fn new(
+        unit: &super::services::Running,
+        port: u16,
+        control: Option<&ServiceControl>,
+        cwd: Option<PathBuf>,
+    ) -> Local {
         let restart_seen = control.and_then(|c| c.restart.clone());
         Local {
             name: unit.name.clone(),
@@ -82,6 +90,7 @@ impl Local {
             restarted_at_failures: 0,
             restart_seen,
             reported: None,
+            cwd,
         }
     }
 
@@ -197,7 +206,7 @@ impl Local {
         let mut config = SupervisorConfig::new(self.name.clone(), program, settings.log_dir.clone());
         config.env = env.clone();
         config.user = self.service.user.clone();
-        config.cwd = settings.workdir.clone();
+        config.cwd = self.cwd.clone().or_else(|| settings.workdir.clone());
         config.policy = settings.policy;
         let supervisor = Supervisor::start(config);
         forward(&self.name, supervisor.subscribe(), wake);

@@ -52,14 +52,15 @@ impl Agent {
                     }
                 },
             };
-            let control = self.world.service_control.get(&service.id);
             if self.locals.get(&unit.name).is_some_and(|l| l.service != *service || l.port != port)
                 && let Some(mut old) = self.locals.remove(&unit.name)
             {
                 self.log(&format!("{}: its definition changed, starting it again", unit.name));
                 old.shutdown().await;
             }
-            let local = self.locals.entry(unit.name.clone()).or_insert_with(|| Local::new(unit, port, control));
+            let cwd = if self.locals.contains_key(&unit.name) { None } else { self.release_cwd(&service.id) };
+            let control = self.world.service_control.get(&service.id);
+            let local = self.locals.entry(unit.name.clone()).or_insert_with(|| Local::new(unit, port, control, cwd));
             let frontends =
                 lb_on.then_some(resolve::Frontends { address: &self.machine.address, services: &self.world.services });
             match resolve::resolve_via(service, &self.machine.id, &instances, &self.world.datastores, frontends) {
@@ -93,6 +94,10 @@ impl Agent {
                 problems.push(problem);
             }
             let health = local.health();
+            // Out of rotation while a release switches.
+            if self.held_out(&service.id) {
+                continue;
+            }
             if let Err(e) = self.register(&unit.name, service, &unit.instance, port, health).await {
                 problems.push(format!("{}: registering its instance: {e}", unit.name));
             }
@@ -134,6 +139,7 @@ impl Agent {
     /// publish the new health, and route around it.
     pub(super) async fn reconcile_health(&mut self) {
         let mut changed = Vec::new();
+        let held: Vec<String> = self.releases.keys().filter(|s| self.held_out(s)).cloned().collect();
         for local in self.locals.values_mut() {
             if let Some(note) = local.restart_if_failing()
                 && self.config.log
@@ -141,7 +147,8 @@ impl Agent {
                 eprintln!("gantry agent {}: {note}", self.machine.id);
             }
             let health = local.health();
-            if self.registered.get(&local.name).is_some_and(|i| i.health != health) {
+            if self.registered.get(&local.name).is_some_and(|i| i.health != health) && !held.contains(&local.service.id)
+            {
                 changed.push((local.name.clone(), local.service.clone(), local.instance.clone(), local.port, health));
             }
         }
@@ -295,18 +302,8 @@ impl Agent {
                 ),
                 Some(hook) => {
                     let env_file = envfile::conf_path(&env_dir, &local.name);
-                    let script = format!("[ -f '{0}' ] && . '{0}'; {hook}", env_file.display());
-                    let mut sh = tokio::process::Command::new("sh");
-                    sh.arg("-c").arg(script);
-                    // As the service's user, never with the agent's rights.
-                    let ran = match &service.user {
-                        Some(user) => crate::supervise::as_user(&mut sh, user, &Default::default()),
-                        None => Ok(()),
-                    };
-                    let status = match ran {
-                        Ok(()) => sh.status().await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e),
-                    };
+                    let status =
+                        super::releases::run_hook("on_delete", hook, &env_file, service.user.as_deref(), None).await;
                     eprintln!("gantry agent {machine}: on_delete of {}: {status:?}", service.id);
                 }
                 None => {}

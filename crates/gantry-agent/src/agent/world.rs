@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use gantry_api::keys::{AgentKeyRef, StoreKey};
-use gantry_api::{Allocation, DeployRequest, DesiredState, Group, Instance, ListenerSwitch, ServiceControl};
+use gantry_api::{
+    Allocation, DeployRequest, DesiredState, Group, Instance, ListenerSwitch, ReleaseTarget, ServiceControl,
+};
 use gantry_spec::Service;
 
 /// What a change touched, to know what to redo.
@@ -58,6 +60,8 @@ pub struct World {
     /// `allocs/<machine>/<id>`: the scheduled work placed here that should
     /// run, by allocation id.
     pub allocations: BTreeMap<String, Allocation>,
+    /// `agents/<machine>/release/<id>`: the release each service runs here.
+    pub releases: BTreeMap<String, ReleaseTarget>,
 }
 
 /// Each service once, in first-seen order (several allocations of one
@@ -149,6 +153,8 @@ impl World {
             | StoreKey::Alloc { .. }
             | StoreKey::Job(_)
             | StoreKey::Eligibility(_)
+            | StoreKey::Release { .. }
+            | StoreKey::Rollout(_)
             | StoreKey::Machine(_)
             | StoreKey::Kv(_)
             | StoreKey::AclToken(_)
@@ -178,6 +184,13 @@ impl World {
                 };
                 // Starting a held service needs its environment: redo the services too.
                 Touched { world: true, control: true, health: false }
+            }
+            AgentKeyRef::Release(id) => {
+                match value.and_then(|v| serde_json::from_str::<ReleaseTarget>(v).ok()) {
+                    Some(target) => self.releases.insert(id.to_owned(), target),
+                    None => self.releases.remove(id),
+                };
+                control
             }
             // Its own status and usage are what it publishes, not inputs.
             AgentKeyRef::Status | AgentKeyRef::Usage => Touched::default(),

@@ -53,7 +53,7 @@ impl SchedulerConfig {
 pub fn spawn(store: Store, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match campaign(&store, &config).await {
+            match campaign(&store, LEADER_KEY, &config.id, config.leader_ttl).await {
                 Ok(term) => {
                     eprintln!("gantry server: {} leads scheduling", config.id);
                     let outcome = lead(&store, &config, term).await;
@@ -75,20 +75,17 @@ pub fn spawn(store: Store, config: SchedulerConfig) -> tokio::task::JoinHandle<(
 /// The lead, once won: its lease, and the leader key's revision every
 /// write is guarded by.
 #[derive(Debug, Clone, Copy)]
-struct Term {
-    lease: LeaseId,
-    revision: u64,
+pub(crate) struct Term {
+    pub lease: LeaseId,
+    pub revision: u64,
 }
 
-/// Waits until this server holds the leader key.
-async fn campaign(store: &Store, config: &SchedulerConfig) -> Result<Term, StoreError> {
+/// Waits until this server (`id`) holds the leader key `key`, under a
+/// lease of `ttl` (the scheduler's, the release controller's).
+pub(crate) async fn campaign(store: &Store, key: &str, id: &str, ttl: Duration) -> Result<Term, StoreError> {
     loop {
-        let lease = store.grant_lease(config.leader_ttl).await?;
-        let claim = Txn::new().when_mod_revision(LEADER_KEY, 0).put_with_lease(
-            LEADER_KEY,
-            config.id.clone().into_bytes(),
-            lease.id,
-        );
+        let lease = store.grant_lease(ttl).await?;
+        let claim = Txn::new().when_mod_revision(key, 0).put_with_lease(key, id.as_bytes().to_vec(), lease.id);
         let claimed = store.txn(claim).await?;
         if claimed.succeeded {
             return Ok(Term { lease: lease.id, revision: claimed.revision });
@@ -96,11 +93,11 @@ async fn campaign(store: &Store, config: &SchedulerConfig) -> Result<Term, Store
         let _ = store.revoke_lease(lease.id).await;
         // Someone leads: wait for the key to go (its lease lapses when that
         // server dies), then try again.
-        let current = store.get(LEADER_KEY).await?;
+        let current = store.get(key).await?;
         if current.kv.is_none() {
             continue;
         }
-        let mut watch = store.watch(LEADER_KEY, current.revision + 1).await?;
+        let mut watch = store.watch(key, current.revision + 1).await?;
         while let Some(event) = watch.next().await {
             if event?.kind == EventKind::Delete {
                 break;
@@ -115,14 +112,69 @@ const FOLLOWED: [&str; 5] = [keys::SERVICES, keys::MACHINES, keys::ALLOCS, keys:
 /// Plans while this server leads: at once, after every relevant change,
 /// and when a delayed reschedule falls due.
 async fn lead(store: &Store, config: &SchedulerConfig, term: Term) -> Result<(), StoreError> {
+    let follow = Follow { prefixes: &FOLLOWED, matters, ttl: config.leader_ttl, debounce: DEBOUNCE, tick: None };
+    follow_while_leading(store, term, follow, || async {
+        match evaluate(store, term).await {
+            Ok(Evaluated::Applied { next }) => Next::At(next.map(|secs| {
+                let wait = secs.saturating_sub(now_ms() / 1000);
+                tokio::time::Instant::now() + Duration::from_secs(wait)
+            })),
+            // Something changed under the plan: read and plan again.
+            Ok(Evaluated::Stale) => Next::At(Some(tokio::time::Instant::now())),
+            Ok(Evaluated::NotLeader) => Next::Lost,
+            Err(e) => {
+                eprintln!("gantry server: scheduling: {e}; trying again");
+                Next::At(Some(tokio::time::Instant::now() + Duration::from_millis(500)))
+            }
+        }
+    })
+    .await
+}
+
+/// What a leader's loop follows (see [`follow_while_leading`]).
+pub(crate) struct Follow<'a> {
+    pub prefixes: &'a [&'a str],
+    /// Whether a change of a key calls for a step.
+    pub matters: fn(&str) -> bool,
+    /// The leader lease's TTL (kept alive at a third of it).
+    pub ttl: Duration,
+    /// After a change, how long to gather more before the step.
+    pub debounce: Duration,
+    /// A step at least this often, for deadlines.
+    pub tick: Option<Duration>,
+}
+
+/// What a leader's step says about the next one.
+pub(crate) enum Next {
+    /// Step again then (or after the next change, or tick).
+    At(Option<tokio::time::Instant>),
+    /// No longer the leader.
+    Lost,
+}
+
+/// The loop of a lease-held leader (the scheduler, the release
+/// controller): a step at once, after every change of the followed
+/// prefixes that matters (debounced), at each tick, and when the last step
+/// asked; the lease kept alive meanwhile. Returns when the lead is lost.
+pub(crate) async fn follow_while_leading<F, Fut>(
+    store: &Store,
+    term: Term,
+    follow: Follow<'_>,
+    mut step: F,
+) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Next>,
+{
     let from = store.revision().await? + 1;
     let mut watches = Vec::new();
-    for prefix in FOLLOWED {
+    for prefix in follow.prefixes {
         watches.push(store.watch(prefix, from).await?);
     }
     let mut changes = futures::stream::select_all(watches);
-    let mut keep_alive = tokio::time::interval(config.leader_ttl / 3);
+    let mut keep_alive = tokio::time::interval(follow.ttl / 3);
     keep_alive.reset();
+    let mut tick = tokio::time::interval(follow.tick.unwrap_or(Duration::from_secs(3600)));
     let mut due = Some(tokio::time::Instant::now());
     loop {
         let wait = async {
@@ -133,8 +185,8 @@ async fn lead(store: &Store, config: &SchedulerConfig, term: Term) -> Result<(),
         };
         tokio::select! {
             event = changes.next() => match event {
-                Some(Ok(event)) if matters(&event.key) => {
-                    due.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
+                Some(Ok(event)) if (follow.matters)(&event.key) => {
+                    due.get_or_insert_with(|| tokio::time::Instant::now() + follow.debounce);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
@@ -145,19 +197,13 @@ async fn lead(store: &Store, config: &SchedulerConfig, term: Term) -> Result<(),
                     return Ok(());
                 }
             }
+            _ = tick.tick(), if follow.tick.is_some() => {
+                due.get_or_insert_with(tokio::time::Instant::now);
+            }
             () = wait => {
-                due = match evaluate(store, term).await {
-                    Ok(Evaluated::Applied { next }) => next.map(|secs| {
-                        let wait = secs.saturating_sub(now_ms() / 1000);
-                        tokio::time::Instant::now() + Duration::from_secs(wait)
-                    }),
-                    // Something changed under the plan: read and plan again.
-                    Ok(Evaluated::Stale) => Some(tokio::time::Instant::now()),
-                    Ok(Evaluated::NotLeader) => return Ok(()),
-                    Err(e) => {
-                        eprintln!("gantry server: scheduling: {e}; trying again");
-                        Some(tokio::time::Instant::now() + Duration::from_millis(500))
-                    }
+                due = match step().await {
+                    Next::At(at) => at,
+                    Next::Lost => return Ok(()),
                 };
             }
         }
@@ -242,6 +288,8 @@ pub(crate) fn version_of(service: &gantry_spec::Service) -> u64 {
     use sha2::Digest as _;
     let mut runs = service.clone();
     runs.scheduling = None;
+    // How it is deployed is not what runs: a changed rollout stanza moves nothing.
+    runs.deploy = gantry_spec::Deploy::default();
     let digest = sha2::Sha256::digest(serde_json::to_vec(&runs).expect("a definition serializes"));
     u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }

@@ -45,6 +45,7 @@ pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     config.restart_policy.max = args.restart_max_delay.max(args.restart_delay);
     config.api_port = Some(args.api_port);
     config.enable_script_checks = args.enable_script_checks;
+    config.keep_releases = usize::from(args.keep_releases);
     config.reserve = args.reserve;
     config.capacity = args.capacity;
     config.token = match (args.token, &args.token_file) {

@@ -29,6 +29,7 @@ mod lookup;
 mod machine;
 mod nodes;
 mod packer;
+mod release;
 mod repo;
 mod resolve;
 mod sched;
@@ -122,6 +123,21 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
             sched::alloc_list(ctx, service.as_deref(), node.as_deref(), all)
         }
         Command::AllocShow { id, .. } => sched::alloc_show(ctx, &id),
+        Command::Deploy { service, artifact, message, detach, timeout, repo, .. } => {
+            let opened = crate::repo::open_dir(repo.as_deref())?;
+            let args =
+                release::DeployArgs { service: &service, artifact: artifact.as_deref(), message, detach, timeout };
+            release::deploy(ctx, &opened, args)
+        }
+        Command::DeployHistory { service, .. } => release::history(ctx, &service),
+        Command::DeployShow { service, release, .. } => release::show(ctx, &service, &release),
+        Command::DeployStatus { service, follow, timeout, .. } => release::status(ctx, &service, follow, timeout),
+        Command::DeployPromote { service, .. } => release::promote_or_abort(ctx, &service, true),
+        Command::DeployAbort { service, .. } => release::promote_or_abort(ctx, &service, false),
+        Command::DeployRollback { service, to, detach, timeout, .. } => {
+            release::rollback(ctx, &service, to.as_deref(), detach, timeout)
+        }
+        Command::ReleasesOn { machine, .. } => release::on(ctx, &machine),
         Command::NodeDrain { machine, detach, timeout, .. } => sched::drain(ctx, &machine, detach, timeout),
         Command::NodeEligible { machine, .. } => sched::eligibility(ctx, &machine, true),
         Command::Lookup { service, wheres, .. } => lookup::lookup(ctx, &service, &wheres),

@@ -45,6 +45,8 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     ctx.block_on(async move {
         // The embedded store creates its data directory itself, private (0700).
         let store = Store::open(config).await.with_context(|| format!("opening the store ({described})"))?;
+        // After the store: it makes the data directory, private.
+        let artifacts = artifact_store(args)?;
         let mode = if args.acl == AclArg::Off { AclMode::Off } else { AclMode::On };
         let acl = Acl::open(&store, mode).await.context("loading tokens and policies")?;
         match gantry_server::bootstrap(&acl, &store, &args.data_dir).await.context("bootstrapping access control")? {
@@ -73,13 +75,38 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
             store.clone(),
             gantry_server::SchedulerConfig::new(format!("{host}:{}:{}", addr.port(), std::process::id())),
         );
-        let options = ServeOptions { threads: usize::from(args.threads), tls, acl, limits: args.limits.limits() };
+        let deploys = gantry_server::spawn_deploys(
+            store.clone(),
+            format!("{host}:{}:{}", addr.port(), std::process::id()),
+            Some(std::sync::Arc::clone(&artifacts)),
+        );
+        let options = ServeOptions {
+            threads: usize::from(args.threads),
+            tls,
+            acl,
+            limits: args.limits.limits(),
+            artifacts: Some(artifacts),
+        };
         let served = gantry_server::serve_with(listener, store.clone(), options, shutdown_signal()).await;
         scheduler.abort();
+        deploys.abort();
         served.context("serving")?;
         store.close().await.context("closing the store")?;
         Ok(())
     })
+}
+
+/// The artifact store `--artifacts` names (default: DATA_DIR/artifacts).
+fn artifact_store(args: &ServeArgs) -> anyhow::Result<std::sync::Arc<dyn gantry_server::ArtifactStore>> {
+    let dir = args.artifacts.clone().unwrap_or_else(|| args.data_dir.join("artifacts"));
+    let local = gantry_server::LocalArtifacts::open(&dir).map_err(|e| {
+        BadInput(format!(
+            "error: cannot open the artifact store {}: {e}
+ = help: pass --artifacts DIR with a directory this user may write",
+            dir.display()
+        ))
+    })?;
+    Ok(std::sync::Arc::new(local))
 }
 
 /// HTTPS as `--tls-cert`, `--tls-key`, `--tls-ca` and `--verify-incoming`

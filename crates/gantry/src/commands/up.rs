@@ -260,6 +260,21 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
         down_stack(&state, &stack);
         std::process::exit(1);
     }
+    // Each service with an artifact runs a release: v1 on the first `up`;
+    // then ready again (balancers take the switched instances back).
+    let released =
+        super::release::first_releases(ctx, &client, &opened, |line| say(began, line)).and_then(|released| {
+            match released {
+                0 => Ok(()),
+                _ => rt.block_on(wait_ready(&client, &stack, began, timeout)),
+            }
+        });
+    if let Err(e) = released {
+        eprintln!("gantry up: releasing the services: {e:#}");
+        eprintln!("gantry up: stopping what it started (logs stay in {})", state.join("logs").display());
+        down_stack(&state, &stack);
+        std::process::exit(1);
+    }
     say(began, &format!("ready in {:.1} s", began.elapsed().as_secs_f64()));
     if !detach {
         // Listen before saying so: a Ctrl-C right after the URL must stop the stack, not kill `up`.

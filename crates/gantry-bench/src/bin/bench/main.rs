@@ -141,7 +141,7 @@ async fn serve_child(args: &[String]) -> anyhow::Result<()> {
     // accounting), out of the load's reach: 64 clients on one address,
     // 1,000 watchers, tens of thousands of writes a second.
     let limits = gantry_server::Limits::out_of_reach();
-    let options = ServeOptions { threads: gantry_server::DEFAULT_EVENT_LOOPS, tls, acl, limits };
+    let options = ServeOptions { threads: gantry_server::DEFAULT_EVENT_LOOPS, tls, acl, limits, artifacts: None };
     gantry_server::serve_with(listener, store, options, std::future::pending()).await?;
     Ok(())
 }
