@@ -18,6 +18,7 @@ pub mod error;
 pub mod inventory;
 pub mod keys;
 pub mod kv;
+pub mod prometheus;
 pub mod resources;
 pub mod service;
 pub mod watch;
@@ -37,10 +38,11 @@ pub use alloc::{
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use inventory::{DEFAULT_FEDERATION, Disk, Facts, Group, Health, Instance, Machine};
 pub use kv::{DeleteResult, HealthStatus, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, WriteResult};
+pub use prometheus::TargetGroup;
 pub use resources::{CapacitySource, NodeCapacity, NodeUsage, ProcessUsage, Resources};
 pub use service::{
-    CheckSpec, CommandSpec, ConstraintSpec, ConstraintValue, EnvValue, RescheduleSpec, ResourcesSpec,
-    ServiceDefinition, SpreadSpec, StatusSpec,
+    AlertsSpec, BoundSpec, CheckSpec, CommandSpec, ConstraintSpec, ConstraintValue, DerivedSpec, EnvValue, MetricsSpec,
+    RescheduleSpec, ResourcesSpec, ServiceDefinition, SpreadSpec, StatusSpec,
 };
 pub use watch::{ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind};
 

@@ -11,8 +11,8 @@
 //! expired one) or 403 (a token without the right). What a token grants:
 //! - the `management` policy: everything;
 //! - other policies: their rules (longest prefix wins, see `acl::access_of`)
-//!   over store keys and two names for what is not a key (`logs/<machine>/`,
-//!   `metrics`), leases under `leases/`; a policy limited to federations
+//!   over store keys and three names for what is not a key (`logs/<machine>/`,
+//!   `metrics`, `prometheus/targets`), leases under `leases/`; a policy limited to federations
 //!   sees no other federation's services and instances;
 //! - an agent's token (its machine M, federation F): M's machine record,
 //!   M's instances (at M's registered address, of the services M runs, in
@@ -165,9 +165,14 @@ pub enum Target<'a> {
     Health,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /v1/prometheus/targets`: every scrape target of the fleet.
+    PrometheusTargets,
     /// The caller's own token (`GET /v1/acl/self`): any token may read itself.
     OwnToken,
 }
+
+/// The rule prefix that grants `GET /v1/prometheus/targets`.
+pub const PROMETHEUS_TARGETS: &str = "prometheus/targets";
 
 /// Whom a document belongs to, as far as access control cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -221,6 +226,7 @@ fn describe(target: &Target<'_>) -> String {
         Target::AgentLogs { machine, service } => format!("the log of {service} on {machine}"),
         Target::Health => "health".into(),
         Target::Metrics => "metrics".into(),
+        Target::PrometheusTargets => "the Prometheus targets".into(),
         Target::OwnToken => "its own token".into(),
     }
 }
@@ -257,6 +263,7 @@ fn by_rules(
         }
         Target::AgentLogs { machine, service } => grants(&format!("logs/{machine}/{service}")),
         Target::Metrics => grants("metrics"),
+        Target::PrometheusTargets => grants(PROMETHEUS_TARGETS),
         Target::Health | Target::OwnToken => true,
     }
 }
@@ -336,7 +343,8 @@ fn as_agent(agent: &AgentIdentity, known: &Known, acl: &Acl, action: Action, tar
         }
         Target::Lease(None) => true,
         Target::Lease(Some(lease)) => acl.lease_owner(&lease.to_string()).as_deref() == Some(&*known.token.accessor),
-        Target::AgentLogs { .. } | Target::Metrics => false,
+        // The fleet's addresses are no business of one node.
+        Target::AgentLogs { .. } | Target::Metrics | Target::PrometheusTargets => false,
         Target::Health | Target::OwnToken => true,
     }
 }

@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod json;
 pub mod merge;
 pub mod nodes;
+pub mod observe;
 pub mod runlist;
 pub mod scheduling;
 pub mod service;
@@ -22,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use diagnostic::{Diagnostic, Diagnostics, SourceMap, Span};
 pub use nodes::{Autoscale, NodeGroup};
+pub use observe::{Alerts, Bound, Derived, MetricsEndpoint};
 pub use runlist::RunListItem;
 pub use scheduling::{AttributeTest, Constraint, Reschedule, Scheduling, Spread, Strategy};
 pub use service::{Check, CheckKind, Command, Resources, Service};

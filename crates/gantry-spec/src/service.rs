@@ -10,6 +10,7 @@ use crate::decode::{self, get};
 use crate::diagnostic::{Diagnostic, Sink, Span};
 use crate::json::{Json, JsonKind, Member};
 use crate::nodes::is_group_name;
+use crate::observe::{Alerts, MetricsEndpoint, parse_alerts, parse_metrics};
 use crate::runlist::RunListItem;
 use crate::scheduling::{Scheduling, parse_scheduling};
 use crate::template::{Template, is_env_name};
@@ -35,6 +36,8 @@ pub const SERVICE_KEYS: &[&str] = &[
     "spread",
     "strategy",
     "reschedule",
+    "metrics",
+    "alerts",
 ];
 
 const CHECK_KEYS: &[&str] =
@@ -79,6 +82,12 @@ pub struct Service {
     /// its environment each allocation is given a port of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<Scheduling>,
+    /// Where each instance serves Prometheus text (issue 18).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsEndpoint>,
+    /// Alerts it declares, besides the ones every service has.
+    #[serde(skip_serializing_if = "Alerts::is_empty")]
+    pub alerts: Alerts,
     #[serde(skip)]
     pub span: Span,
     /// Where values are written, for diagnostics: top-level keys
@@ -264,6 +273,8 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         check: get(members, "check").and_then(|v| parse_check(v, sink)),
         resources,
         scheduling,
+        metrics: get(members, "metrics").and_then(|v| parse_metrics(v, sink)),
+        alerts: get(members, "alerts").map(|v| parse_alerts(v, sink)).unwrap_or_default(),
         span: root.span,
         spans,
     };
