@@ -124,7 +124,10 @@ scrape_configs:
 /// The token and TLS settings of a request to the server.
 fn auth(out: &mut String, setup: &Setup, indent: &str) {
     if let Some(token) = &setup.token_file {
-        let _ = write!(out, "{indent}authorization:\n{indent}  credentials_file: {}\n", q(token));
+        // `type` written out: Prometheus 2.42's HTTP discovery does not apply
+        // the Bearer default and sends the bare token (the server refuses it).
+        let _ =
+            write!(out, "{indent}authorization:\n{indent}  type: Bearer\n{indent}  credentials_file: {}\n", q(token));
     }
     tls(out, setup, indent);
 }

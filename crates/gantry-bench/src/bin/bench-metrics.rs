@@ -128,7 +128,15 @@ async fn bench_server(trials: usize) -> anyhow::Result<()> {
     let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path().join("server")))).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(gantry_server::serve(listener, store, gantry_server::Acl::off(), std::future::pending()));
+    // Filling 10,000 instances from one address: the limits count it, out of their reach.
+    let limits = gantry_server::Limits::out_of_reach();
+    tokio::spawn(gantry_server::serve_limited(
+        listener,
+        store,
+        gantry_server::Acl::off(),
+        limits,
+        std::future::pending(),
+    ));
     let client = Client::new(&url);
     fill(&client).await?;
     let http = reqwest::Client::new();
