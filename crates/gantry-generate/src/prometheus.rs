@@ -100,7 +100,7 @@ scrape_configs:
     auth(&mut out, setup, "    ");
     let _ = write!(out, "    static_configs:\n      - targets: [{}]\n", q(host));
     for job in [jobs::AGENT, jobs::HAPROXY, jobs::SERVICE] {
-        let _ = write!(out, "  - job_name: {}\n", q(job));
+        let _ = writeln!(out, "  - job_name: {}", q(job));
         if job == jobs::AGENT {
             // Agents answer /metrics over TLS to certificates of role metrics.
             tls(&mut out, setup, "    ");
@@ -178,6 +178,17 @@ pub fn recording_rules() -> String {
         let _ = write!(out, "      - record: {}\n        expr: {}\n", q(record), q(&expr));
     }
     out
+}
+
+/// One kind of alert a service may declare: the signal it watches, which
+/// way it fires, how long it must hold, how loud it is.
+struct Kind {
+    name: &'static str,
+    signal: &'static str,
+    above: bool,
+    what: &'static str,
+    for_: &'static str,
+    severity: &'static str,
 }
 
 /// One alerting rule.
@@ -290,22 +301,56 @@ pub fn alerting_rules(services: &[&Service]) -> String {
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
     for service in sorted {
         let declared = &service.alerts;
-        let kinds: [(&str, &Option<Bound>, &str, bool, &str, &'static str, &'static str); 5] = [
-            ("ErrorRatio", &declared.error_ratio, ERROR_RATIO, true, "5xx ratio through its balancers", "5m", "page"),
-            ("Latency", &declared.latency, LATENCY, true, "average response time", "5m", "page"),
-            ("Restarts", &declared.restarts, RESTARTS, true, "restarts in an hour", "0m", "ticket"),
-            (
-                "MemoryGrowth",
-                &declared.memory_growth,
-                MEMORY_GROWTH,
-                true,
-                "resident memory growth in an hour",
-                "15m",
-                "ticket",
-            ),
-            ("RequestRateDrop", &declared.request_rate_drop, REQUESTS, false, "request rate", "10m", "page"),
+        let kinds = [
+            Kind {
+                name: "ErrorRatio",
+                signal: ERROR_RATIO,
+                above: true,
+                what: "5xx ratio through its balancers",
+                for_: "5m",
+                severity: "page",
+            },
+            Kind {
+                name: "Latency",
+                signal: LATENCY,
+                above: true,
+                what: "average response time",
+                for_: "5m",
+                severity: "page",
+            },
+            Kind {
+                name: "Restarts",
+                signal: RESTARTS,
+                above: true,
+                what: "restarts in an hour",
+                for_: "0m",
+                severity: "ticket",
+            },
+            Kind {
+                name: "MemoryGrowth",
+                signal: MEMORY_GROWTH,
+                above: true,
+                what: "resident memory growth in an hour",
+                for_: "15m",
+                severity: "ticket",
+            },
+            Kind {
+                name: "RequestRateDrop",
+                signal: REQUESTS,
+                above: false,
+                what: "request rate",
+                for_: "10m",
+                severity: "page",
+            },
         ];
-        for (kind, bound, signal, above, what, for_, severity) in kinds {
+        let bounds = [
+            &declared.error_ratio,
+            &declared.latency,
+            &declared.restarts,
+            &declared.memory_growth,
+            &declared.request_rate_drop,
+        ];
+        for (Kind { name: kind, signal, above, what, for_, severity }, bound) in kinds.into_iter().zip(bounds) {
             let Some(bound) = bound else { continue };
             let selector = format!("{{service={}}}", q(&service.id));
             let series = format!("{signal}{selector}");

@@ -69,12 +69,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerRole {
 }
 
 impl PeerRole {
-    /// `Ok` when the client may use a route open to `roles`.
-    fn may(self, roles: &[Role], what: &str) -> Result<(), Response> {
+    /// The 403 to answer when the client may not use a route open to
+    /// `roles`; `None` when it may.
+    fn refusal(self, roles: &[Role], what: &str) -> Option<Response> {
         match self {
-            PeerRole::Plain => Ok(()),
-            PeerRole::Tls(Some(role)) if roles.contains(&role) => Ok(()),
-            PeerRole::Tls(role) => Err(error(
+            PeerRole::Plain => None,
+            PeerRole::Tls(Some(role)) if roles.contains(&role) => None,
+            PeerRole::Tls(role) => Some(error(
                 ErrorCode::Forbidden,
                 format!(
                     "a certificate of role {} may not read {what} here (only {})",
@@ -149,7 +150,7 @@ pub async fn serve(
 
 /// `GET /metrics`: servers and metrics collectors (with TLS).
 async fn metrics(State(state): State<ApiState>, peer: PeerRole) -> Response {
-    if let Err(refused) = peer.may(&[Role::Server, Role::Metrics], "metrics") {
+    if let Some(refused) = peer.refusal(&[Role::Server, Role::Metrics], "metrics") {
         return refused;
     }
     let view = state.view.lock().map(|v| v.now()).unwrap_or_default();
@@ -169,7 +170,7 @@ async fn logs(
     service: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    if let Err(refused) = peer.may(&[Role::Server], "service logs") {
+    if let Some(refused) = peer.refusal(&[Role::Server], "service logs") {
         return refused;
     }
     let log_dir = state.log_dir;
