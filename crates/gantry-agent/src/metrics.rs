@@ -255,7 +255,7 @@ fn service_families(out: &mut Text, view: &View, status: &AgentStatus, now_ms: u
             let [service, unit] = view.labels(unit);
             out.sample(
                 "gantry_service_health",
-                &[service, unit, ("health", health.word())],
+                &[service, unit, ("health", health.as_str())],
                 flag(state.health == health),
             );
         }

@@ -207,8 +207,8 @@ fn secrets_are_private_files(dir: &Path) {
     assert_eq!(mode(&state.join("tls")), 0o700);
     let keys: Vec<PathBuf> =
         files_in(&state.join("tls")).into_iter().filter(|p| p.to_string_lossy().ends_with("-key.pem")).collect();
-    // The CA's, the server's, the operator's, and the five nodes'.
-    assert_eq!(keys.len(), 8, "{keys:?}");
+    // The CA's, the server's, the operator's, Prometheus', and the five nodes'.
+    assert_eq!(keys.len(), 9, "{keys:?}");
     for key in &keys {
         assert_eq!(mode(key), 0o600, "{}", key.display());
     }
@@ -217,6 +217,9 @@ fn secrets_are_private_files(dir: &Path) {
         assert_eq!(mode(&node), 0o700, "{}", node.display());
         assert_eq!(mode(&node.join("token")), 0o600, "{}", node.display());
     }
+    // Prometheus' token (when Prometheus is installed, which the tests need).
+    assert_eq!(mode(&state.join("prometheus")), 0o700);
+    assert_eq!(mode(&state.join("prometheus/token")), 0o600);
     assert_eq!(mode(&state.join("server")), 0o700);
     assert_eq!(mode(&state.join("server/bootstrap-token")), 0o600);
     let store = files_in(&state.join("server"));
