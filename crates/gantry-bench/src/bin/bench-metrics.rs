@@ -124,6 +124,8 @@ fn bench_render() -> (Duration, usize, Duration) {
 }
 
 async fn bench_server(trials: usize) -> anyhow::Result<()> {
+    // reqwest's rustls has no crypto provider of its own in this build.
+    gantry_tls::config::install_crypto_provider();
     let dir = tempfile::Builder::new().prefix("gantry-bench-metrics-").tempdir()?;
     let store = Store::open(StoreConfig::Embedded(EmbeddedConfig::in_dir(dir.path().join("server")))).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
