@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use gantry_api::keys::{AgentKeyRef, StoreKey};
-use gantry_api::{AgentStatus, Health, Instance, Machine, ServiceDefinition, TargetGroup};
+use gantry_api::{AgentStatus, Health, Machine, ServiceDefinition, TargetGroup};
 use gantry_spec::observe::jobs;
 use gantry_store::KeyValue;
 
@@ -40,7 +40,20 @@ pub struct Sources {
     pub statuses: BTreeMap<String, AgentStatus>,
     /// Service id -> the path its instances serve metrics at.
     pub metrics_paths: BTreeMap<String, String>,
-    pub instances: Vec<Instance>,
+    pub instances: Vec<Scrapeable>,
+}
+
+/// What a target needs of an instance: read from its document, skipping the
+/// rest (its properties and what it provides), which is most of the bytes.
+#[derive(Debug, serde::Deserialize)]
+pub struct Scrapeable {
+    service: String,
+    id: String,
+    machine: String,
+    address: String,
+    port: u16,
+    health: Health,
+    federation: String,
 }
 
 impl Sources {
@@ -53,6 +66,22 @@ impl Sources {
         fn parse<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
             serde_json::from_slice(&kv.value).ok()
         }
+        let metrics_paths: BTreeMap<String, String> = services
+            .iter()
+            .filter_map(parse::<ServiceDefinition>)
+            .filter_map(|d| Some((d.id, d.metrics?.path)))
+            .collect();
+        // Only instances of services with metrics are read at all.
+        let scraped = |kv: &&KeyValue| match StoreKey::parse(&kv.key) {
+            Some(StoreKey::Instance { service, .. }) => metrics_paths.contains_key(service),
+            _ => false,
+        };
+        let instances = instances
+            .iter()
+            .filter(scraped)
+            .filter_map(parse::<Scrapeable>)
+            .filter(|i| i.health == Health::Passing)
+            .collect();
         Sources {
             machines: machines.iter().filter_map(parse::<Machine>).map(|m| (m.id.clone(), m)).collect(),
             statuses: agents
@@ -61,12 +90,8 @@ impl Sources {
                 .filter_map(parse::<AgentStatus>)
                 .map(|s| (s.machine.clone(), s))
                 .collect(),
-            metrics_paths: services
-                .iter()
-                .filter_map(parse::<ServiceDefinition>)
-                .filter_map(|d| Some((d.id, d.metrics?.path)))
-                .collect(),
-            instances: instances.iter().filter_map(parse::<Instance>).filter(|i| i.health == Health::Passing).collect(),
+            metrics_paths,
+            instances,
         }
     }
 }
@@ -92,7 +117,7 @@ pub fn targets(sources: &Sources) -> Vec<TargetGroup> {
             groups.push(TargetGroup { targets: vec![host_port(&machine.address, exporter.port())], labels });
         }
     }
-    let mut instances: Vec<&Instance> =
+    let mut instances: Vec<&Scrapeable> =
         sources.instances.iter().filter(|i| sources.metrics_paths.contains_key(&i.service)).collect();
     instances.sort_by(|a, b| a.service.cmp(&b.service).then(a.id.cmp(&b.id)));
     for instance in instances {
@@ -110,7 +135,7 @@ pub fn targets(sources: &Sources) -> Vec<TargetGroup> {
 
 /// `machine`, `group`, `region`, `federation` and `health` of a target on
 /// `machine` (an instance's federation is its own).
-fn machine_labels(machine: &Machine, instance: Option<&Instance>) -> BTreeMap<String, String> {
+fn machine_labels(machine: &Machine, instance: Option<&Scrapeable>) -> BTreeMap<String, String> {
     let label = |name: &str| machine.labels.get(name).cloned().unwrap_or_default();
     let federation = match instance {
         Some(i) => i.federation.clone(),
