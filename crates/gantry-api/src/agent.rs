@@ -151,6 +151,10 @@ pub struct CheckStatus {
     pub last_checked_ms: Option<u64>,
     /// Probes run since the checker started.
     pub checks: u64,
+    /// How long the last probe took, in milliseconds (the agent's
+    /// `gantry_check_duration_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_duration_ms: Option<u64>,
 }
 
 /// `idle`, `running`, `queued` or `throttled`.
@@ -278,6 +282,11 @@ pub struct LbStatus {
     /// Why the newest plan was refused (the previous one keeps serving).
     #[serde(default)]
     pub error: Option<String>,
+    /// Where haproxy's Prometheus exporter answers `GET /metrics` (the
+    /// node's address and port), while haproxy runs with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "10.0.0.5:8405")]
+    pub exporter: Option<SocketAddr>,
 }
 
 /// What applying a changed plan took.

@@ -507,6 +507,12 @@ impl Client {
         self.call(self.request(Method::DELETE, &format!("/v1/acl/tokens/{}", encode_path(accessor)))).await
     }
 
+    /// Every scrape target of the fleet, as Prometheus' HTTP service
+    /// discovery reads it (`GET /v1/prometheus/targets`).
+    pub async fn prometheus_targets(&self) -> Result<Vec<gantry_api::TargetGroup>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/prometheus/targets")).await
+    }
+
     /// The token this client sends.
     pub async fn whoami(&self) -> Result<Whoami, ClientError> {
         self.call(self.request(Method::GET, "/v1/acl/self")).await

@@ -227,6 +227,27 @@ impl Gate {
         Ok(text)
     }
 
+    /// Whether the caller may see `federation`'s things (see [`Caller::sees_federation`]).
+    pub fn sees_federation(&self, federation: &str) -> bool {
+        self.caller.sees_federation(federation)
+    }
+
+    /// What Prometheus' discovery is made of (`GET /v1/prometheus/targets`):
+    /// machines, agents' statuses, service definitions and instances. The
+    /// one right to read the targets covers these reads: a Prometheus
+    /// token needs no rule over the keys themselves.
+    pub async fn prometheus_sources(&self) -> ApiResult<crate::prometheus::Sources> {
+        self.allow(Action::Read, Target::PrometheusTargets)?;
+        let store = self.store();
+        let (machines, agents, services, instances) = tokio::try_join!(
+            store.range(gantry_api::keys::MACHINES, None),
+            store.range(gantry_api::keys::AGENTS, None),
+            store.range(gantry_api::keys::SERVICES, None),
+            store.range(gantry_api::keys::INSTANCES, None),
+        )?;
+        Ok(crate::prometheus::Sources::decode(&machines.kvs, &agents.kvs, &services.kvs, &instances.kvs))
+    }
+
     /// One document, authorized on whom it belongs to. A missing (or
     /// undecodable) one is authorized on its key alone, so that a caller
     /// who may not read it cannot tell whether it exists.

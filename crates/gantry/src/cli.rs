@@ -240,6 +240,46 @@ pub enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: Duration,
     },
+    /// Write a Prometheus and Alertmanager setup for the fleet into DIR:
+    /// prometheus.yml (discovery through the server), recording and
+    /// alerting rules from the services' "alerts", alertmanager.yml.
+    #[command(name = "prometheus:config")]
+    PrometheusConfig {
+        /// Where the files go [default: prometheus/ in the current directory]
+        #[arg(long, value_name = "DIR", default_value = "prometheus")]
+        out: PathBuf,
+        /// The server Prometheus discovers its targets from [default: the `gantry up` stack's]
+        #[arg(long = "server", value_name = "URL")]
+        server: Option<String>,
+        /// A file holding Prometheus' token (a token of a policy granting
+        /// read on `prometheus/targets`) [default: the `gantry up` stack's]
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The CA of the server's and agents' certificates [default: the stack's]
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        /// The certificate (role metrics) Prometheus presents to agents, with --client-key
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", requires = "client_cert")]
+        client_key: Option<PathBuf>,
+        /// Where Alertmanager listens
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9093")]
+        alertmanager: String,
+        /// How often targets are scraped and the list of targets read again
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        scrape_interval: Duration,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// The alerts of the `gantry up` stack's Prometheus: firing and pending.
+    Alerts {
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
     /// What `gantry up` runs: nodes, services, instances, health, listeners, load balancers.
     Status {
         #[arg(value_name = "DIR")]
@@ -747,8 +787,9 @@ impl Command {
             | Command::NodesShow { repo, .. }
             | Command::ServicesList { repo }
             | Command::ServicesShow { repo, .. }
-            | Command::RepoCheck { repo } => repo.json,
-            Command::Status { json, .. } => *json,
+            | Command::RepoCheck { repo }
+            | Command::PrometheusConfig { repo, .. } => repo.json,
+            Command::Status { json, .. } | Command::Alerts { json, .. } => *json,
             Command::TlsCaCreate { tls, .. } | Command::TlsCertCreate { tls, .. } => tls.json,
             Command::Up { .. } | Command::Down { .. } | Command::Server(_) | Command::Agent(_) => false,
             _ => self.server().is_some_and(|server| server.json),
@@ -817,6 +858,7 @@ impl Command {
                 | Command::ServicesList { .. }
                 | Command::ServicesShow { .. }
                 | Command::RepoCheck { .. }
+                | Command::PrometheusConfig { .. }
                 | Command::Down { .. }
                 | Command::TlsCaCreate { .. }
                 | Command::TlsCertCreate { .. }
@@ -835,7 +877,7 @@ pub struct TlsDirArgs {
     pub json: bool,
 }
 
-/// What a certificate is for: exactly one of the three.
+/// What a certificate is for: exactly one of the four.
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct CertRoleArgs {
@@ -848,6 +890,9 @@ pub struct CertRoleArgs {
     /// For an operator's CLI or an application
     #[arg(long)]
     pub client: bool,
+    /// For a metrics collector (Prometheus): it may scrape agents' /metrics, nothing else of them
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// Where the client finds the server.
@@ -1125,6 +1170,9 @@ pub struct AgentArgs {
     /// The port of the agent's own API (service logs) on --address; 0: any free port
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub api_port: u16,
+    /// Serve haproxy's Prometheus exporter (GET /metrics) on --address at this port [default: off]
+    #[arg(long, value_name = "PORT")]
+    pub lb_metrics_port: Option<u16>,
     /// Run services' command checks, on_delete and deploy hooks (off by default:
     /// otherwise whoever may write a service definition runs commands here)
     #[arg(long)]

@@ -221,8 +221,8 @@ fn secrets_are_private_files(dir: &Path) {
     assert_eq!(mode(&state.join("tls")), 0o700);
     let keys: Vec<PathBuf> =
         files_in(&state.join("tls")).into_iter().filter(|p| p.to_string_lossy().ends_with("-key.pem")).collect();
-    // The CA's, the server's, the operator's, and the five nodes'.
-    assert_eq!(keys.len(), 8, "{keys:?}");
+    // The CA's, the server's, the operator's, Prometheus', and the five nodes'.
+    assert_eq!(keys.len(), 9, "{keys:?}");
     for key in &keys {
         assert_eq!(mode(key), 0o600, "{}", key.display());
     }
@@ -231,6 +231,9 @@ fn secrets_are_private_files(dir: &Path) {
         assert_eq!(mode(&node), 0o700, "{}", node.display());
         assert_eq!(mode(&node.join("token")), 0o600, "{}", node.display());
     }
+    // Prometheus' token (when Prometheus is installed, which the tests need).
+    assert_eq!(mode(&state.join("prometheus")), 0o700);
+    assert_eq!(mode(&state.join("prometheus/token")), 0o600);
     assert_eq!(mode(&state.join("server")), 0o700);
     assert_eq!(mode(&state.join("server/bootstrap-token")), 0o600);
     let store = files_in(&state.join("server"));
@@ -371,4 +374,133 @@ fn in_the_foreground_ctrl_c_stops_the_stack() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(processes_in(dir).is_empty(), "left behind: {:?}", processes_in(dir));
+}
+
+/// A GET's JSON body from Prometheus' API (`path` with its query, escaped).
+fn prometheus_api(prometheus: &str, path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&page(&format!("{prometheus}{path}"))?).ok()
+}
+
+/// `(job, machine, health)` of each of Prometheus' active targets.
+fn active_targets(prometheus: &str) -> Option<Vec<(String, String, String)>> {
+    let answer = prometheus_api(prometheus, "/api/v1/targets?state=active")?;
+    let label = |t: &serde_json::Value, name: &str| t["labels"][name].as_str().unwrap_or_default().to_owned();
+    Some(
+        answer["data"]["activeTargets"]
+            .as_array()?
+            .iter()
+            .map(|t| (label(t, "job"), label(t, "machine"), t["health"].as_str().unwrap_or_default().to_owned()))
+            .collect(),
+    )
+}
+
+/// Whether an instant query has a result.
+fn query_has_data(prometheus: &str, promql: &str) -> bool {
+    let escaped: String = promql
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    prometheus_api(prometheus, &format!("/api/v1/query?query={escaped}"))
+        .is_some_and(|a| a["data"]["result"].as_array().is_some_and(|r| !r.is_empty()))
+}
+
+/// Issue 18 against Debian's real Prometheus: `up` starts it with the
+/// generated setup; within two target refreshes (5 s each) and a scrape
+/// every agent, haproxy exporter and metrics-declaring instance is an
+/// `up == 1` target; traffic through haproxy shows as a request rate;
+/// `status` and `alerts` read it; a node whose agent is killed leaves the
+/// targets when its lease ends.
+#[test]
+fn prometheus_scrapes_every_node_balancer_and_instance_and_forgets_a_dead_node() {
+    let scratch = Scratch::example();
+    let dir = scratch.dir.path();
+    let _down = DownOnDrop(dir);
+    assert!(
+        std::process::Command::new("prometheus").arg("--version").output().is_ok(),
+        "prometheus is not installed: install it with scripts/install-test-deps (Debian: apt-get install prometheus prometheus-alertmanager)"
+    );
+    let up = gantry(dir, &["up", "--detach", "--timeout", "60s"]);
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+    let returned = std::time::Instant::now();
+    assert!(up.stdout.contains("prometheus  http://127.0.0.1:"), "{}", up.stdout);
+    assert!(up.stdout.contains("alertmanager http://127.0.0.1:"), "{}", up.stdout);
+    let public = up.stdout.lines().last().unwrap().trim().to_owned();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".gantry/up.json")).unwrap()).unwrap();
+    let prometheus = state["observer"]["url"].as_str().unwrap().to_owned();
+    let status: serde_json::Value = serde_json::from_str(&gantry(dir, &["status", "--json"]).ok()).unwrap();
+    let nodes: Vec<String> =
+        status["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect();
+    let api_instances = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["service"] == "api" && i["health"] == "passing")
+        .count();
+    assert!(api_instances >= 1 && nodes.len() >= 3, "{status}");
+
+    // Two refresh intervals and a scrape interval (5 s each) after `up` returned.
+    let targets = eventually("every agent, haproxy and api target is up", Duration::from_secs(15), || {
+        let targets = active_targets(&prometheus)?;
+        let up = |job: &str| targets.iter().filter(|t| t.0 == job && t.2 == "up").count();
+        let all_up = targets.iter().all(|t| t.2 == "up");
+        let every_agent = nodes.iter().all(|n| targets.iter().any(|t| t.0 == "gantry-agent" && &t.1 == n));
+        (all_up && every_agent && up("gantry-haproxy") >= 1 && up("gantry-service") == api_instances).then_some(targets)
+    });
+    eprintln!("every target up {:.1} s after `up` returned: {targets:?}", returned.elapsed().as_secs_f64());
+    assert!(targets.iter().any(|t| t.0 == "gantry-server" && t.2 == "up"), "{targets:?}");
+
+    // Traffic through the balancers (the page is www's, which asks api through haproxy).
+    for _ in 0..20 {
+        assert!(page(&public).is_some_and(|b| b.contains("Mets at Yankees")));
+    }
+    eventually("api's request rate through haproxy", Duration::from_secs(30), || {
+        query_has_data(&prometheus, "sum by (proxy) (rate(haproxy_backend_http_requests_total{proxy=\"api\"}[1m])) > 0")
+            .then_some(())
+    });
+    // The application's own metrics, and the node's, are there too.
+    assert!(query_has_data(&prometheus, "api_requests_total{path=\"/events\"}"));
+    assert!(query_has_data(&prometheus, "gantry_node_memory_available_bytes"));
+
+    let alerts: serde_json::Value = serde_json::from_str(&gantry(dir, &["alerts", "--json"]).ok()).unwrap();
+    assert!(alerts.is_array(), "{alerts}");
+    let shown = gantry(dir, &["status"]).ok();
+    assert!(shown.contains(&format!("prometheus {prometheus}")) && shown.contains("alert"), "{shown}");
+    // `prometheus:config` in the repository writes the stack's setup, which promtool accepts.
+    let written = gantry(dir, &["prometheus:config", "--out", "observe"]).ok();
+    assert!(written.contains("prometheus.yml") && written.contains("alertmanager.yml"), "{written}");
+    let checked = std::process::Command::new("promtool")
+        .args(["check", "config", "prometheus.yml"])
+        .current_dir(dir.join("observe"))
+        .output()
+        .expect("promtool is not installed: scripts/install-test-deps (apt-get install prometheus)");
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stdout));
+    let config = std::fs::read_to_string(dir.join("observe/prometheus.yml")).unwrap();
+    let token = std::fs::read_to_string(dir.join(".gantry/prometheus/token")).unwrap();
+    assert!(
+        config.contains("credentials_file") && !config.contains(token.trim()),
+        "the token is referred to, never copied"
+    );
+
+    // The external balancer's agent dies: its agent and haproxy targets go
+    // once its lease ends and the targets are read again.
+    let lb = status["nodes"].as_array().unwrap().iter().find(|n| n["external"].is_string()).unwrap();
+    let (name, pid) = (lb["name"].as_str().unwrap(), lb["process"]["pid"].as_u64().unwrap());
+    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    eventually("the dead node's targets are gone", Duration::from_secs(40), || {
+        let targets = active_targets(&prometheus)?;
+        (!targets.iter().any(|t| t.1 == name) && !targets.is_empty()).then_some(())
+    });
+    // A second up brings the node back (its agent stops what the dead one left).
+    let again = gantry(dir, &["up", "-d"]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    eventually("the node is a target again", Duration::from_secs(30), || {
+        active_targets(&prometheus)?.iter().any(|t| t.1 == name && t.2 == "up").then_some(())
+    });
 }

@@ -22,6 +22,7 @@
 //! Each stack gets its own `127.N.0.0/16` (N from the repository's path),
 //! so two stacks on one machine do not clash.
 
+pub mod observe;
 mod pki;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,9 @@ pub struct Stack {
     pub nodes: Vec<Node>,
     /// Where public services answer, through the external balancers.
     pub public: Vec<String>,
+    /// Prometheus and Alertmanager, when installed (issue 18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observer: Option<observe::Observer>,
 }
 
 /// A process `up` started: its pid and start time (see [`Started::running`]).
@@ -69,7 +73,7 @@ pub struct Node {
     pub process: Option<Proc>,
 }
 
-fn state_dir(opened: &Opened) -> PathBuf {
+pub(super) fn state_dir(opened: &Opened) -> PathBuf {
     opened.dir.join(STATE_DIR)
 }
 
@@ -121,7 +125,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_stack(dir: &Path) -> Option<Stack> {
+pub(super) fn load_stack(dir: &Path) -> Option<Stack> {
     serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
 }
 
@@ -222,9 +226,11 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
         server_alive = false;
     }
     if !server_alive {
+        // Whatever observed a stack that is gone goes with it.
+        observe::stop(stack.observer.as_ref());
         let (proc, url) = start_server(&state, &tls)?;
         say(began, &format!("server      {url} (embedded store in {STATE_DIR}/server)"));
-        stack = Stack { server: Some(proc), url, nodes: Vec::new(), public: Vec::new() };
+        stack = Stack { server: Some(proc), url, nodes: Vec::new(), public: Vec::new(), observer: None };
     } else {
         say(began, &format!("server      {} (already running: converging)", stack.url));
     }
@@ -274,6 +280,34 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
         eprintln!("gantry up: stopping what it started (logs stay in {})", state.join("logs").display());
         down_stack(&state, &stack);
         std::process::exit(1);
+    }
+    match observe::installed() {
+        Some(binaries) => {
+            let started = rt.block_on(observe::start(
+                &opened,
+                &state,
+                &stack.url,
+                &client,
+                &tls,
+                stack.observer.as_ref(),
+                binaries,
+            ));
+            match started {
+                Ok(observer) => {
+                    say(began, &format!("prometheus  {}", observer.url));
+                    if let Some(url) = &observer.alertmanager_url {
+                        say(began, &format!("alertmanager {url}"));
+                    }
+                    stack.observer = Some(observer);
+                    save_stack(&state, &stack)?;
+                }
+                Err(e) => say(began, &format!("prometheus  not started: {e:#}")),
+            }
+        }
+        None => say(
+            began,
+            "prometheus  not installed: nothing collects metrics (apt-get install prometheus prometheus-alertmanager)",
+        ),
     }
     say(began, &format!("ready in {:.1} s", began.elapsed().as_secs_f64()));
     if !detach {
@@ -416,6 +450,9 @@ fn start_agent(
             "auto",
             "--restart-delay",
             "500ms",
+            // haproxy's Prometheus exporter on the node's own address.
+            "--lb-metrics-port",
+            LB_METRICS_PORT,
         ])
         .arg("--data-dir")
         .arg(&data_dir)
@@ -441,6 +478,8 @@ fn start_agent(
     Proc::of(child.id()).with_context(|| format!("the agent of node {} exited at once", node.name))
 }
 
+/// Where each node's haproxy exports its metrics (every node has an address of its own).
+const LB_METRICS_PORT: &str = "8405";
 /// What each local group node offers the scheduler (`gantry agent --capacity`).
 const NODE_CAPACITY: &str = "cpu=1,memory_mb=600";
 /// What the local external balancer offers: too little for a worker.
@@ -594,6 +633,7 @@ fn stop_process(process: Option<&Proc>, grace: Duration) {
 
 /// Stops the nodes (each agent stops its services and balancer), then the server.
 fn down_stack(state: &Path, stack: &Stack) {
+    observe::stop(stack.observer.as_ref());
     std::thread::scope(|scope| {
         for node in &stack.nodes {
             scope.spawn(|| stop_process(node.process.as_ref(), Duration::from_secs(15)));
@@ -687,6 +727,21 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let passing = instances.iter().filter(|i| i.health == Health::Passing).count();
     writeln!(out, "instances: {passing} of {} passing", instances.len())?;
+    match stack.observer.as_ref().filter(|o| o.prometheus.running()) {
+        Some(observer) => {
+            writeln!(out, "prometheus {}", observer.url)?;
+            match ctx.block_on(super::prometheus::firing(&observer.url)) {
+                Ok(alerts) if alerts.is_empty() => writeln!(out, "alerts  none firing")?,
+                Ok(alerts) => {
+                    for alert in alerts.iter().filter(|a| a.state == "firing") {
+                        writeln!(out, "alert   {}", alert.line())?;
+                    }
+                }
+                Err(e) => writeln!(out, "alerts  cannot be read: {e:#}")?,
+            }
+        }
+        None => writeln!(out, "prometheus not running (`gantry up` starts it when installed)")?,
+    }
     for url in &stack.public {
         writeln!(out, "public  {url}")?;
     }
