@@ -44,6 +44,10 @@ pub struct AgentStatus {
     /// The scheduled allocations assigned to this node, by allocation id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub allocations: BTreeMap<String, crate::AllocReport>,
+    /// The Gantry server the agent talks to now (one of its `--server`
+    /// list), e.g. `http://10.0.0.2:7400`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// Unix milliseconds.
     pub updated_at_ms: u64,
 }

@@ -226,6 +226,7 @@ pub fn agent_status() -> AgentStatus {
                 message: None,
             },
         )]),
+        server: Some("http://10.0.0.2:7400".into()),
         updated_at_ms: 1_700_000_010_000,
     }
 }

@@ -192,6 +192,11 @@ impl Gate {
     /// `GET /v1/health`.
     pub async fn health(&self) -> ApiResult<HealthStatus> {
         self.allow(Action::Read, Target::Health)?;
+        // Known without asking: etcd without a usable leader (quorum lost,
+        // or an election under way). Balancers route around a 503.
+        if let Some(problem) = self.store().problem() {
+            return Err(ApiError::new(ErrorCode::Unavailable, problem));
+        }
         let revision = self.store().revision().await?;
         let store = format!("{:?}", self.store().engine()).to_lowercase();
         Ok(HealthStatus { status: "ok".into(), store, revision })
@@ -202,6 +207,9 @@ impl Gate {
         self.allow(Action::Read, Target::Metrics)?;
         let revision = self.store().revision().await.unwrap_or(0);
         let mut text = self.state.0.metrics.render(revision, self.state.0.hubs.running());
+        if let Some(stats) = self.store().etcd_stats() {
+            crate::metrics::render_etcd(&mut text, &stats);
+        }
         self.state.0.usage.render(&mut text, self.state.0.acl.most_leases());
         Ok(text)
     }

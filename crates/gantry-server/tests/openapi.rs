@@ -117,6 +117,7 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
             processes: BTreeMap::new(),
             lb: None,
             allocations: Default::default(),
+            server: Some("http://127.0.0.1:7400".into()),
             updated_at_ms: 1,
         }),
         ("PUT", "/v1/agents/{machine}/usage") => json(&gantry_api::NodeUsage {

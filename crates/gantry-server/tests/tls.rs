@@ -256,6 +256,7 @@ fn status_with_api(machine: &str, api: String) -> AgentStatus {
         processes: BTreeMap::new(),
         lb: None,
         allocations: Default::default(),
+        server: None,
         updated_at_ms: 0,
     }
 }

@@ -5,6 +5,7 @@
 mod agent;
 mod aws;
 mod generate;
+mod ha;
 mod layering;
 mod running;
 mod scheduled;

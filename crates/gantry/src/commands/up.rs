@@ -640,6 +640,9 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
         let role = node.group.as_deref().map_or_else(|| "external load balancer".to_owned(), |g| format!("group {g}"));
         writeln!(out, "node    {:<18} {:<14} {alive:<5} {role}", node.name, node.address)?;
         let Some(status) = agents.iter().find(|s| s.machine == node.name) else { continue };
+        if let Some(server) = &status.server {
+            writeln!(out, "  server  {server}")?;
+        }
         for (service, state) in &status.processes {
             let p = state.process.as_ref();
             // Scheduled work is named by its allocation.

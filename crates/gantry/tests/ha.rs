@@ -1,0 +1,113 @@
+//! High availability end to end (issue 19): three `gantry server`
+//! processes on a real 3-member etcd, agents given all three
+//! (`--server URL1,URL2,URL3`). One server is SIGKILLed while agents are
+//! attached: every agent moves to another server and says so in its
+//! status, keeps its lease (it never registers again), its watches resume
+//! (a datastore changed after the kill reaches its env file), and the CLI
+//! given the list answers with the dead server first in it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use gantry_store::local_etcd::{LocalEtcdCluster, LocalEtcdOptions};
+
+use super::{AgentProcess, Scratch, ServerProcess, block_on, eventually, run_with_token};
+
+#[test]
+fn agents_carry_on_when_one_of_three_servers_dies() {
+    let cluster = block_on(LocalEtcdCluster::start(3, LocalEtcdOptions::default())).unwrap_or_else(|e| {
+        panic!("{e} (install etcd with `apt-get install etcd-server`, or run scripts/install-test-deps)")
+    });
+    let store = cluster.store_url();
+    let work = tempfile::tempdir().unwrap();
+    let mut servers: Vec<ServerProcess> = (0..3)
+        .map(|n| ServerProcess::start_with(&work.path().join(format!("server{n}")), "127.0.0.1:0", &store))
+        .collect();
+    // The first server created the management token in etcd; all share it.
+    let token = servers.iter().find_map(|s| s.token.clone()).expect("a server wrote the bootstrap token");
+    let urls = servers.iter().map(|s| s.url.clone()).collect::<Vec<_>>().join(",");
+    let client = gantry_client::Client::new(&urls).with_token(&token);
+
+    let scratch = Scratch::example_registered_only();
+    let repo = scratch.dir.path().to_str().unwrap().to_owned();
+    run_with_token(work.path(), &["apply", "--repo", &repo, "--server", &urls], Some(&token)).ok();
+
+    let nodes = [
+        ("api1", "12_04-api", "127.0.0.2"),
+        ("api2", "12_04-api", "127.0.0.4"),
+        ("www1", "12_04-www", "127.0.0.3"),
+        ("www2", "12_04-www", "127.0.0.5"),
+    ];
+    let agents: Vec<AgentProcess> = nodes
+        .iter()
+        .map(|(name, group, address)| {
+            let args = ["--machine-id", name, "--group", group, "--address", address, "--lease-ttl", "6s"];
+            AgentProcess::start_at(&urls, Some(&token), &work.path().join(name), &args)
+        })
+        .collect();
+    let using = |client: &gantry_client::Client| -> Option<Vec<(String, String)>> {
+        let statuses = block_on(client.agent_statuses()).ok()?.items;
+        let pairs: Vec<(String, String)> =
+            statuses.into_iter().filter_map(|s| Some((s.machine.clone(), s.server.clone()?))).collect();
+        (pairs.len() == nodes.len()).then_some(pairs)
+    };
+    let before = eventually("every agent reports the server it uses", Duration::from_secs(30), || using(&client));
+    for (machine, server) in &before {
+        assert!(servers.iter().any(|s| s.url == *server), "{machine} reports {server}, not one of {urls}");
+    }
+    eventually("www's env file has the database", Duration::from_secs(20), || {
+        Some(()).filter(|()| agents[2].env_file("app-www").contains("DATABASE_URL='mysql://"))
+    });
+
+    // Kill the server the first agent uses (SIGKILL: no goodbye).
+    let victim = servers.iter().position(|s| s.url == before[0].1).expect("the server in use");
+    let dead = servers[victim].url.clone();
+    servers[victim].kill();
+    let moved: BTreeSet<&str> = before.iter().filter(|(_, s)| *s == dead).map(|(m, _)| m.as_str()).collect();
+
+    // Every agent that used it reports another one (its status writes go on).
+    let after = eventually("the agents of the dead server report another", Duration::from_secs(20), || {
+        using(&client).filter(|pairs| pairs.iter().all(|(_, server)| *server != dead))
+    });
+    for (machine, server) in &after {
+        assert!(servers.iter().any(|s| s.url == *server && *server != dead), "{machine}: {server}");
+    }
+
+    // Watches resumed on another server: a datastore changed now reaches www.
+    run_with_token(
+        work.path(),
+        &["kv:put", "datastores/PRIMARY_DATABASE_URL", "mysql://after-failover:3306/db", "--server", &urls],
+        Some(&token),
+    )
+    .ok();
+    for www in &agents[2..] {
+        eventually("a www agent sees the datastore written after the kill", Duration::from_secs(20), || {
+            Some(()).filter(|()| www.env_file("app-www").contains("after-failover"))
+        });
+    }
+
+    // No agent lost its lease: each registered once, none registered again.
+    for (agent, (name, _, _)) in agents.iter().zip(nodes) {
+        let log = agent.log();
+        assert_eq!(log.matches("registered at").count(), 1, "{name} registered again:\n{log}");
+        assert!(!log.contains("lease expired"), "{name} lost its lease:\n{log}");
+        if moved.contains(name) {
+            assert!(log.contains("now using server"), "{name} moved silently:\n{log}");
+        }
+    }
+    let machines = block_on(client.machines()).unwrap().items;
+    assert_eq!(machines.len(), nodes.len(), "every machine is still registered under its lease");
+
+    // The CLI given the list with the dead server first still answers.
+    let list = format!(
+        "{dead},{}",
+        servers.iter().filter(|s| s.url != dead).map(|s| s.url.as_str()).collect::<Vec<_>>().join(",")
+    );
+    let read =
+        run_with_token(work.path(), &["kv:get", "datastores/PRIMARY_DATABASE_URL", "--server", &list], Some(&token))
+            .ok();
+    assert_eq!(read, "mysql://after-failover:3306/db\n");
+    drop(agents);
+    drop(servers);
+    drop(cluster);
+}
