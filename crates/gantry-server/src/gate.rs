@@ -30,6 +30,9 @@ use crate::metrics::Metrics;
 use crate::resource::{AgentStatuses, Machines, Resource};
 use crate::{query, watch};
 
+/// How long `GET /v1/health` waits for the store's revision.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What the server's requests share. Its store is reachable only through
 /// a [`Gate`].
 #[derive(Debug, Clone)]
@@ -194,10 +197,23 @@ impl Gate {
         self.allow(Action::Read, Target::Health)?;
         // Known without asking: etcd without a usable leader (quorum lost,
         // or an election under way). Balancers route around a 503.
+        let unavailable = |fallback: ApiError| match self.store().problem() {
+            Some(problem) => ApiError::new(ErrorCode::Unavailable, problem),
+            None => fallback,
+        };
         if let Some(problem) = self.store().problem() {
             return Err(ApiError::new(ErrorCode::Unavailable, problem));
         }
-        let revision = self.store().revision().await?;
+        // A balancer asks often and waits little: the store's own retries
+        // (up to 6 s on etcd) are cut short.
+        let revision = match tokio::time::timeout(HEALTH_TIMEOUT, self.store().revision()).await {
+            Ok(Ok(revision)) => revision,
+            Ok(Err(error)) => return Err(unavailable(error.into())),
+            Err(_) => {
+                let late = format!("the store did not answer within {HEALTH_TIMEOUT:?}");
+                return Err(unavailable(ApiError::new(ErrorCode::Unavailable, late)));
+            }
+        };
         let store = format!("{:?}", self.store().engine()).to_lowercase();
         Ok(HealthStatus { status: "ok".into(), store, revision })
     }

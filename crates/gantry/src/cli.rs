@@ -239,6 +239,10 @@ pub enum Command {
         /// How long to wait for everything to be healthy
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: Duration,
+        /// High availability: a 3-member etcd (TLS, client certificates,
+        /// auth) and 3 gantry servers; agents and commands use all three
+        #[arg(long)]
+        ha: bool,
     },
     /// What `gantry up` runs: nodes, services, instances, health, listeners, load balancers.
     Status {

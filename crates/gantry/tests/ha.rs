@@ -111,3 +111,54 @@ fn agents_carry_on_when_one_of_three_servers_dies() {
     drop(servers);
     drop(cluster);
 }
+
+/// A server whose etcd lost its quorum says so: `GET /v1/health` is a 503
+/// with the reason (so a balancer routes around it), `/metrics` shows the
+/// members up, the endpoint in use and the failovers; once a member is
+/// back, health is 200 again.
+#[test]
+fn health_is_503_with_the_reason_when_etcd_loses_its_quorum() {
+    let mut cluster = block_on(LocalEtcdCluster::start(3, LocalEtcdOptions::default()))
+        .unwrap_or_else(|e| panic!("{e} (install etcd with `apt-get install etcd-server`)"));
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(&work.path().join("server"), "127.0.0.1:0", &cluster.store_url());
+    let client = server.client();
+    assert_eq!(block_on(client.health()).unwrap().status, "ok");
+
+    cluster.kill(0);
+    cluster.kill(1);
+    let refused =
+        eventually("health says etcd lost its quorum", Duration::from_secs(15), || match block_on(client.health()) {
+            Err(gantry_client::ClientError::Api { status: 503, code, message })
+                if message.contains("no usable leader") =>
+            {
+                Some((code, message))
+            }
+            _ => None,
+        });
+    assert_eq!(refused.0, gantry_api::ErrorCode::Unavailable);
+    assert!(refused.1.contains("etcd has no usable leader: 1 of 3 members answer (quorum needs 2)"), "{}", refused.1);
+    let metrics = metrics_of(&server);
+    for line in ["gantry_etcd_members 3", "gantry_etcd_members_up 1", "gantry_etcd_leader 0"] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in /metrics:\n{metrics}");
+    }
+    assert!(metrics.contains("gantry_etcd_endpoint_in_use{endpoint=\"http://127.0.0.1:"), "{metrics}");
+
+    block_on(cluster.restart(1)).unwrap();
+    eventually("health is 200 again with two members", Duration::from_secs(20), || {
+        block_on(client.health()).ok().filter(|h| h.status == "ok")
+    });
+    let metrics = metrics_of(&server);
+    let failovers = metrics.lines().find_map(|l| l.strip_prefix("gantry_etcd_failovers_total ")).unwrap();
+    assert!(failovers.parse::<u64>().unwrap() >= 1, "the server moved off the dead members: {failovers}");
+}
+
+/// `/metrics` with the server's management token.
+fn metrics_of(server: &ServerProcess) -> String {
+    // reqwest's rustls has no crypto provider of its own in this build.
+    gantry_tls::config::install_crypto_provider();
+    block_on(async {
+        let request = reqwest::Client::new().get(format!("{}/metrics", server.url));
+        request.bearer_auth(server.token.as_deref().unwrap()).send().await.unwrap().text().await.unwrap()
+    })
+}

@@ -509,6 +509,9 @@ impl Agent {
                     if let Err(e) = self.client.keep_alive(&lease).await {
                         return Err(if e.is_not_found() { "the lease expired; registering again".to_owned() } else { unreachable(e) });
                     }
+                    // Publishes only a change: such as the server in use,
+                    // after the client moved to another.
+                    self.publish_status().await;
                 }
                 _ = facts_timer.tick() => self.refresh_facts(&lease).await,
                 _ = usage_timer.tick() => self.publish_usage(&lease).await,

@@ -64,9 +64,10 @@ impl Etcd {
             options = options.with_tls(tls_options);
         }
         if let Some(auth) = &config.auth {
-            // etcd-client asks for a token with these at connect and again
-            // when the token expires.
-            options = options.with_user(auth.user.clone(), auth.password.clone());
+            // etcd-client asks for a token with these at connect and, with
+            // auto refresh, again when etcd refuses it: simple tokens expire
+            // (5 min by default) and a restarted member knows none.
+            options = options.with_user(auth.user.clone(), auth.password.clone()).with_auto_token_refresh(true);
         }
         if config.endpoints.is_empty() {
             return Err(etcd_error(&endpoints, "connect", etcd::Error::InvalidArgs("no endpoints".into())));

@@ -63,6 +63,12 @@ pub(super) enum Failure {
 }
 
 impl Failure {
+    /// etcd said it has no leader.
+    fn is_no_leader(&self, error: &etcd::Error) -> bool {
+        matches!(self, Failure::NotSent(_))
+            && matches!(error, etcd::Error::GRpcStatus(s) if s.message().contains("no leader"))
+    }
+
     pub(super) fn into_error(self) -> etcd::Error {
         match self {
             Failure::NotSent(error) | Failure::Unknown(error) | Failure::Answered(error) => error,
@@ -248,7 +254,7 @@ impl Pool {
         match classify(&error) {
             Failure::Answered(_) => Failure::Answered(error),
             _ => {
-                self.mark_down(index, error.to_string());
+                self.mark_down(index, short(&error));
                 Failure::NotSent(error)
             }
         }
@@ -257,7 +263,7 @@ impl Pool {
     /// Reports that a stream on `fault`'s member broke at the transport.
     pub(super) fn stream_failed(&self, fault: &Fault, error: &etcd::Error) {
         if matches!(classify(error), Failure::NotSent(_) | Failure::Unknown(_)) && is_transport(error) {
-            self.mark_down(fault.index, error.to_string());
+            self.mark_down(fault.index, short(error));
         }
     }
 
@@ -296,7 +302,7 @@ impl Pool {
                             Err(error) => {
                                 let failure = classify(&error);
                                 if is_transport(&error) {
-                                    self.mark_down(index, error.to_string());
+                                    self.mark_down(index, short(&error));
                                 }
                                 rebuild(failure, error)
                             }
@@ -337,10 +343,16 @@ impl Pool {
         let result = match self.client(index).await {
             Ok(mut client) => match tokio::time::timeout(PROBE_TIMEOUT, client.status()).await {
                 Ok(Ok(status)) => Ok((status.header().map_or(0, |h| h.member_id()), status.leader())),
-                Ok(Err(error)) => Err((is_transport(&error), error.to_string())),
+                // It answers, and follows no leader (the clients ask etcd
+                // to refuse requests when there is none).
+                Ok(Err(error)) if classify(&error).is_no_leader(&error) => {
+                    let id = member.health.lock().map_or(0, |health| health.id);
+                    Ok((id, 0))
+                }
+                Ok(Err(error)) => Err((is_transport(&error), short(&error))),
                 Err(_) => Err((false, format!("no status answer within {PROBE_TIMEOUT:?}"))),
             },
-            Err(error) => Err((true, error.to_string())),
+            Err(error) => Err((true, short(&error))),
         };
         let Ok(mut health) = member.health.lock() else { return };
         match result {
@@ -451,6 +463,14 @@ fn rebuild(kind: Failure, error: etcd::Error) -> Failure {
         Failure::NotSent(_) => Failure::NotSent(error),
         Failure::Unknown(_) => Failure::Unknown(error),
         Failure::Answered(_) => Failure::Answered(error),
+    }
+}
+
+/// An error in a few words, for `/v1/health`: gRPC's message alone.
+fn short(error: &etcd::Error) -> String {
+    match error {
+        etcd::Error::GRpcStatus(status) => status.message().to_owned(),
+        other => other.to_string(),
     }
 }
 

@@ -81,7 +81,7 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::ServicesList { repo } => services::list(ctx, &open(&repo)?),
         Command::ServicesShow { service, repo } => services::show(ctx, &open(&repo)?, &service),
         Command::RepoCheck { repo } => repo::check(ctx, &open(&repo)?),
-        Command::Up { dir, detach, timeout } => up::up(ctx, dir, detach, timeout),
+        Command::Up { dir, detach, timeout, ha } => up::up(ctx, dir, detach, timeout, ha),
         Command::Status { dir, .. } => up::status(ctx, dir),
         Command::Down { dir, purge } => up::down(dir, purge),
         Command::Server(args) => server::serve(ctx, &args),
