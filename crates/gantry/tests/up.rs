@@ -399,7 +399,15 @@ fn up_ha_survives_kill_9_of_an_etcd_member_and_a_server() {
     }
     let text = gantry(dir, &["status"]).ok();
     assert!(text.contains("etcd    m1") && text.contains("NOT RUNNING"), "{text}");
-    assert_eq!(text.matches("server  https://").count(), 3, "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("server  https://")).count(), 3, "{text}");
+    // Each node says which server its agent uses; none uses the dead one.
+    let dead = status["ha"]["servers"][0]["url"].as_str().unwrap();
+    let used: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("  server  ")).collect();
+    assert_eq!(used.len(), 5, "{text}");
+    eventually("no agent uses the dead server", Duration::from_secs(15), || {
+        let text = gantry(dir, &["status"]).ok();
+        (!text.lines().filter_map(|l| l.strip_prefix("  server  ")).any(|s| s == dead)).then_some(())
+    });
 
     let down = gantry(dir, &["down"]).ok();
     assert!(down.contains("stopped 5 node(s)"), "{down}");

@@ -75,7 +75,10 @@ pub fn start(state: &Path, tls: &StackTls, runtime: &tokio::runtime::Runtime) ->
     for _ in 0..SIZE * 2 {
         ports.push(std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?);
     }
-    let ports: Vec<u16> = ports.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+    let listeners = ports;
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+    // Released just before etcd binds them.
+    drop(listeners);
     let peers: Vec<String> = (0..SIZE).map(|n| format!("m{n}=http://127.0.0.1:{}", ports[SIZE + n])).collect();
     let mut ha = Ha::default();
     for n in 0..SIZE {
