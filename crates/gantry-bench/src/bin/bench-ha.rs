@@ -109,6 +109,17 @@ async fn load(subject: Subject, name: &'static str, writers: usize, start: Insta
     all
 }
 
+/// The member that leads now (waits up to 5 s for one).
+async fn leader_of(cluster: &LocalEtcdCluster) -> anyhow::Result<usize> {
+    for _ in 0..50 {
+        if let Some(leader) = cluster.leader().await {
+            return Ok(leader);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("no leader for 5 s")
+}
+
 /// One subject's numbers for one fault.
 struct Row {
     before: f64,
@@ -180,36 +191,24 @@ async fn main() -> anyhow::Result<()> {
     let etcd_load = tokio::spawn(load(Subject::EtcdClient(etcd), "etcd", writers, start, Arc::clone(&stop)));
 
     let mut faults: Vec<(String, Instant)> = Vec::new();
-    let leader = |cluster: &LocalEtcdCluster| {
-        let cluster_ref = cluster;
-        async move {
-            for _ in 0..50 {
-                if let Some(leader) = cluster_ref.leader().await {
-                    return Ok(leader);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            anyhow::bail!("no leader for 5 s")
-        }
-    };
     tokio::time::sleep(steady).await;
-    let follower = (leader(&cluster).await? + 1) % 3;
-    cluster.kill(follower);
+    let follower = (leader_of(&cluster).await? + 1) % 3;
     faults.push((format!("kill follower m{follower}"), Instant::now()));
+    cluster.kill(follower);
     tokio::time::sleep(observe).await;
-    cluster.restart(follower).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     faults.push((format!("restart m{follower}"), Instant::now()));
+    cluster.restart(follower).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     tokio::time::sleep(observe).await;
-    let killed = leader(&cluster).await?;
-    cluster.kill(killed);
+    let killed = leader_of(&cluster).await?;
     faults.push((format!("kill leader m{killed}"), Instant::now()));
+    cluster.kill(killed);
     tokio::time::sleep(observe).await;
-    cluster.restart(killed).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     faults.push((format!("restart m{killed}"), Instant::now()));
+    cluster.restart(killed).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     tokio::time::sleep(observe).await;
-    let stopped = leader(&cluster).await?;
-    cluster.signal(stopped, "STOP").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let stopped = leader_of(&cluster).await?;
     faults.push((format!("SIGSTOP leader m{stopped} 5 s"), Instant::now()));
+    cluster.signal(stopped, "STOP").map_err(|e| anyhow::anyhow!("{e}"))?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     cluster.signal(stopped, "CONT").map_err(|e| anyhow::anyhow!("{e}"))?;
     tokio::time::sleep(observe).await;
