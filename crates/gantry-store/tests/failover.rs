@@ -51,7 +51,7 @@ async fn writer(store: Store, id: usize, stop: Arc<AtomicBool>) -> WriterLog {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_RUN {
         n += 1;
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             let key = format!("load/w{id}/{n:08}");
             match store.put(&key, format!("v{n}")).await {
                 Ok(_) => log.acked.push(key),
@@ -105,9 +105,12 @@ async fn current(store: &Store, key: &str) -> u64 {
     panic!("{key} could not be read for 5 s");
 }
 
+/// What a watcher saw: (revision, key) of each event, in order.
+type Seen = Vec<(u64, String)>;
+
 /// One watcher: every (revision, key) under `load/` from `from` until the
 /// `load/end` marker.
-async fn watcher(store: Store, from: u64) -> Result<Vec<(u64, String)>, StoreError> {
+async fn watcher(store: Store, from: u64) -> Result<Seen, StoreError> {
     let mut watch = store.watch("load/", from).await?;
     let mut seen = Vec::new();
     let started = Instant::now();
@@ -139,7 +142,7 @@ struct Run {
     store: Store,
     stop: Arc<AtomicBool>,
     writers: Vec<JoinHandle<WriterLog>>,
-    watchers: Vec<JoinHandle<Result<Vec<(u64, String)>, StoreError>>>,
+    watchers: Vec<JoinHandle<Result<Seen, StoreError>>>,
     lease_keeper: JoinHandle<Vec<(Instant, String)>>,
     lease: gantry_store::LeaseId,
     from: u64,

@@ -68,7 +68,7 @@ impl Timeline {
 #[derive(Clone)]
 enum Subject {
     Gantry(Store),
-    EtcdClient(etcd_client::Client),
+    EtcdClient(Box<etcd_client::Client>),
 }
 
 impl Subject {
@@ -188,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let gantry_load = tokio::spawn(load(Subject::Gantry(store.clone()), "gantry", writers, start, Arc::clone(&stop)));
-    let etcd_load = tokio::spawn(load(Subject::EtcdClient(etcd), "etcd", writers, start, Arc::clone(&stop)));
+    let etcd_load = tokio::spawn(load(Subject::EtcdClient(Box::new(etcd)), "etcd", writers, start, Arc::clone(&stop)));
 
     let mut faults: Vec<(String, Instant)> = Vec::new();
     tokio::time::sleep(steady).await;

@@ -99,6 +99,7 @@ fn status(machine: &str, last_deploy: Option<DeployOutcome>) -> AgentStatus {
         processes: BTreeMap::new(),
         lb: None,
         allocations: Default::default(),
+        server: None,
         updated_at_ms: 0,
     }
 }

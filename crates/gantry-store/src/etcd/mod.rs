@@ -167,7 +167,7 @@ impl Etcd {
             })
             .collect();
         let newest_compared = txn.compares.iter().map(|compare| compare.mod_revision).max().unwrap_or(0);
-        let ops: Vec<(Vec<u8>, Option<(Vec<u8>, Option<LeaseId>)>)> = txn
+        let ops: Vec<KeyOp> = txn
             .ops
             .into_iter()
             .map(|op| match op {
@@ -219,8 +219,12 @@ impl Etcd {
     }
 }
 
+/// One operation of a transaction, keyed for etcd: the full key, and for a
+/// put its value and lease (`None`: a delete).
+type KeyOp = (Vec<u8>, Option<(Vec<u8>, Option<LeaseId>)>);
+
 /// etcd's operations for ours (built again for each attempt).
-fn etcd_ops(ops: &[(Vec<u8>, Option<(Vec<u8>, Option<LeaseId>)>)]) -> Vec<etcd::TxnOp> {
+fn etcd_ops(ops: &[KeyOp]) -> Vec<etcd::TxnOp> {
     ops.iter()
         .map(|(key, put)| match put {
             Some((value, lease)) => etcd::TxnOp::put(
@@ -237,11 +241,7 @@ fn etcd_ops(ops: &[(Vec<u8>, Option<(Vec<u8>, Option<LeaseId>)>)]) -> Vec<etcd::
 /// did the first attempt apply? Yes when every key it puts holds its value
 /// (and lease), all written at one revision newer than every revision
 /// compared, and every key it deletes is gone. Returns that revision.
-fn applied_before(
-    response: &etcd::TxnResponse,
-    ops: &[(Vec<u8>, Option<(Vec<u8>, Option<LeaseId>)>)],
-    newest_compared: u64,
-) -> Option<u64> {
+fn applied_before(response: &etcd::TxnResponse, ops: &[KeyOp], newest_compared: u64) -> Option<u64> {
     let reads = response.op_responses();
     if reads.len() != ops.len() {
         return None;
