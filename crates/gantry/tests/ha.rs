@@ -162,3 +162,121 @@ fn metrics_of(server: &ServerProcess) -> String {
         request.bearer_auth(server.token.as_deref().unwrap()).send().await.unwrap().text().await.unwrap()
     })
 }
+
+/// Under load through the API (16 writers putting new keys, 100 watchers,
+/// each client given all three servers), one of three servers is
+/// SIGKILLed: writes fail only within the window after the kill (a write
+/// in flight on the dead server is not sent again), every acknowledged
+/// write is there, and every watcher, resumed on another server after its
+/// last event, saw exactly the history (once, in order).
+#[test]
+fn writers_and_watchers_carry_on_when_one_of_three_servers_dies() {
+    use futures::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    const WRITERS: usize = 16;
+    const WATCHERS: usize = 100;
+    const WINDOW: Duration = Duration::from_secs(3);
+    let cluster = block_on(LocalEtcdCluster::start(3, LocalEtcdOptions::default()))
+        .unwrap_or_else(|e| panic!("{e} (install etcd with `apt-get install etcd-server`)"));
+    let work = tempfile::tempdir().unwrap();
+    let mut servers: Vec<ServerProcess> = (0..3)
+        .map(|n| {
+            ServerProcess::start_with(&work.path().join(format!("server{n}")), "127.0.0.1:0", &cluster.store_url())
+        })
+        .collect();
+    let token = servers.iter().find_map(|s| s.token.clone()).expect("a server wrote the bootstrap token");
+    let urls = servers.iter().map(|s| s.url.clone()).collect::<Vec<_>>().join(",");
+    let client = || gantry_client::Client::new(&urls).with_token(&token);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    let from = runtime.block_on(client().kv_put("load/start", "0", Default::default())).unwrap().revision + 1;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchers: Vec<_> = (0..WATCHERS).map(|_| runtime.spawn(follow(client(), from))).collect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (client, stop) = (client(), Arc::clone(&stop));
+            runtime.spawn(async move {
+                let (mut acked, mut failed) = (Vec::new(), Vec::new());
+                let began = Instant::now();
+                for n in 0..100_000u32 {
+                    if stop.load(Ordering::Relaxed) || began.elapsed() > Duration::from_secs(60) {
+                        break;
+                    }
+                    let key = format!("load/w{w}/{n:06}");
+                    match client.kv_put(&key, "v", Default::default()).await {
+                        Ok(_) => acked.push(key),
+                        Err(error) => failed.push((Instant::now(), error.to_string())),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (acked, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let killed_at = Instant::now();
+    servers[0].kill();
+    std::thread::sleep(WINDOW + Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut failures) = (Vec::new(), 0);
+    for writer in writers {
+        let (keys, failed) = runtime.block_on(writer).unwrap();
+        failures += failed.len();
+        for (at, error) in &failed {
+            let after = at.saturating_duration_since(killed_at);
+            assert!(
+                *at >= killed_at && after <= WINDOW,
+                "a write failed {after:?} after the kill (outside the window): {error}"
+            );
+        }
+        acked.extend(keys);
+    }
+    eprintln!("{} writes acknowledged, {failures} failed (all within {WINDOW:?} of the kill)", acked.len());
+    assert!(acked.len() > 200, "the load did too little: {} writes", acked.len());
+    let end = runtime.block_on(client().kv_put("load/end", "1", Default::default())).unwrap();
+    let listing = runtime.block_on(client().kv_list("load/")).unwrap();
+    let present: BTreeSet<&str> = listing.entries.iter().map(|e| e.key.as_str()).collect();
+    for key in &acked {
+        assert!(present.contains(key.as_str()), "acknowledged {key} is missing");
+    }
+    let reference = runtime.block_on(follow(client(), from));
+    assert_eq!(reference.last().map(|(revision, _)| *revision), Some(end.revision));
+    for (n, watcher) in watchers.into_iter().enumerate() {
+        let seen = runtime.block_on(watcher).unwrap();
+        assert!(seen == reference, "watcher {n} saw {} events, the history has {}", seen.len(), reference.len());
+    }
+
+    /// Every (revision, key) under `kv/load/` from `from` until `load/end`,
+    /// resuming after the last event when a stream breaks (on another
+    /// server when its server died).
+    async fn follow(client: gantry_client::Client, from: u64) -> Vec<(u64, String)> {
+        let mut seen = Vec::new();
+        let mut last: Option<String> = None;
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(90) {
+            let Ok(stream) = client.watch("kv/load/", from, last.as_deref()).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut stream = std::pin::pin!(stream);
+            while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+                match item {
+                    Ok(gantry_client::WatchItem::Event { id, event }) => {
+                        let end = event.key.ends_with("load/end");
+                        seen.push((event.revision, event.key));
+                        last = Some(id);
+                        if end {
+                            return seen;
+                        }
+                    }
+                    Ok(gantry_client::WatchItem::Reset(reset)) => panic!("a watch was reset: {reset:?}"),
+                    Err(_) => break,
+                }
+            }
+        }
+        panic!("a watcher did not see the end within 90 s ({} events)", seen.len());
+    }
+}
