@@ -47,6 +47,10 @@ pub struct AgentStatus {
     /// Each service's release here, by service id (issue 17).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub releases: BTreeMap<String, crate::UnitRelease>,
+    /// The Gantry server the agent talks to now (one of its `--server`
+    /// list), e.g. `http://10.0.0.2:7400`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// Unix milliseconds.
     pub updated_at_ms: u64,
 }

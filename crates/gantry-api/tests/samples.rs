@@ -252,6 +252,7 @@ pub fn agent_status() -> AgentStatus {
             "api".into(),
             UnitRelease { version: 7, phase: NodePhase::Healthy, message: None },
         )]),
+        server: Some("http://10.0.0.2:7400".into()),
         updated_at_ms: 1_700_000_010_000,
     }
 }

@@ -257,6 +257,7 @@ fn status_with_api(machine: &str, api: String) -> AgentStatus {
         lb: None,
         allocations: Default::default(),
         releases: Default::default(),
+        server: None,
         updated_at_ms: 0,
     }
 }

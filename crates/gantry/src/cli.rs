@@ -239,6 +239,10 @@ pub enum Command {
         /// How long to wait for everything to be healthy
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: Duration,
+        /// High availability: a 3-member etcd (TLS, client certificates,
+        /// auth) and 3 gantry servers; agents and commands use all three
+        #[arg(long)]
+        ha: bool,
     },
     /// Write a Prometheus and Alertmanager setup for the fleet into DIR:
     /// prometheus.yml (discovery through the server), recording and
@@ -898,9 +902,11 @@ pub struct CertRoleArgs {
 /// Where the client finds the server.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// The gantry server's URL [default: the `gantry up` stack of the repository
-    /// around the current directory, else http://127.0.0.1:7400]
-    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL")]
+    /// The gantry server's URL, or several servers of one cluster
+    /// comma-separated (one is used, the next when it fails) [default: the
+    /// `gantry up` stack of the repository around the current directory,
+    /// else http://127.0.0.1:7400]
+    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL[,URL...]")]
     pub url: Option<String>,
     /// The token to send (prefer GANTRY_TOKEN or --token-file: a command
     /// line is visible to every user of the machine)
@@ -1102,8 +1108,10 @@ pub struct EtcdArgs {
 /// `gantry agent`.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The gantry server's URL
-    #[arg(long = "server", env = "GANTRY_SERVER", default_value = gantry_api::DEFAULT_SERVER, value_name = "URL")]
+    /// The gantry server's URL, or several servers of one cluster
+    /// comma-separated: the agent starts on one at random and moves to
+    /// another when it fails (lease, watches and status carry on)
+    #[arg(long = "server", env = "GANTRY_SERVER", default_value = gantry_api::DEFAULT_SERVER, value_name = "URL[,URL...]")]
     pub server: String,
     // To the servers, and the agent's own API over TLS with --client-cert
     // (role agent, naming --address), answering servers only.
@@ -1235,8 +1243,8 @@ pub enum Strategy {
 #[derive(Debug, clap::Args)]
 pub struct LaunchArgs {
     /// The gantry server the nodes' agents report to: their user data runs
-    /// `gantry agent --server URL`
-    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL")]
+    /// `gantry agent --server URL` (several comma-separated: every one)
+    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL[,URL...]")]
     pub server: String,
     /// The AMI to launch [default: the group's newest, from packer:run]
     #[arg(long, value_name = "AMI")]

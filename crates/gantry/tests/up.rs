@@ -504,3 +504,58 @@ fn prometheus_scrapes_every_node_balancer_and_instance_and_forgets_a_dead_node()
         active_targets(&prometheus)?.iter().any(|t| t.1 == name && t.2 == "up").then_some(())
     });
 }
+
+/// `gantry up --ha` (issue 19): a 3-member etcd (TLS with client
+/// certificates, auth on) and 3 servers. `kill -9` of any one etcd member
+/// and then any one server: the page still answers, commands inside the
+/// repository still work, `status` says what died, and `down` stops it all.
+#[test]
+fn up_ha_survives_kill_9_of_an_etcd_member_and_a_server() {
+    let scratch = Scratch::example();
+    let dir = scratch.dir.path();
+    let _down = DownOnDrop(dir);
+    let up = gantry(dir, &["up", "--ha", "--detach", "--timeout", "90s"]);
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+    assert_eq!(up.stdout.matches("etcd        m").count(), 3, "{}", up.stdout);
+    assert!(up.stdout.contains("(TLS, client certificates, auth)"), "{}", up.stdout);
+    let url = up.stdout.lines().last().unwrap().trim().to_owned();
+    assert!(page(&url).is_some_and(|b| b.contains("Mets at Yankees")), "the page answers");
+    assert_eq!(mode(&dir.join(".gantry/etcd/root-password")), 0o600);
+
+    let status: serde_json::Value = serde_json::from_str(&gantry(dir, &["status", "--json"]).ok()).unwrap();
+    let pid_of = |list: &str, n: usize| status["ha"][list][n]["process"]["pid"].as_u64().unwrap();
+    assert_eq!(status["server"].as_str().unwrap().split(',').count(), 3, "{status}");
+    // Every agent reports which server it uses.
+    for agent in status["agents"].as_array().unwrap() {
+        assert!(agent["server"].as_str().is_some_and(|s| s.starts_with("https://127.0.0.1:")), "{agent}");
+    }
+
+    for (what, pid) in [("etcd member m1", pid_of("etcd", 1)), ("the first server", pid_of("servers", 0))] {
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        eventually(&format!("{what} is gone"), Duration::from_secs(5), || (!alive(pid)).then_some(()));
+        let key = format!("notes/after-{}", pid);
+        eventually(&format!("a write after killing {what}"), Duration::from_secs(15), || {
+            let put = gantry(dir, &["kv:put", &key, "still here"]);
+            (put.code == 0).then_some(())
+        });
+        assert_eq!(gantry(dir, &["kv:get", &key]).ok(), "still here\n");
+        eventually(&format!("the page after killing {what}"), Duration::from_secs(15), || {
+            page(&url).filter(|b| b.contains("Mets at Yankees"))
+        });
+    }
+    let text = gantry(dir, &["status"]).ok();
+    assert!(text.contains("etcd    m1") && text.contains("NOT RUNNING"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("server  https://")).count(), 3, "{text}");
+    // Each node says which server its agent uses; none uses the dead one.
+    let dead = status["ha"]["servers"][0]["url"].as_str().unwrap();
+    let used: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("  server  ")).collect();
+    assert_eq!(used.len(), 5, "{text}");
+    eventually("no agent uses the dead server", Duration::from_secs(15), || {
+        let text = gantry(dir, &["status"]).ok();
+        (!text.lines().filter_map(|l| l.strip_prefix("  server  ")).any(|s| s == dead)).then_some(())
+    });
+
+    let down = gantry(dir, &["down"]).ok();
+    assert!(down.contains("stopped 5 node(s)"), "{down}");
+    assert!(processes_in(dir).is_empty(), "left behind: {:?}", processes_in(dir));
+}

@@ -435,7 +435,7 @@ impl Agent {
     async fn session(&mut self, woken: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Result<(), String> {
         self.session_was_healthy = false;
         self.session_started = tokio::time::Instant::now();
-        let server = self.config.server.clone();
+        let server = self.client.servers().join(",");
         let unreachable = |e: ClientError| format!("server {server}: {e}");
         let grant = self.client.grant_lease(self.config.lease_ttl).await.map_err(unreachable)?;
         let lease = grant.id.clone();
@@ -539,6 +539,9 @@ impl Agent {
                     if let Err(e) = self.client.keep_alive(&lease).await {
                         return Err(if e.is_not_found() { "the lease expired; registering again".to_owned() } else { unreachable(e) });
                     }
+                    // Publishes only a change: such as the server in use,
+                    // after the client moved to another.
+                    self.publish_status().await;
                 }
                 _ = facts_timer.tick() => self.refresh_facts(&lease).await,
                 _ = usage_timer.tick() => self.publish_usage(&lease).await,
@@ -739,6 +742,7 @@ impl Agent {
                     .collect()
             },
             releases: self.release_reports(),
+            server: Some(self.client.base().to_owned()),
             updated_at_ms: 0,
         };
         // Commands' output leaves the node without the secrets it was given.
@@ -747,6 +751,12 @@ impl Agent {
         // Compared without its time stamp: only a change is published.
         if self.published_status.as_ref() == Some(&status) {
             return;
+        }
+        if let (Some(before), Some(now)) =
+            (self.published_status.as_ref().and_then(|s| s.server.as_ref()), &status.server)
+            && before != now
+        {
+            self.log(&format!("now using server {now} (was {before})"));
         }
         let stamped = AgentStatus { updated_at_ms: now_ms(), ..status.clone() };
         match self.client.put_agent_status(&stamped, PutOptions { lease: Some(lease), ..PutOptions::default() }).await {

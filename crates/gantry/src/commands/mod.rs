@@ -29,8 +29,8 @@ mod lookup;
 mod machine;
 mod nodes;
 mod packer;
-mod release;
 mod prometheus;
+mod release;
 mod repo;
 mod resolve;
 mod sched;
@@ -83,7 +83,7 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::ServicesList { repo } => services::list(ctx, &open(&repo)?),
         Command::ServicesShow { service, repo } => services::show(ctx, &open(&repo)?, &service),
         Command::RepoCheck { repo } => repo::check(ctx, &open(&repo)?),
-        Command::Up { dir, detach, timeout } => up::up(ctx, dir, detach, timeout),
+        Command::Up { dir, detach, timeout, ha } => up::up(ctx, dir, detach, timeout, ha),
         Command::Status { dir, .. } => up::status(ctx, dir),
         Command::Alerts { dir, .. } => prometheus::alerts(ctx, dir),
         Command::PrometheusConfig {

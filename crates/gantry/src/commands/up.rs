@@ -22,6 +22,7 @@
 //! Each stack gets its own `127.N.0.0/16` (N from the repository's path),
 //! so two stacks on one machine do not clash.
 
+mod ha;
 pub mod observe;
 mod pki;
 
@@ -50,7 +51,11 @@ const STATE_FILE: &str = "up.json";
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Stack {
     pub server: Option<Proc>,
+    /// The server's URL; with `--ha` every server's, comma-separated.
     pub url: String,
+    /// With `--ha`: the etcd members and every server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<ha::Ha>,
     pub nodes: Vec<Node>,
     /// Where public services answer, through the external balancers.
     pub public: Vec<String>,
@@ -194,8 +199,8 @@ fn public_urls(opened: &Opened, nodes: &[Node]) -> Vec<String> {
     urls
 }
 
-/// `gantry up [DIR] [--detach] [--timeout D]`.
-pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Result<()> {
+/// `gantry up [DIR] [--detach] [--timeout D] [--ha]`.
+pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration, ha: bool) -> anyhow::Result<()> {
     let opened = open_dir(dir.as_deref())?;
     let state = state_dir(&opened);
     private_dir(&state)?;
@@ -225,12 +230,31 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
         stack = Stack::default();
         server_alive = false;
     }
+    if server_alive && stack.ha.is_some() != ha {
+        let (from, to) = if ha { ("one server", "--ha") } else { ("--ha", "one server") };
+        say(began, &format!("server      the stack runs {from}, {to} asked: restarting the stack"));
+        down_stack(&state, &stack);
+        stack = Stack::default();
+        server_alive = false;
+    }
     if !server_alive {
         // Whatever observed a stack that is gone goes with it.
         observe::stop(stack.observer.as_ref());
-        let (proc, url) = start_server(&state, &tls)?;
+    }
+    if !server_alive && ha {
+        let (cluster, url) = ha::start(&state, &tls, rt)?;
+        for member in &cluster.etcd {
+            say(began, &format!("etcd        {} {} (TLS, client certificates, auth)", member.name, member.url));
+        }
+        for server in &cluster.servers {
+            say(began, &format!("server      {} (store on the 3 etcd members)", server.url));
+        }
+        let first = cluster.servers.first().and_then(|s| s.process);
+        stack = Stack { server: first, url, ha: Some(cluster), nodes: Vec::new(), public: Vec::new(), observer: None };
+    } else if !server_alive {
+        let (proc, url) = start_server(&state.join("logs/server.log"), &state.join("server"), &tls, &[])?;
         say(began, &format!("server      {url} (embedded store in {STATE_DIR}/server)"));
-        stack = Stack { server: Some(proc), url, nodes: Vec::new(), public: Vec::new(), observer: None };
+        stack = Stack { server: Some(proc), url, ha: None, nodes: Vec::new(), public: Vec::new(), observer: None };
     } else {
         say(began, &format!("server      {} (already running: converging)", stack.url));
     }
@@ -349,12 +373,18 @@ const CLIENT_ENV: [&str; 6] =
 
 fn gantry_command(log: &Path) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("finding the gantry binary")?;
+    logged_command(exe.as_os_str(), log)
+}
+
+/// `program` with its output appended to `log`, in a process group of its
+/// own, without the variables that point a client at a server.
+fn logged_command(program: impl AsRef<std::ffi::OsStr>, log: &Path) -> anyhow::Result<Command> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(program);
     command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -367,19 +397,24 @@ fn gantry_command(log: &Path) -> anyhow::Result<Command> {
     Ok(command)
 }
 
-fn start_server(state: &Path, tls: &StackTls) -> anyhow::Result<(Proc, String)> {
-    let log = state.join("logs/server.log");
-    let _ = std::fs::remove_file(&log);
-    let child = gantry_command(&log)?
+fn start_server(
+    log: &Path,
+    data_dir: &Path,
+    tls: &StackTls,
+    extra: &[std::ffi::OsString],
+) -> anyhow::Result<(Proc, String)> {
+    let _ = std::fs::remove_file(log);
+    let child = gantry_command(log)?
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(state.join("server"))
+        .arg(data_dir)
         .args(tls.server_args())
+        .args(extra)
         .spawn()
         .context("starting gantry server")?;
     let proc = Proc::of(child.id()).context("gantry server exited at once")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
         if let Some(url) = text.split_whitespace().find(|w| w.starts_with("https://")) {
             return Ok((proc, url.to_owned()));
         }
@@ -640,6 +675,13 @@ fn down_stack(state: &Path, stack: &Stack) {
         }
     });
     stop_process(stack.server.as_ref(), Duration::from_secs(10));
+    if let Some(ha) = &stack.ha {
+        std::thread::scope(|scope| {
+            for process in ha.processes() {
+                scope.spawn(move || stop_process(Some(process), Duration::from_secs(10)));
+            }
+        });
+    }
     let _ = std::fs::remove_file(state.join(STATE_FILE));
 }
 
@@ -667,8 +709,15 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let opened = open_dir(dir.as_deref())?;
     let state = state_dir(&opened);
     let Some(stack) = load_stack(&state) else {
-        let stopped =
-            StackStatus { agents: None, instances: None, nodes: None, public: None, running: false, server: None };
+        let stopped = StackStatus {
+            agents: None,
+            instances: None,
+            nodes: None,
+            public: None,
+            running: false,
+            server: None,
+            ha: None,
+        };
         return ctx.output().print(&stopped, |out| {
             writeln!(out, "no stack is running in {}: start one with `gantry up`", opened.dir.display())?;
             Ok(())
@@ -685,16 +734,37 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
             public: Some(&stack.public),
             running: true,
             server: Some(&stack.url),
+            ha: stack.ha.as_ref(),
         });
     }
     let mut out = std::io::stdout().lock();
-    let server = if stack.server.as_ref().is_some_and(Proc::running) { "running" } else { "NOT RUNNING" };
-    writeln!(out, "server  {} ({server})", stack.url)?;
+    let state_of = |process: Option<&Proc>| if process.is_some_and(Proc::running) { "running" } else { "NOT RUNNING" };
+    match &stack.ha {
+        Some(ha) => {
+            for server in &ha.servers {
+                writeln!(out, "server  {} ({})", server.url, state_of(server.process.as_ref()))?;
+            }
+            for member in &ha.etcd {
+                let pid = member.process.map_or(0, |p| p.pid);
+                writeln!(
+                    out,
+                    "etcd    {} {} pid {pid} ({})",
+                    member.name,
+                    member.url,
+                    state_of(member.process.as_ref())
+                )?;
+            }
+        }
+        None => writeln!(out, "server  {} ({})", stack.url, state_of(stack.server.as_ref()))?,
+    }
     for node in &stack.nodes {
         let alive = if node.process.as_ref().is_some_and(Proc::running) { "up" } else { "DOWN" };
         let role = node.group.as_deref().map_or_else(|| "external load balancer".to_owned(), |g| format!("group {g}"));
         writeln!(out, "node    {:<18} {:<14} {alive:<5} {role}", node.name, node.address)?;
         let Some(status) = agents.iter().find(|s| s.machine == node.name) else { continue };
+        if let Some(server) = &status.server {
+            writeln!(out, "  server  {server}")?;
+        }
         for (service, state) in &status.processes {
             let p = state.process.as_ref();
             // Scheduled work is named by its allocation.
@@ -762,4 +832,7 @@ struct StackStatus<'a> {
     running: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<&'a str>,
+    /// With `--ha`: the etcd members and servers, with their pids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ha: Option<&'a ha::Ha>,
 }

@@ -98,6 +98,18 @@ impl StackTls {
         (self.cert(PROMETHEUS), self.key(PROMETHEUS))
     }
 
+    /// An etcd member's (`up --ha`): the CA it trusts for clients, and the
+    /// server's certificate and key (they name 127.0.0.1).
+    pub fn etcd_server_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        (self.ca(), self.cert(SERVER), self.key(SERVER))
+    }
+
+    /// What the servers present to etcd (`up --ha`): the CA that signed
+    /// etcd's certificate, and the operator's certificate and key.
+    pub fn etcd_client_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        (self.ca(), self.cert(OPERATOR), self.key(OPERATOR))
+    }
+
     /// What the operator's commands talk to the stack's server with.
     pub fn operator(&self) -> anyhow::Result<ClientTls> {
         ClientTls::load(&self.ca(), Some((&self.cert(OPERATOR), &self.key(OPERATOR)))).with_context(|| {
