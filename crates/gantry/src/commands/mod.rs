@@ -32,6 +32,7 @@ mod packer;
 mod release;
 mod repo;
 mod resolve;
+mod s3_artifacts;
 mod sched;
 mod server;
 mod service;
