@@ -514,8 +514,11 @@ fn an_s3_artifact_store_uploads_once_and_its_corrupt_bytes_are_refused() {
     // Bytes flipped in the S3 object: every agent refuses the download and
     // nothing switches.
     let key = format!("gantry/sha256/{sha}");
-    let object = block_on(s3.get_object().bucket("releases").key(&key).send()).unwrap();
-    let mut bytes = block_on(object.body.collect()).unwrap().to_vec();
+    // One runtime for the request and its body (the connection lives in it).
+    let mut bytes = block_on(async {
+        let object = s3.get_object().bucket("releases").key(&key).send().await.unwrap();
+        object.body.collect().await.unwrap().to_vec()
+    });
     bytes[600] ^= 0xff;
     let body = aws_sdk_s3::primitives::ByteStream::from(bytes);
     block_on(s3.put_object().bucket("releases").key(&key).body(body).send()).unwrap();
