@@ -443,6 +443,9 @@ fn an_s3_artifact_store_uploads_once_and_its_corrupt_bytes_are_refused() {
         .unwrap();
     let refused = super::Run::from(out).bad_input();
     assert!(refused.contains("S3 bucket no-such-bucket not found"), "{refused}");
+    // No bucket name at all: refused before any AWS call, saying the form.
+    let refused = ServerProcess::try_start(scratch.path(), &["--artifacts", "s3://Not_A_Bucket/x"]);
+    assert!(refused.contains("is not an S3 bucket URL") && refused.contains("s3://BUCKET/PREFIX"), "{refused}");
 
     // Retention: with no node running api, each release succeeds at once;
     // after 22 of them the newest 20 are kept and the two oldest
