@@ -1,7 +1,8 @@
 //! Typed AWS operations the gantry command calls, over the official SDK:
 //! a node group's AMIs (`images`), launch templates, key pairs and one-off
 //! instances (`instances`), autoscaling groups and instance refreshes
-//! (`autoscaling`), the public half of a private key file (`keys`), and
+//! (`autoscaling`), the objects of an S3 bucket under a prefix (`s3`:
+//! the server's artifact store), the public half of a private key file (`keys`), and
 //! the algorithms that launch, replace and refresh a node group's
 //! autoscaling groups (`generations`), written against a small trait so
 //! that they are tested without AWS.
@@ -25,6 +26,7 @@ pub mod generations;
 mod images;
 mod instances;
 mod keys;
+mod s3;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -35,6 +37,7 @@ pub use autoscaling::{Asg, AsgInstance, AsgSettings, NewAsg, Refresh, RefreshSta
 pub use images::{Image, beyond_newest, newest_first};
 pub use instances::{Instance, KeyPair, LaunchSpec, TemplateVersion};
 pub use keys::{PublicKey, public_key_of};
+pub use s3::{ObjectBytes, S3Location, S3Objects};
 
 /// The tag that says which node group an AMI, an autoscaling group or an
 /// instance belongs to.
@@ -77,6 +80,12 @@ pub enum Error {
         #[source]
         source: aws_sdk_ec2::error::BoxError,
     },
+    #[error("S3 bucket {bucket} not found in {region}: create it (`aws s3 mb s3://{bucket}`), or fix the URL")]
+    BucketNotFound { bucket: String, region: String },
+    #[error(
+        "S3 bucket {bucket} in {region}: access denied to these credentials: grant them s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on it"
+    )]
+    BucketDenied { bucket: String, region: String },
     #[error("AMI {image_id} not found in {region}")]
     ImageNotFound { image_id: String, region: String },
     #[error("security group(s) {} not found in {region}{}: create them, or fix \"security_groups\" in nodes.json", names.join(", "), vpc.as_ref().map(|v| format!(" (VPC {v})")).unwrap_or_default())]
@@ -111,26 +120,7 @@ impl Aws {
     /// Loads the configuration and checks that credentials can be had, so
     /// that a missing one is reported as such before any call.
     pub async fn connect(connect: &Connect) -> Result<Aws, Error> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client())
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
-        if let Some(region) = &connect.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(url) = &connect.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let mut config = loader.load().await;
-        // The group's region only when the usual places (environment,
-        // profile, instance metadata) name none.
-        if let (None, Some(fallback)) = (config.region(), &connect.fallback_region) {
-            config = config.into_builder().region(aws_config::Region::new(fallback.clone())).build();
-        }
-        let region = config.region().ok_or(Error::NoRegion)?.to_string();
-        let credentials = config
-            .credentials_provider()
-            .ok_or_else(|| Error::NoCredentials { source: "the SDK has no credentials provider".into() })?;
-        credentials.provide_credentials().await.map_err(|e| Error::NoCredentials { source: e.into() })?;
+        let (config, region) = sdk_config(connect).await?;
         Ok(Aws {
             ec2: aws_sdk_ec2::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
@@ -143,25 +133,60 @@ impl Aws {
         &self.region
     }
 
-    /// A failed call as an [`Error`]: throttling that outlasted the retries,
-    /// an answer that is no AWS error at all, or the service's code and message.
+    /// A failed call as an [`Error`].
     fn api_error<E>(&self, operation: &'static str, e: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        if is_throttling(e.code()) {
-            return Error::Throttled { operation };
-        }
-        let status = e.raw_response().map(|r| r.status().as_u16());
-        let message = match (e.code(), status) {
-            (Some(code), _) => format!("{code}: {}", e.message().unwrap_or("no message")),
-            (None, Some(status)) if status >= 500 => {
-                return Error::NotImplemented { operation, region: self.region.clone(), status };
-            }
-            (None, _) => DisplayErrorContext(&e).to_string(),
-        };
-        Error::Api { operation, region: self.region.clone(), message }
+        api_error(operation, &self.region, e)
     }
+}
+
+/// The SDK's configuration and its region, as `connect` and the usual
+/// places say; checks that credentials can be had, so that a missing one is
+/// reported as such before any call.
+async fn sdk_config(connect: &Connect) -> Result<(aws_config::SdkConfig, String), Error> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+    if let Some(region) = &connect.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &connect.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let mut config = loader.load().await;
+    // The fallback region only when the usual places (environment,
+    // profile, instance metadata) name none.
+    if let (None, Some(fallback)) = (config.region(), &connect.fallback_region) {
+        config = config.into_builder().region(aws_config::Region::new(fallback.clone())).build();
+    }
+    let region = config.region().ok_or(Error::NoRegion)?.to_string();
+    let credentials = config
+        .credentials_provider()
+        .ok_or_else(|| Error::NoCredentials { source: "the SDK has no credentials provider".into() })?;
+    credentials.provide_credentials().await.map_err(|e| Error::NoCredentials { source: e.into() })?;
+    Ok((config, region))
+}
+
+/// A failed call as an [`Error`]: throttling that outlasted the retries,
+/// an answer that is no AWS error at all, or the service's code and message.
+fn api_error<E>(operation: &'static str, region: &str, e: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if is_throttling(e.code()) {
+        return Error::Throttled { operation };
+    }
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let message = match (e.code(), status) {
+        (Some(code), _) => format!("{code}: {}", e.message().unwrap_or("no message")),
+        (None, Some(status)) if status >= 500 => {
+            return Error::NotImplemented { operation, region: region.to_owned(), status };
+        }
+        (None, _) => DisplayErrorContext(&e).to_string(),
+    };
+    Error::Api { operation, region: region.to_owned(), message }
 }
 
 /// The HTTP client of every SDK client: hyper over rustls with ring (the
@@ -172,9 +197,12 @@ pub fn http_client() -> aws_sdk_ec2::config::SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
-/// The error codes EC2 and Auto Scaling use for throttling.
+/// The error codes EC2, Auto Scaling and S3 use for throttling.
 fn is_throttling(code: Option<&str>) -> bool {
-    matches!(code, Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled"))
+    matches!(
+        code,
+        Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled" | "SlowDown")
+    )
 }
 
 /// `(key, value)` pairs as EC2 tags.

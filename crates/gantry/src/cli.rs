@@ -967,8 +967,9 @@ pub struct ServeArgs {
     pub acl: AclArg,
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// Where release artifacts are kept: a directory [default: DATA_DIR/artifacts]
-    #[arg(long, value_name = "DIR")]
+    /// Where release artifacts are kept: a directory, or an S3 bucket as s3://BUCKET/PREFIX
+    /// (credentials, region and AWS_ENDPOINT_URL from the AWS environment) [default: DATA_DIR/artifacts]
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub artifacts: Option<PathBuf>,
 }
 

@@ -3,8 +3,9 @@
 //! the balancer (no request fails; every instance serves the new code), a
 //! release that fails its checks (the rollout stops, auto-revert brings the
 //! stable release back, the history records both), canary then promote,
-//! rollback, a corrupted artifact refused by every agent, and a server
-//! restarted in the middle of a rollout.
+//! rollback, a corrupted artifact refused by every agent, a server
+//! restarted in the middle of a rollout, and the artifact store in an S3
+//! bucket of a real moto server.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -193,9 +194,14 @@ impl Stack {
 /// A server, four api nodes (run from the repository until the first
 /// release), and a www node fronting api with haproxy; everything passing.
 fn stack(net: Net, update: serde_json::Value) -> Stack {
+    stack_on(net, update, |data_dir| ServerProcess::start(data_dir, "127.0.0.1:0"))
+}
+
+/// The same with the server `start` starts in a data directory.
+fn stack_on(net: Net, update: serde_json::Value, start: impl FnOnce(&Path) -> ServerProcess) -> Stack {
     let work = tempfile::tempdir().unwrap();
     write_repo(&work.path().join("repo"), update);
-    let server = ServerProcess::start(&work.path().join("server"), "127.0.0.1:0");
+    let server = start(&work.path().join("server"));
     gantry(&server, &["apply", "--repo", work.path().join("repo").to_str().unwrap()]).ok();
     let from = work.path().join("repo");
     let mut agents: Vec<AgentProcess> = net
@@ -405,4 +411,132 @@ fn a_rollout_survives_its_server_restarting() {
     });
     assert_eq!(history.items[0].nodes.len(), 4);
     assert_eq!(versions(net, port), vec![Some("v1".to_owned()); 4]);
+}
+
+/// How many times an object was put under `prefix` (the bucket keeps
+/// every version), and the keys there now.
+fn s3_puts(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> (usize, Vec<String>) {
+    let versions = block_on(s3.list_object_versions().bucket(bucket).prefix(prefix).send()).unwrap();
+    let listed = block_on(s3.list_objects_v2().bucket(bucket).prefix(prefix).send()).unwrap();
+    (versions.versions().len(), listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect())
+}
+
+#[test]
+fn an_s3_artifact_store_uploads_once_and_its_corrupt_bytes_are_refused() {
+    let moto = super::aws::Moto::start();
+    let s3 = moto.s3();
+    block_on(s3.create_bucket().bucket("releases").send()).unwrap();
+    let versioning = aws_sdk_s3::types::VersioningConfiguration::builder()
+        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+        .build();
+    block_on(s3.put_bucket_versioning().bucket("releases").versioning_configuration(versioning).send()).unwrap();
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // A bucket that does not exist: the server refuses to start, saying so.
+    let scratch = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["server", "--listen", "127.0.0.1:0", "--artifacts", "s3://no-such-bucket/x", "--data-dir"])
+        .arg(scratch.path())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let refused = super::Run::from(out).bad_input();
+    assert!(refused.contains("S3 bucket no-such-bucket not found"), "{refused}");
+    // No bucket name at all: refused before any AWS call, saying the form.
+    let refused = ServerProcess::try_start(scratch.path(), &["--artifacts", "s3://Not_A_Bucket/x"]);
+    assert!(refused.contains("is not an S3 bucket URL") && refused.contains("s3://BUCKET/PREFIX"), "{refused}");
+
+    // Retention: with no node running api, each release succeeds at once;
+    // after 22 of them the newest 20 are kept and the two oldest
+    // artifacts are deleted from the bucket.
+    let lone = ServerProcess::start_with_args(
+        &scratch.path().join("lone"),
+        "127.0.0.1:0",
+        "embedded",
+        &["--artifacts", "s3://releases/retention"],
+        &env,
+    );
+    write_repo(&scratch.path().join("repo"), default_update());
+    gantry(&lone, &["apply", "--repo", scratch.path().join("repo").to_str().unwrap()]).ok();
+    let client = lone.client();
+    let mut shas = Vec::new();
+    for i in 0..22 {
+        let bytes = format!("artifact {i}").into_bytes();
+        let sha: String = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+        };
+        block_on(client.upload_artifact("api", &sha, bytes)).unwrap();
+        let request = gantry_api::ReleaseRequest {
+            sha256: sha.clone(),
+            git: None,
+            message: None,
+            os_user: None,
+            definition: None,
+        };
+        block_on(client.create_release("api", &request)).unwrap();
+        shas.push(sha);
+    }
+    let (_, mut kept) = s3_puts(&s3, "releases", "retention/");
+    kept.sort();
+    let mut expected: Vec<String> = shas[2..].iter().map(|sha| format!("retention/sha256/{sha}")).collect();
+    expected.sort();
+    assert_eq!(kept, expected, "the two oldest artifacts are gone from the bucket");
+    drop(lone);
+
+    let stack = stack_on(
+        Net(64),
+        serde_json::json!({"max_parallel": 4, "min_healthy_time": "300ms", "healthy_deadline": "6s"}),
+        |data_dir| {
+            ServerProcess::start_with_args(
+                data_dir,
+                "127.0.0.1:0",
+                "embedded",
+                &["--artifacts", "s3://releases/gantry/"],
+                &env,
+            )
+        },
+    );
+    // v1: uploaded once into the bucket, fetched by every agent through
+    // the server (they have no AWS credentials) and verified.
+    stack.set_version("v1");
+    let out = stack.deploy(&["deploy", "api"]).ok();
+    assert!(out.contains("uploaded") && out.contains("api v1 succeeded"), "{out}");
+    assert_eq!(stack.versions(), vec![Some("v1".to_owned()); 4]);
+    let (puts, keys) = s3_puts(&s3, "releases", "gantry/");
+    let sha = stack.history().items[0].sha256.clone();
+    assert_eq!((puts, keys), (1, vec![format!("gantry/sha256/{sha}")]));
+    assert!(!stack.work.path().join("server/artifacts/sha256").exists(), "nothing is kept on the server's disk");
+
+    // The same bytes again: a new release, no new upload.
+    let out = stack.deploy(&["deploy", "api", "-m", "again"]).ok();
+    assert!(out.contains("already stored") && out.contains("api v2 succeeded"), "{out}");
+    assert_eq!(s3_puts(&s3, "releases", "gantry/").0, 1, "the second deploy put nothing");
+
+    // Bytes flipped in the S3 object: every agent refuses the download and
+    // nothing switches.
+    let key = format!("gantry/sha256/{sha}");
+    // One runtime for the request and its body (the connection lives in it).
+    let mut bytes = block_on(async {
+        let object = s3.get_object().bucket("releases").key(&key).send().await.unwrap();
+        object.body.collect().await.unwrap().to_vec()
+    });
+    bytes[600] ^= 0xff;
+    let body = aws_sdk_s3::primitives::ByteStream::from(bytes);
+    block_on(s3.put_object().bucket("releases").key(&key).body(body).send()).unwrap();
+    let out = stack.deploy(&["deploy", "api", "-m", "corrupt"]);
+    assert!(out.stdout.contains("already stored"), "{out:?}");
+    let history = stack.history();
+    let v3 = history.items.iter().find(|r| r.version == 3).unwrap_or_else(|| panic!("{history:?}"));
+    assert_eq!(v3.status, ReleaseStatus::Reverted, "{v3:?}");
+    assert!(v3.reason.as_deref().is_some_and(|r| r.contains("SHA-256")), "{v3:?}");
+    for i in 0..4 {
+        assert!(
+            !stack.work.path().join(format!("api{i}/services/api/releases/v3")).exists(),
+            "no half release on api{i}"
+        );
+    }
+    // v2 (stable) has v1's bytes.
+    assert_eq!(stack.versions(), vec![Some("v1".to_owned()); 4]);
 }

@@ -33,6 +33,7 @@ mod prometheus;
 mod release;
 mod repo;
 mod resolve;
+mod s3_artifacts;
 mod sched;
 mod server;
 mod service;

@@ -2,6 +2,7 @@
 //! serving until SIGINT or SIGTERM.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::Context as _;
 use gantry_server::{Acl, AclMode, Bootstrap, ServeOptions, ServerTls};
@@ -46,7 +47,7 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         // The embedded store creates its data directory itself, private (0700).
         let store = Store::open(config).await.with_context(|| format!("opening the store ({described})"))?;
         // After the store: it makes the data directory, private.
-        let artifacts = artifact_store(args)?;
+        let artifacts = artifact_store(args).await?;
         let mode = if args.acl == AclArg::Off { AclMode::Off } else { AclMode::On };
         let acl = Acl::open(&store, mode).await.context("loading tokens and policies")?;
         match gantry_server::bootstrap(&acl, &store, &args.data_dir).await.context("bootstrapping access control")? {
@@ -96,13 +97,30 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The artifact store `--artifacts` names (default: DATA_DIR/artifacts).
-fn artifact_store(args: &ServeArgs) -> anyhow::Result<std::sync::Arc<dyn gantry_server::ArtifactStore>> {
+/// The artifact store `--artifacts` names: a directory (default:
+/// DATA_DIR/artifacts), or `s3://BUCKET/PREFIX`, whose bucket must exist.
+async fn artifact_store(args: &ServeArgs) -> anyhow::Result<std::sync::Arc<dyn gantry_server::ArtifactStore>> {
+    let named = args.artifacts.as_deref().and_then(Path::to_str).filter(|a| a.starts_with("s3://"));
+    if let Some(url) = named {
+        let location = gantry_aws::S3Location::parse(url).ok_or_else(|| {
+            BadInput(format!(
+                "error: --artifacts {url:?} is not an S3 bucket URL\n = help: use --artifacts s3://BUCKET/PREFIX (a bucket name of 3 to 63 lower-case letters, digits, '-' and '.')"
+            ))
+        })?;
+        let store = super::s3_artifacts::S3Artifacts::open(location, &args.data_dir.join("artifacts-staging"))
+            .await
+            .map_err(|e| {
+                BadInput(format!(
+                    "error: {e}\n = help: AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and AWS_ENDPOINT_URL (an S3-compatible server) come from the environment"
+                ))
+            })?;
+        return Ok(std::sync::Arc::new(store));
+    }
     let dir = args.artifacts.clone().unwrap_or_else(|| args.data_dir.join("artifacts"));
     let local = gantry_server::LocalArtifacts::open(&dir).map_err(|e| {
         BadInput(format!(
             "error: cannot open the artifact store {}: {e}
- = help: pass --artifacts DIR with a directory this user may write",
+ = help: pass --artifacts DIR with a directory this user may write, or s3://BUCKET/PREFIX",
             dir.display()
         ))
     })?;

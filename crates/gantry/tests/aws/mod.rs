@@ -26,14 +26,14 @@ const GROUP: &str = "12_04-bee";
 const AGENT_SERVER: &str = "http://127.0.0.1:7400";
 
 /// A `moto_server` child process on a free loopback port; killed on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     url: String,
     port: u16,
 }
 
 impl Moto {
-    fn start() -> Moto {
+    pub(crate) fn start() -> Moto {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -75,6 +75,27 @@ impl Moto {
             .region(aws_sdk_ec2::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tests"))
             .endpoint_url(&self.url)
+    }
+
+    /// The environment a gantry process needs to reach this moto with dummy credentials.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        let env = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1")];
+        let mut env: Vec<_> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        env.extend([("AWS_EC2_METADATA_DISABLED", "true".to_owned()), ("AWS_ENDPOINT_URL", self.url.clone())]);
+        env
+    }
+
+    /// An S3 client of this moto (path-style: the bucket is not a host name here).
+    pub(crate) fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .http_client(gantry_aws::http_client())
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "tests"))
+            .endpoint_url(&self.url)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
     }
 
     /// An EC2 client of this moto, for the tests' own checks and setup.
