@@ -107,6 +107,11 @@ fn agents_carry_on_when_one_of_three_servers_dies() {
         run_with_token(work.path(), &["kv:get", "datastores/PRIMARY_DATABASE_URL", "--server", &list], Some(&token))
             .ok();
     assert_eq!(read, "mysql://after-failover:3306/db\n");
+    // `machine:show` says which server the node's agent uses now.
+    let (machine, server) = &after[0];
+    let shown = run_with_token(work.path(), &["machine:show", machine, "--server", &list], Some(&token)).ok();
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["server"].as_str(), Some(server.as_str()), "{shown}");
     drop(agents);
     drop(servers);
     drop(cluster);

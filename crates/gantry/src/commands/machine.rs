@@ -31,11 +31,20 @@ fn table(out: &mut dyn Write, machines: &[Machine]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `machine:show ID`: the machine with its facts and labels, as JSON
-/// (with or without `--json`).
+/// `machine:show ID`: the machine with its facts and labels, and the
+/// server its agent uses now (`server`, when its agent reports one: one of
+/// its `--server` list), as JSON (with or without `--json`).
 pub fn show(ctx: &Context, id: &str) -> anyhow::Result<()> {
-    match ctx.block_on(ctx.client().machine(id)) {
-        Ok(m) => print_json(&m),
+    let client = ctx.client();
+    match ctx.block_on(client.machine(id)) {
+        Ok(m) => {
+            let mut shown = serde_json::to_value(&m)?;
+            let server = ctx.block_on(client.agent_status(id)).ok().flatten().and_then(|status| status.server);
+            if let (Some(server), Some(fields)) = (server, shown.as_object_mut()) {
+                fields.insert("server".to_owned(), server.into());
+            }
+            print_json(&shown)
+        }
         Err(e) if e.is_not_found() => {
             Err(BadInput(format!("error: no machine {id:?}\n = help: `gantry machine:list` shows the known ones"))
                 .into())
