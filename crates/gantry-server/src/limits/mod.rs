@@ -233,6 +233,12 @@ struct Rate {
 impl Rate {
     fn of(limits: &Limits) -> Rate {
         let interval = 1_000_000_000 / u64::from(limits.requests_per_second_per_token.max(1));
+        // Above a billion a second the interval is 0 ns: no limit at all.
+        // (A tolerance of 0 would refuse a request whose arrival time is a
+        // little before one already admitted: concurrent requests.)
+        if interval == 0 {
+            return Rate { interval, tolerance: u64::MAX };
+        }
         let tolerance = interval.saturating_mul(u64::from(limits.request_burst_per_token.max(1)) - 1);
         Rate { interval, tolerance }
     }

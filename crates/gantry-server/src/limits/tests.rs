@@ -41,6 +41,18 @@ fn a_burst_passes_then_requests_come_at_the_rate_and_the_refusal_says_when() {
     assert_eq!(u.refused[6].load(Ordering::Relaxed), 3);
 }
 
+/// `Limits::out_of_reach()` (benches) limits nothing, even requests that
+/// arrive out of order, as concurrent ones do.
+#[test]
+fn out_of_reach_admits_every_request_in_any_order() {
+    let u = usage(Limits::out_of_reach());
+    let held = u.token("a1", "bench");
+    let t0 = u.epoch + Duration::from_secs(5);
+    for step in [3u64, 1, 2, 0, 3, 3] {
+        u.admit_request(&held, t0 + Duration::from_nanos(step)).unwrap();
+    }
+}
+
 #[test]
 fn holders_are_their_own_and_idle_ones_are_swept() {
     let u = usage(Limits { requests_per_second_per_token: 1, request_burst_per_token: 1, ..Limits::default() });
