@@ -1,0 +1,460 @@
+//! Benchmark of deploys (issue 17's Performance section), in parts:
+//!
+//! - `fetch`: one artifact (`--size-mb`, 50) fetched at once by `--fetchers`
+//!   (100) agents' fetch path (`gantry_agent::agent::fetch_release`: the
+//!   download through a `gantry server` process's artifact route, length and
+//!   SHA-256 checked as it arrives, written, unpacked with `tar`), each with
+//!   its own agent token (`acl:token:create --agent`). Their aggregate
+//!   throughput is printed beside `cp` of the same file on the same disk in
+//!   the same run (the physical limit), as a ratio; target >= 0.5x.
+//! - `rollout`: a rolling deploy (`gantry deploy`) of `--instances` (20)
+//!   `gantry agent` processes, each running a small Python HTTP service,
+//!   fronted by haproxy on a `www` agent, with `max_parallel` 1, 5 and 20.
+//!   Each rollout's time (the release's `created_ms` to `finished_ms`) is
+//!   printed beside its floor, the waits the stanza configures:
+//!   `ceil(instances / max_parallel) * (shutdown_delay + min_healthy_time)`
+//!   (each batch is withdrawn for `shutdown_delay`, then must pass its check
+//!   for `min_healthy_time`; the fetch, the process start, the first check
+//!   and the reports to the server are the overhead measured); target
+//!   within 1.2x. A request loop through the balancer counts the requests
+//!   that failed during each rollout; target 0.
+//!
+//! Runs the `gantry` binary built beside this one, or `$GANTRY_BIN`
+//! (`cargo build --release -p gantry -p gantry-bench` first).
+//!
+//! Run: `cargo run --release -p gantry-bench --bin bench-deploy [-- --only fetch|rollout --size-mb 50 --fetchers 100 --instances 20 --shutdown-delay-ms 1000 --min-healthy-ms 1000]`
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use gantry_api::{AgentIdentity, ReleaseStatus, ReleaseTarget, TokenRequest};
+use gantry_bench::processes::{Agent, Server, gantry_binary, until};
+use gantry_bench::{ms, percentile};
+use gantry_client::Client;
+
+#[derive(Debug, Clone)]
+struct Options {
+    only: Option<String>,
+    size_mb: u64,
+    fetchers: usize,
+    instances: usize,
+    shutdown_delay_ms: u64,
+    min_healthy_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = parse_args(std::env::args().skip(1).collect())?;
+    let wants = |part: &str| options.only.as_deref().is_none_or(|o| o == part);
+    gantry_tls::config::install_crypto_provider();
+    let runtime = tokio::runtime::Runtime::new()?;
+    if wants("fetch") {
+        runtime.block_on(fetch(&options))?;
+    }
+    if wants("rollout") {
+        runtime.block_on(rollout(&options))?;
+    }
+    Ok(())
+}
+
+fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
+    let mut options = Options {
+        only: None,
+        size_mb: 50,
+        fetchers: 100,
+        instances: 20,
+        shutdown_delay_ms: 1000,
+        min_healthy_ms: 1000,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str, min: u64| -> anyhow::Result<u64> {
+            let value: u64 = args
+                .next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse()
+                .with_context(|| format!("{name} takes a number"))?;
+            anyhow::ensure!(value >= min, "{name} takes a number of at least {min}");
+            Ok(value)
+        };
+        match arg.as_str() {
+            "--only" => match args.next().context("--only needs a value")?.as_str() {
+                part @ ("fetch" | "rollout") => options.only = Some(part.to_owned()),
+                other => bail!("--only takes fetch or rollout, not {other:?}"),
+            },
+            "--size-mb" => options.size_mb = number("--size-mb", 1)?,
+            "--fetchers" => options.fetchers = number("--fetchers", 1)? as usize,
+            // Addresses 127.0.90.2 and up, one per node.
+            "--instances" => options.instances = number("--instances", 1)?.min(250) as usize,
+            "--shutdown-delay-ms" => options.shutdown_delay_ms = number("--shutdown-delay-ms", 0)?,
+            "--min-healthy-ms" => options.min_healthy_ms = number("--min-healthy-ms", 0)?,
+            "--help" | "-h" => {
+                println!(
+                    "usage: bench-deploy [--only fetch|rollout] [--size-mb N (50)] [--fetchers N (100)] \
+                     [--instances N (20, at most 250)] [--shutdown-delay-ms MS (1000)] [--min-healthy-ms MS (1000)]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(options)
+}
+
+/// Runs `program args`, failing with its stderr unless it succeeds.
+fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!("{program} {}: {}: {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// MB/s of `bytes` moved in `took`.
+fn rate(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / 1e6 / took.as_secs_f64()
+}
+
+/// An agent token of machine `machine`, which may run `services`.
+async fn agent_token(client: &Client, machine: &str, services: &[&str]) -> anyhow::Result<String> {
+    let request = TokenRequest {
+        name: format!("bench-{machine}"),
+        policies: Vec::new(),
+        agent: Some(AgentIdentity {
+            machine: machine.to_owned(),
+            federation: gantry_api::DEFAULT_FEDERATION.to_owned(),
+            services: services.iter().map(|s| (*s).to_owned()).collect(),
+        }),
+        ttl_secs: None,
+    };
+    Ok(client.create_token(&request).await?.secret)
+}
+
+/// Part 1: one artifact fetched by many agents at once, against `cp`.
+async fn fetch(options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let work = dir.path();
+    let size = options.size_mb * 1_000_000;
+    // Incompressible bytes: nothing on the way may shrink them.
+    let source = work.join("src/blob");
+    std::fs::create_dir_all(&source)?;
+    let mut random = std::fs::File::open("/dev/urandom")?.take(size);
+    let mut data = std::fs::File::create(source.join("data"))?;
+    std::io::copy(&mut random, &mut data)?;
+    data.sync_all()?;
+    drop(data);
+    let archive = work.join("artifact.tar");
+    let src = work.join("src");
+    run("tar", &["--format=gnu", "-C", &src.to_string_lossy(), "-cf", &archive.to_string_lossy(), "blob"])?;
+    let sha = run("sha256sum", &[&archive.to_string_lossy()])?;
+    let sha = sha.split_whitespace().next().context("sha256sum's answer")?.to_owned();
+    let archive_size = std::fs::metadata(&archive)?.len();
+
+    // The reference: `cp` of the same file on this disk, best of 5.
+    let mut copies = Vec::new();
+    for i in 0..5 {
+        let to = work.join(format!("copy-{i}"));
+        let start = Instant::now();
+        run("cp", &[&archive.to_string_lossy(), &to.to_string_lossy()])?;
+        copies.push(start.elapsed());
+        std::fs::remove_file(&to)?;
+    }
+    copies.sort();
+    let cp_rate = rate(archive_size, copies[0]);
+
+    let server = Server::start(&work.join("server"), "embedded")?;
+    let client = server.client();
+    client.upload_artifact("blob", &sha, std::fs::read(&archive)?).await.context("uploading the artifact")?;
+    let target = ReleaseTarget {
+        service: "blob".to_owned(),
+        version: 1,
+        sha256: sha.clone(),
+        size: archive_size,
+        shutdown_delay_ms: 0,
+        min_healthy_ms: 0,
+        healthy_deadline_ms: 0,
+    };
+    // Who may not: an agent whose machine runs no `blob`.
+    let stranger = Client::new(&server.url).with_token(&agent_token(&client, "stranger", &[]).await?);
+    match gantry_agent::agent::fetch_release(&stranger, &work.join("stranger"), &target).await {
+        Err(why) if why.contains("may not read") => println!("an agent that runs no blob is refused: {why}"),
+        other => bail!("an agent that does not run blob was not refused: {other:?}"),
+    }
+
+    let mut clients = Vec::with_capacity(options.fetchers);
+    for i in 0..options.fetchers {
+        let token = agent_token(&client, &format!("fetch-{i:03}"), &["blob"]).await?;
+        clients.push(Client::new(&server.url).with_token(&token));
+    }
+    println!(
+        "fetch: one artifact (a {:.1} MB tar of random bytes) fetched at once by {} agents' fetch path \
+         (gantry_agent::agent::fetch_release: GET /v1/artifacts/blob/SHA from a `gantry server` process with an \
+         agent token each, SHA-256 and length checked, written, unpacked with tar) into {}; against `cp` of the \
+         same file on the same disk (best of 5)",
+        archive_size as f64 / 1e6,
+        options.fetchers,
+        work.display()
+    );
+    let start = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let (target, data_dir) = (target.clone(), work.join(format!("fetch-{i:03}")));
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let dir = gantry_agent::agent::fetch_release(&client, &data_dir, &target).await;
+                (dir, started.elapsed())
+            })
+        })
+        .collect();
+    let mut times = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (dir, took) = task.await?;
+        let dir = dir.map_err(|e| anyhow::anyhow!("a fetch failed: {e}"))?;
+        let got = std::fs::metadata(dir.join("blob/data"))?.len();
+        anyhow::ensure!(got == size, "{} holds {got} bytes, not {size}", dir.display());
+        times.push(took);
+    }
+    let wall = start.elapsed();
+    drop(server);
+    times.sort();
+    let total = archive_size * options.fetchers as u64;
+    let aggregate = rate(total, wall);
+    println!(
+        "{:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}",
+        "fetchers", "GB", "wall s", "MB/s", "p50 ms", "max ms", "x cp"
+    );
+    println!(
+        "{:>9} {:>9.2} {:>9.2} {aggregate:>10.0} {:>10.0} {:>10.0} {:>9.2}",
+        options.fetchers,
+        total as f64 / 1e9,
+        wall.as_secs_f64(),
+        ms(percentile(&times, 0.5)),
+        ms(*times.last().context("a fetch")?),
+        aggregate / cp_rate
+    );
+    println!(
+        "{:>9} {:>9.2} {:>9.3} {cp_rate:>10.0} {:>10} {:>10} {:>9.2}",
+        "cp",
+        archive_size as f64 / 1e9,
+        copies[0].as_secs_f64(),
+        "-",
+        "-",
+        1.0
+    );
+    let ratio = aggregate / cp_rate;
+    println!("aggregate {ratio:.2}x of cp: target >= 0.5x {}\n", if ratio >= 0.5 { "met" } else { "NOT met" });
+    Ok(())
+}
+
+/// The service each node runs: `VERSION HOST` on every path.
+const APP: &str = r#"import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+VERSION = open("dist/api/VERSION").read().strip()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        body = f"{VERSION} {os.environ['HOST']}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// The balancer's port on `127.0.90.1`, and each api node's on its own address.
+const LOCAL_PORT: u16 = 18900;
+const API_PORT: u16 = 18901;
+const NET: &str = "127.0.90";
+
+/// The repository: `api` (from its artifact `dist/api`), `www` requiring it
+/// through the balancer. Rewritten before each deploy with its stanza.
+fn write_repo(repo: &Path, options: &Options, max_parallel: usize, version: &str) -> anyhow::Result<()> {
+    let api = serde_json::json!({
+        "id": "api",
+        "command": ["python3", "dist/api/app.py"],
+        "artifact": {"path": "dist/api"},
+        "provides": {"API_URL": "http://{HOST}:{PORT}"},
+        "local_port": LOCAL_PORT,
+        "environment": {"PORT": API_PORT},
+        "shutdown_delay": format!("{}ms", options.shutdown_delay_ms),
+        "update": {
+            "max_parallel": max_parallel,
+            "min_healthy_time": format!("{}ms", options.min_healthy_ms),
+            "healthy_deadline": "60s"
+        },
+        "check": {"type": "http", "path": "/", "interval": "200ms", "timeout": "500ms", "rise": 1, "fall": 1}
+    });
+    let files = [
+        (
+            "nodes.json",
+            r#"{"__base__": {"run_list": []}, "api": {"run_list": ["recipe[services::api]"]}, "www": {"run_list": ["recipe[services::www]"]}}"#
+                .to_owned(),
+        ),
+        ("data_bags/service/api.json", serde_json::to_string_pretty(&api)?),
+        ("data_bags/service/www.json", r#"{"id": "www", "command": true, "requires": {"API": "{API_URL}"}}"#.to_owned()),
+        ("dist/api/app.py", APP.to_owned()),
+        ("dist/api/VERSION", format!("{version}\n")),
+    ];
+    for (path, text) in files {
+        let path = repo.join(path);
+        std::fs::create_dir_all(path.parent().context("a parent")?)?;
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
+
+/// One HTTP/1.0 GET of `/` at `address`: the body when it answered 200.
+fn get(address: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1)? == "200").then(|| body.trim().to_owned())
+}
+
+/// Requests through the balancer, one after another, until stopped (at
+/// most `limit`): (answered, failed).
+fn request_loop(stop: Arc<AtomicBool>, limit: Duration) -> std::thread::JoinHandle<(u64, u64)> {
+    let frontend = format!("{NET}.1:{LOCAL_PORT}");
+    std::thread::spawn(move || {
+        let until = Instant::now() + limit;
+        let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            match get(&frontend) {
+                Some(_) => ok.fetch_add(1, Ordering::Relaxed),
+                None => failed.fetch_add(1, Ordering::Relaxed),
+            };
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (ok.into_inner(), failed.into_inner())
+    })
+}
+
+/// `gantry ARGS --server URL` with the management token; its stdout.
+fn gantry(server: &Server, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(gantry_binary()?)
+        .env("GANTRY_TOKEN", &server.token)
+        .env("NO_COLOR", "1")
+        .args(args)
+        .args(["--server", &server.url])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "gantry {}: {}: {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Part 2 and 3: rolling deploys against their floor, requests failed.
+async fn rollout(options: &Options) -> anyhow::Result<()> {
+    let n = options.instances;
+    let dir = tempfile::tempdir()?;
+    let work = dir.path();
+    let repo = work.join("repo");
+    let repo_arg = repo.to_string_lossy().into_owned();
+    write_repo(&repo, options, n, "repo")?;
+    let server = Server::start(&work.join("server"), "embedded")?;
+    gantry(&server, &["apply", "--repo", &repo_arg])?;
+    let mut agents = Vec::with_capacity(n + 1);
+    for i in 0..n {
+        let address = format!("{NET}.{}", i + 2);
+        let args = ["--group", "api", "--address", &address, "--workdir", &repo_arg, "--lease-ttl", "3s"];
+        agents.push(Agent::start(&server, work, &format!("api{i:02}"), None, &args)?);
+    }
+    let www = format!("{NET}.1");
+    agents.push(Agent::start(&server, work, "www", None, &["--group", "www", "--address", &www, "--lb", "haproxy"])?);
+    let measured = measure(options, &server, &repo_arg).await;
+    Agent::stop_all(agents);
+    measured
+}
+
+/// The deploys of part 2 on the running nodes (the caller stops them).
+async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::Result<()> {
+    let n = options.instances;
+    let client = server.client();
+    let repo = Path::new(repo_arg);
+    let www = format!("{NET}.1");
+    until("every api instance passes", Duration::from_secs(180), || async {
+        let instances = client.service_instances("api", &[]).await?.items;
+        Ok::<_, anyhow::Error>(
+            (instances.len() == n && instances.iter().all(|i| i.health == gantry_api::Health::Passing)).then_some(()),
+        )
+    })
+    .await?;
+    let frontend = format!("{www}:{LOCAL_PORT}");
+    until("the balancer answers", Duration::from_secs(60), || async { Ok::<_, anyhow::Error>(get(&frontend)) }).await?;
+    // The nodes move from the repository onto their first release, untimed.
+    write_repo(&repo, options, n, "v1")?;
+    gantry(&server, &["deploy", "api", "-m", "first", "--repo", &repo_arg])?;
+
+    let wait = options.shutdown_delay_ms + options.min_healthy_ms;
+    println!(
+        "rollout: `gantry deploy` of {n} `gantry agent` nodes (a Python HTTP service each, HTTP check every \
+         200 ms, rise 1) behind haproxy on a www agent; shutdown_delay {} ms, min_healthy_time {} ms; \
+         floor = ceil({n} / max_parallel) * (shutdown_delay + min_healthy_time); rollout = the release's \
+         created_ms to finished_ms; a request loop through haproxy during each deploy",
+        options.shutdown_delay_ms, options.min_healthy_ms
+    );
+    println!(
+        "{:>12} {:>8} {:>8} {:>10} {:>10} {:>9} {:>10} {:>9}",
+        "max_parallel", "batches", "floor s", "rollout s", "command s", "x floor", "requests", "failed"
+    );
+    let mut worst: f64 = 0.0;
+    let mut failures = 0;
+    for (round, parallel) in [1, 5, 20].into_iter().map(|p: usize| p.min(n)).enumerate() {
+        let version = round as u64 + 2;
+        write_repo(&repo, options, parallel, &format!("v{version}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = request_loop(stop.clone(), Duration::from_secs(600));
+        let started = Instant::now();
+        let deployed = gantry(&server, &["deploy", "api", "-m", &format!("bench {parallel}"), "--repo", &repo_arg]);
+        let command = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (ok, failed) = load.join().map_err(|_| anyhow::anyhow!("the request loop panicked"))?;
+        deployed?;
+        let history = client.release_history("api").await?;
+        let release = history.items.iter().find(|r| r.version == version).context("the release")?;
+        anyhow::ensure!(release.status == ReleaseStatus::Succeeded, "v{version}: {:?}", release.status);
+        let took = Duration::from_millis(release.finished_ms.context("a finished release")? - release.created_ms);
+        let serving = (0..n).filter(|i| {
+            get(&format!("{NET}.{}:{API_PORT}", i + 2)).is_some_and(|b| b.starts_with(&format!("v{version} ")))
+        });
+        anyhow::ensure!(serving.count() == n, "not every node serves v{version}");
+        let batches = n.div_ceil(parallel) as u64;
+        let floor = Duration::from_millis(batches * wait);
+        let ratio = took.as_secs_f64() / floor.as_secs_f64();
+        worst = worst.max(ratio);
+        failures += failed;
+        println!(
+            "{parallel:>12} {batches:>8} {:>8.1} {:>10.2} {:>10.2} {ratio:>9.2} {:>10} {failed:>9}",
+            floor.as_secs_f64(),
+            took.as_secs_f64(),
+            command.as_secs_f64(),
+            ok + failed
+        );
+    }
+    println!(
+        "worst {worst:.2}x of the floor: target <= 1.2x {}; failed requests {failures}: target 0 {}\n",
+        if worst <= 1.2 { "met" } else { "NOT met" },
+        if failures == 0 { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
