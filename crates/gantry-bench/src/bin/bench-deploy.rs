@@ -30,7 +30,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -116,6 +116,17 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The shortest of `rounds` runs of `step`.
+fn best_of(rounds: usize, mut step: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    let mut best = Duration::MAX;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        step()?;
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}
+
 /// MB/s of `bytes` moved in `took`.
 fn rate(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / 1e6 / took.as_secs_f64()
@@ -156,17 +167,26 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
     let sha = sha.split_whitespace().next().context("sha256sum's answer")?.to_owned();
     let archive_size = std::fs::metadata(&archive)?.len();
 
-    // The reference: `cp` of the same file on this disk, best of 5.
-    let mut copies = Vec::new();
-    for i in 0..5 {
-        let to = work.join(format!("copy-{i}"));
-        let start = Instant::now();
-        run("cp", &[&archive.to_string_lossy(), &to.to_string_lossy()])?;
-        copies.push(start.elapsed());
-        std::fs::remove_file(&to)?;
-    }
-    copies.sort();
-    let cp_rate = rate(archive_size, copies[0]);
+    // The reference: `cp` of the same file on this disk, best of 5; and
+    // the work an agent's fetch must do besides, by coreutils: hash it,
+    // unpack it.
+    let file = archive.to_string_lossy().into_owned();
+    let copy = work.join("copy").to_string_lossy().into_owned();
+    let cp = best_of(5, || {
+        run("cp", &[&file, &copy])?;
+        Ok(std::fs::remove_file(&copy)?)
+    })?;
+    let cp_rate = rate(archive_size, cp);
+    let unpacked = work.join("unpacked");
+    let tools = best_of(5, || {
+        std::fs::create_dir_all(&unpacked)?;
+        run("cp", &[&file, &copy])?;
+        run("sha256sum", &[&copy])?;
+        run("tar", &["-xf", &copy, "-C", &unpacked.to_string_lossy()])?;
+        std::fs::remove_file(&copy)?;
+        Ok(std::fs::remove_dir_all(&unpacked)?)
+    })?;
+    let tools_rate = rate(archive_size, tools);
 
     let server = Server::start(&work.join("server"), "embedded")?;
     let client = server.client();
@@ -240,14 +260,20 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
         ms(*times.last().context("a fetch")?),
         aggregate / cp_rate
     );
+    for (name, took, rate) in [("cp", cp, cp_rate), ("cp+sha+tar", tools, tools_rate)] {
+        println!(
+            "{name:>10} {:>8.2} {:>9.3} {rate:>10.0} {:>10} {:>10} {:>9.2}",
+            archive_size as f64 / 1e9,
+            took.as_secs_f64(),
+            "-",
+            "-",
+            rate / cp_rate
+        );
+    }
     println!(
-        "{:>9} {:>9.2} {:>9.3} {cp_rate:>10.0} {:>10} {:>10} {:>9.2}",
-        "cp",
-        archive_size as f64 / 1e9,
-        copies[0].as_secs_f64(),
-        "-",
-        "-",
-        1.0
+        "cp+sha+tar: one copy, `sha256sum` and `tar -xf` of it, one after another (the agent's work done by \
+         coreutils, one fetch at a time): the fetchers' aggregate is {:.2}x of it",
+        aggregate / tools_rate
     );
     let ratio = aggregate / cp_rate;
     println!("aggregate {ratio:.2}x of cp: target >= 0.5x {}\n", if ratio >= 0.5 { "met" } else { "NOT met" });
@@ -292,7 +318,7 @@ fn write_repo(repo: &Path, options: &Options, max_parallel: usize, version: &str
             "min_healthy_time": format!("{}ms", options.min_healthy_ms),
             "healthy_deadline": "60s"
         },
-        "check": {"type": "http", "path": "/", "interval": "200ms", "timeout": "500ms", "rise": 1, "fall": 1}
+        "check": {"type": "http", "path": "/", "interval": "200ms", "timeout": "200ms", "rise": 1, "fall": 1}
     });
     let files = [
         (
@@ -315,30 +341,53 @@ fn write_repo(repo: &Path, options: &Options, max_parallel: usize, version: &str
 
 /// One HTTP/1.0 GET of `/` at `address`: the body when it answered 200.
 fn get(address: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).ok()?;
+    request(address).ok()
+}
+
+/// One HTTP/1.0 GET of `/` at `address`: the body of a 200, or what went wrong.
+fn request(address: &str) -> Result<String, String> {
+    let failed = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
+    let socket = address.parse().map_err(|e| format!("{address}: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&socket, Duration::from_secs(1)).map_err(failed("connect"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).map_err(failed("socket"))?;
+    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).map_err(failed("send"))?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1)? == "200").then(|| body.trim().to_owned())
+    stream.read_to_string(&mut answer).map_err(failed("read"))?;
+    let (head, body) = answer.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP answer: {answer:?}"))?;
+    match head.split_whitespace().nth(1) {
+        Some("200") => Ok(body.trim().to_owned()),
+        _ => Err(head.lines().next().unwrap_or_default().to_owned()),
+    }
+}
+
+/// What a request loop saw.
+struct Seen {
+    ok: u64,
+    failed: u64,
+    /// The first few failures: seconds since the loop started, and why.
+    failures: Vec<(f64, String)>,
 }
 
 /// Requests through the balancer, one after another, until stopped (at
-/// most `limit`): (answered, failed).
-fn request_loop(stop: Arc<AtomicBool>, limit: Duration) -> std::thread::JoinHandle<(u64, u64)> {
+/// most `limit`).
+fn request_loop(stop: Arc<AtomicBool>, limit: Duration) -> std::thread::JoinHandle<Seen> {
     let frontend = format!("{NET}.1:{LOCAL_PORT}");
     std::thread::spawn(move || {
-        let until = Instant::now() + limit;
-        let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-            match get(&frontend) {
-                Some(_) => ok.fetch_add(1, Ordering::Relaxed),
-                None => failed.fetch_add(1, Ordering::Relaxed),
-            };
+        let start = Instant::now();
+        let mut seen = Seen { ok: 0, failed: 0, failures: Vec::new() };
+        while !stop.load(Ordering::Relaxed) && start.elapsed() < limit {
+            match request(&frontend) {
+                Ok(_) => seen.ok += 1,
+                Err(why) => {
+                    seen.failed += 1;
+                    if seen.failures.len() < 5 {
+                        seen.failures.push((start.elapsed().as_secs_f64(), why));
+                    }
+                }
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
-        (ok.into_inner(), failed.into_inner())
+        seen
     })
 }
 
@@ -360,6 +409,34 @@ fn gantry(server: &Server, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Where a rollout's time beyond its waits went, from the release's
+/// nodes: told to healthy less the waits (the agent's part: fetch, process
+/// start, first check, report), and the rest (the release's creation to
+/// the first node told, healthy nodes to the next told, the last healthy
+/// to the end: the controller's part).
+fn breakdown(release: &gantry_api::Release, wait_ms: u64) -> String {
+    let mut agent: Vec<u64> =
+        release.nodes.iter().map(|n| n.since_ms.saturating_sub(n.told_ms).saturating_sub(wait_ms)).collect();
+    agent.sort();
+    let total = release.finished_ms.unwrap_or(release.created_ms) - release.created_ms;
+    // Time no node was switching: the controller's share.
+    let mut busy = 0u64;
+    let mut spans: Vec<(u64, u64)> = release.nodes.iter().map(|n| (n.told_ms, n.since_ms)).collect();
+    spans.sort();
+    let mut end = release.created_ms;
+    for (from, to) in spans {
+        busy += to.saturating_sub(from.max(end));
+        end = end.max(to);
+    }
+    format!(
+        "per node, told to healthy beyond the {wait_ms} ms of waits: p50 {} ms, max {} ms; no node switching \
+         (controller, reports): {} ms of {total} ms",
+        percentile(&agent, 0.5),
+        agent.last().copied().unwrap_or_default(),
+        total.saturating_sub(busy)
+    )
 }
 
 /// Part 2 and 3: rolling deploys against their floor, requests failed.
@@ -401,8 +478,8 @@ async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::
     let frontend = format!("{www}:{LOCAL_PORT}");
     until("the balancer answers", Duration::from_secs(60), || async { Ok::<_, anyhow::Error>(get(&frontend)) }).await?;
     // The nodes move from the repository onto their first release, untimed.
-    write_repo(&repo, options, n, "v1")?;
-    gantry(&server, &["deploy", "api", "-m", "first", "--repo", &repo_arg])?;
+    write_repo(repo, options, n, "v1")?;
+    gantry(server, &["deploy", "api", "-m", "first", "--repo", repo_arg])?;
 
     let wait = options.shutdown_delay_ms + options.min_healthy_ms;
     println!(
@@ -417,18 +494,21 @@ async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::
         "max_parallel", "batches", "floor s", "rollout s", "command s", "x floor", "requests", "failed"
     );
     let mut worst: f64 = 0.0;
-    let mut failures = 0;
+    let mut failed_total = 0;
     for (round, parallel) in [1, 5, 20].into_iter().map(|p: usize| p.min(n)).enumerate() {
         let version = round as u64 + 2;
-        write_repo(&repo, options, parallel, &format!("v{version}"))?;
+        write_repo(repo, options, parallel, &format!("v{version}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let load = request_loop(stop.clone(), Duration::from_secs(600));
         let started = Instant::now();
-        let deployed = gantry(&server, &["deploy", "api", "-m", &format!("bench {parallel}"), "--repo", &repo_arg]);
+        let deployed = gantry(server, &["deploy", "api", "-m", &format!("bench {parallel}"), "--repo", repo_arg]);
         let command = started.elapsed();
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
-        let (ok, failed) = load.join().map_err(|_| anyhow::anyhow!("the request loop panicked"))?;
+        let Seen { ok, failed, failures } = load.join().map_err(|_| anyhow::anyhow!("the request loop panicked"))?;
+        for (at, why) in failures {
+            eprintln!("  max_parallel {parallel}: a request failed {at:.2} s into the deploy: {why}");
+        }
         deployed?;
         let history = client.release_history("api").await?;
         let release = history.items.iter().find(|r| r.version == version).context("the release")?;
@@ -442,7 +522,7 @@ async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::
         let floor = Duration::from_millis(batches * wait);
         let ratio = took.as_secs_f64() / floor.as_secs_f64();
         worst = worst.max(ratio);
-        failures += failed;
+        failed_total += failed;
         println!(
             "{parallel:>12} {batches:>8} {:>8.1} {:>10.2} {:>10.2} {ratio:>9.2} {:>10} {failed:>9}",
             floor.as_secs_f64(),
@@ -450,11 +530,12 @@ async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::
             command.as_secs_f64(),
             ok + failed
         );
+        eprintln!("  max_parallel {parallel}: {}", breakdown(release, wait));
     }
     println!(
-        "worst {worst:.2}x of the floor: target <= 1.2x {}; failed requests {failures}: target 0 {}\n",
+        "worst {worst:.2}x of the floor: target <= 1.2x {}; failed requests {failed_total}: target 0 {}\n",
         if worst <= 1.2 { "met" } else { "NOT met" },
-        if failures == 0 { "met" } else { "NOT met" }
+        if failed_total == 0 { "met" } else { "NOT met" }
     );
     Ok(())
 }
