@@ -244,6 +244,8 @@ pub async fn nodeloss(trials: usize) -> anyhow::Result<()> {
         })
         .await?;
     }
+    // SIGTERM, so the agents stop the worker they run (SIGKILL would leave it).
+    Agent::stop_all(agents);
     times.sort();
     let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
     println!("{:>7} {:>9} {:>9} {:>9} {:>9}", "trials", "min ms", "p50 ms", "p99 ms", "max ms");
