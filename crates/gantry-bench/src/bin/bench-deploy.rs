@@ -116,6 +116,18 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// CPU seconds (user and system, with its waited-for children's) of
+/// process `pid` (or `self`), from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command's closing parenthesis start at field 3
+    // (state); utime, stime, cutime, cstime are fields 14 to 17.
+    let rest = stat.rsplit_once(')').context("a /proc stat line")?.1;
+    let ticks: f64 = rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse::<f64>().ok()).sum();
+    let per_second: f64 = run("getconf", &["CLK_TCK"])?.trim().parse().context("CLK_TCK")?;
+    Ok(ticks / per_second)
+}
+
 /// The shortest of `rounds` runs of `step`.
 fn best_of(rounds: usize, mut step: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
     let mut best = Duration::MAX;
@@ -221,6 +233,8 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
         options.fetchers,
         work.display()
     );
+    let server_pid = server.pid().to_string();
+    let cpu_before = (cpu_seconds(&server_pid)?, cpu_seconds("self")?);
     let start = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -243,6 +257,7 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
         times.push(took);
     }
     let wall = start.elapsed();
+    let (server_cpu, fetchers_cpu) = (cpu_seconds(&server_pid)? - cpu_before.0, cpu_seconds("self")? - cpu_before.1);
     drop(server);
     times.sort();
     let total = archive_size * options.fetchers as u64;
@@ -274,6 +289,12 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
         "cp+sha+tar: one copy, `sha256sum` and `tar -xf` of it, one after another (the agent's work done by \
          coreutils, one fetch at a time): the fetchers' aggregate is {:.2}x of it",
         aggregate / tools_rate
+    );
+    println!(
+        "CPU during the fetches: server {server_cpu:.1} s, fetchers {fetchers_cpu:.1} s (this process and its \
+         tar children) in {:.1} s of wall time on {} cores",
+        wall.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let ratio = aggregate / cp_rate;
     println!("aggregate {ratio:.2}x of cp: target >= 0.5x {}\n", if ratio >= 0.5 { "met" } else { "NOT met" });
@@ -411,6 +432,13 @@ fn gantry(server: &Server, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A rollout's floor: its batches, each waiting `wait_ms` (shutdown_delay
+/// + min_healthy_time), and nothing else.
+fn floor(instances: usize, max_parallel: usize, wait_ms: u64) -> (u64, Duration) {
+    let batches = instances.div_ceil(max_parallel) as u64;
+    (batches, Duration::from_millis(batches * wait_ms))
+}
+
 /// Where a rollout's time beyond its waits went, from the release's
 /// nodes: told to healthy less the waits (the agent's part: fetch, process
 /// start, first check, report), and the rest (the release's creation to
@@ -518,8 +546,7 @@ async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::
             get(&format!("{NET}.{}:{API_PORT}", i + 2)).is_some_and(|b| b.starts_with(&format!("v{version} ")))
         });
         anyhow::ensure!(serving.count() == n, "not every node serves v{version}");
-        let batches = n.div_ceil(parallel) as u64;
-        let floor = Duration::from_millis(batches * wait);
+        let (batches, floor) = floor(n, parallel, wait);
         let ratio = took.as_secs_f64() / floor.as_secs_f64();
         worst = worst.max(ratio);
         failed_total += failed;
@@ -538,4 +565,31 @@ async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::
         if failed_total == 0 { "met" } else { "NOT met" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_is_the_waits_of_every_batch() {
+        assert_eq!(floor(20, 1, 2000), (20, Duration::from_secs(40)));
+        assert_eq!(floor(20, 5, 2000), (4, Duration::from_secs(8)));
+        assert_eq!(floor(20, 20, 2000), (1, Duration::from_secs(2)));
+        assert_eq!(floor(20, 6, 1500), (4, Duration::from_secs(6)), "a last, partial batch waits too");
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        let options = parse_args(["--only", "fetch", "--fetchers", "3"].map(String::from).to_vec()).unwrap();
+        assert_eq!((options.only.as_deref(), options.fetchers, options.size_mb), (Some("fetch"), 3, 50));
+        assert!(parse_args(vec!["--only".into(), "everything".into()]).is_err());
+        assert!(parse_args(vec!["--fetchers".into(), "0".into()]).is_err());
+    }
+
+    #[test]
+    fn cpu_seconds_reads_this_process() {
+        let spent = cpu_seconds("self").unwrap();
+        assert!(spent >= 0.0 && spent.is_finite(), "{spent}");
+    }
 }
