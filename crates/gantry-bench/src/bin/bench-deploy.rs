@@ -301,22 +301,9 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The service each node runs: `VERSION HOST` on every path.
-const APP: &str = r#"import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-VERSION = open("dist/api/VERSION").read().strip()
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    def do_GET(self):
-        body = f"{VERSION} {os.environ['HOST']}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
-"#;
+/// The service each node runs (the deploy tests' own): `VERSION HOST`
+/// on every path.
+const APP: &str = include_str!("../../../gantry/tests/fixtures/release_app.py");
 
 /// The balancer's port on `127.0.90.1`, and each api node's on its own address.
 const LOCAL_PORT: u16 = 18900;
