@@ -118,8 +118,9 @@ impl Drop for Checker {
 }
 
 /// The status after one more probe, whose result `thresholds` has counted.
-fn after(before: &CheckStatus, thresholds: &Thresholds, output: String, at_ms: u64) -> CheckStatus {
+fn after(before: &CheckStatus, thresholds: &Thresholds, output: String, at_ms: u64, took_ms: u64) -> CheckStatus {
     CheckStatus {
+        last_duration_ms: Some(took_ms),
         healthy: thresholds.healthy(),
         consecutive_failures: thresholds.consecutive_failures(),
         consecutive_passes: thresholds.consecutive_passes(),
@@ -155,10 +156,12 @@ async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatu
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let started = std::time::Instant::now();
         let result = probe(&check.kind, &target, check.timeout).await;
+        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         thresholds.record(result.passed);
         status.send_if_modified(|current| {
-            let next = after(current, &thresholds, result.output, now_ms());
+            let next = after(current, &thresholds, result.output, now_ms(), took_ms);
             let wake = worth_waking(current, &next, check.restart_after);
             *current = next;
             wake
@@ -219,7 +222,7 @@ mod tests {
             .iter()
             .map(|&passed| {
                 t.record(passed);
-                let next = after(&status, &t, if passed { "ok" } else { "bad" }.into(), 1);
+                let next = after(&status, &t, if passed { "ok" } else { "bad" }.into(), 1, 2);
                 let woke = worth_waking(&status, &next, restart_after);
                 status = next;
                 (status.healthy, status.consecutive_passes, status.consecutive_failures, woke)

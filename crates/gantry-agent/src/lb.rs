@@ -67,7 +67,12 @@ impl Balancer {
     /// Starts the balancer `kind` asks for, its files under `dir`; `None` for
     /// [`LbKind::Off`]. `--lb haproxy` without haproxy installed is an error
     /// that says how to install it; `auto` falls back to the built-in proxy.
-    pub async fn start(kind: LbKind, dir: &std::path::Path) -> Result<Option<Balancer>, LbError> {
+    /// With `exporter`, haproxy also serves its Prometheus exporter there.
+    pub async fn start(
+        kind: LbKind,
+        dir: &std::path::Path,
+        exporter: Option<std::net::SocketAddr>,
+    ) -> Result<Option<Balancer>, LbError> {
         let binary = match kind {
             LbKind::Off => return Ok(None),
             LbKind::Builtin => return Ok(Some(Balancer::Builtin(builtin::Builtin::new()))),
@@ -86,8 +91,16 @@ impl Balancer {
         // haproxy reads a relative socket path as host:port: give it an absolute one.
         let dir = std::path::absolute(dir)
             .map_err(|source| LbError::Io { what: format!("resolving {}", dir.display()), source })?;
-        let settings = haproxy::Settings::new(dir);
+        let settings = haproxy::Settings { exporter, ..haproxy::Settings::new(dir) };
         Ok(Some(Balancer::Haproxy(Box::new(haproxy::Haproxy::start(binary, settings).await?))))
+    }
+
+    /// Where haproxy's Prometheus exporter answers, if it has one.
+    pub fn exporter(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Balancer::Haproxy(h) => h.settings().exporter,
+            Balancer::Builtin(_) => None,
+        }
     }
 
     pub fn name(&self) -> &'static str {

@@ -16,6 +16,7 @@ pub mod facts;
 pub mod health;
 pub mod lb;
 pub mod listener;
+pub mod metrics;
 pub mod resolve;
 pub mod supervise;
 pub mod usage;

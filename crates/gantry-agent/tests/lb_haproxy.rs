@@ -85,6 +85,11 @@ fn rendered_configurations_match_their_golden_files_and_pass_haproxy_check() {
         ],
     };
     check_golden(&plan, expect_file!["golden/haproxy/mixed.cfg"]);
+    // haproxy's Prometheus exporter on the node's address (issue 18).
+    let exporting =
+        Settings { run_as: None, exporter: Some("10.0.0.5:8405".parse().unwrap()), ..Settings::new("/run/gantry/lb") };
+    let web = frontend("web", "127.0.0.1:8080", Mode::Http, &[("web-1", "10.0.0.11:31001")]);
+    check_golden_with(&Plan { frontends: vec![web] }, &exporting, expect_file!["golden/haproxy/exporter.cfg"]);
 }
 
 // -- The real thing -------------------------------------------------------
@@ -387,6 +392,37 @@ async fn an_unchanged_plan_does_nothing_and_a_dead_master_is_started_again() {
     assert!(applied.changed);
     assert_ne!(lb.pid(), Some(old));
     assert_eq!(get_once(address, None).await.unwrap().body, "b0");
+    lb.stop().await;
+}
+
+/// haproxy's built-in exporter answers `/metrics` with the frontend's and
+/// the backend's request counters, by status class, after traffic.
+#[tokio::test]
+async fn the_exporter_counts_requests_by_frontend_and_status_class() {
+    let temp = tempfile::tempdir().unwrap();
+    let b0 = backend("b0").await;
+    let (port, exporter) = (free_port(), free_port());
+    let settings = Settings { exporter: Some(([127, 0, 0, 1], exporter).into()), ..Settings::new(temp.path()) };
+    let mut lb = Haproxy::start(binary(), settings).await.unwrap();
+    lb.apply(&web_plan(port, &[("b0", b0)])).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(get_once(([127, 0, 0, 1], port).into(), None).await.unwrap().body, "b0");
+    }
+    let mut sender = connect(([127, 0, 0, 1], exporter).into()).await.unwrap();
+    let request = Request::get("/metrics").header("host", "lb").body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let sample = |prefix: &str| {
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(sample("haproxy_frontend_http_requests_total{proxy=\"web\"}"), Some(3.0), "{text}");
+    assert_eq!(
+        sample("haproxy_backend_http_responses_total{proxy=\"web\",code=\"2xx\"}"),
+        Some(3.0),
+        "{}",
+        text.lines().filter(|l| l.contains("responses_total")).collect::<Vec<_>>().join("\n")
+    );
     lb.stop().await;
 }
 

@@ -33,9 +33,10 @@ impl Access {
 ///
 /// Prefixes are the store's keys (`kv/datastores/`, `services/`,
 /// `machines/web-`, `instances/api/`, `agents/`, `groups/`, `acl/` for
-/// tokens and policies), plus two that name no key: `logs/<machine>/` (a
-/// node's service logs, read through the server) and `metrics` (the
-/// server's `/metrics`). The empty prefix is everything. Among a token's
+/// tokens and policies), plus three that name no key: `logs/<machine>/` (a
+/// node's service logs, read through the server), `metrics` (the
+/// server's `/metrics`) and `prometheus/targets` (Prometheus' service
+/// discovery of the whole fleet: every node's address and services). The empty prefix is everything. Among a token's
 /// rules the longest matching prefix decides; at equal length `deny` wins
 /// over `write`, and `write` over `read`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

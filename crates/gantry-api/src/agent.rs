@@ -47,6 +47,10 @@ pub struct AgentStatus {
     /// Each service's release here, by service id (issue 17).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub releases: BTreeMap<String, crate::UnitRelease>,
+    /// The Gantry server the agent talks to now (one of its `--server`
+    /// list), e.g. `http://10.0.0.2:7400`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// Unix milliseconds.
     pub updated_at_ms: u64,
 }
@@ -151,6 +155,10 @@ pub struct CheckStatus {
     pub last_checked_ms: Option<u64>,
     /// Probes run since the checker started.
     pub checks: u64,
+    /// How long the last probe took, in milliseconds (the agent's
+    /// `gantry_check_duration_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_duration_ms: Option<u64>,
 }
 
 /// `idle`, `running`, `queued` or `throttled`.
@@ -278,6 +286,11 @@ pub struct LbStatus {
     /// Why the newest plan was refused (the previous one keeps serving).
     #[serde(default)]
     pub error: Option<String>,
+    /// Where haproxy's Prometheus exporter answers `GET /metrics` (the
+    /// node's address and port), while haproxy runs with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "10.0.0.5:8405")]
+    pub exporter: Option<SocketAddr>,
 }
 
 /// What applying a changed plan took.

@@ -88,6 +88,22 @@ pub enum AllocState {
     Complete,
 }
 
+impl AllocState {
+    pub const ALL: [AllocState; 5] =
+        [AllocState::Pending, AllocState::Running, AllocState::Failed, AllocState::Lost, AllocState::Complete];
+
+    /// The wire name (`pending`, `running`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocState::Pending => "pending",
+            AllocState::Running => "running",
+            AllocState::Failed => "failed",
+            AllocState::Lost => "lost",
+            AllocState::Complete => "complete",
+        }
+    }
+}
+
 /// One allocation in an agent's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

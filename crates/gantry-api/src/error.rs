@@ -98,6 +98,7 @@ error_codes! {
     InvalidValue = "invalid_value", 500, "A stored KV value is not UTF-8.";
     Internal = "internal", 500, "Something failed on the server's side (a file it could not read).";
     Unavailable = "unavailable", 503, "The store cannot answer now.";
+    UnknownOutcome = "unknown_outcome", 504, "A write was in flight when the store's connection or etcd member failed: it may or may not have been applied. Read the key before writing it again (it was not retried, so it was not applied twice).";
     BadAgentStatus = "bad_agent_status", 502, "An agent's published status does not decode.";
     AgentUnreachable = "agent_unreachable", 502, "The server could not reach the agent's API.";
 }

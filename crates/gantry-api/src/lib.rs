@@ -18,6 +18,7 @@ pub mod error;
 pub mod inventory;
 pub mod keys;
 pub mod kv;
+pub mod prometheus;
 pub mod release;
 pub mod resources;
 pub mod service;
@@ -38,6 +39,7 @@ pub use alloc::{
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use inventory::{DEFAULT_FEDERATION, Disk, Facts, Group, Health, Instance, Machine};
 pub use kv::{DeleteResult, HealthStatus, KvEntry, KvList, LeaseGrant, LeaseRequest, Listing, WriteResult};
+pub use prometheus::TargetGroup;
 pub use release::{
     ArtifactStat, GitInfo, MachineRelease, MachineReleases, NodePhase, NodeProgress, Release, ReleaseDetail,
     ReleaseHistory, ReleaseRequest, ReleaseStatus, ReleaseTarget, RollbackRequest, Rollout, RolloutPhase,
@@ -45,8 +47,9 @@ pub use release::{
 };
 pub use resources::{CapacitySource, NodeCapacity, NodeUsage, ProcessUsage, Resources};
 pub use service::{
-    ArtifactSpec, CheckSpec, CommandSpec, ConstraintSpec, ConstraintValue, DeployHooksSpec, EnvValue, RescheduleSpec,
-    ResourcesSpec, ServiceDefinition, SpreadSpec, StatusSpec, UpdateSpec,
+    AlertsSpec, ArtifactSpec, BoundSpec, CheckSpec, CommandSpec, ConstraintSpec, ConstraintValue, DeployHooksSpec,
+    DerivedSpec, EnvValue, MetricsSpec, RescheduleSpec, ResourcesSpec, ServiceDefinition, SpreadSpec, StatusSpec,
+    UpdateSpec,
 };
 pub use watch::{ResetEvent, WATCH_RESET_EVENT, WatchEvent, WatchKind};
 

@@ -75,6 +75,13 @@ pub struct ServiceDefinition {
     /// How a release rolls out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateSpec>,
+    /// Where each instance serves Prometheus text: `{"path": "/metrics"}`
+    /// (issue 18); its passing instances are then scrape targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSpec>,
+    /// Alerts beyond the defaults every service has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsSpec>,
 }
 
 /// `"artifact"`: a directory or archive, relative to the repository.
@@ -111,6 +118,61 @@ pub struct UpdateSpec {
     pub canary: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_revert: Option<bool>,
+}
+
+/// `"metrics": {"path": "/metrics"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    pub path: String,
+}
+
+/// `"alerts"`: each a fixed bound or a derived one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSpec {
+    /// 5xx responses over responses through its balancers (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<BoundSpec>,
+    /// The balancers' average response time, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<BoundSpec>,
+    /// Restarts of its processes in an hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<BoundSpec>,
+    /// Growth of its resident memory in an hour, in MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_growth: Option<BoundSpec>,
+    /// Requests per second through its balancers falling below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate_drop: Option<BoundSpec>,
+}
+
+/// A fixed bound (a number) or `{"derived": {...}}`. Numbers are kept as
+/// written (`3` stays `3`, not `3.0`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum BoundSpec {
+    #[schema(value_type = f64)]
+    Fixed(serde_json::Number),
+    Derived {
+        derived: DerivedSpec,
+    },
+}
+
+/// `{"baseline": "1d", "sigma": 3}`, optionally `shift` and `floor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedSpec {
+    pub baseline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub sigma: Option<serde_json::Number>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub floor: Option<serde_json::Number>,
 }
 
 /// One placement constraint: `{"attribute": "region", "operator": "=",

@@ -61,8 +61,25 @@ fn service_definitions() {
         deploy: None,
         shutdown_delay: None,
         update: None,
+        metrics: None,
+        alerts: None,
     });
     round_trip(samples::scheduled_definition());
+    // Fixed and derived bounds (an untagged enum: each must come back as itself).
+    round_trip(AlertsSpec {
+        error_ratio: Some(BoundSpec::Fixed(serde_json::Number::from_f64(0.05).unwrap())),
+        latency: None,
+        restarts: Some(BoundSpec::Fixed(3.into())),
+        memory_growth: Some(BoundSpec::Derived {
+            derived: DerivedSpec {
+                baseline: "7d".into(),
+                sigma: Some(4.into()),
+                shift: Some("2h".into()),
+                floor: Some(100.into()),
+            },
+        }),
+        request_rate_drop: None,
+    });
     round_trip(StatusSpec::Code(200));
 }
 

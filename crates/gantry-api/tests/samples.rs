@@ -116,6 +116,16 @@ pub fn service_definition() -> ServiceDefinition {
             canary: Some(1),
             auto_revert: Some(true),
         }),
+        metrics: Some(MetricsSpec { path: "/metrics".into() }),
+        alerts: Some(AlertsSpec {
+            error_ratio: Some(BoundSpec::Derived {
+                derived: DerivedSpec { baseline: "1d".into(), sigma: Some(3.into()), shift: None, floor: None },
+            }),
+            latency: Some(BoundSpec::Fixed(serde_json::Number::from_f64(0.5).unwrap())),
+            restarts: None,
+            memory_growth: None,
+            request_rate_drop: None,
+        }),
     }
 }
 
@@ -210,6 +220,7 @@ pub fn agent_status() -> AgentStatus {
                     last_output: Some("HTTP 200".into()),
                     last_checked_ms: Some(1_700_000_010_000),
                     checks: 20,
+                    last_duration_ms: Some(3),
                 }),
             },
         )]),
@@ -225,6 +236,7 @@ pub fn agent_status() -> AgentStatus {
             notes: vec!["api: kept 1 backend for 10s after reconnecting".into()],
             last_apply: Some(LbApply { at_ms: 1_700_000_002_000, check_us: 80_000, reload_us: 100_000 }),
             error: None,
+            exporter: Some("10.0.0.5:8405".parse().unwrap()),
         }),
         allocations: BTreeMap::from([(
             "worker.0.7".into(),
@@ -240,6 +252,7 @@ pub fn agent_status() -> AgentStatus {
             "api".into(),
             UnitRelease { version: 7, phase: NodePhase::Healthy, message: None },
         )]),
+        server: Some("http://10.0.0.2:7400".into()),
         updated_at_ms: 1_700_000_010_000,
     }
 }

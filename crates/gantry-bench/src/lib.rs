@@ -16,6 +16,30 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     }
 }
 
+/// `--trials N` (from `default`, within `1..=max`), the only argument of a
+/// benchmark that times trials; `None` after `--help` printed the usage.
+pub fn trials_argument(bin: &str, default: usize, max: usize) -> anyhow::Result<Option<usize>> {
+    use anyhow::{Context, bail};
+    let mut trials = default;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--trials" => {
+                trials = args.next().context("--trials needs a number")?.parse().context("--trials takes a number")?
+            }
+            "--help" | "-h" => {
+                println!("usage: {bin} [--trials N ({default})]");
+                return Ok(None);
+            }
+            other => bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    if !(1..=max).contains(&trials) {
+        bail!("--trials 1..{max}");
+    }
+    Ok(Some(trials))
+}
+
 /// `d` in milliseconds, fractions kept (latency tables print `{:.1}`).
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

@@ -8,12 +8,21 @@
 //! certificate names the host it connects to, and presents its own
 //! certificate when it has one. A handshake that fails is a
 //! [`ClientError::Tls`] that says why.
+//!
+//! Several servers (`http://a:7400,http://b:7400`, issue 19): a client
+//! starts on one of them chosen at random (so many agents spread over the
+//! servers), stays on it while it answers, and moves to the next when it
+//! cannot connect (any request: it never reached the server) or when a
+//! read or a lease renewal fails in flight or answers 502/503/504. A write that failed in
+//! flight is not sent again: the server may have applied it.
 #![forbid(unsafe_code)]
 
 pub mod deploy;
 pub mod fleet;
 mod releases;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -77,10 +86,14 @@ impl ClientError {
     }
 }
 
-/// A connection to one Gantry server; cheap to clone.
+/// A connection to one Gantry server, or to one of several; cheap to
+/// clone (clones share which server is in use).
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    /// Every server given, without trailing slashes.
+    servers: Arc<[String]>,
+    /// Index into `servers` of the one in use.
+    current: Arc<AtomicUsize>,
     http: reqwest::Client,
     /// Sent as `Authorization: Bearer` with every request.
     token: Option<std::sync::Arc<str>>,
@@ -91,7 +104,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token itself.
-        f.debug_struct("Client").field("base", &self.base).field("token", &self.token.is_some()).finish()
+        f.debug_struct("Client").field("servers", &self.servers).field("token", &self.token.is_some()).finish()
     }
 }
 
@@ -128,8 +141,8 @@ pub enum WatchItem {
 }
 
 impl Client {
-    /// A client of the server at `base` (`http://127.0.0.1:7400`), over
-    /// plain HTTP: it trusts no CA, so an `https://` server is refused
+    /// A client of the server at `base` (`http://127.0.0.1:7400`, or a
+    /// comma-separated list of servers of one cluster), over plain HTTP: it trusts no CA, so an `https://` server is refused
     /// ([`TlsProblem::UnknownIssuer`]); use [`Client::with_tls`] for one.
     pub fn new(base: &str) -> Client {
         Client::with_config(base, gantry_tls::config::trust_nothing())
@@ -152,7 +165,32 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .expect("reqwest builds with a rustls configuration given whole");
-        Client { base: base.trim_end_matches('/').to_string(), http, token: None, tls: config }
+        let servers: Vec<String> = base
+            .split(',')
+            .map(|server| server.trim().trim_end_matches('/').to_owned())
+            .filter(|server| !server.is_empty())
+            .collect();
+        let servers: Arc<[String]> = if servers.is_empty() { Arc::from([String::new()]) } else { servers.into() };
+        // Start on a server chosen at random, so that many clients spread.
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let start = (seed as usize ^ std::process::id() as usize) % servers.len();
+        Client { servers, current: Arc::new(AtomicUsize::new(start)), http, token: None, tls: config }
+    }
+
+    /// Every server this client may use.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    fn current_index(&self) -> usize {
+        self.current.load(Ordering::Acquire) % self.servers.len()
+    }
+
+    /// Moves off server `from` to the next one (unless another request
+    /// moved already).
+    fn fail_over(&self, from: usize) {
+        let next = (from + 1) % self.servers.len();
+        let _ = self.current.compare_exchange(from, next, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The same client, sending `token` (a token's secret) with every request.
@@ -169,12 +207,13 @@ impl Client {
         }
     }
 
+    /// The server in use now.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.servers[self.current_index()]
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", self.base())
     }
 
     /// [`Client::unreachable`], and where that finds no TLS problem on an
@@ -183,8 +222,8 @@ impl Client {
     /// the HTTP client has a reason to give.
     ///
     /// [`diagnose`]: gantry_tls::problem::diagnose
-    async fn failed(&self, source: reqwest::Error) -> ClientError {
-        let error = Client::unreachable(&self.base, source);
+    async fn failed(&self, server: &str, source: reqwest::Error) -> ClientError {
+        let error = Client::unreachable(server, source);
         let ClientError::Connect { server, source } = error else { return error };
         let Some(url) = reqwest::Url::parse(&server).ok().filter(|url| url.scheme() == "https") else {
             return ClientError::Connect { server, source };
@@ -204,9 +243,31 @@ impl Client {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(source) => return Err(self.failed(source).await),
+        let (http, request) = request.build_split();
+        let mut request = request.map_err(|source| Client::unreachable(self.base(), source))?;
+        // Reads and lease renewals may be sent again after failing in flight.
+        let read = request.method() == Method::GET || request.url().path().ends_with("/keepalive");
+        let mut tries = 0;
+        let response = loop {
+            tries += 1;
+            let index = self.current_index();
+            let server = self.servers[index].clone();
+            // The last server, or a body that cannot be sent twice (a stream):
+            // this try's outcome is the answer.
+            let again = if tries >= self.servers.len() { None } else { request.try_clone() };
+            let last = again.is_none();
+            match http.execute(request).await {
+                Ok(response) if read && !last && matches!(response.status().as_u16(), 502..=504) => {
+                    self.fail_over(index);
+                }
+                Ok(response) => break response,
+                // Never reached the server, or a read: another server may answer.
+                Err(source) if !last && (source.is_connect() || read) => self.fail_over(index),
+                Err(source) => return Err(self.failed(&server, source).await),
+            }
+            let Some(mut next) = again else { unreachable!("a copy is kept unless this was the last try") };
+            on_server(&mut next, self.base());
+            request = next;
         };
         if response.status().is_success() {
             return Ok(response);
@@ -229,7 +290,7 @@ impl Client {
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let response = self.send(request).await?;
         let url = response.url().to_string();
-        let bytes = response.bytes().await.map_err(|source| Client::unreachable(&self.base, source))?;
+        let bytes = response.bytes().await.map_err(|source| Client::unreachable(self.base(), source))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, source: Box::new(e) })
     }
 
@@ -399,7 +460,7 @@ impl Client {
             request = request.header("last-event-id", id);
         }
         let response = self.send(request).await?;
-        let server = self.base.clone();
+        let server = self.base().to_owned();
         let url = response.url().to_string();
         let bytes = response.bytes_stream();
         Ok(sse_items(bytes, server, url))
@@ -505,6 +566,12 @@ impl Client {
 
     pub async fn revoke_token(&self, accessor: &str) -> Result<DeleteResult, ClientError> {
         self.call(self.request(Method::DELETE, &format!("/v1/acl/tokens/{}", encode_path(accessor)))).await
+    }
+
+    /// Every scrape target of the fleet, as Prometheus' HTTP service
+    /// discovery reads it (`GET /v1/prometheus/targets`).
+    pub async fn prometheus_targets(&self) -> Result<Vec<gantry_api::TargetGroup>, ClientError> {
+        self.call(self.request(Method::GET, "/v1/prometheus/targets")).await
     }
 
     /// The token this client sends.
@@ -664,9 +731,19 @@ impl Client {
             request = request.query(&[("follow", "true")]);
         }
         let response = self.send(request).await?;
-        let server = self.base.clone();
+        let server = self.base().to_owned();
         Ok(response.bytes_stream().map(move |chunk| chunk.map_err(|source| Client::unreachable(&server, source))))
     }
+}
+
+/// Points `request` at `server` (scheme, host and port), keeping its path
+/// and query.
+fn on_server(request: &mut reqwest::Request, server: &str) {
+    let Ok(base) = reqwest::Url::parse(server) else { return };
+    let url = request.url_mut();
+    let _ = url.set_scheme(base.scheme());
+    let _ = url.set_host(base.host_str());
+    let _ = url.set_port(base.port());
 }
 
 /// What [`Client::any_under`] found.

@@ -39,7 +39,7 @@ impl Client {
         let path = format!("/v1/artifacts/{}/{}", encode_path(service), encode_path(sha256));
         let response = self.send(self.request(Method::GET, &path)).await?;
         let length = response.content_length();
-        let server = self.base.clone();
+        let server = self.base().to_owned();
         let stream =
             response.bytes_stream().map(move |chunk| chunk.map_err(|source| Client::unreachable(&server, source)));
         Ok((length, stream))

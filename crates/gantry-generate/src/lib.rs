@@ -8,6 +8,7 @@
 //! carries no meaning, and the same input always gives the same bytes.
 #![forbid(unsafe_code)]
 
+pub mod prometheus;
 pub mod read;
 pub mod write;
 

@@ -4,6 +4,7 @@
 
 mod golden;
 mod packer;
+mod prometheus;
 
 use gantry_spec::{Repo, RepoFiles};
 

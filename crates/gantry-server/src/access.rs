@@ -11,8 +11,8 @@
 //! expired one) or 403 (a token without the right). What a token grants:
 //! - the `management` policy: everything;
 //! - other policies: their rules (longest prefix wins, see `acl::access_of`)
-//!   over store keys and two names for what is not a key (`logs/<machine>/`,
-//!   `metrics`), leases under `leases/`; a policy limited to federations
+//!   over store keys and three names for what is not a key (`logs/<machine>/`,
+//!   `metrics`, `prometheus/targets`), leases under `leases/`; a policy limited to federations
 //!   sees no other federation's services and instances;
 //! - an agent's token (its machine M, federation F): M's machine record,
 //!   M's instances (at M's registered address, of the services M runs, in
@@ -66,6 +66,20 @@ impl Caller {
         match self {
             Caller::Token { known, .. } => Some(&known.token.accessor),
             _ => None,
+        }
+    }
+
+    /// Whether the caller may see `federation`'s things: a policy limited
+    /// to federations sees only those (an agent only its own).
+    pub fn sees_federation(&self, federation: &str) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Anonymous => false,
+            Caller::Token { known, .. } => match &*known.identity {
+                Identity::Management | Identity::Rules { federations: None, .. } => true,
+                Identity::Rules { federations: Some(allowed), .. } => allowed.contains(federation),
+                Identity::Agent(agent) => agent.federation == federation,
+            },
         }
     }
 
@@ -173,6 +187,8 @@ pub enum Target<'a> {
     Health,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /v1/prometheus/targets`: every scrape target of the fleet.
+    PrometheusTargets,
     /// The caller's own token (`GET /v1/acl/self`): any token may read itself.
     OwnToken,
     /// A service's deploys (issue 17): its releases, rollout and artifacts.
@@ -180,6 +196,9 @@ pub enum Target<'a> {
     /// promoting, aborting and rolling back need write on the service.
     Deploys { service: &'a str },
 }
+
+/// The rule prefix that grants `GET /v1/prometheus/targets`.
+pub const PROMETHEUS_TARGETS: &str = "prometheus/targets";
 
 /// Whom a document belongs to, as far as access control cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -233,6 +252,7 @@ fn describe(target: &Target<'_>) -> String {
         Target::AgentLogs { machine, service } => format!("the log of {service} on {machine}"),
         Target::Health => "health".into(),
         Target::Metrics => "metrics".into(),
+        Target::PrometheusTargets => "the Prometheus targets".into(),
         Target::OwnToken => "its own token".into(),
         Target::Deploys { service } => format!("the deploys of {service}"),
     }
@@ -283,6 +303,7 @@ fn by_rules(
         }
         Target::AgentLogs { machine, service } => grants(&format!("logs/{machine}/{service}")),
         Target::Metrics => grants("metrics"),
+        Target::PrometheusTargets => grants(PROMETHEUS_TARGETS),
         Target::Health | Target::OwnToken => true,
     }
 }
@@ -364,7 +385,8 @@ fn as_agent(agent: &AgentIdentity, known: &Known, acl: &Acl, action: Action, tar
         }
         Target::Lease(None) => true,
         Target::Lease(Some(lease)) => acl.lease_owner(&lease.to_string()).as_deref() == Some(&*known.token.accessor),
-        Target::AgentLogs { .. } | Target::Metrics => false,
+        // The fleet's addresses are no business of one node.
+        Target::AgentLogs { .. } | Target::Metrics | Target::PrometheusTargets => false,
         Target::Health | Target::OwnToken => true,
         Target::Deploys { service } => reading && acl.agent_runs(agent, service),
     }

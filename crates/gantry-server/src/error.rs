@@ -51,6 +51,7 @@ impl From<StoreError> for ApiError {
             StoreError::LeaseNotFound { .. } => ErrorCode::LeaseNotFound,
             StoreError::Compacted { .. } => ErrorCode::Compacted,
             StoreError::FutureRevision { .. } => ErrorCode::FutureRevision,
+            StoreError::UnknownOutcome { .. } => ErrorCode::UnknownOutcome,
             _ => ErrorCode::Unavailable,
         };
         // The full chain, for people reading the answer; store errors keep

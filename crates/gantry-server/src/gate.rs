@@ -30,6 +30,9 @@ use crate::metrics::Metrics;
 use crate::resource::{AgentStatuses, Machines, Resource};
 use crate::{query, watch};
 
+/// How long `GET /v1/health` waits for the store's revision.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What the server's requests share. Its store is reachable only through
 /// a [`Gate`].
 #[derive(Debug, Clone)]
@@ -213,7 +216,25 @@ impl Gate {
     /// `GET /v1/health`.
     pub async fn health(&self) -> ApiResult<HealthStatus> {
         self.allow(Action::Read, Target::Health)?;
-        let revision = self.store().revision().await?;
+        // Known without asking: etcd without a usable leader (quorum lost,
+        // or an election under way). Balancers route around a 503.
+        let unavailable = |fallback: ApiError| match self.store().problem() {
+            Some(problem) => ApiError::new(ErrorCode::Unavailable, problem),
+            None => fallback,
+        };
+        if let Some(problem) = self.store().problem() {
+            return Err(ApiError::new(ErrorCode::Unavailable, problem));
+        }
+        // A balancer asks often and waits little: the store's own retries
+        // (up to 6 s on etcd) are cut short.
+        let revision = match tokio::time::timeout(HEALTH_TIMEOUT, self.store().revision()).await {
+            Ok(Ok(revision)) => revision,
+            Ok(Err(error)) => return Err(unavailable(error.into())),
+            Err(_) => {
+                let late = format!("the store did not answer within {HEALTH_TIMEOUT:?}");
+                return Err(unavailable(ApiError::new(ErrorCode::Unavailable, late)));
+            }
+        };
         let store = format!("{:?}", self.store().engine()).to_lowercase();
         Ok(HealthStatus { status: "ok".into(), store, revision })
     }
@@ -223,8 +244,32 @@ impl Gate {
         self.allow(Action::Read, Target::Metrics)?;
         let revision = self.store().revision().await.unwrap_or(0);
         let mut text = self.state.0.metrics.render(revision, self.state.0.hubs.running());
+        if let Some(stats) = self.store().etcd_stats() {
+            crate::metrics::render_etcd(&mut text, &stats);
+        }
         self.state.0.usage.render(&mut text, self.state.0.acl.most_leases());
         Ok(text)
+    }
+
+    /// Whether the caller may see `federation`'s things (see [`Caller::sees_federation`]).
+    pub fn sees_federation(&self, federation: &str) -> bool {
+        self.caller.sees_federation(federation)
+    }
+
+    /// What Prometheus' discovery is made of (`GET /v1/prometheus/targets`):
+    /// machines, agents' statuses, service definitions and instances. The
+    /// one right to read the targets covers these reads: a Prometheus
+    /// token needs no rule over the keys themselves.
+    pub async fn prometheus_sources(&self) -> ApiResult<crate::prometheus::Sources> {
+        self.allow(Action::Read, Target::PrometheusTargets)?;
+        let store = self.store();
+        let (machines, agents, services, instances) = tokio::try_join!(
+            store.range(gantry_api::keys::MACHINES, None),
+            store.range(gantry_api::keys::AGENTS, None),
+            store.range(gantry_api::keys::SERVICES, None),
+            store.range(gantry_api::keys::INSTANCES, None),
+        )?;
+        Ok(crate::prometheus::Sources::decode(&machines.kvs, &agents.kvs, &services.kvs, &instances.kvs))
     }
 
     /// One document, authorized on whom it belongs to. A missing (or

@@ -63,6 +63,7 @@ mod kv;
 mod limits;
 mod metrics;
 mod openapi;
+mod prometheus;
 mod query;
 mod resource;
 mod routes;

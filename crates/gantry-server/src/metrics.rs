@@ -135,3 +135,57 @@ impl Metrics {
         out
     }
 }
+
+/// The etcd engine's member pool: the endpoint in use (one series, its
+/// label one of the configured endpoints), members answering, whether a
+/// leader is usable, failovers, retries and unknown outcomes.
+pub fn render_etcd(out: &mut String, stats: &gantry_store::EtcdStats) {
+    let endpoint = stats.endpoint.replace(['\\', '"', '\n'], "_");
+    let lines: [(&str, &str, &str, String); 7] = [
+        (
+            "gantry_etcd_endpoint_in_use",
+            "gauge",
+            "The etcd member this server sends requests to.",
+            format!("{{endpoint=\"{endpoint}\"}} 1"),
+        ),
+        (
+            "gantry_etcd_members",
+            "gauge",
+            "etcd members configured (--store etcd://...).",
+            format!(" {}", stats.members),
+        ),
+        (
+            "gantry_etcd_members_up",
+            "gauge",
+            "etcd members that answered the last probe.",
+            format!(" {}", stats.members_up),
+        ),
+        (
+            "gantry_etcd_leader",
+            "gauge",
+            "1 when a member that answers follows a live leader.",
+            format!(" {}", u8::from(stats.leader)),
+        ),
+        (
+            "gantry_etcd_failovers_total",
+            "counter",
+            "Times requests moved to another etcd member.",
+            format!(" {}", stats.failovers),
+        ),
+        (
+            "gantry_etcd_retries_total",
+            "counter",
+            "Requests (and watches) sent again after a failed attempt.",
+            format!(" {}", stats.retries),
+        ),
+        (
+            "gantry_etcd_unknown_outcomes_total",
+            "counter",
+            "Plain writes answered unknown_outcome (in flight when a member failed; never sent twice).",
+            format!(" {}", stats.unknown_outcomes),
+        ),
+    ];
+    for (name, kind, help, sample) in lines {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{sample}");
+    }
+}

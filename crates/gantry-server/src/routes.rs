@@ -18,13 +18,14 @@ use crate::resource::{
     self, AgentStatuses, AgentUsages, Allocations, DeployRequests, Eligibilities, Groups, Instances, Jobs,
     ListenerSwitches, Machines, Policies, ServiceControls, Services,
 };
-use crate::{acl_routes, agents, deploys, inventory, kv, scheduling, watch};
+use crate::{acl_routes, agents, deploys, inventory, kv, prometheus, scheduling, watch};
 
 /// Every route, with its documentation.
 pub fn api() -> OpenApiRouter<AppState> {
     let mut api = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health))
         .routes(routes!(metrics))
+        .routes(routes!(prometheus::prometheus_targets))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(kv::kv_list))
         .routes(routes!(kv::kv_get, kv::kv_put, kv::kv_delete))

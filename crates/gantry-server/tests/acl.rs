@@ -403,6 +403,95 @@ fn status(machine: &str) -> gantry_api::AgentStatus {
     serde_json::from_value(serde_json::json!({"machine": machine, "services": [], "updated_at_ms": 1})).unwrap()
 }
 
+/// `GET /v1/prometheus/targets` (issue 18): the management token and a
+/// token of a policy granting `prometheus/targets` read every target (one
+/// limited to federations, only theirs); an agent's token, a token of
+/// another policy and no token are refused.
+#[tokio::test]
+async fn prometheus_targets_are_for_operators_and_prometheus_never_agents() {
+    let s = TestServer::embedded_with_acl().await;
+    fleet(&s).await;
+    let mut api = s.client.services().await.unwrap().items.into_iter().find(|d| d.id == "api").unwrap();
+    api.metrics = Some(gantry_api::MetricsSpec { path: "/stats".into() });
+    s.client.put_service(&api).await.unwrap();
+    let mut m1: gantry_api::AgentStatus = serde_json::from_value(serde_json::json!({
+        "machine": "m1", "services": ["api"], "updated_at_ms": 1, "api": "https://127.0.0.2:4100",
+        "lb": {"kind": "haproxy", "frontends": [], "exporter": "127.0.0.2:8405"}}))
+    .unwrap();
+    s.client.put_agent_status(&m1, PutOptions::default()).await.unwrap();
+    // m2 runs www (no metrics declared) and no haproxy.
+    m1.machine = "m2".into();
+    m1.api = Some("https://127.0.0.3:4100".into());
+    m1.lb = None;
+    s.client.put_agent_status(&m1, PutOptions::default()).await.unwrap();
+
+    let policy = Policy {
+        name: "prometheus".into(),
+        description: String::new(),
+        rules: vec![Rule { prefix: "prometheus/targets".into(), access: Access::Read }],
+        federations: vec![],
+    };
+    s.client.put_policy(&policy).await.unwrap();
+    let prometheus = token(
+        &s,
+        TokenRequest { name: "prometheus".into(), policies: vec!["prometheus".into()], ..Default::default() },
+    )
+    .await;
+    let expected = serde_json::json!([
+        {"targets": ["127.0.0.2:4100"], "labels": {"job": "gantry-agent", "machine": "m1", "group": "api",
+         "region": "", "federation": "default", "health": "passing", "__scheme__": "https", "__metrics_path__": "/metrics"}},
+        {"targets": ["127.0.0.2:8405"], "labels": {"job": "gantry-haproxy", "machine": "m1", "group": "api",
+         "region": "", "federation": "default", "health": "passing", "__scheme__": "http", "__metrics_path__": "/metrics"}},
+        {"targets": ["127.0.0.3:4100"], "labels": {"job": "gantry-agent", "machine": "m2", "group": "web",
+         "region": "", "federation": "default", "health": "passing", "__scheme__": "https", "__metrics_path__": "/metrics"}},
+        {"targets": ["127.0.0.2:1100"], "labels": {"job": "gantry-service", "service": "api", "instance_id": "m1",
+         "machine": "m1", "group": "api", "region": "", "federation": "blue", "health": "passing",
+         "__scheme__": "http", "__metrics_path__": "/stats"}},
+    ]);
+    for (who, client) in [("management", &s.client), ("prometheus", &prometheus)] {
+        let targets = client.prometheus_targets().await.unwrap();
+        assert_eq!(serde_json::to_value(&targets).unwrap(), expected, "{who}");
+    }
+    // A policy limited to federation blue sees blue's targets only.
+    let blue = Policy { name: "prometheus-blue".into(), federations: vec!["blue".into()], ..policy.clone() };
+    s.client.put_policy(&blue).await.unwrap();
+    let blue_only = token(
+        &s,
+        TokenRequest { name: "prometheus-blue".into(), policies: vec!["prometheus-blue".into()], ..Default::default() },
+    )
+    .await;
+    let seen = serde_json::to_value(blue_only.prometheus_targets().await.unwrap()).unwrap();
+    assert_eq!(seen, serde_json::json!([expected[3]]), "blue's api instance only");
+    // An instance that stops passing leaves the targets.
+    let mut failing = instance("api", "m1", "127.0.0.2", "blue");
+    failing.health = Health::Failing;
+    s.client.put_instance(&failing, PutOptions::default()).await.unwrap();
+    let targets = prometheus.prometheus_targets().await.unwrap();
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    assert!(targets.iter().all(|t| t.labels["job"] != "gantry-service"), "{targets:?}");
+
+    // Who may not: an agent (even of a machine in the list), a policy
+    // without the rule, no token.
+    let m1_agent = agent(&s, "m1", "blue").await;
+    assert_eq!(code(m1_agent.prometheus_targets().await), Some(ErrorCode::Forbidden));
+    let reader = read_only(&s).await;
+    let kv_only = Policy {
+        name: "kv-reader".into(),
+        description: String::new(),
+        rules: vec![Rule { prefix: "kv/".into(), access: Access::Read }],
+        federations: vec![],
+    };
+    s.client.put_policy(&kv_only).await.unwrap();
+    let kv_reader =
+        token(&s, TokenRequest { name: "kv".into(), policies: vec!["kv-reader".into()], ..Default::default() }).await;
+    assert_eq!(code(kv_reader.prometheus_targets().await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(Client::new(&s.url).prometheus_targets().await), Some(ErrorCode::Unauthorized));
+    // The read-only operator (empty prefix: everything) may read it.
+    assert_eq!(reader.prometheus_targets().await.unwrap().len(), 3);
+    // Prometheus' token reads nothing else.
+    assert_eq!(code(prometheus.machines().await), Some(ErrorCode::Forbidden));
+}
+
 /// A watch shows its caller only the events it may read: another
 /// federation's instances and another node's datastores never arrive.
 #[tokio::test]

@@ -120,6 +120,7 @@ pub(crate) fn body(method: &Method, template: &str) -> Vec<u8> {
             lb: None,
             allocations: Default::default(),
             releases: Default::default(),
+            server: Some("http://127.0.0.1:7400".into()),
             updated_at_ms: 1,
         }),
         ("PUT", "/v1/agents/{machine}/usage") => json(&gantry_api::NodeUsage {

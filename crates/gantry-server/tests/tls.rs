@@ -91,7 +91,7 @@ fn tls_problem(result: Result<impl std::fmt::Debug, ClientError>) -> TlsProblem 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_incoming_refuses_clients_without_a_certificate_of_its_ca_and_keeps_serving() {
     let pki = Pki::new("ours");
-    let clients = ClientAuth::Required { ca: pki.trusted(), role: None };
+    let clients = ClientAuth::Required { ca: pki.trusted(), roles: Vec::new() };
     let server = TlsServer::start("127.0.0.1:0", pki.of(Role::Server, "s1"), clients).await;
     let good = pki.client(&server.url, Some(pki.of(Role::Client, "alice")));
     good.kv_put("before", "1", PutOptions::default()).await.unwrap();
@@ -123,7 +123,7 @@ async fn verify_incoming_refuses_clients_without_a_certificate_of_its_ca_and_kee
 async fn diagnose_names_the_refusal_a_closed_connection_hid() {
     use gantry_tls::problem::diagnose;
     let pki = Pki::new("ours");
-    let clients = ClientAuth::Required { ca: pki.trusted(), role: None };
+    let clients = ClientAuth::Required { ca: pki.trusted(), roles: Vec::new() };
     let server = TlsServer::start("127.0.0.1:0", pki.of(Role::Server, "s1"), clients).await;
     let addr = server.url.trim_start_matches("https://").to_owned();
     let wait = Duration::from_secs(2);
@@ -257,6 +257,7 @@ fn status_with_api(machine: &str, api: String) -> AgentStatus {
         lb: None,
         allocations: Default::default(),
         releases: Default::default(),
+        server: None,
         updated_at_ms: 0,
     }
 }

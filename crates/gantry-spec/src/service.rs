@@ -11,6 +11,7 @@ use crate::deploy::{Deploy, parse_deploy};
 use crate::diagnostic::{Diagnostic, Sink, Span};
 use crate::json::{Json, JsonKind, Member};
 use crate::nodes::is_group_name;
+use crate::observe::{Alerts, MetricsEndpoint, parse_alerts, parse_metrics};
 use crate::runlist::RunListItem;
 use crate::scheduling::{Scheduling, parse_scheduling};
 use crate::template::{Template, is_env_name};
@@ -40,6 +41,8 @@ pub const SERVICE_KEYS: &[&str] = &[
     "deploy",
     "shutdown_delay",
     "update",
+    "metrics",
+    "alerts",
 ];
 
 const CHECK_KEYS: &[&str] =
@@ -86,6 +89,12 @@ pub struct Service {
     pub scheduling: Option<Scheduling>,
     /// Its artifact, hooks, drain and rollout (issue 17).
     pub deploy: Deploy,
+    /// Where each instance serves Prometheus text (issue 18).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsEndpoint>,
+    /// Alerts it declares, besides the ones every service has.
+    #[serde(skip_serializing_if = "Alerts::is_empty")]
+    pub alerts: Alerts,
     #[serde(skip)]
     pub span: Span,
     /// Where values are written, for diagnostics: top-level keys
@@ -272,6 +281,8 @@ pub(crate) fn parse_service(stem: &str, root: &Json, sink: &mut Sink) -> Option<
         resources,
         scheduling,
         deploy: parse_deploy(members, sink),
+        metrics: get(members, "metrics").and_then(|v| parse_metrics(v, sink)),
+        alerts: get(members, "alerts").map(|v| parse_alerts(v, sink)).unwrap_or_default(),
         span: root.span,
         spans,
     };

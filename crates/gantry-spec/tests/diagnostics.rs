@@ -413,7 +413,7 @@ fn every_problem_is_reported_at_once() {
             error: unknown key "federaton" in service "api"
               --> data_bags/service/api.json:27:3
                |
-            27 |   "federaton": "seatgeek"
+            27 |   "federaton": "seatgeek",
                |   ^^^^^^^^^^^
                = help: did you mean "federation"?
             error: found 2 problems

@@ -3,7 +3,7 @@
 
 use futures::future::BoxFuture;
 
-use crate::{Engine, GetResponse, Lease, LeaseId, RangeResponse, StoreError, Txn, Watch};
+use crate::{Engine, EtcdStats, GetResponse, Lease, LeaseId, RangeResponse, StoreError, Txn, Watch};
 
 /// A write as the engines see it: the store has already checked keys, values
 /// and transaction limits.
@@ -42,4 +42,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Rewrites the engine's file compactly now (nothing to do on etcd).
     fn checkpoint(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Why the engine cannot serve now, known without asking it (etcd: no
+    /// leader among the members that answer); `None` when nothing is known
+    /// to be wrong.
+    fn problem(&self) -> Option<String> {
+        None
+    }
+    /// Counters of the etcd engine's member pool.
+    fn etcd_stats(&self) -> Option<EtcdStats> {
+        None
+    }
 }

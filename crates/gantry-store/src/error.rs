@@ -155,6 +155,27 @@ pub enum StoreError {
         source: Box<etcd_client::Error>,
     },
 
+    /// A write was in flight when the connection, the etcd member or the
+    /// leader failed (or it got no answer in time): it may or may not have
+    /// been applied. Plain puts and deletes are not sent again (that could
+    /// apply them twice); read the key to learn which, then write again if
+    /// needed. Compare-and-set writes and reads are retried instead and
+    /// never end here. HTTP 503 with code `unknown_outcome`.
+    #[cfg(feature = "etcd")]
+    #[error(
+        "etcd {endpoints}: the outcome of this {action} is unknown: it was in flight when the connection or \
+         the etcd member failed, so it may or may not have been applied; read the key before writing it again"
+    )]
+    UnknownOutcome {
+        /// The endpoints the store talks to, comma-separated.
+        endpoints: String,
+        /// What the store was doing.
+        action: &'static str,
+        /// What failed.
+        #[source]
+        source: Box<etcd_client::Error>,
+    },
+
     /// The store was closed (or its writer stopped after a failed commit).
     #[error("store is closed")]
     Closed,

@@ -357,6 +357,25 @@ impl Txn {
     }
 }
 
+/// What the etcd engine's member pool has done (for `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdStats {
+    /// The member requests go to now.
+    pub endpoint: String,
+    /// Members configured.
+    pub members: usize,
+    /// Members that answered the last probe.
+    pub members_up: usize,
+    /// Whether some member that answers follows a live leader.
+    pub leader: bool,
+    /// Times requests moved to another member.
+    pub failovers: u64,
+    /// Attempts sent again (to another member, or after a pause).
+    pub retries: u64,
+    /// Plain writes answered "unknown outcome".
+    pub unknown_outcomes: u64,
+}
+
 /// Which engine a [`Store`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -581,6 +600,19 @@ impl Store {
     /// Which engine this store runs on.
     pub fn engine(&self) -> Engine {
         self.backend.engine()
+    }
+
+    /// Why the store cannot serve now, if it knows without asking: on etcd,
+    /// when no member that answers follows a live leader (quorum lost, or
+    /// an election under way). `None` otherwise.
+    pub fn problem(&self) -> Option<String> {
+        self.backend.problem()
+    }
+
+    /// The etcd engine's member in use and failover counters; `None` on the
+    /// embedded engines.
+    pub fn etcd_stats(&self) -> Option<EtcdStats> {
+        self.backend.etcd_stats()
     }
 
     /// The current revision.

@@ -1,7 +1,7 @@
 //! The conformance suite against a real etcd that each test starts on free
 //! loopback ports; fails (never skips) when etcd is not installed.
 
-use gantry_store::local_etcd::{LocalEtcd, LocalEtcdOptions, LocalEtcdTls};
+use gantry_store::local_etcd::{LocalEtcd, LocalEtcdCluster, LocalEtcdOptions, LocalEtcdTls};
 use gantry_store::{EtcdAuth, EtcdConfig, EtcdTls, Store};
 use gantry_tls::{CA_VALIDITY, Ca, CertRequest, Role};
 
@@ -50,7 +50,14 @@ pub mod secure {
 
     pub const PASSWORD: &str = "correct horse battery staple";
 
-    pub async fn start() -> Secure {
+    /// Certificates and options for a secure etcd (one member or a cluster).
+    pub struct SecureOptions {
+        pub ca: Ca,
+        pub options: LocalEtcdOptions,
+        pub client: (String, String),
+    }
+
+    pub fn start_options() -> SecureOptions {
         let ca = Ca::create("etcd-test", CA_VALIDITY).unwrap();
         let server = ca.issue(&CertRequest::new(Role::Server, "etcd")).unwrap();
         let client = ca.issue(&CertRequest::new(Role::Client, "gantry-server")).unwrap();
@@ -62,8 +69,24 @@ pub mod secure {
             client_key_pem: client.key_pem.clone(),
         };
         let options = LocalEtcdOptions { tls: Some(tls), root_password: Some(PASSWORD.into()) };
+        SecureOptions { ca, options, client: (client.cert_pem, client.key_pem) }
+    }
+
+    pub async fn start() -> Secure {
+        let SecureOptions { ca, options, client } = start_options();
         let etcd = LocalEtcd::start_with(options).await.unwrap_or_else(|error| panic!("{error}"));
-        Secure { ca, etcd, client: (client.cert_pem, client.key_pem) }
+        Secure { ca, etcd, client }
+    }
+
+    /// The store's configuration for a secure cluster of several members.
+    pub fn cluster_config(secure: &SecureOptions, cluster: &LocalEtcdCluster) -> EtcdConfig {
+        let endpoints = cluster.endpoints().iter().map(|e| e.replacen("https://", "http://", 1)).collect::<Vec<_>>();
+        let mut config = EtcdConfig::new(endpoints)
+            .with_tls(EtcdTls { ca_pem: secure.ca.cert_pem().to_owned(), client: Some(secure.client.clone()) });
+        config.auth = Some(EtcdAuth { user: "root".into(), password: PASSWORD.into() });
+        config.namespace = "gantry-test/".into();
+        config.connect_timeout = std::time::Duration::from_secs(2);
+        config
     }
 
     pub fn config(secure: &Secure) -> EtcdConfig {

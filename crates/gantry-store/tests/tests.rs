@@ -5,6 +5,7 @@
 mod crash;
 mod embedded;
 mod etcd;
+mod failover;
 mod log_file;
 mod redb;
 mod suite;

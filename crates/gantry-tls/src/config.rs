@@ -131,10 +131,11 @@ pub enum ClientAuth {
     /// Asked for and verified against the CA when presented; a client
     /// without one is let in (`gantry server --tls-ca` without `--verify-incoming`).
     Optional(TrustedCa),
-    /// Required, signed by the CA (`--verify-incoming`); with `role`, of
-    /// that role only (an agent's API answers servers alone). Anything
-    /// else is refused during the handshake.
-    Required { ca: TrustedCa, role: Option<Role> },
+    /// Required, signed by the CA (`--verify-incoming`); with `roles`, of
+    /// one of those roles only (an agent's API answers servers and metrics
+    /// collectors alone); empty: any role. Anything else is refused during
+    /// the handshake.
+    Required { ca: TrustedCa, roles: Vec<Role> },
 }
 
 impl ClientAuth {
@@ -163,11 +164,12 @@ pub fn server_config(identity: &Identity, clients: &ClientAuth) -> Result<Arc<ru
         ClientAuth::Optional(ca) => {
             builder.with_client_cert_verifier(verifier(ca).allow_unauthenticated().build().map_err(verifier_error)?)
         }
-        ClientAuth::Required { ca, role } => {
+        ClientAuth::Required { ca, roles } => {
             let verifier = verifier(ca).build().map_err(verifier_error)?;
-            builder.with_client_cert_verifier(match role {
-                Some(role) => Arc::new(OfRole { inner: verifier, role: *role }),
-                None => verifier,
+            builder.with_client_cert_verifier(if roles.is_empty() {
+                verifier
+            } else {
+                Arc::new(OfRole { inner: verifier, roles: roles.clone() })
             })
         }
     };
@@ -222,12 +224,13 @@ pub fn trust_nothing() -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// Client certificates signed by the CA and of one role: the CA's verifier,
-/// then the role (`server.gantry`, ...) read from the certificate.
+/// Client certificates signed by the CA and of one of some roles: the
+/// CA's verifier, then the role (`server.gantry`, ...) read from the
+/// certificate.
 #[derive(Debug)]
 struct OfRole {
     inner: Arc<dyn ClientCertVerifier>,
-    role: Role,
+    roles: Vec<Role>,
 }
 
 impl ClientCertVerifier for OfRole {
@@ -243,7 +246,7 @@ impl ClientCertVerifier for OfRole {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
         match holder_of_der(end_entity) {
-            Ok(holder) if holder.role == Some(self.role) => Ok(verified),
+            Ok(holder) if holder.role.is_some_and(|role| self.roles.contains(&role)) => Ok(verified),
             // rustls answers this with an access_denied alert.
             _ => Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)),
         }

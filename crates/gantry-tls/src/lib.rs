@@ -53,6 +53,9 @@ pub enum Role {
     Agent,
     /// An operator's CLI or an application: a client only.
     Client,
+    /// A metrics collector (Prometheus): a client that may scrape agents'
+    /// `/metrics`, and nothing else of an agent's API.
+    Metrics,
 }
 
 impl Role {
@@ -62,6 +65,7 @@ impl Role {
             Role::Server => "server.gantry",
             Role::Agent => "agent.gantry",
             Role::Client => "client.gantry",
+            Role::Metrics => "metrics.gantry",
         }
     }
 
@@ -70,6 +74,7 @@ impl Role {
             Role::Server => "server",
             Role::Agent => "agent",
             Role::Client => "client",
+            Role::Metrics => "metrics",
         }
     }
 
@@ -78,7 +83,7 @@ impl Role {
             Role::Server | Role::Agent => {
                 vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
             }
-            Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Role::Client | Role::Metrics => vec![ExtendedKeyUsagePurpose::ClientAuth],
         }
     }
 }
@@ -329,7 +334,9 @@ pub fn holder_of_der(der: &[u8]) -> Result<Holder, TlsError> {
             }
         }
     }
-    let role = [Role::Server, Role::Agent, Role::Client].into_iter().find(|r| dns.iter().any(|d| d == r.dns_name()));
+    let role = [Role::Server, Role::Agent, Role::Client, Role::Metrics]
+        .into_iter()
+        .find(|r| dns.iter().any(|d| d == r.dns_name()));
     Ok(Holder { name, role, dns, ips })
 }
 

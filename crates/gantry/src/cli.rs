@@ -239,6 +239,50 @@ pub enum Command {
         /// How long to wait for everything to be healthy
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: Duration,
+        /// High availability: a 3-member etcd (TLS, client certificates,
+        /// auth) and 3 gantry servers; agents and commands use all three
+        #[arg(long)]
+        ha: bool,
+    },
+    /// Write a Prometheus and Alertmanager setup for the fleet into DIR:
+    /// prometheus.yml (discovery through the server), recording and
+    /// alerting rules from the services' "alerts", alertmanager.yml.
+    #[command(name = "prometheus:config")]
+    PrometheusConfig {
+        /// Where the files go [default: prometheus/ in the current directory]
+        #[arg(long, value_name = "DIR", default_value = "prometheus")]
+        out: PathBuf,
+        /// The server Prometheus discovers its targets from [default: the `gantry up` stack's]
+        #[arg(long = "server", value_name = "URL")]
+        server: Option<String>,
+        /// A file holding Prometheus' token (a token of a policy granting
+        /// read on `prometheus/targets`) [default: the `gantry up` stack's]
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The CA of the server's and agents' certificates [default: the stack's]
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        /// The certificate (role metrics) Prometheus presents to agents, with --client-key
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", requires = "client_cert")]
+        client_key: Option<PathBuf>,
+        /// Where Alertmanager listens
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9093")]
+        alertmanager: String,
+        /// How often targets are scraped and the list of targets read again
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        scrape_interval: Duration,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// The alerts of the `gantry up` stack's Prometheus: firing and pending.
+    Alerts {
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
     },
     /// What `gantry up` runs: nodes, services, instances, health, listeners, load balancers.
     Status {
@@ -747,8 +791,9 @@ impl Command {
             | Command::NodesShow { repo, .. }
             | Command::ServicesList { repo }
             | Command::ServicesShow { repo, .. }
-            | Command::RepoCheck { repo } => repo.json,
-            Command::Status { json, .. } => *json,
+            | Command::RepoCheck { repo }
+            | Command::PrometheusConfig { repo, .. } => repo.json,
+            Command::Status { json, .. } | Command::Alerts { json, .. } => *json,
             Command::TlsCaCreate { tls, .. } | Command::TlsCertCreate { tls, .. } => tls.json,
             Command::Up { .. } | Command::Down { .. } | Command::Server(_) | Command::Agent(_) => false,
             _ => self.server().is_some_and(|server| server.json),
@@ -817,6 +862,7 @@ impl Command {
                 | Command::ServicesList { .. }
                 | Command::ServicesShow { .. }
                 | Command::RepoCheck { .. }
+                | Command::PrometheusConfig { .. }
                 | Command::Down { .. }
                 | Command::TlsCaCreate { .. }
                 | Command::TlsCertCreate { .. }
@@ -835,7 +881,7 @@ pub struct TlsDirArgs {
     pub json: bool,
 }
 
-/// What a certificate is for: exactly one of the three.
+/// What a certificate is for: exactly one of the four.
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct CertRoleArgs {
@@ -848,14 +894,19 @@ pub struct CertRoleArgs {
     /// For an operator's CLI or an application
     #[arg(long)]
     pub client: bool,
+    /// For a metrics collector (Prometheus): it may scrape agents' /metrics, nothing else of them
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// Where the client finds the server.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// The gantry server's URL [default: the `gantry up` stack of the repository
-    /// around the current directory, else http://127.0.0.1:7400]
-    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL")]
+    /// The gantry server's URL, or several servers of one cluster
+    /// comma-separated (one is used, the next when it fails) [default: the
+    /// `gantry up` stack of the repository around the current directory,
+    /// else http://127.0.0.1:7400]
+    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL[,URL...]")]
     pub url: Option<String>,
     /// The token to send (prefer GANTRY_TOKEN or --token-file: a command
     /// line is visible to every user of the machine)
@@ -1057,8 +1108,10 @@ pub struct EtcdArgs {
 /// `gantry agent`.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The gantry server's URL
-    #[arg(long = "server", env = "GANTRY_SERVER", default_value = gantry_api::DEFAULT_SERVER, value_name = "URL")]
+    /// The gantry server's URL, or several servers of one cluster
+    /// comma-separated: the agent starts on one at random and moves to
+    /// another when it fails (lease, watches and status carry on)
+    #[arg(long = "server", env = "GANTRY_SERVER", default_value = gantry_api::DEFAULT_SERVER, value_name = "URL[,URL...]")]
     pub server: String,
     // To the servers, and the agent's own API over TLS with --client-cert
     // (role agent, naming --address), answering servers only.
@@ -1125,6 +1178,9 @@ pub struct AgentArgs {
     /// The port of the agent's own API (service logs) on --address; 0: any free port
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub api_port: u16,
+    /// Serve haproxy's Prometheus exporter (GET /metrics) on --address at this port [default: off]
+    #[arg(long, value_name = "PORT")]
+    pub lb_metrics_port: Option<u16>,
     /// Run services' command checks, on_delete and deploy hooks (off by default:
     /// otherwise whoever may write a service definition runs commands here)
     #[arg(long)]
@@ -1187,8 +1243,8 @@ pub enum Strategy {
 #[derive(Debug, clap::Args)]
 pub struct LaunchArgs {
     /// The gantry server the nodes' agents report to: their user data runs
-    /// `gantry agent --server URL`
-    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL")]
+    /// `gantry agent --server URL` (several comma-separated: every one)
+    #[arg(long = "server", env = "GANTRY_SERVER", value_name = "URL[,URL...]")]
     pub server: String,
     /// The AMI to launch [default: the group's newest, from packer:run]
     #[arg(long, value_name = "AMI")]

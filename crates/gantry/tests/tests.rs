@@ -6,6 +6,7 @@ mod agent;
 mod aws;
 mod deploy;
 mod generate;
+mod ha;
 mod layering;
 mod running;
 mod scheduled;

@@ -220,13 +220,17 @@ fn kv_and_watch_over_mutual_tls_and_every_refusal_says_how_to_fix_it() {
 /// An agent over mutual TLS: it registers through a `--verify-incoming`
 /// server, serves its API over TLS with its own certificate, and the
 /// server reads a service's log from it with the server's certificate;
-/// anyone else (an operator's certificate) is refused by the agent.
+/// anyone else (an operator's certificate) is refused by the agent. A
+/// metrics collector's certificate (role metrics) reads the agent's
+/// `/metrics` and nothing else; another agent's certificate reads neither.
 #[test]
 fn an_agent_over_tls_registers_and_its_logs_come_through_the_server_only() {
     let dir = tempfile::tempdir().unwrap();
     let tls = pki(dir.path());
     let tls_arg = tls.to_str().unwrap();
     run_in(dir.path(), &["tls:cert:create", "--agent", "web-1", "--ip", "127.0.0.5", "--dir", tls_arg]).ok();
+    run_in(dir.path(), &["tls:cert:create", "--agent", "web-2", "--ip", "127.0.0.6", "--dir", tls_arg]).ok();
+    run_in(dir.path(), &["tls:cert:create", "--metrics", "prometheus", "--dir", tls_arg]).ok();
     let server = mutual_tls_server(&dir.path().join("data"), &tls);
     let (ca, cert, key) = (file(&tls, "ca.pem"), file(&tls, "alice.pem"), file(&tls, "alice-key.pem"));
     let operator = ["--ca-cert", ca.as_str(), "--client-cert", cert.as_str(), "--client-key", key.as_str()];
@@ -281,13 +285,16 @@ fn an_agent_over_tls_registers_and_its_logs_come_through_the_server_only() {
     .unwrap();
     let api = status.api.expect("the agent publishes its API");
     assert!(api.starts_with("https://127.0.0.5:"), "{api}");
-    let ask = |holder: &str| {
+    let ask_at = |holder: &str, path: &str| {
         let config = client_tls(&tls, holder).config().unwrap();
         super::block_on(async {
             let http = reqwest::Client::builder().tls_backend_preconfigured(config).build().unwrap();
-            http.get(format!("{api}/v1/logs/api")).send().await?.text().await
+            let response = http.get(format!("{api}{path}")).send().await?;
+            let status = response.status().as_u16();
+            response.text().await.map(|text| (status, text))
         })
     };
+    let ask = |holder: &str| ask_at(holder, "/v1/logs/api").map(|(_, text)| text);
     let refused = ask("alice").expect_err("the agent API refuses an operator's certificate");
     assert_eq!(
         gantry_tls::problem::TlsProblem::find(&refused),
@@ -295,6 +302,20 @@ fn an_agent_over_tls_registers_and_its_logs_come_through_the_server_only() {
         "{refused:?}"
     );
     assert!(ask("s1").unwrap().contains("hello over tls"));
+    // Prometheus' certificate: metrics yes, logs no (403, after the handshake).
+    let (status, metrics) = ask_at("prometheus", "/metrics").unwrap();
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("gantry_node_memory_total_bytes ") && metrics.contains("unit=\"api\""), "{metrics}");
+    let (status, refused) = ask_at("prometheus", "/v1/logs/api").unwrap();
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused.contains("may not read service logs") && !refused.contains("hello over tls"), "{refused}");
+    // Another node's certificate: refused at the handshake, metrics included.
+    let other = ask_at("web-2", "/metrics").expect_err("the agent API refuses another agent's certificate");
+    assert_eq!(
+        gantry_tls::problem::TlsProblem::find(&other),
+        Some(gantry_tls::problem::TlsProblem::CertificateRefused { alert: "AccessDenied".into() }),
+        "{other:?}"
+    );
     drop(agent);
 }
 

@@ -221,8 +221,8 @@ fn secrets_are_private_files(dir: &Path) {
     assert_eq!(mode(&state.join("tls")), 0o700);
     let keys: Vec<PathBuf> =
         files_in(&state.join("tls")).into_iter().filter(|p| p.to_string_lossy().ends_with("-key.pem")).collect();
-    // The CA's, the server's, the operator's, and the five nodes'.
-    assert_eq!(keys.len(), 8, "{keys:?}");
+    // The CA's, the server's, the operator's, Prometheus', and the five nodes'.
+    assert_eq!(keys.len(), 9, "{keys:?}");
     for key in &keys {
         assert_eq!(mode(key), 0o600, "{}", key.display());
     }
@@ -231,6 +231,9 @@ fn secrets_are_private_files(dir: &Path) {
         assert_eq!(mode(&node), 0o700, "{}", node.display());
         assert_eq!(mode(&node.join("token")), 0o600, "{}", node.display());
     }
+    // Prometheus' token (when Prometheus is installed, which the tests need).
+    assert_eq!(mode(&state.join("prometheus")), 0o700);
+    assert_eq!(mode(&state.join("prometheus/token")), 0o600);
     assert_eq!(mode(&state.join("server")), 0o700);
     assert_eq!(mode(&state.join("server/bootstrap-token")), 0o600);
     let store = files_in(&state.join("server"));
@@ -370,5 +373,189 @@ fn in_the_foreground_ctrl_c_stops_the_stack() {
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    assert!(processes_in(dir).is_empty(), "left behind: {:?}", processes_in(dir));
+}
+
+/// A GET's JSON body from Prometheus' API (`path` with its query, escaped).
+fn prometheus_api(prometheus: &str, path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&page(&format!("{prometheus}{path}"))?).ok()
+}
+
+/// `(job, machine, health)` of each of Prometheus' active targets.
+fn active_targets(prometheus: &str) -> Option<Vec<(String, String, String)>> {
+    let answer = prometheus_api(prometheus, "/api/v1/targets?state=active")?;
+    let label = |t: &serde_json::Value, name: &str| t["labels"][name].as_str().unwrap_or_default().to_owned();
+    Some(
+        answer["data"]["activeTargets"]
+            .as_array()?
+            .iter()
+            .map(|t| (label(t, "job"), label(t, "machine"), t["health"].as_str().unwrap_or_default().to_owned()))
+            .collect(),
+    )
+}
+
+/// Whether an instant query has a result.
+fn query_has_data(prometheus: &str, promql: &str) -> bool {
+    let escaped: String = promql
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    prometheus_api(prometheus, &format!("/api/v1/query?query={escaped}"))
+        .is_some_and(|a| a["data"]["result"].as_array().is_some_and(|r| !r.is_empty()))
+}
+
+/// Issue 18 against Debian's real Prometheus: `up` starts it with the
+/// generated setup; within two target refreshes (5 s each) and a scrape
+/// every agent, haproxy exporter and metrics-declaring instance is an
+/// `up == 1` target; traffic through haproxy shows as a request rate;
+/// `status` and `alerts` read it; a node whose agent is killed leaves the
+/// targets when its lease ends.
+#[test]
+fn prometheus_scrapes_every_node_balancer_and_instance_and_forgets_a_dead_node() {
+    let scratch = Scratch::example();
+    let dir = scratch.dir.path();
+    let _down = DownOnDrop(dir);
+    assert!(
+        std::process::Command::new("prometheus").arg("--version").output().is_ok(),
+        "prometheus is not installed: install it with scripts/install-test-deps (Debian: apt-get install prometheus prometheus-alertmanager)"
+    );
+    let up = gantry(dir, &["up", "--detach", "--timeout", "60s"]);
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+    let returned = std::time::Instant::now();
+    assert!(up.stdout.contains("prometheus  http://127.0.0.1:"), "{}", up.stdout);
+    assert!(up.stdout.contains("alertmanager http://127.0.0.1:"), "{}", up.stdout);
+    let public = up.stdout.lines().last().unwrap().trim().to_owned();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".gantry/up.json")).unwrap()).unwrap();
+    let prometheus = state["observer"]["url"].as_str().unwrap().to_owned();
+    let status: serde_json::Value = serde_json::from_str(&gantry(dir, &["status", "--json"]).ok()).unwrap();
+    let nodes: Vec<String> =
+        status["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect();
+    let api_instances = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["service"] == "api" && i["health"] == "passing")
+        .count();
+    assert!(api_instances >= 1 && nodes.len() >= 3, "{status}");
+
+    // Two refresh intervals and a scrape interval (5 s each) after `up` returned.
+    let targets = eventually("every agent, haproxy and api target is up", Duration::from_secs(15), || {
+        let targets = active_targets(&prometheus)?;
+        let up = |job: &str| targets.iter().filter(|t| t.0 == job && t.2 == "up").count();
+        let all_up = targets.iter().all(|t| t.2 == "up");
+        let every_agent = nodes.iter().all(|n| targets.iter().any(|t| t.0 == "gantry-agent" && &t.1 == n));
+        (all_up && every_agent && up("gantry-haproxy") >= 1 && up("gantry-service") == api_instances).then_some(targets)
+    });
+    eprintln!("every target up {:.1} s after `up` returned: {targets:?}", returned.elapsed().as_secs_f64());
+    assert!(targets.iter().any(|t| t.0 == "gantry-server" && t.2 == "up"), "{targets:?}");
+
+    // Traffic through the balancers (the page is www's, which asks api through haproxy).
+    for _ in 0..20 {
+        assert!(page(&public).is_some_and(|b| b.contains("Mets at Yankees")));
+    }
+    eventually("api's request rate through haproxy", Duration::from_secs(30), || {
+        query_has_data(&prometheus, "sum by (proxy) (rate(haproxy_backend_http_requests_total{proxy=\"api\"}[1m])) > 0")
+            .then_some(())
+    });
+    // The application's own metrics, and the node's, are there too.
+    assert!(query_has_data(&prometheus, "api_requests_total{path=\"/events\"}"));
+    assert!(query_has_data(&prometheus, "gantry_node_memory_available_bytes"));
+
+    let alerts: serde_json::Value = serde_json::from_str(&gantry(dir, &["alerts", "--json"]).ok()).unwrap();
+    assert!(alerts.is_array(), "{alerts}");
+    let shown = gantry(dir, &["status"]).ok();
+    assert!(shown.contains(&format!("prometheus {prometheus}")) && shown.contains("alert"), "{shown}");
+    // `prometheus:config` in the repository writes the stack's setup, which promtool accepts.
+    let written = gantry(dir, &["prometheus:config", "--out", "observe"]).ok();
+    assert!(written.contains("prometheus.yml") && written.contains("alertmanager.yml"), "{written}");
+    let checked = std::process::Command::new("promtool")
+        .args(["check", "config", "prometheus.yml"])
+        .current_dir(dir.join("observe"))
+        .output()
+        .expect("promtool is not installed: scripts/install-test-deps (apt-get install prometheus)");
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stdout));
+    let config = std::fs::read_to_string(dir.join("observe/prometheus.yml")).unwrap();
+    let token = std::fs::read_to_string(dir.join(".gantry/prometheus/token")).unwrap();
+    assert!(
+        config.contains("credentials_file") && !config.contains(token.trim()),
+        "the token is referred to, never copied"
+    );
+
+    // The external balancer's agent dies: its agent and haproxy targets go
+    // once its lease ends and the targets are read again.
+    let lb = status["nodes"].as_array().unwrap().iter().find(|n| n["external"].is_string()).unwrap();
+    let (name, pid) = (lb["name"].as_str().unwrap(), lb["process"]["pid"].as_u64().unwrap());
+    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    eventually("the dead node's targets are gone", Duration::from_secs(40), || {
+        let targets = active_targets(&prometheus)?;
+        (!targets.iter().any(|t| t.1 == name) && !targets.is_empty()).then_some(())
+    });
+    // A second up brings the node back (its agent stops what the dead one left).
+    let again = gantry(dir, &["up", "-d"]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    eventually("the node is a target again", Duration::from_secs(30), || {
+        active_targets(&prometheus)?.iter().any(|t| t.1 == name && t.2 == "up").then_some(())
+    });
+}
+
+/// `gantry up --ha` (issue 19): a 3-member etcd (TLS with client
+/// certificates, auth on) and 3 servers. `kill -9` of any one etcd member
+/// and then any one server: the page still answers, commands inside the
+/// repository still work, `status` says what died, and `down` stops it all.
+#[test]
+fn up_ha_survives_kill_9_of_an_etcd_member_and_a_server() {
+    let scratch = Scratch::example();
+    let dir = scratch.dir.path();
+    let _down = DownOnDrop(dir);
+    let up = gantry(dir, &["up", "--ha", "--detach", "--timeout", "90s"]);
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+    assert_eq!(up.stdout.matches("etcd        m").count(), 3, "{}", up.stdout);
+    assert!(up.stdout.contains("(TLS, client certificates, auth)"), "{}", up.stdout);
+    let url = up.stdout.lines().last().unwrap().trim().to_owned();
+    assert!(page(&url).is_some_and(|b| b.contains("Mets at Yankees")), "the page answers");
+    assert_eq!(mode(&dir.join(".gantry/etcd/root-password")), 0o600);
+
+    let status: serde_json::Value = serde_json::from_str(&gantry(dir, &["status", "--json"]).ok()).unwrap();
+    let pid_of = |list: &str, n: usize| status["ha"][list][n]["process"]["pid"].as_u64().unwrap();
+    assert_eq!(status["server"].as_str().unwrap().split(',').count(), 3, "{status}");
+    // Every agent reports which server it uses.
+    for agent in status["agents"].as_array().unwrap() {
+        assert!(agent["server"].as_str().is_some_and(|s| s.starts_with("https://127.0.0.1:")), "{agent}");
+    }
+
+    for (what, pid) in [("etcd member m1", pid_of("etcd", 1)), ("the first server", pid_of("servers", 0))] {
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        eventually(&format!("{what} is gone"), Duration::from_secs(5), || (!alive(pid)).then_some(()));
+        let key = format!("notes/after-{}", pid);
+        eventually(&format!("a write after killing {what}"), Duration::from_secs(15), || {
+            let put = gantry(dir, &["kv:put", &key, "still here"]);
+            (put.code == 0).then_some(())
+        });
+        assert_eq!(gantry(dir, &["kv:get", &key]).ok(), "still here\n");
+        eventually(&format!("the page after killing {what}"), Duration::from_secs(15), || {
+            page(&url).filter(|b| b.contains("Mets at Yankees"))
+        });
+    }
+    let text = gantry(dir, &["status"]).ok();
+    assert!(text.contains("etcd    m1") && text.contains("NOT RUNNING"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("server  https://")).count(), 3, "{text}");
+    // Each node says which server its agent uses; none uses the dead one.
+    let dead = status["ha"]["servers"][0]["url"].as_str().unwrap();
+    let used: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("  server  ")).collect();
+    assert_eq!(used.len(), 5, "{text}");
+    eventually("no agent uses the dead server", Duration::from_secs(15), || {
+        let text = gantry(dir, &["status"]).ok();
+        (!text.lines().filter_map(|l| l.strip_prefix("  server  ")).any(|s| s == dead)).then_some(())
+    });
+
+    let down = gantry(dir, &["down"]).ok();
+    assert!(down.contains("stopped 5 node(s)"), "{down}");
     assert!(processes_in(dir).is_empty(), "left behind: {:?}", processes_in(dir));
 }

@@ -5,15 +5,18 @@
 //! `GET /v1/logs/<service>?tail=BYTES&follow=true`: the last `tail` bytes
 //! (default 64 KiB) of the service's log, across rotations; with `follow`,
 //! then everything written after, as it is written. `GET /v1/health`: `ok`.
+//! `GET /metrics`: Prometheus text of the node and its work
+//! ([`crate::metrics`]).
 //!
 //! Every error is a 4xx/5xx with gantry-api's JSON `ErrorBody`, as the
 //! server's are, including the requests axum would refuse by itself: an
 //! unknown route (404), another method (405, with `Allow`), a path that
 //! does not decode (400 `invalid_path`).
 //!
-//! With TLS the API answers only the servers: a client must present a
-//! certificate of role server signed by the agent's CA, or the handshake
-//! fails (an operator reads logs through a server, never here).
+//! With TLS the API answers only the servers and metrics collectors: a
+//! client must present a certificate of role server or metrics signed by
+//! the agent's CA, or the handshake fails (an operator reads logs through a
+//! server, never here); logs answer servers only (403 to a collector).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,15 +25,67 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use gantry_api::{ErrorBody, ErrorCode};
+use gantry_tls::Role;
 use gantry_tls::listener::{TlsListener, TlsPeer};
 
+use crate::metrics::{NodeSample, View};
 use crate::supervise;
+
+/// What the API's handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Where services' logs are.
+    pub log_dir: PathBuf,
+    /// The agent's data directory (its file system is in `/metrics`).
+    pub data_dir: PathBuf,
+    /// What the agent last knew of its work, for `/metrics`.
+    pub view: Arc<std::sync::Mutex<View>>,
+}
+
+/// The role of the certificate the client presented; `Plain` when the API
+/// is served without TLS (then every client is answered, as before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerRole {
+    Plain,
+    Tls(Option<Role>),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerRole {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<PeerRole, Self::Rejection> {
+        Ok(match parts.extensions.get::<ConnectInfo<TlsPeer>>() {
+            Some(ConnectInfo(peer)) => PeerRole::Tls(peer.certificate.as_ref().and_then(|c| c.holder().role)),
+            None => PeerRole::Plain,
+        })
+    }
+}
+
+impl PeerRole {
+    /// The 403 to answer when the client may not use a route open to
+    /// `roles`; `None` when it may.
+    fn refusal(self, roles: &[Role], what: &str) -> Option<Response> {
+        match self {
+            PeerRole::Plain => None,
+            PeerRole::Tls(Some(role)) if roles.contains(&role) => None,
+            PeerRole::Tls(role) => Some(error(
+                ErrorCode::Forbidden,
+                format!(
+                    "a certificate of role {} may not read {what} here (only {})",
+                    role.map_or("none", Role::as_str),
+                    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+                ),
+            )),
+        }
+    }
+}
 
 /// Default bytes of history a log read returns.
 const DEFAULT_TAIL: u64 = 64 * 1024;
@@ -63,7 +118,7 @@ impl LogQuery {
 /// is aborted; returns the URL it answers on.
 pub async fn serve(
     listen: SocketAddr,
-    log_dir: PathBuf,
+    state: ApiState,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -71,9 +126,10 @@ pub async fn serve(
     let app = Router::new()
         .route("/v1/health", get(|| async { "ok\n" }))
         .route("/v1/logs/{service}", get(logs))
+        .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
-        .with_state(log_dir);
+        .with_state(state);
     let (url, task) = match tls {
         Some(config) => {
             let task = tokio::spawn(async move {
@@ -92,12 +148,32 @@ pub async fn serve(
     Ok((url, task))
 }
 
+/// `GET /metrics`: servers and metrics collectors (with TLS).
+async fn metrics(State(state): State<ApiState>, peer: PeerRole) -> Response {
+    if let Some(refused) = peer.refusal(&[Role::Server, Role::Metrics], "metrics") {
+        return refused;
+    }
+    let view = state.view.lock().map(|v| v.now()).unwrap_or_default();
+    let text = tokio::task::spawn_blocking(move || {
+        let node = NodeSample::read(std::path::Path::new("/proc"), &state.data_dir);
+        crate::metrics::render(&view, &node, gantry_api::now_ms())
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
 async fn logs(
-    State(log_dir): State<PathBuf>,
+    State(state): State<ApiState>,
+    peer: PeerRole,
     uri: Uri,
     service: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    if let Some(refused) = peer.refusal(&[Role::Server], "service logs") {
+        return refused;
+    }
+    let log_dir = state.log_dir;
     let service = match service {
         Ok(Path(service)) if well_escaped(uri.path()) => service,
         Ok(_) => return error(ErrorCode::InvalidPath, format!("bad percent-encoding in {:?}", uri.path())),
@@ -137,8 +213,10 @@ fn well_escaped(path: &str) -> bool {
 }
 
 async fn no_route(uri: Uri) -> Response {
-    let message =
-        format!("no route {} on the agent's API: it serves GET /v1/logs/SERVICE and GET /v1/health", uri.path());
+    let message = format!(
+        "no route {} on the agent's API: it serves GET /v1/logs/SERVICE, GET /metrics and GET /v1/health",
+        uri.path()
+    );
     error(ErrorCode::NotFound, message)
 }
 
@@ -161,7 +239,12 @@ mod tests {
     #[tokio::test]
     async fn every_rejection_is_a_json_error() {
         let logs = tempfile::tempdir().unwrap();
-        let (url, task) = super::serve("127.0.0.1:0".parse().unwrap(), logs.path().to_owned(), None).await.unwrap();
+        let state = super::ApiState {
+            log_dir: logs.path().to_owned(),
+            data_dir: logs.path().to_owned(),
+            view: std::sync::Arc::default(),
+        };
+        let (url, task) = super::serve("127.0.0.1:0".parse().unwrap(), state, None).await.unwrap();
         gantry_tls::config::install_crypto_provider();
         let http = reqwest::Client::new();
         let cases = [

@@ -118,6 +118,9 @@ pub struct AgentConfig {
     pub usage_interval: Duration,
     /// Release directories kept per service (`--keep-releases`, default 5).
     pub keep_releases: usize,
+    /// The port of haproxy's Prometheus exporter on the agent's address
+    /// (`--lb-metrics-port`); `None`: haproxy exports nothing.
+    pub lb_metrics_port: Option<u16>,
 }
 
 /// What an embedded agent reports through [`AgentConfig::events`].
@@ -159,6 +162,7 @@ impl AgentConfig {
             reserve: Resources::ZERO,
             usage_interval: Duration::from_secs(10),
             keep_releases: gantry_api::release::defaults::KEEP_ON_NODE,
+            lb_metrics_port: None,
             enable_script_checks: false,
             token: None,
             tls: None,
@@ -192,7 +196,8 @@ fn api_tls(
             "the agent's certificate (--client-cert) does not name its address {address}, where servers reach its API: {how}"
         )));
     }
-    let clients = ClientAuth::Required { ca: tls.ca.clone(), role: Some(gantry_tls::Role::Server) };
+    let clients =
+        ClientAuth::Required { ca: tls.ca.clone(), roles: vec![gantry_tls::Role::Server, gantry_tls::Role::Metrics] };
     gantry_tls::config::server_config(identity, &clients).map(Some).map_err(|e| AgentError(e.to_string()))
 }
 
@@ -283,6 +288,8 @@ struct Agent {
     releases: BTreeMap<String, releases::ReleaseRun>,
     /// The release (version, directory) each service's processes run from.
     running_release: BTreeMap<String, (u64, PathBuf)>,
+    /// What `/metrics` shows of the agent's work (see [`Agent::observe`]).
+    view: std::sync::Arc<std::sync::Mutex<crate::metrics::View>>,
 }
 
 impl Agent {
@@ -322,8 +329,13 @@ impl Agent {
             }
             None => None,
         };
-        let balancer =
-            Balancer::start(config.lb, &config.data_dir.join("lb")).await.map_err(|e| AgentError(e.to_string()))?;
+        let balancer = Balancer::start(
+            config.lb,
+            &config.data_dir.join("lb"),
+            config.lb_metrics_port.map(|port| (address, port).into()),
+        )
+        .await
+        .map_err(|e| AgentError(e.to_string()))?;
         if let (Some(balancer), true) = (&balancer, config.log) {
             let why = match (config.lb, balancer) {
                 (LbKind::Auto, Balancer::Builtin(_)) => {
@@ -334,10 +346,16 @@ impl Agent {
             eprintln!("gantry agent {id}: local load balancer: {}{why}", balancer.name());
         }
         let api_tls = api_tls(config.tls.as_ref(), address)?;
+        let view = std::sync::Arc::<std::sync::Mutex<crate::metrics::View>>::default();
         let (api_url, api_task) = match config.api_port {
             Some(port) => {
                 let listen = std::net::SocketAddr::new(address, port);
-                let (url, task) = api::serve(listen, config.data_dir.join("logs"), api_tls)
+                let state = api::ApiState {
+                    log_dir: config.data_dir.join("logs"),
+                    data_dir: config.data_dir.clone(),
+                    view: std::sync::Arc::clone(&view),
+                };
+                let (url, task) = api::serve(listen, state, api_tls)
                     .await
                     .map_err(|e| fail(&format!("listening on {listen} for the agent API"), e))?;
                 (Some(url), Some(task))
@@ -388,6 +406,7 @@ impl Agent {
                 notes: Vec::new(),
                 last_apply: None,
                 error: None,
+                exporter: None,
             }),
             balancer,
             last_good: balance::LastGood::default(),
@@ -404,6 +423,7 @@ impl Agent {
             meter: Some(Meter::new()),
             releases: BTreeMap::new(),
             running_release: BTreeMap::new(),
+            view,
         })
     }
 
@@ -418,7 +438,7 @@ impl Agent {
     async fn session(&mut self, woken: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Result<(), String> {
         self.session_was_healthy = false;
         self.session_started = tokio::time::Instant::now();
-        let server = self.config.server.clone();
+        let server = self.client.servers().join(",");
         let unreachable = |e: ClientError| format!("server {server}: {e}");
         let grant = self.client.grant_lease(self.config.lease_ttl).await.map_err(unreachable)?;
         let lease = grant.id.clone();
@@ -522,6 +542,9 @@ impl Agent {
                     if let Err(e) = self.client.keep_alive(&lease).await {
                         return Err(if e.is_not_found() { "the lease expired; registering again".to_owned() } else { unreachable(e) });
                     }
+                    // Publishes only a change: such as the server in use,
+                    // after the client moved to another.
+                    self.publish_status().await;
                 }
                 _ = facts_timer.tick() => self.refresh_facts(&lease).await,
                 _ = usage_timer.tick() => self.publish_usage(&lease).await,
@@ -722,13 +745,21 @@ impl Agent {
                     .collect()
             },
             releases: self.release_reports(),
+            server: Some(self.client.base().to_owned()),
             updated_at_ms: 0,
         };
         // Commands' output leaves the node without the secrets it was given.
         mask::mask_status(&mut status, self.world.datastores.values().map(String::as_str));
+        self.observe(&status);
         // Compared without its time stamp: only a change is published.
         if self.published_status.as_ref() == Some(&status) {
             return;
+        }
+        if let (Some(before), Some(now)) =
+            (self.published_status.as_ref().and_then(|s| s.server.as_ref()), &status.server)
+            && before != now
+        {
+            self.log(&format!("now using server {now} (was {before})"));
         }
         let stamped = AgentStatus { updated_at_ms: now_ms(), ..status.clone() };
         match self.client.put_agent_status(&stamped, PutOptions { lease: Some(lease), ..PutOptions::default() }).await {
@@ -754,9 +785,28 @@ impl Agent {
         .await;
         let Ok((meter, usage)) = measured else { return self.meter = Some(Meter::new()) };
         self.meter = Some(meter);
+        if let Ok(mut view) = self.view.lock() {
+            view.usage = Some(usage.clone());
+        }
         let options = PutOptions { lease: Some(lease.to_owned()), ..PutOptions::default() };
         if let Err(e) = self.client.put_usage(&usage, options).await {
             self.log(&format!("publishing usage: {e}"));
+        }
+    }
+
+    /// Hands `/metrics` the status just built and each check, to read its
+    /// latest result when scraped.
+    fn observe(&self, status: &AgentStatus) {
+        let live = self
+            .locals
+            .iter()
+            .filter_map(|(name, local)| Some((name.clone(), local.checker.as_ref()?.subscribe())))
+            .collect();
+        let services = self.locals.iter().map(|(name, local)| (name.clone(), local.service.id.clone())).collect();
+        if let Ok(mut view) = self.view.lock() {
+            view.status = Some(status.clone());
+            view.live = live;
+            view.services = services;
         }
     }
 

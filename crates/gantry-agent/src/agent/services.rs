@@ -205,6 +205,7 @@ impl Agent {
             notes,
             last_apply: previous.and_then(|p| p.last_apply),
             error: None,
+            exporter: balancer.exporter(),
         };
         match result {
             Ok(applied) => {

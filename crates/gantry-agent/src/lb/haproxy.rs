@@ -49,6 +49,9 @@ pub struct Settings {
     /// they keep the agent's). [`Settings::new`] sets them when the agent
     /// runs as root: a proxy facing the network never serves as root.
     pub run_as: Option<(u32, u32)>,
+    /// Where haproxy's built-in Prometheus exporter answers `GET /metrics`
+    /// (the node's address and `gantry agent --lb-metrics-port`); `None`: off.
+    pub exporter: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -66,6 +69,7 @@ impl Settings {
             server_timeout: Duration::from_secs(60),
             max_conn: 4096,
             run_as: unprivileged_account(),
+            exporter: None,
         }
     }
 

@@ -38,23 +38,7 @@ const FRONTEND: &str = "127.0.0.3:18700";
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn main() -> anyhow::Result<()> {
-    let mut trials = 100usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--trials" => {
-                trials = args.next().context("--trials needs a number")?.parse().context("--trials takes a number")?
-            }
-            "--help" | "-h" => {
-                println!("usage: bench-routing [--trials N (100)]");
-                return Ok(());
-            }
-            other => bail!("unknown argument {other:?}; see --help"),
-        }
-    }
-    if !(1..=10_000).contains(&trials) {
-        bail!("--trials 1..10000");
-    }
+    let Some(trials) = gantry_bench::trials_argument("bench-routing", 100, 10_000)? else { return Ok(()) };
     if gantry_agent::lb::haproxy::Haproxy::find_binary().is_none() {
         bail!("haproxy is not installed: run scripts/install-test-deps (or `apt-get install haproxy`)");
     }

@@ -100,6 +100,7 @@ fn status(machine: &str, last_deploy: Option<DeployOutcome>) -> AgentStatus {
         lb: None,
         allocations: Default::default(),
         releases: Default::default(),
+        server: None,
         updated_at_ms: 0,
     }
 }

@@ -13,6 +13,9 @@
 //! key never share a transaction (etcd refuses that); the later one waits for
 //! the next batch. Puts from one client stay in order because a client waits
 //! for each acknowledgement before sending the next.
+//!
+//! Puts go through the member pool with [`Retry::NotSent`]: a batch whose
+//! outcome is unknown fails every put in it as unknown, never sent twice.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use etcd_client as etcd;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::header_revision;
+use super::pool::{ATTEMPT_TIMEOUT, Failure, Pool, Retry};
 
 /// etcd's default `--max-txn-ops`.
 const MAX_OPS: usize = 128;
@@ -30,7 +34,7 @@ const MAX_OPS: usize = 128;
 const IN_FLIGHT: usize = 4;
 
 /// The revision a put was committed at, or why it was not.
-pub(super) type Reply = Result<u64, etcd::Error>;
+pub(super) type Reply = Result<u64, Failure>;
 
 struct Pending {
     key: Vec<u8>,
@@ -42,7 +46,7 @@ struct Pending {
 #[derive(Clone)]
 pub(super) struct Batcher {
     queue: mpsc::UnboundedSender<Pending>,
-    kv: etcd::KvClient,
+    pool: Arc<Pool>,
     /// Puts not answered yet, sent directly or batched.
     busy: Arc<AtomicUsize>,
 }
@@ -57,10 +61,10 @@ impl Drop for Busy {
 }
 
 impl Batcher {
-    pub(super) fn start(kv: etcd::KvClient) -> Batcher {
+    pub(super) fn start(pool: Arc<Pool>) -> Batcher {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(run(kv.clone(), pending));
-        Batcher { queue, kv, busy: Arc::default() }
+        tokio::spawn(run(Arc::clone(&pool), pending));
+        Batcher { queue, pool, busy: Arc::default() }
     }
 
     /// Puts `key`, alone or in company.
@@ -68,17 +72,16 @@ impl Batcher {
         let alone = self.busy.fetch_add(1, Ordering::AcqRel) == 0;
         let _busy = Busy(Arc::clone(&self.busy));
         if alone {
-            let response = self.kv.clone().put(key, value, None).await?;
-            return Ok(header_revision(response.header()));
+            return put_one(&self.pool, key, value).await;
         }
         let (reply, answer) = oneshot::channel();
-        let closed = || etcd::Error::Internal("the etcd write batcher has stopped".to_owned());
+        let closed = || Failure::NotSent(etcd::Error::Internal("the etcd write batcher has stopped".to_owned()));
         self.queue.send(Pending { key, value, reply }).map_err(|_| closed())?;
         answer.await.unwrap_or_else(|_| Err(closed()))
     }
 }
 
-async fn run(kv: etcd::KvClient, mut pending: mpsc::UnboundedReceiver<Pending>) {
+async fn run(pool: Arc<Pool>, mut pending: mpsc::UnboundedReceiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
@@ -102,39 +105,59 @@ async fn run(kv: etcd::KvClient, mut pending: mpsc::UnboundedReceiver<Pending>) 
             }
             batch.push(next);
         }
-        let kv = kv.clone();
+        let pool = Arc::clone(&pool);
         tokio::spawn(async move {
-            commit(kv, batch).await;
+            commit(&pool, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn commit(mut kv: etcd::KvClient, mut batch: Vec<Pending>) {
+/// One plain put, exactly what a direct client sends.
+async fn put_one(pool: &Pool, key: Vec<u8>, value: Vec<u8>) -> Reply {
+    let done = pool
+        .call(Retry::NotSent, ATTEMPT_TIMEOUT, |client, _| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { client.kv_client().put(key, value, None).await }
+        })
+        .await?;
+    Ok(header_revision(done.value.header()))
+}
+
+async fn commit(pool: &Pool, mut batch: Vec<Pending>) {
     if batch.len() == 1 {
-        // Alone: the plain RPC, exactly what a direct client sends.
+        // Alone: the plain RPC.
         let one = batch.pop().expect("one put");
-        let result = kv.put(one.key, one.value, None).await.map(|r| header_revision(r.header()));
-        let _ = one.reply.send(result);
+        let _ = one.reply.send(put_one(pool, one.key, one.value).await);
         return;
     }
-    let ops: Vec<etcd::TxnOp> = batch
-        .iter_mut()
-        .map(|p| etcd::TxnOp::put(std::mem::take(&mut p.key), std::mem::take(&mut p.value), None))
-        .collect();
-    let result = kv.txn(etcd::Txn::new().and_then(ops)).await.map(|r| header_revision(r.header()));
+    let ops: Vec<(Vec<u8>, Vec<u8>)> =
+        batch.iter_mut().map(|p| (std::mem::take(&mut p.key), std::mem::take(&mut p.value))).collect();
+    let result = pool
+        .call(Retry::NotSent, ATTEMPT_TIMEOUT, |client, _| {
+            let ops =
+                ops.iter().map(|(key, value)| etcd::TxnOp::put(key.clone(), value.clone(), None)).collect::<Vec<_>>();
+            async move { client.kv_client().txn(etcd::Txn::new().and_then(ops)).await }
+        })
+        .await
+        .map(|done| header_revision(done.value.header()));
     for put in batch {
         let _ = put.reply.send(match &result {
             Ok(revision) => Ok(*revision),
-            Err(error) => Err(copy_error(error)),
+            Err(failure) => Err(copy_failure(failure)),
         });
     }
 }
 
 /// The same failure for every put of a failed batch (etcd's error is not Clone).
-fn copy_error(error: &etcd::Error) -> etcd::Error {
-    match error {
+fn copy_failure(failure: &Failure) -> Failure {
+    let error = match failure.error() {
         etcd::Error::GRpcStatus(status) => etcd::Error::GRpcStatus(status.clone()),
         other => etcd::Error::Internal(other.to_string()),
+    };
+    match failure {
+        Failure::NotSent(_) => Failure::NotSent(error),
+        Failure::Unknown(_) => Failure::Unknown(error),
+        Failure::Answered(_) => Failure::Answered(error),
     }
 }

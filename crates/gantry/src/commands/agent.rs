@@ -44,6 +44,7 @@ pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     config.restart_policy.initial = args.restart_delay;
     config.restart_policy.max = args.restart_max_delay.max(args.restart_delay);
     config.api_port = Some(args.api_port);
+    config.lb_metrics_port = args.lb_metrics_port;
     config.enable_script_checks = args.enable_script_checks;
     config.keep_releases = usize::from(args.keep_releases);
     config.reserve = args.reserve;

@@ -29,6 +29,7 @@ mod lookup;
 mod machine;
 mod nodes;
 mod packer;
+mod prometheus;
 mod release;
 mod repo;
 mod resolve;
@@ -82,8 +83,30 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::ServicesList { repo } => services::list(ctx, &open(&repo)?),
         Command::ServicesShow { service, repo } => services::show(ctx, &open(&repo)?, &service),
         Command::RepoCheck { repo } => repo::check(ctx, &open(&repo)?),
-        Command::Up { dir, detach, timeout } => up::up(ctx, dir, detach, timeout),
+        Command::Up { dir, detach, timeout, ha } => up::up(ctx, dir, detach, timeout, ha),
         Command::Status { dir, .. } => up::status(ctx, dir),
+        Command::Alerts { dir, .. } => prometheus::alerts(ctx, dir),
+        Command::PrometheusConfig {
+            out,
+            server,
+            token_file,
+            ca_cert,
+            client_cert,
+            client_key,
+            alertmanager,
+            scrape_interval,
+            repo,
+        } => {
+            let given = prometheus::Given {
+                server,
+                token_file,
+                ca_cert,
+                client_cert: client_cert.zip(client_key),
+                alertmanager,
+                scrape_interval,
+            };
+            prometheus::config(ctx, &open(&repo)?, &out, given)
+        }
         Command::Down { dir, purge } => up::down(dir, purge),
         Command::Server(args) => server::serve(ctx, &args),
         Command::Apply { dry_run, repo, .. } => {
@@ -173,6 +196,8 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
                 gantry_tls::Role::Server
             } else if role.agent {
                 gantry_tls::Role::Agent
+            } else if role.metrics {
+                gantry_tls::Role::Metrics
             } else {
                 gantry_tls::Role::Client
             };

@@ -126,7 +126,7 @@ fn server_tls(args: &ServeTlsArgs) -> anyhow::Result<Option<ServerTls>> {
     let ca = args.tls_ca.as_deref().map(TrustedCa::load).transpose().map_err(|e| tls_input("--tls-ca", e))?;
     let clients = match ca {
         None => ClientAuth::Off,
-        Some(ca) if args.verify_incoming => ClientAuth::Required { ca, role: None },
+        Some(ca) if args.verify_incoming => ClientAuth::Required { ca, roles: Vec::new() },
         Some(ca) => ClientAuth::Optional(ca),
     };
     ServerTls::new(identity, &clients).map(Some).map_err(|e| tls_input("--tls-cert/--tls-key", e))

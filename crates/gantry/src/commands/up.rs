@@ -22,6 +22,8 @@
 //! Each stack gets its own `127.N.0.0/16` (N from the repository's path),
 //! so two stacks on one machine do not clash.
 
+mod ha;
+pub mod observe;
 mod pki;
 
 use std::collections::BTreeMap;
@@ -49,10 +51,17 @@ const STATE_FILE: &str = "up.json";
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Stack {
     pub server: Option<Proc>,
+    /// The server's URL; with `--ha` every server's, comma-separated.
     pub url: String,
+    /// With `--ha`: the etcd members and every server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<ha::Ha>,
     pub nodes: Vec<Node>,
     /// Where public services answer, through the external balancers.
     pub public: Vec<String>,
+    /// Prometheus and Alertmanager, when installed (issue 18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observer: Option<observe::Observer>,
 }
 
 /// A process `up` started: its pid and start time (see [`Started::running`]).
@@ -69,7 +78,7 @@ pub struct Node {
     pub process: Option<Proc>,
 }
 
-fn state_dir(opened: &Opened) -> PathBuf {
+pub(super) fn state_dir(opened: &Opened) -> PathBuf {
     opened.dir.join(STATE_DIR)
 }
 
@@ -121,7 +130,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_stack(dir: &Path) -> Option<Stack> {
+pub(super) fn load_stack(dir: &Path) -> Option<Stack> {
     serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
 }
 
@@ -190,8 +199,8 @@ fn public_urls(opened: &Opened, nodes: &[Node]) -> Vec<String> {
     urls
 }
 
-/// `gantry up [DIR] [--detach] [--timeout D]`.
-pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) -> anyhow::Result<()> {
+/// `gantry up [DIR] [--detach] [--timeout D] [--ha]`.
+pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration, ha: bool) -> anyhow::Result<()> {
     let opened = open_dir(dir.as_deref())?;
     let state = state_dir(&opened);
     private_dir(&state)?;
@@ -221,10 +230,31 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
         stack = Stack::default();
         server_alive = false;
     }
+    if server_alive && stack.ha.is_some() != ha {
+        let (from, to) = if ha { ("one server", "--ha") } else { ("--ha", "one server") };
+        say(began, &format!("server      the stack runs {from}, {to} asked: restarting the stack"));
+        down_stack(&state, &stack);
+        stack = Stack::default();
+        server_alive = false;
+    }
     if !server_alive {
-        let (proc, url) = start_server(&state, &tls)?;
+        // Whatever observed a stack that is gone goes with it.
+        observe::stop(stack.observer.as_ref());
+    }
+    if !server_alive && ha {
+        let (cluster, url) = ha::start(&state, &tls, rt)?;
+        for member in &cluster.etcd {
+            say(began, &format!("etcd        {} {} (TLS, client certificates, auth)", member.name, member.url));
+        }
+        for server in &cluster.servers {
+            say(began, &format!("server      {} (store on the 3 etcd members)", server.url));
+        }
+        let first = cluster.servers.first().and_then(|s| s.process);
+        stack = Stack { server: first, url, ha: Some(cluster), nodes: Vec::new(), public: Vec::new(), observer: None };
+    } else if !server_alive {
+        let (proc, url) = start_server(&state.join("logs/server.log"), &state.join("server"), &tls, &[])?;
         say(began, &format!("server      {url} (embedded store in {STATE_DIR}/server)"));
-        stack = Stack { server: Some(proc), url, nodes: Vec::new(), public: Vec::new() };
+        stack = Stack { server: Some(proc), url, ha: None, nodes: Vec::new(), public: Vec::new(), observer: None };
     } else {
         say(began, &format!("server      {} (already running: converging)", stack.url));
     }
@@ -275,6 +305,34 @@ pub fn up(ctx: &Context, dir: Option<PathBuf>, detach: bool, timeout: Duration) 
         down_stack(&state, &stack);
         std::process::exit(1);
     }
+    match observe::installed() {
+        Some(binaries) => {
+            let started = rt.block_on(observe::start(
+                &opened,
+                &state,
+                &stack.url,
+                &client,
+                &tls,
+                stack.observer.as_ref(),
+                binaries,
+            ));
+            match started {
+                Ok(observer) => {
+                    say(began, &format!("prometheus  {}", observer.url));
+                    if let Some(url) = &observer.alertmanager_url {
+                        say(began, &format!("alertmanager {url}"));
+                    }
+                    stack.observer = Some(observer);
+                    save_stack(&state, &stack)?;
+                }
+                Err(e) => say(began, &format!("prometheus  not started: {e:#}")),
+            }
+        }
+        None => say(
+            began,
+            "prometheus  not installed: nothing collects metrics (apt-get install prometheus prometheus-alertmanager)",
+        ),
+    }
     say(began, &format!("ready in {:.1} s", began.elapsed().as_secs_f64()));
     if !detach {
         // Listen before saying so: a Ctrl-C right after the URL must stop the stack, not kill `up`.
@@ -315,12 +373,18 @@ const CLIENT_ENV: [&str; 6] =
 
 fn gantry_command(log: &Path) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("finding the gantry binary")?;
+    logged_command(exe.as_os_str(), log)
+}
+
+/// `program` with its output appended to `log`, in a process group of its
+/// own, without the variables that point a client at a server.
+fn logged_command(program: impl AsRef<std::ffi::OsStr>, log: &Path) -> anyhow::Result<Command> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(program);
     command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -333,19 +397,24 @@ fn gantry_command(log: &Path) -> anyhow::Result<Command> {
     Ok(command)
 }
 
-fn start_server(state: &Path, tls: &StackTls) -> anyhow::Result<(Proc, String)> {
-    let log = state.join("logs/server.log");
-    let _ = std::fs::remove_file(&log);
-    let child = gantry_command(&log)?
+fn start_server(
+    log: &Path,
+    data_dir: &Path,
+    tls: &StackTls,
+    extra: &[std::ffi::OsString],
+) -> anyhow::Result<(Proc, String)> {
+    let _ = std::fs::remove_file(log);
+    let child = gantry_command(log)?
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(state.join("server"))
+        .arg(data_dir)
         .args(tls.server_args())
+        .args(extra)
         .spawn()
         .context("starting gantry server")?;
     let proc = Proc::of(child.id()).context("gantry server exited at once")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
         if let Some(url) = text.split_whitespace().find(|w| w.starts_with("https://")) {
             return Ok((proc, url.to_owned()));
         }
@@ -416,6 +485,9 @@ fn start_agent(
             "auto",
             "--restart-delay",
             "500ms",
+            // haproxy's Prometheus exporter on the node's own address.
+            "--lb-metrics-port",
+            LB_METRICS_PORT,
         ])
         .arg("--data-dir")
         .arg(&data_dir)
@@ -441,6 +513,8 @@ fn start_agent(
     Proc::of(child.id()).with_context(|| format!("the agent of node {} exited at once", node.name))
 }
 
+/// Where each node's haproxy exports its metrics (every node has an address of its own).
+const LB_METRICS_PORT: &str = "8405";
 /// What each local group node offers the scheduler (`gantry agent --capacity`).
 const NODE_CAPACITY: &str = "cpu=1,memory_mb=600";
 /// What the local external balancer offers: too little for a worker.
@@ -594,12 +668,20 @@ fn stop_process(process: Option<&Proc>, grace: Duration) {
 
 /// Stops the nodes (each agent stops its services and balancer), then the server.
 fn down_stack(state: &Path, stack: &Stack) {
+    observe::stop(stack.observer.as_ref());
     std::thread::scope(|scope| {
         for node in &stack.nodes {
             scope.spawn(|| stop_process(node.process.as_ref(), Duration::from_secs(15)));
         }
     });
     stop_process(stack.server.as_ref(), Duration::from_secs(10));
+    if let Some(ha) = &stack.ha {
+        std::thread::scope(|scope| {
+            for process in ha.processes() {
+                scope.spawn(move || stop_process(Some(process), Duration::from_secs(10)));
+            }
+        });
+    }
     let _ = std::fs::remove_file(state.join(STATE_FILE));
 }
 
@@ -627,8 +709,15 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let opened = open_dir(dir.as_deref())?;
     let state = state_dir(&opened);
     let Some(stack) = load_stack(&state) else {
-        let stopped =
-            StackStatus { agents: None, instances: None, nodes: None, public: None, running: false, server: None };
+        let stopped = StackStatus {
+            agents: None,
+            instances: None,
+            nodes: None,
+            public: None,
+            running: false,
+            server: None,
+            ha: None,
+        };
         return ctx.output().print(&stopped, |out| {
             writeln!(out, "no stack is running in {}: start one with `gantry up`", opened.dir.display())?;
             Ok(())
@@ -645,16 +734,37 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
             public: Some(&stack.public),
             running: true,
             server: Some(&stack.url),
+            ha: stack.ha.as_ref(),
         });
     }
     let mut out = std::io::stdout().lock();
-    let server = if stack.server.as_ref().is_some_and(Proc::running) { "running" } else { "NOT RUNNING" };
-    writeln!(out, "server  {} ({server})", stack.url)?;
+    let state_of = |process: Option<&Proc>| if process.is_some_and(Proc::running) { "running" } else { "NOT RUNNING" };
+    match &stack.ha {
+        Some(ha) => {
+            for server in &ha.servers {
+                writeln!(out, "server  {} ({})", server.url, state_of(server.process.as_ref()))?;
+            }
+            for member in &ha.etcd {
+                let pid = member.process.map_or(0, |p| p.pid);
+                writeln!(
+                    out,
+                    "etcd    {} {} pid {pid} ({})",
+                    member.name,
+                    member.url,
+                    state_of(member.process.as_ref())
+                )?;
+            }
+        }
+        None => writeln!(out, "server  {} ({})", stack.url, state_of(stack.server.as_ref()))?,
+    }
     for node in &stack.nodes {
         let alive = if node.process.as_ref().is_some_and(Proc::running) { "up" } else { "DOWN" };
         let role = node.group.as_deref().map_or_else(|| "external load balancer".to_owned(), |g| format!("group {g}"));
         writeln!(out, "node    {:<18} {:<14} {alive:<5} {role}", node.name, node.address)?;
         let Some(status) = agents.iter().find(|s| s.machine == node.name) else { continue };
+        if let Some(server) = &status.server {
+            writeln!(out, "  server  {server}")?;
+        }
         for (service, state) in &status.processes {
             let p = state.process.as_ref();
             // Scheduled work is named by its allocation.
@@ -687,6 +797,21 @@ pub fn status(ctx: &Context, dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let passing = instances.iter().filter(|i| i.health == Health::Passing).count();
     writeln!(out, "instances: {passing} of {} passing", instances.len())?;
+    match stack.observer.as_ref().filter(|o| o.prometheus.running()) {
+        Some(observer) => {
+            writeln!(out, "prometheus {}", observer.url)?;
+            match ctx.block_on(super::prometheus::firing(&observer.url)) {
+                Ok(alerts) if alerts.is_empty() => writeln!(out, "alerts  none firing")?,
+                Ok(alerts) => {
+                    for alert in alerts.iter().filter(|a| a.state == "firing") {
+                        writeln!(out, "alert   {}", alert.line())?;
+                    }
+                }
+                Err(e) => writeln!(out, "alerts  cannot be read: {e:#}")?,
+            }
+        }
+        None => writeln!(out, "prometheus not running (`gantry up` starts it when installed)")?,
+    }
     for url in &stack.public {
         writeln!(out, "public  {url}")?;
     }
@@ -707,4 +832,7 @@ struct StackStatus<'a> {
     running: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<&'a str>,
+    /// With `--ha`: the etcd members and servers, with their pids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ha: Option<&'a ha::Ha>,
 }

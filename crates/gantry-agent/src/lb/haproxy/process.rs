@@ -96,6 +96,11 @@ impl Haproxy {
         &self.plan
     }
 
+    /// What it was started with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The master's pid while haproxy runs (as of the last apply).
     pub fn pid(&self) -> Option<u32> {
         self.master.as_ref().map(|m| m.pid)

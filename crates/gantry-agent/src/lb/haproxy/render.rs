@@ -18,6 +18,9 @@ pub fn render(plan: &Plan, settings: &Settings) -> String {
     let mut out = String::from(HEADER);
     global(&mut out, settings);
     defaults(&mut out, settings);
+    if let Some(bind) = settings.exporter {
+        exporter_section(&mut out, bind);
+    }
     let mut frontends: Vec<&Frontend> = plan.frontends.iter().collect();
     frontends.sort_by(|a, b| a.service.cmp(&b.service).then(a.bind.cmp(&b.bind)));
     for frontend in frontends {
@@ -84,6 +87,26 @@ defaults
         connect = duration(settings.connect_timeout),
         client = duration(settings.client_timeout),
         server = duration(settings.server_timeout),
+    );
+}
+
+/// The name of the exporter's frontend: `_` starts no service id, so it
+/// never clashes with a service's frontend.
+pub const EXPORTER_FRONTEND: &str = "_gantry_metrics";
+
+/// haproxy's built-in Prometheus exporter (per frontend, backend and server:
+/// requests, responses by status class, errors, queue, sessions).
+fn exporter_section(out: &mut String, bind: std::net::SocketAddr) {
+    let _ = write!(
+        out,
+        "
+frontend {EXPORTER_FRONTEND}
+    # haproxy's own Prometheus exporter, scraped through gantry's discovery
+    # (any other path: 503, there is no backend).
+    mode http
+    bind {bind}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+"
     );
 }
 

@@ -130,7 +130,7 @@ async fn serve_child(args: &[String]) -> anyhow::Result<()> {
         Some(dir) => {
             let identity = Identity::load(&dir.join(SERVER_CERT_FILE), &dir.join(SERVER_KEY_FILE))?;
             let ca = TrustedCa::load(&dir.join(gantry_tls::CA_FILE))?;
-            Some(ServerTls::new(identity, &ClientAuth::Required { ca, role: None })?)
+            Some(ServerTls::new(identity, &ClientAuth::Required { ca, roles: Vec::new() })?)
         }
         None => None,
     };

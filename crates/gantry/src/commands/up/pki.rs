@@ -24,6 +24,9 @@ pub const TLS_DIR: &str = "tls";
 const SERVER: &str = "server";
 /// The operator's certificate: what `up`, `status` and the CLI present.
 const OPERATOR: &str = "operator";
+/// Prometheus' certificate (role metrics): it scrapes agents' `/metrics`
+/// with it, and may read nothing else of an agent.
+const PROMETHEUS: &str = "prometheus";
 /// A certificate this close to its end is replaced by the next `up`, so a
 /// stack brought up again now and then never runs into an expiry.
 const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -85,6 +88,28 @@ impl StackTls {
         ]
     }
 
+    /// The CA's file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca()
+    }
+
+    /// Prometheus' certificate and key files.
+    pub fn prometheus(&self) -> (PathBuf, PathBuf) {
+        (self.cert(PROMETHEUS), self.key(PROMETHEUS))
+    }
+
+    /// An etcd member's (`up --ha`): the CA it trusts for clients, and the
+    /// server's certificate and key (they name 127.0.0.1).
+    pub fn etcd_server_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        (self.ca(), self.cert(SERVER), self.key(SERVER))
+    }
+
+    /// What the servers present to etcd (`up --ha`): the CA that signed
+    /// etcd's certificate, and the operator's certificate and key.
+    pub fn etcd_client_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        (self.ca(), self.cert(OPERATOR), self.key(OPERATOR))
+    }
+
     /// What the operator's commands talk to the stack's server with.
     pub fn operator(&self) -> anyhow::Result<ClientTls> {
         ClientTls::load(&self.ca(), Some((&self.cert(OPERATOR), &self.key(OPERATOR)))).with_context(|| {
@@ -128,7 +153,11 @@ pub fn ensure(tls: &StackTls, repo: &str, nodes: &[Node]) -> anyhow::Result<Made
         })?
     };
     let trusted = TrustedCa::from_pem(ca.cert_pem(), &ca_file.display().to_string())?;
-    let mut wanted = vec![CertRequest::new(Role::Server, SERVER), CertRequest::new(Role::Client, OPERATOR)];
+    let mut wanted = vec![
+        CertRequest::new(Role::Server, SERVER),
+        CertRequest::new(Role::Client, OPERATOR),
+        CertRequest::new(Role::Metrics, PROMETHEUS),
+    ];
     for node in nodes {
         let mut request = CertRequest::new(Role::Agent, &node.name);
         request.ips = vec![node.address.parse().with_context(|| format!("the address of node {}", node.name))?];
