@@ -1,6 +1,9 @@
-//! Statistics the benchmark binaries share: nearest-rank percentiles and
-//! durations in milliseconds, so every table computes its columns alike.
+//! What the benchmark binaries share: nearest-rank percentiles and
+//! durations in milliseconds, so every table computes its columns alike,
+//! and the `gantry` processes the cluster benchmarks start (`processes`).
 #![forbid(unsafe_code)]
+
+pub mod processes;
 
 use std::time::Duration;
 

@@ -21,22 +21,7 @@ use super::{AgentProcess, ServerProcess, block_on, eventually, gantry};
 /// The service's code: answers `VERSION HOST` on `/`, and `/status` 200
 /// unless a file `dist/api/BROKEN` is in its working directory (the
 /// repository, or a release: the artifact keeps its path).
-const APP: &str = r#"import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-VERSION = open("dist/api/VERSION").read().strip()
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    def do_GET(self):
-        code = 500 if self.path == "/status" and os.path.exists("dist/api/BROKEN") else 200
-        body = f"{VERSION} {os.environ['HOST']}\n".encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
-"#;
+const APP: &str = include_str!("fixtures/release_app.py");
 
 /// Each test's stack on addresses of its own (`127.0.NET.1` the balancer,
 /// `.2` to `.5` the api nodes), so the tests run side by side.

@@ -38,6 +38,9 @@ use gantry_tls::config::{ClientAuth, ClientTls};
 use tokio::task::JoinHandle;
 
 pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE, Started};
+/// The agent's fetch of a release (download, SHA-256 and length checked,
+/// unpacked), public so `bench-deploy` times the very path agents run.
+pub use releases::fetch as fetch_release;
 use world::{Touched, World};
 
 use crate::facts;

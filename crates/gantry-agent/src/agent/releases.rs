@@ -354,7 +354,7 @@ impl Agent {
 
 /// Downloads, verifies and unpacks `target` (unless it already is);
 /// returns its directory.
-pub(super) async fn fetch(client: &Client, data_dir: &Path, target: &ReleaseTarget) -> Result<PathBuf, String> {
+pub async fn fetch(client: &Client, data_dir: &Path, target: &ReleaseTarget) -> Result<PathBuf, String> {
     if let Some(dir) = unpacked(data_dir, &target.service, target.version) {
         return Ok(dir);
     }

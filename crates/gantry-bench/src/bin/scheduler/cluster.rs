@@ -6,14 +6,12 @@
 //! (`cargo build --release -p gantry`).
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::StreamExt;
 use gantry_api::{CapacitySource, DesiredState, Health, Machine, NodeCapacity, Resources, ServiceDefinition};
+use gantry_bench::processes::{Agent, Server, kill_group, until};
 use gantry_bench::{ms, percentile};
 use gantry_client::{Client, PutOptions};
 use gantry_store::local_etcd::LocalEtcd;
@@ -21,75 +19,6 @@ use gantry_store::local_etcd::LocalEtcd;
 use crate::{K8S_HIGH, K8S_LOW, NOMAD_C2M};
 
 const STATUS_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../gantry/tests/fixtures/status_server.py");
-
-/// SIGKILLs the process group `leader` leads, only if it is one: a pid
-/// above 1 whose group id (`/proc/PID/stat`) is its own and is not ours.
-/// Never `kill -1`, nor a group this bench is in.
-fn kill_group(leader: u32) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{leader}/stat")) else { return };
-    // Fields after the command's closing parenthesis: state, ppid, pgrp.
-    let group = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
-    let ours = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| s.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse::<u32>().ok());
-    if leader > 1 && group == Some(leader) && ours != Some(leader) {
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{leader}")]).status();
-    }
-}
-
-/// The `gantry` binary built beside this one, or `$GANTRY_BIN`.
-fn gantry_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("GANTRY_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let path = exe.parent().context("the bench's directory")?.join("gantry");
-    if !path.exists() {
-        bail!("{} is missing: build it first (`cargo build --release -p gantry`)", path.display());
-    }
-    Ok(path)
-}
-
-/// A `gantry server` child process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    token: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path, store: &str) -> anyhow::Result<Server> {
-        let mut child = Command::new(gantry_binary()?)
-            .args(["server", "--listen", "127.0.0.1:0", "--store", store, "--data-dir"])
-            .arg(data_dir)
-            // The bench's client is one token writing thousands of nodes.
-            .args(["--max-requests-per-second-per-token", "1000000", "--max-request-burst-per-token", "1000000"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning gantry server")?;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
-        let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("gantry server printed no URL: {line:?}");
-        };
-        let token = std::fs::read_to_string(data_dir.join("bootstrap-token")).context("the bootstrap token")?;
-        Ok(Server { url: url.to_owned(), token: token.trim().to_owned(), child })
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.url).with_token(&self.token)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A simulated node: a machine record with a configured capacity, no agent.
 fn simulated(i: usize) -> Machine {
@@ -111,24 +40,6 @@ fn simulated(i: usize) -> Machine {
 
 fn service(value: serde_json::Value) -> anyhow::Result<ServiceDefinition> {
     serde_json::from_value(value).context("a service definition")
-}
-
-/// Polls `done` every 20 ms until it answers `Some`, for at most `limit`.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut done: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = done().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One row of part 2: services of `counts` PUT at once; the time from the
@@ -253,37 +164,9 @@ pub async fn endtoend(nodes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `gantry agent` child process, SIGKILLed on drop.
-struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    fn start(server: &Server, dir: &Path, name: &str, address: &str) -> anyhow::Result<Agent> {
-        let data_dir = dir.join(name);
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let child = Command::new(gantry_binary()?)
-            .env("GANTRY_TOKEN", &server.token)
-            .args(["agent", "--server", &server.url, "--data-dir"])
-            .arg(&data_dir)
-            .args(["--machine-id", name, "--address", address, "--capacity", "cpu=2,memory_mb=450"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning gantry agent")?;
-        Ok(Agent { child })
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A nodeloss agent's flags beside its machine id.
+fn node_args(address: &str) -> [&str; 4] {
+    ["--address", address, "--capacity", "cpu=2,memory_mb=450"]
 }
 
 /// The running worker allocation whose instance passes its check, as
@@ -326,7 +209,7 @@ pub async fn nodeloss(trials: usize) -> anyhow::Result<()> {
     let address = |i: usize| format!("127.0.0.{}", 51 + i);
     let mut agents = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        agents.push(Agent::start(&server, dir.path(), name, &address(i))?);
+        agents.push(Agent::start(&server, dir.path(), name, None, &node_args(&address(i)))?);
     }
     let mut times = Vec::new();
     for trial in 1..=trials {
@@ -355,12 +238,14 @@ pub async fn nodeloss(trials: usize) -> anyhow::Result<()> {
             took.as_secs_f64()
         );
         times.push(took);
-        agents[index] = Agent::start(&server, dir.path(), &machine, &address(index))?;
+        agents[index] = Agent::start(&server, dir.path(), &machine, None, &node_args(&address(index)))?;
         until("the restarted node registers", Duration::from_secs(30), || async {
             Ok::<_, anyhow::Error>(client.machine(&machine).await.ok())
         })
         .await?;
     }
+    // SIGTERM, so the agents stop the worker they run (SIGKILL would leave it).
+    Agent::stop_all(agents);
     times.sort();
     let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
     println!("{:>7} {:>9} {:>9} {:>9} {:>9}", "trials", "min ms", "p50 ms", "p99 ms", "max ms");
