@@ -169,6 +169,14 @@ async fn advance(
         (Some((ReleaseStatus::Succeeded, _)), Some(of), Some(previous)) => Some((of, previous.version)),
         _ => None,
     };
+    // In the same transaction: whoever sees the rollback succeeded sees
+    // the release it replaced rolled back.
+    if let Some((of, previous)) = rolled_back
+        && let Some((key, revision, replaced)) =
+            rolled_back_record(store, &service, previous, rollout.version, of).await
+    {
+        txn = txn.when_mod_revision(&key, revision).put(&key, to_json(&replaced));
+    }
     txn = if step.finished.is_some() { txn.delete(&rollout_key) } else { txn.put(&rollout_key, to_json(&rollout)) };
     let written = store.txn(txn).await.map_err(|e| e.to_string())?;
     if !written.succeeded {
@@ -179,9 +187,6 @@ async fn advance(
     if let Some((status, _)) = &step.finished {
         eprintln!("gantry server: deploys: {service} v{} {}", rollout.version, status.word());
     }
-    if let Some((of, previous)) = rolled_back {
-        mark_rolled_back(store, &service, previous, rollout.version, of).await;
-    }
     if step.finished.is_some()
         && let Some(artifacts) = artifacts
     {
@@ -190,17 +195,25 @@ async fn advance(
     Ok(true)
 }
 
-/// The release a `deploy:rollback` replaced is marked rolled back.
-async fn mark_rolled_back(store: &Store, service: &str, previous: u64, by: u64, to: u64) {
+/// The release a `deploy:rollback` (v`by`, to v`to`) replaced, marked
+/// rolled back: its key, the revision it was read at and the new record;
+/// `None` when there is nothing to mark.
+async fn rolled_back_record(
+    store: &Store,
+    service: &str,
+    previous: u64,
+    by: u64,
+    to: u64,
+) -> Option<(String, u64, Release)> {
     let key = keys::release(service, previous);
-    let Ok(Some(kv)) = store.get(&key).await.map(|r| r.kv) else { return };
-    let Ok(mut release) = serde_json::from_slice::<Release>(&kv.value) else { return };
-    if release.status == ReleaseStatus::Succeeded && previous != to {
-        release.status = ReleaseStatus::RolledBack;
-        release.reason = Some(format!("rolled back to v{to} by v{by}"));
-        let txn = Txn::new().when_mod_revision(&key, kv.mod_revision).put(&key, to_json(&release));
-        let _ = store.txn(txn).await;
+    let kv = store.get(&key).await.ok()?.kv?;
+    let mut release = serde_json::from_slice::<Release>(&kv.value).ok()?;
+    if release.status != ReleaseStatus::Succeeded || previous == to {
+        return None;
     }
+    release.status = ReleaseStatus::RolledBack;
+    release.reason = Some(format!("rolled back to v{to} by v{by}"));
+    Some((key, kv.mod_revision, release))
 }
 
 /// Tells every node that runs a service with a stable release, and was
