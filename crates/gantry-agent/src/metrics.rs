@@ -238,16 +238,6 @@ fn node_families(out: &mut Text, node: &NodeSample) {
     }
 }
 
-const PROC_STATES: [ProcState; 7] = [
-    ProcState::Waiting,
-    ProcState::Starting,
-    ProcState::Running,
-    ProcState::Backoff,
-    ProcState::Stopping,
-    ProcState::Stopped,
-    ProcState::Failed,
-];
-
 fn service_families(out: &mut Text, view: &View, status: &AgentStatus, now_ms: u64) {
     out.family("gantry_service_health", "gauge", "1 for the health each unit's instance is published with.");
     for (unit, state) in &status.processes {
@@ -264,7 +254,7 @@ fn service_families(out: &mut Text, view: &View, status: &AgentStatus, now_ms: u
         status.processes.iter().filter_map(|(unit, state)| Some((unit, state.process.as_ref()?))).collect();
     out.family("gantry_service_state", "gauge", "1 for the state each supervised process is in.");
     for (unit, process) in &processes {
-        for state in PROC_STATES {
+        for state in ProcState::ALL {
             let [service, unit] = view.labels(unit);
             out.sample(
                 "gantry_service_state",

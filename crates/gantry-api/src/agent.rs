@@ -93,6 +93,17 @@ pub enum ProcState {
 }
 
 impl ProcState {
+    /// Every state, in the order of a process's life.
+    pub const ALL: [ProcState; 7] = [
+        ProcState::Waiting,
+        ProcState::Starting,
+        ProcState::Running,
+        ProcState::Backoff,
+        ProcState::Stopping,
+        ProcState::Stopped,
+        ProcState::Failed,
+    ];
+
     /// The wire name (`running`, `backoff`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -130,15 +130,7 @@ fn agent_documents() {
     for state in [RunState::Idle, RunState::Running, RunState::Queued, RunState::Throttled] {
         round_trip(state);
     }
-    for state in [
-        ProcState::Waiting,
-        ProcState::Starting,
-        ProcState::Running,
-        ProcState::Backoff,
-        ProcState::Stopping,
-        ProcState::Stopped,
-        ProcState::Failed,
-    ] {
+    for state in ProcState::ALL {
         round_trip(state);
         assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{}\"", state.as_str()));
     }
