@@ -7,6 +7,8 @@
 //! than its timeout; [`Checker`] is the tokio task that probes every
 //! interval and publishes a [`CheckStatus`] on a watch channel.
 
+use std::time::Duration;
+
 use gantry_api::now_ms;
 use gantry_spec::Check;
 use tokio::sync::watch;
@@ -149,15 +151,40 @@ fn worth_waking(before: &CheckStatus, after: &CheckStatus, restart_after: u32) -
         || restart_due
 }
 
+/// Until an instance's first pass, it is also probed between its regular
+/// probes: first this long after the last, then twice as long each time,
+/// up to `interval`. A process that has just started is seen listening
+/// within tens of milliseconds, not a whole interval later; one that takes
+/// long to start costs a few probes more per interval, not one per 25 ms.
+pub const STARTUP_PROBE: Duration = Duration::from_millis(25);
+
 async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatus>) {
     let mut thresholds = Thresholds::new(check.rise, check.fall);
     let mut ticks = tokio::time::interval(check.interval);
     // A probe that runs long delays the next one rather than bunching them.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut startup = STARTUP_PROBE.min(check.interval);
+    let mut passed_once = false;
     loop {
-        ticks.tick().await;
+        // Before the first pass, startup probes between the regular ones:
+        // their failures are not counted (a process still starting must
+        // not reach `restart_after` sooner), their first pass is.
+        let regular = if passed_once {
+            ticks.tick().await;
+            true
+        } else {
+            tokio::select! {
+                _ = ticks.tick() => true,
+                () = tokio::time::sleep(startup) => false,
+            }
+        };
         let started = std::time::Instant::now();
         let result = probe(&check.kind, &target, check.timeout).await;
+        if !regular && !result.passed {
+            startup = (startup * 2).min(check.interval);
+            continue;
+        }
+        passed_once |= result.passed;
         let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         thresholds.record(result.passed);
         status.send_if_modified(|current| {

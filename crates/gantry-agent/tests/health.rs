@@ -263,3 +263,34 @@ async fn a_checker_rises_and_falls_with_its_server() {
     assert!(up.last_checked_ms.is_some() && up.checks >= 6, "{up:?}");
     assert!(checker.status().checks >= up.checks);
 }
+
+#[tokio::test]
+async fn a_starting_instance_is_seen_passing_long_before_its_next_interval() {
+    // Failing (a process still starting), then passing after 150 ms: with
+    // a 30 s interval the next regular probe is far off; the startup
+    // probes between them see the pass, and their failures are not counted.
+    let server = HttpServer::start(503).await;
+    let check = Check {
+        kind: http_check((200, 299)),
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(1),
+        rise: 1,
+        fall: 1,
+        restart_after: 3,
+    };
+    let checker = Checker::start(check, target(server.address));
+    let mut status = checker.subscribe();
+    let first = until(&mut status, |s| s.checks >= 1).await;
+    assert_eq!((first.healthy, first.consecutive_failures), (false, 1), "{first:?}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(checker.status().checks, 1, "a failed startup probe is not counted: {:?}", checker.status());
+    assert!(server.heads.lock().unwrap().len() >= 2, "probed between the regular probes");
+    server.set_status(200);
+    let passing = Instant::now();
+    let up = until(&mut status, |s| s.healthy).await;
+    assert!(passing.elapsed() < Duration::from_secs(5), "healthy {:?} after it began to pass", passing.elapsed());
+    assert_eq!((up.checks, up.consecutive_passes), (2, 1), "{up:?}");
+    let probes = server.heads.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.heads.lock().unwrap().len(), probes, "no startup probes after the first pass");
+}

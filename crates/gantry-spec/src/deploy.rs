@@ -37,7 +37,8 @@ pub struct Deploy {
 /// The `update` stanza.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Update {
-    /// Nodes switched at once.
+    /// Nodes switched at once; never all of a service's nodes when it has
+    /// more than one (one keeps serving while the others switch).
     pub max_parallel: u32,
     /// How long checks must pass before a node counts as healthy.
     #[serde(with = "crate::service::duration_text")]
@@ -49,6 +50,18 @@ pub struct Update {
     pub canary: u32,
     /// On failure, switched nodes go back to the stable release.
     pub auto_revert: bool,
+}
+
+impl Update {
+    /// How many of a service's `nodes` switch at once: `max_parallel`, but
+    /// never all of them when there is more than one. A switching node is
+    /// out of rotation (withdrawn, draining, starting, proving itself for
+    /// `min_healthy_time`), so one that has not moved yet, or has moved and
+    /// passed, keeps serving: `max_parallel: 20` on 20 nodes moves 19, then
+    /// the last.
+    pub fn moving_at_once(&self, nodes: usize) -> usize {
+        (self.max_parallel as usize).min(nodes.saturating_sub(1)).max(1)
+    }
 }
 
 impl Default for Update {

@@ -14,6 +14,7 @@
 
 mod api;
 pub mod balance;
+mod fetch;
 mod local;
 mod mask;
 mod releases;
@@ -37,10 +38,10 @@ use gantry_client::{Client, ClientError, PutOptions, WatchItem};
 use gantry_tls::config::{ClientAuth, ClientTls};
 use tokio::task::JoinHandle;
 
-pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE, Started};
 /// The agent's fetch of a release (download, SHA-256 and length checked,
 /// unpacked), public so `bench-deploy` times the very path agents run.
-pub use releases::fetch as fetch_release;
+pub use fetch::fetch as fetch_release;
+pub use local::{MACHINE_ID_FILE, PORT_RANGE, PORTS_FILE, Started};
 use world::{Touched, World};
 
 use crate::facts;

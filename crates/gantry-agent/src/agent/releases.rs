@@ -16,10 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::StreamExt;
 use gantry_api::{Health, NodePhase, ReleaseTarget, UnitRelease};
-use gantry_client::Client;
-use sha2::Digest as _;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -28,7 +25,7 @@ use crate::envfile;
 
 /// The file written last into an unpacked release: without it the
 /// directory is not a release (an unpack that died half way).
-const COMPLETE: &str = ".gantry-release";
+pub(super) const COMPLETE: &str = ".gantry-release";
 
 /// One service's release here.
 pub(super) struct ReleaseRun {
@@ -156,7 +153,7 @@ impl Agent {
         let wake = self.wake.clone();
         tokio::spawn(async move {
             let result = async {
-                let dir = fetch(&client, &data_dir, &target).await?;
+                let dir = super::fetch::fetch(&client, &data_dir, &target).await?;
                 if let Some(hook) = hook {
                     if !scripts {
                         return Err(
@@ -350,99 +347,6 @@ impl Agent {
             let _ = std::fs::remove_dir_all(dir.join(format!("v{old}")));
         }
     }
-}
-
-/// Downloads, verifies and unpacks `target` (unless it already is);
-/// returns its directory.
-pub async fn fetch(client: &Client, data_dir: &Path, target: &ReleaseTarget) -> Result<PathBuf, String> {
-    if let Some(dir) = unpacked(data_dir, &target.service, target.version) {
-        return Ok(dir);
-    }
-    let root = releases_dir(data_dir, &target.service);
-    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
-    let download = root.join(format!(".v{}.download", target.version));
-    // A server that cannot be reached (restarting) is asked again; bytes
-    // that are not the release's are refused at once.
-    let mut result = Err(String::new());
-    for attempt in 0..FETCH_ATTEMPTS {
-        result = download_verified(client, target, &download).await;
-        match &result {
-            Err(why) if why.starts_with(UNREACHABLE) && attempt + 1 < FETCH_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            _ => break,
-        }
-    }
-    let unpacked = match result {
-        Ok(()) => unpack(&download, &root, target.version).await,
-        Err(e) => Err(e),
-    };
-    let _ = std::fs::remove_file(&download);
-    unpacked
-}
-
-/// Attempts at reaching the server for an artifact, a second apart.
-const FETCH_ATTEMPTS: u32 = 30;
-const UNREACHABLE: &str = "the server is unreachable";
-
-/// The artifact into `path`, hashed on the way: the length and SHA-256
-/// must be the release's.
-async fn download_verified(client: &Client, target: &ReleaseTarget, path: &Path) -> Result<(), String> {
-    let (_, mut stream) = client.download_artifact(&target.service, &target.sha256).await.map_err(|e| match e {
-        gantry_client::ClientError::Api { .. } => format!("fetching the artifact: {e}"),
-        other => format!("{UNREACHABLE}: {other}"),
-    })?;
-    let mut file = Some(std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?);
-    let mut hasher = sha2::Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("fetching the artifact: {e} (after {size} bytes)"))?;
-        size += chunk.len() as u64;
-        if size > target.size {
-            return Err(format!("the artifact is longer than the release's {} bytes: refused", target.size));
-        }
-        hasher.update(&chunk);
-        let mut f = file.take().expect("the file is back after each write");
-        let written = tokio::task::spawn_blocking(move || {
-            use std::io::Write as _;
-            f.write_all(&chunk).map(|()| f)
-        });
-        file = Some(written.await.map_err(|e| e.to_string())?.map_err(|e| format!("writing {}: {e}", path.display()))?);
-    }
-    if size != target.size {
-        return Err(format!("the artifact was cut short: {size} of {} bytes: refused", target.size));
-    }
-    let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    if got != target.sha256 {
-        return Err(format!("the artifact's SHA-256 is {got}, not the release's {}: refused", target.sha256));
-    }
-    Ok(())
-}
-
-/// Unpacks the archive into `v<version>` beside it: first into a
-/// temporary directory, marked complete, then renamed into place.
-async fn unpack(archive: &Path, root: &Path, version: u64) -> Result<PathBuf, String> {
-    let staging = root.join(format!(".v{version}.unpacking"));
-    let target = root.join(format!("v{version}"));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
-    let out = tokio::process::Command::new("tar")
-        .arg("-xf")
-        .arg(archive)
-        .arg("-C")
-        .arg(&staging)
-        .arg("--no-same-owner")
-        .output()
-        .await
-        .map_err(|e| format!("running tar: {e}"))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(format!("unpacking: tar {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    std::fs::write(staging.join(COMPLETE), format!("v{version}\n")).map_err(|e| format!("marking the release: {e}"))?;
-    let _ = std::fs::remove_dir_all(&target);
-    std::fs::rename(&staging, &target).map_err(|e| format!("moving the release into place: {e}"))?;
-    Ok(target)
 }
 
 /// Runs a service's hook (`on_delete`, `deploy.pre`, `deploy.post`) with

@@ -3,7 +3,7 @@
 //! - `fetch`: one artifact (`--size-mb`, 50) fetched at once by `--fetchers`
 //!   (100) agents' fetch path (`gantry_agent::agent::fetch_release`: the
 //!   download through a `gantry server` process's artifact route, length and
-//!   SHA-256 checked as it arrives, written, unpacked with `tar`), each with
+//!   SHA-256 checked and the archive unpacked as it arrives), each with
 //!   its own agent token (`acl:token:create --agent`). Their aggregate
 //!   throughput is printed beside `cp` of the same file on the same disk in
 //!   the same run (the physical limit), as a ratio; target >= 0.5x.
@@ -12,7 +12,10 @@
 //!   fronted by haproxy on a `www` agent, with `max_parallel` 1, 5 and 20.
 //!   Each rollout's time (the release's `created_ms` to `finished_ms`) is
 //!   printed beside its floor, the waits the stanza configures:
-//!   `ceil(instances / max_parallel) * (shutdown_delay + min_healthy_time)`
+//!   `batches * (shutdown_delay + min_healthy_time)`, batches of
+//!   `max_parallel` nodes but never all of them (one keeps serving: 20 of
+//!   20 move as 19, then 1), and beside the nominal floor of
+//!   `ceil(instances / max_parallel)` batches
 //!   (each batch is withdrawn for `shutdown_delay`, then must pass its check
 //!   for `min_healthy_time`; the fetch, the process start, the first check
 //!   and the reports to the server are the overhead measured); target
@@ -38,6 +41,7 @@ use gantry_api::{AgentIdentity, ReleaseStatus, ReleaseTarget, TokenRequest};
 use gantry_bench::processes::{Agent, Server, gantry_binary, until};
 use gantry_bench::{ms, percentile};
 use gantry_client::Client;
+use gantry_spec::Update;
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -199,6 +203,30 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
         Ok(std::fs::remove_dir_all(&unpacked)?)
     })?;
     let tools_rate = rate(archive_size, tools);
+    // And the same bytes as the fetchers write: the file copied once per
+    // fetcher, one `cp` per core at a time (page cache and writeback
+    // included, as for the fetchers), each copy kept until the end.
+    let copies = work.join("copies");
+    std::fs::create_dir_all(&copies)?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..cores)
+            .map(|core| {
+                let (file, copies) = (&file, &copies);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for i in (core..options.fetchers).step_by(cores) {
+                        run("cp", &[file, &copies.join(format!("copy-{i:03}")).to_string_lossy()])?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a cp worker panicked"))?)
+    })?;
+    let cp_all = started.elapsed();
+    std::fs::remove_dir_all(&copies)?;
+    let cp_all_rate = rate(archive_size * options.fetchers as u64, cp_all);
 
     let server = Server::start(&work.join("server"), "embedded")?;
     let client = server.client();
@@ -227,7 +255,7 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
     println!(
         "fetch: one artifact (a {:.1} MB tar of random bytes) fetched at once by {} agents' fetch path \
          (gantry_agent::agent::fetch_release: GET /v1/artifacts/blob/SHA from a `gantry server` process with an \
-         agent token each, SHA-256 and length checked, written, unpacked with tar) into {}; against `cp` of the \
+         agent token each, unpacked as it arrives, SHA-256 and length checked) into {}; against `cp` of the \
          same file on the same disk (best of 5)",
         archive_size as f64 / 1e6,
         options.fetchers,
@@ -275,10 +303,15 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
         ms(*times.last().context("a fetch")?),
         aggregate / cp_rate
     );
-    for (name, took, rate) in [("cp", cp, cp_rate), ("cp+sha+tar", tools, tools_rate)] {
+    let cp_all_name = format!("cp x{}", options.fetchers);
+    let total_gb = total as f64 / 1e9;
+    for (name, gb, took, rate) in [
+        ("cp", archive_size as f64 / 1e9, cp, cp_rate),
+        (cp_all_name.as_str(), total_gb, cp_all, cp_all_rate),
+        ("cp+sha+tar", archive_size as f64 / 1e9, tools, tools_rate),
+    ] {
         println!(
-            "{name:>10} {:>8.2} {:>9.3} {rate:>10.0} {:>10} {:>10} {:>9.2}",
-            archive_size as f64 / 1e9,
+            "{name:>10} {gb:>8.2} {:>9.3} {rate:>10.0} {:>10} {:>10} {:>9.2}",
             took.as_secs_f64(),
             "-",
             "-",
@@ -286,13 +319,18 @@ async fn fetch(options: &Options) -> anyhow::Result<()> {
         );
     }
     println!(
+        "{cp_all_name}: the file copied once per fetcher, {cores} cp at a time, the same {total_gb:.2} GB written \
+         as the fetchers write: the fetchers' aggregate is {:.2}x of it",
+        aggregate / cp_all_rate
+    );
+    println!(
         "cp+sha+tar: one copy, `sha256sum` and `tar -xf` of it, one after another (the agent's work done by \
          coreutils, one fetch at a time): the fetchers' aggregate is {:.2}x of it",
         aggregate / tools_rate
     );
     println!(
-        "CPU during the fetches: server {server_cpu:.1} s, fetchers {fetchers_cpu:.1} s (this process and its \
-         tar children) in {:.1} s of wall time on {} cores",
+        "CPU during the fetches: server {server_cpu:.1} s, fetchers {fetchers_cpu:.1} s (this process) in {:.1} s \
+         of wall time on {} cores",
         wall.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -420,10 +458,20 @@ fn gantry(server: &Server, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// A rollout's floor: its batches, each waiting `wait_ms` (shutdown_delay
-/// + min_healthy_time), and nothing else.
+/// + min_healthy_time), and nothing else. Batches as the server forms them:
+/// `max_parallel` nodes at a time but never every node
+/// ([`Update::moving_at_once`]: one keeps serving), so 20 of 20 is 19,
+/// then 1.
 fn floor(instances: usize, max_parallel: usize, wait_ms: u64) -> (u64, Duration) {
-    let batches = instances.div_ceil(max_parallel) as u64;
+    let update = Update { max_parallel: u32::try_from(max_parallel).unwrap_or(u32::MAX), ..Update::default() };
+    let batches = instances.div_ceil(update.moving_at_once(instances)) as u64;
     (batches, Duration::from_millis(batches * wait_ms))
+}
+
+/// The floor if every node could leave rotation at once (`max_parallel`
+/// taken as it is): what a rollout that drops requests could reach.
+fn nominal_floor(instances: usize, max_parallel: usize, wait_ms: u64) -> Duration {
+    Duration::from_millis(instances.div_ceil(max_parallel) as u64 * wait_ms)
 }
 
 /// Where a rollout's time beyond its waits went, from the release's
@@ -500,13 +548,15 @@ async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::
     println!(
         "rollout: `gantry deploy` of {n} `gantry agent` nodes (a Python HTTP service each, HTTP check every \
          200 ms, rise 1) behind haproxy on a www agent; shutdown_delay {} ms, min_healthy_time {} ms; \
-         floor = ceil({n} / max_parallel) * (shutdown_delay + min_healthy_time); rollout = the release's \
-         created_ms to finished_ms; a request loop through haproxy during each deploy",
+         floor = batches * (shutdown_delay + min_healthy_time), batches = ceil({n} / min(max_parallel, {n} - 1)) \
+         (one node keeps serving); x nominal: against ceil({n} / max_parallel) batches, as if every node could \
+         leave at once; rollout = the release's created_ms to finished_ms; a request loop through haproxy \
+         during each deploy",
         options.shutdown_delay_ms, options.min_healthy_ms
     );
     println!(
-        "{:>12} {:>8} {:>8} {:>10} {:>10} {:>9} {:>10} {:>9}",
-        "max_parallel", "batches", "floor s", "rollout s", "command s", "x floor", "requests", "failed"
+        "{:>12} {:>8} {:>8} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9}",
+        "max_parallel", "batches", "floor s", "rollout s", "command s", "x floor", "x nominal", "requests", "failed"
     );
     let mut worst: f64 = 0.0;
     let mut failed_total = 0;
@@ -535,10 +585,11 @@ async fn measure(options: &Options, server: &Server, repo_arg: &str) -> anyhow::
         anyhow::ensure!(serving.count() == n, "not every node serves v{version}");
         let (batches, floor) = floor(n, parallel, wait);
         let ratio = took.as_secs_f64() / floor.as_secs_f64();
+        let nominal = took.as_secs_f64() / nominal_floor(n, parallel, wait).as_secs_f64();
         worst = worst.max(ratio);
         failed_total += failed;
         println!(
-            "{parallel:>12} {batches:>8} {:>8.1} {:>10.2} {:>10.2} {ratio:>9.2} {:>10} {failed:>9}",
+            "{parallel:>12} {batches:>8} {:>8.1} {:>10.2} {:>10.2} {ratio:>9.2} {nominal:>10.2} {:>10} {failed:>9}",
             floor.as_secs_f64(),
             took.as_secs_f64(),
             command.as_secs_f64(),
@@ -562,8 +613,10 @@ mod tests {
     fn the_floor_is_the_waits_of_every_batch() {
         assert_eq!(floor(20, 1, 2000), (20, Duration::from_secs(40)));
         assert_eq!(floor(20, 5, 2000), (4, Duration::from_secs(8)));
-        assert_eq!(floor(20, 20, 2000), (1, Duration::from_secs(2)));
+        assert_eq!(floor(20, 20, 2000), (2, Duration::from_secs(4)), "19, then the one that kept serving");
         assert_eq!(floor(20, 6, 1500), (4, Duration::from_secs(6)), "a last, partial batch waits too");
+        assert_eq!(nominal_floor(20, 20, 2000), Duration::from_secs(2));
+        assert_eq!(nominal_floor(20, 6, 1500), Duration::from_secs(6));
     }
 
     #[test]

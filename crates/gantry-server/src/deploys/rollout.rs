@@ -2,7 +2,8 @@
 //! and what each node's agent reports, the rollout's next state, which
 //! nodes to tell to run which release, and whether it is over.
 //!
-//! Nodes move `max_parallel` at a time; a node is told, then reports
+//! Nodes move `max_parallel` at a time (never all of them:
+//! [`Update::moving_at_once`]); a node is told, then reports
 //! fetching, draining, starting and healthy (or failed) for the version it
 //! was told. The first failure (or `deploy:abort`) stops the rollout; with
 //! `auto_revert` (always on abort) every node that was told goes back to
@@ -129,8 +130,9 @@ pub fn step(
             let mut flying = rollout.nodes.iter().filter(in_flight).count();
             let mut told = rollout.nodes.iter().filter(|n| n.told_ms > 0).count();
             let limit = if update.canary > 0 && !rollout.promoted { update.canary as usize } else { usize::MAX };
+            let parallel = update.moving_at_once(rollout.nodes.len());
             for node in rollout.nodes.iter_mut().filter(|n| n.told_ms == 0) {
-                if flying >= update.max_parallel as usize || told >= limit {
+                if flying >= parallel || told >= limit {
                     break;
                 }
                 node.phase = NodePhase::Fetching;
@@ -245,6 +247,21 @@ mod tests {
         let all = views(&[(0, 2, NodePhase::Healthy), (1, 2, NodePhase::Healthy), (2, 2, NodePhase::Healthy)], 3);
         let s = step(&mut r, &target(2), &update, &all, 40);
         assert_eq!(s.finished, Some((ReleaseStatus::Succeeded, None)));
+    }
+
+    #[test]
+    fn one_node_keeps_serving_whatever_max_parallel_says() {
+        let at_once = |max_parallel, nodes| Update { max_parallel, ..Update::default() }.moving_at_once(nodes);
+        assert_eq!(at_once(20, 20), 19);
+        assert_eq!(at_once(5, 20), 5);
+        assert_eq!(at_once(3, 2), 1);
+        assert_eq!(at_once(1, 1), 1, "a lone node must still move");
+        let update = Update { max_parallel: 3, ..Update::default() };
+        let mut r = rollout(3, Some(1));
+        let s = step(&mut r, &target(2), &update, &views(&[], 3), 10);
+        assert_eq!(told(&s), [("m0", 2), ("m1", 2)], "m2 serves while they switch");
+        let s = step(&mut r, &target(2), &update, &views(&[(0, 2, NodePhase::Healthy)], 3), 20);
+        assert_eq!(told(&s), [("m2", 2)], "m0 is back in rotation");
     }
 
     #[test]
