@@ -152,11 +152,14 @@ fn worth_waking(before: &CheckStatus, after: &CheckStatus, restart_after: u32) -
 }
 
 /// Until an instance's first pass, it is also probed between its regular
-/// probes: first this long after the last, then twice as long each time,
-/// up to `interval`. A process that has just started is seen listening
-/// within tens of milliseconds, not a whole interval later; one that takes
-/// long to start costs a few probes more per interval, not one per 25 ms.
+/// probes: this long after the last for [`STARTUP_BRISK`], then twice as
+/// long each time, up to `interval`. A process that has just started is
+/// seen listening within tens of milliseconds, not a whole interval later
+/// (most start within a second); one that takes long to start costs a few
+/// probes more per interval after that, not one per 25 ms.
 pub const STARTUP_PROBE: Duration = Duration::from_millis(25);
+/// How long startup probes stay [`STARTUP_PROBE`] apart before backing off.
+pub const STARTUP_BRISK: Duration = Duration::from_secs(1);
 
 async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatus>) {
     let mut thresholds = Thresholds::new(check.rise, check.fall);
@@ -165,6 +168,7 @@ async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatu
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut startup = STARTUP_PROBE.min(check.interval);
     let mut passed_once = false;
+    let born = tokio::time::Instant::now();
     loop {
         // Before the first pass, startup probes between the regular ones:
         // their failures are not counted (a process still starting must
@@ -181,7 +185,9 @@ async fn run(check: Check, target: CheckTarget, status: watch::Sender<CheckStatu
         let started = std::time::Instant::now();
         let result = probe(&check.kind, &target, check.timeout).await;
         if !regular && !result.passed {
-            startup = (startup * 2).min(check.interval);
+            if born.elapsed() >= STARTUP_BRISK {
+                startup = (startup * 2).min(check.interval);
+            }
             continue;
         }
         passed_once |= result.passed;
