@@ -128,7 +128,9 @@ pub fn deploy(ctx: &Context, opened: &Opened, args: DeployArgs<'_>) -> anyhow::R
 /// `gantry up`: release v1 of each service with an artifact and no
 /// release yet, and follow each rollout; a line for each. How many it made.
 pub fn first_releases(ctx: &Context, client: &Client, opened: &Opened, say: impl Fn(&str)) -> anyhow::Result<usize> {
-    let mut made = 0;
+    // Every release is made first, so their rollouts (one per service,
+    // independent) run at once; then each is followed to its end.
+    let mut made = Vec::new();
     for (id, service) in &opened.repo.services {
         if service.deploy.artifact.is_none() {
             continue;
@@ -145,11 +147,13 @@ pub fn first_releases(ctx: &Context, client: &Client, opened: &Opened, say: impl
             timeout: Duration::from_secs(300),
         };
         let (release, _) = publish(ctx, client, opened, args)?;
-        let release = follow(ctx, client, id, release.version, Duration::from_secs(300))?;
-        say(&format!("release     {id} v{} {}", release.version, release.status.word()));
-        made += 1;
+        made.push((id, release.version));
     }
-    Ok(made)
+    for (id, version) in &made {
+        let release = follow(ctx, client, id, *version, Duration::from_secs(300))?;
+        say(&format!("release     {id} v{} {}", release.version, release.status.word()));
+    }
+    Ok(made.len())
 }
 
 /// Packs, uploads (unless stored) and releases; the release and a line saying so.
