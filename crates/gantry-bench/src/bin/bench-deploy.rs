@@ -138,8 +138,19 @@ fn proc_cpu(pid: &str, fields: usize) -> anyhow::Result<f64> {
     // (state); utime, stime, cutime, cstime are fields 14 to 17.
     let rest = stat.rsplit_once(')').context("a /proc stat line")?.1;
     let ticks: f64 = rest.split_whitespace().skip(11).take(fields).filter_map(|f| f.parse::<f64>().ok()).sum();
-    let per_second: f64 = run("getconf", &["CLK_TCK"])?.trim().parse().context("CLK_TCK")?;
-    Ok(ticks / per_second)
+    Ok(ticks / clock_ticks()?)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`), asked once: the CPU
+/// readings are taken around each deploy for every agent, and a process
+/// per reading would be CPU of this bench's own in what they measure.
+fn clock_ticks() -> anyhow::Result<f64> {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    if let Some(ticks) = TICKS.get() {
+        return Ok(*ticks);
+    }
+    let ticks: f64 = run("getconf", &["CLK_TCK"])?.trim().parse().context("CLK_TCK")?;
+    Ok(*TICKS.get_or_init(|| ticks))
 }
 
 /// The shortest of `rounds` runs of `step`.
@@ -496,7 +507,7 @@ impl Cpu {
             .filter_map(|f| f.parse().ok())
             .collect();
         let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
-        let per_second: f64 = run("getconf", &["CLK_TCK"])?.trim().parse().context("CLK_TCK")?;
+        let per_second = clock_ticks()?;
         let mut agents_cpu = 0.0;
         for pid in agents {
             agents_cpu += own_cpu_seconds(&pid.to_string())?;
@@ -522,8 +533,7 @@ impl Cpu {
 /// The service's own start over a rollout's batches of `instances` at
 /// `max_parallel`: [`app_starts`] of each batch's size, summed.
 fn batches_start(repo: &Path, instances: usize, max_parallel: usize) -> anyhow::Result<Duration> {
-    let update = Update { max_parallel: u32::try_from(max_parallel).unwrap_or(u32::MAX), ..Update::default() };
-    let at_once = update.moving_at_once(instances);
+    let at_once = at_once(instances, max_parallel);
     let (full, rest) = (instances / at_once, instances % at_once);
     let mut total = app_starts(repo, at_once)? * u32::try_from(full)?;
     if rest > 0 {
@@ -572,9 +582,14 @@ fn app_starts(repo: &Path, count: usize) -> anyhow::Result<Duration> {
 /// ([`Update::moving_at_once`]: one keeps serving), so 20 of 20 is 19,
 /// then 1.
 fn floor(instances: usize, max_parallel: usize, wait_ms: u64) -> (u64, Duration) {
-    let update = Update { max_parallel: u32::try_from(max_parallel).unwrap_or(u32::MAX), ..Update::default() };
-    let batches = instances.div_ceil(update.moving_at_once(instances)) as u64;
+    let batches = instances.div_ceil(at_once(instances, max_parallel)) as u64;
     (batches, Duration::from_millis(batches * wait_ms))
+}
+
+/// How many of `instances` the server moves at once at `max_parallel`.
+fn at_once(instances: usize, max_parallel: usize) -> usize {
+    let update = Update { max_parallel: u32::try_from(max_parallel).unwrap_or(u32::MAX), ..Update::default() };
+    update.moving_at_once(instances)
 }
 
 /// The floor if every node could leave rotation at once (`max_parallel`
